@@ -1,0 +1,178 @@
+//! The concurrent stages behind a backup: seal workers, packer and uploader, fed through a
+//! [`Sink`] by whatever produces chunks.
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use crate::repo::crypto::Id;
+use crate::repo::format;
+use crate::repo::index::{Index, PackRecord};
+use crate::repo::pack::{self, PackBuilder};
+use crate::repo::{Error, Repository};
+
+/// Where producers put chunks. `add` hashes, drops duplicates (already in the repository or
+/// already on their way in) and queues the rest for sealing.
+pub struct Sink<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    in_flight: Mutex<HashSet<Id>>,
+    tx: Sender<(Id, Vec<u8>)>,
+    stopped: &'a AtomicBool,
+}
+
+impl Sink<'_> {
+    pub fn add(&self, data: Vec<u8>) -> Result<Id, Error> {
+        let id = self.repo.key().chunk_id(&data);
+        if self.index.contains(&id) || !self.in_flight.lock().expect("poisoned").insert(id) {
+            return Ok(id);
+        }
+        if self.stopped.load(Ordering::Relaxed) || self.tx.send((id, data)).is_err() {
+            return Err(stopped());
+        }
+        Ok(id)
+    }
+}
+
+/// The error a producer sees when a later stage failed; the stage's own error is reported.
+fn stopped() -> Error {
+    Error::InvalidRequest("backup pipeline stopped".into())
+}
+
+pub struct Pipeline<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    level: i32,
+    workers: usize,
+}
+
+/// Chunks sealed but not yet packed: (id, sealed bytes, plaintext length).
+type Sealed = (Id, Vec<u8>, u32);
+
+impl<'a> Pipeline<'a> {
+    pub fn new(repo: &'a Repository, index: &'a Index, level: i32) -> Self {
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Pipeline { repo, index, level, workers }
+    }
+
+    /// Runs `produce` with a sink while the stages run; returns what it produced and the packs
+    /// written. On failure, also returns the packs already written so the caller can remove them.
+    #[allow(clippy::type_complexity)]
+    pub fn run<T: Send>(
+        &self,
+        produce: impl FnOnce(&Sink) -> Result<T, Error> + Send,
+    ) -> Result<(T, Vec<PackRecord>), (Error, Vec<PackRecord>)> {
+        let stopped = AtomicBool::new(false);
+        let (plain_tx, plain_rx) = bounded::<(Id, Vec<u8>)>(2 * self.workers);
+        let (sealed_tx, sealed_rx) = bounded::<Sealed>(2 * self.workers);
+        // A rendezvous: at most one pack being filled and one being uploaded.
+        let (pack_tx, pack_rx) = bounded::<pack::FinishedPack>(0);
+        let written = Mutex::new(Vec::new());
+
+        let (produced, stage_errors) = std::thread::scope(|s| {
+            let mut stages = Vec::new();
+            for _ in 0..self.workers {
+                let (rx, tx, stopped) = (plain_rx.clone(), sealed_tx.clone(), &stopped);
+                stages.push(s.spawn(move || self.seal_worker(rx, tx, stopped)));
+            }
+            drop((plain_rx, sealed_tx));
+            let stopped_ref = &stopped;
+            stages.push(s.spawn(move || self.packer(sealed_rx, pack_tx, stopped_ref)));
+            let written_ref = &written;
+            stages.push(s.spawn(move || self.uploader(pack_rx, written_ref, stopped_ref)));
+
+            let sink = Sink {
+                repo: self.repo,
+                index: self.index,
+                in_flight: Mutex::new(HashSet::new()),
+                tx: plain_tx,
+                stopped: &stopped,
+            };
+            let produced = produce(&sink);
+            if produced.is_err() {
+                stopped.store(true, Ordering::Relaxed);
+            }
+            drop(sink);
+            let errors: Vec<Error> =
+                stages.into_iter().filter_map(|h| h.join().expect("pipeline stage panicked").err()).collect();
+            (produced, errors)
+        });
+        let written = written.into_inner().expect("poisoned");
+        // A failing stage's error is the cause; the producer then only saw "stopped".
+        match (produced, stage_errors.into_iter().next()) {
+            (_, Some(err)) => Err((err, written)),
+            (Err(err), None) => Err((err, written)),
+            (Ok(value), None) => Ok((value, written)),
+        }
+    }
+
+    fn seal_worker(&self, rx: Receiver<(Id, Vec<u8>)>, tx: Sender<Sealed>, stopped: &AtomicBool) -> Result<(), Error> {
+        let mut compressor = zstd::bulk::Compressor::new(self.level)
+            .map_err(|e| Error::InvalidRequest(format!("zstd level {} is not usable: {e}", self.level)))?;
+        for (id, data) in rx {
+            if stopped.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let sealed = pack::seal_chunk(self.repo.key(), id, &data, &mut compressor);
+            let raw_len = u32::try_from(data.len()).expect("chunks are below 4 GiB");
+            if tx.send((id, sealed, raw_len)).is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn packer(
+        &self,
+        rx: Receiver<Sealed>,
+        tx: Sender<pack::FinishedPack>,
+        stopped: &AtomicBool,
+    ) -> Result<(), Error> {
+        let target = self.repo.config().pack_size as usize;
+        let mut builder = PackBuilder::with_capacity(target + target / 8);
+        for (id, sealed, raw_len) in rx {
+            builder.add(id, &sealed, raw_len);
+            if builder.len() >= target {
+                let full = std::mem::replace(&mut builder, PackBuilder::with_capacity(target + target / 8));
+                if tx.send(full.finish(self.repo.key())).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if !builder.is_empty() && !stopped.load(Ordering::Relaxed) {
+            let _ = tx.send(builder.finish(self.repo.key()));
+        }
+        Ok(())
+    }
+
+    fn uploader(
+        &self,
+        rx: Receiver<pack::FinishedPack>,
+        written: &Mutex<Vec<PackRecord>>,
+        stopped: &AtomicBool,
+    ) -> Result<(), Error> {
+        for pack in rx {
+            let _span = tracing::debug_span!("pack", id = %pack.id.short(), bytes = pack.data.len()).entered();
+            if let Err(e) = self.repo.store().put(&format::pack_key(pack.id), &pack.data) {
+                stopped.store(true, Ordering::Relaxed);
+                return Err(e.into());
+            }
+            written.lock().expect("poisoned").push(PackRecord {
+                id: pack.id,
+                size: pack.data.len() as u64,
+                chunks: pack.entries,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Best-effort removal of packs a failed backup wrote before any index named them.
+pub fn delete_packs(repo: &Repository, packs: &[PackRecord]) {
+    for p in packs {
+        if let Err(e) = repo.store().delete(&format::pack_key(p.id)) {
+            tracing::warn!(pack = %p.id, error = %e, "could not remove a pack of the failed backup; prune will");
+        }
+    }
+}

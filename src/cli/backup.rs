@@ -1,0 +1,69 @@
+use clap::Args;
+use std::path::PathBuf;
+
+use super::{human_bytes, GlobalArgs, RepoArgs};
+use crate::backup::{self, BackupOptions};
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["path", "stdin"])))]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// A file or directory to back up (repeatable). Stored under its absolute path.
+    #[arg(long, value_name = "PATH")]
+    pub path: Vec<PathBuf>,
+    /// Back up one stream read from standard input.
+    #[arg(long, requires = "stdin_name")]
+    pub stdin: bool,
+    /// The file name the stream is stored (and restored) as.
+    #[arg(long, value_name = "NAME")]
+    pub stdin_name: Option<String>,
+    /// A label for the snapshot (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// zstd level for this backup (default: the repository's).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub compression_level: Option<i32>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let repo = args.repo.open()?;
+    let options = BackupOptions { tags: args.tags, compression_level: args.compression_level };
+    let progress = super::progress(global);
+    let (id, snapshot) = match args.stdin_name {
+        Some(name) if args.stdin => backup::backup_stream(&repo, std::io::stdin(), &name, &options, progress.as_ref())?,
+        _ => backup::backup_paths(&repo, &args.path, &options, progress.as_ref())?,
+    };
+    let s = &snapshot.summary;
+    if args.json {
+        let out = serde_json::json!({
+            "snapshot_id": id.to_hex(),
+            "short_id": id.short(),
+            "time": snapshot.time,
+            "files": s.files,
+            "dirs": s.dirs,
+            "symlinks": s.symlinks,
+            "logical_bytes": s.logical_bytes,
+            "stored_bytes": s.stored_bytes,
+            "new_chunks": s.new_chunks,
+            "duration_seconds": s.duration_seconds,
+        });
+        println!("{out}");
+    } else if !global.quiet {
+        println!(
+            "snapshot {} saved: {} files, {} dirs, {} read, {} new in {} chunks, {:.1} s ({:.0} MB/s)",
+            id.short(),
+            s.files,
+            s.dirs,
+            human_bytes(s.logical_bytes),
+            human_bytes(s.stored_bytes),
+            s.new_chunks,
+            s.duration_seconds,
+            s.logical_bytes as f64 / 1e6 / s.duration_seconds.max(1e-9),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,31 @@
+use clap::Args;
+
+use super::{GlobalArgs, RepoArgs};
+use crate::repo::{InitOptions, Repository};
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Default zstd level for backups (1-19; 3 balances speed and size).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub compression_level: i32,
+    /// Target size of pack files in MiB.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub pack_size_mib: u64,
+}
+
+pub fn run(args: InitArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let store = args.repo.store()?;
+    let passphrase = args.repo.passphrase(true)?;
+    let options = InitOptions {
+        compression_level: args.compression_level,
+        pack_size: args.pack_size_mib << 20,
+        ..InitOptions::default()
+    };
+    let repo = Repository::init(store, passphrase.as_bytes(), &options)?;
+    if !global.quiet {
+        println!("created drctl repository {} at {}", &repo.config().id[..8], args.repo.repo);
+    }
+    Ok(())
+}

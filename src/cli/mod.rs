@@ -1,0 +1,162 @@
+//! The command line: global flags, one file per command. Each command parses its arguments and
+//! calls the library; nothing here knows the repository format.
+
+mod backup;
+mod check;
+mod init;
+mod restore;
+mod snapshots;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::progress::{NoProgress, Progress};
+use crate::repo::{self, Repository};
+use crate::store;
+
+/// drctl: encrypted, deduplicated backups and disaster recovery for PostgreSQL-backed services.
+#[derive(Debug, Parser)]
+#[command(name = "drctl", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Log format on stderr: text on a terminal and JSON otherwise (auto), or forced.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = "DRCTL_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// More log detail (-v: info, -vv: debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print only results and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a repository.
+    Init(init::InitArgs),
+    /// Back up files and directories, or one stream from standard input.
+    Backup(backup::BackupArgs),
+    /// List the snapshots a repository holds.
+    Snapshots(snapshots::SnapshotsArgs),
+    /// Restore a snapshot into a new directory, or a stream snapshot to standard output.
+    Restore(restore::RestoreArgs),
+    /// Verify the repository's structure; with --read-data, every stored byte.
+    Check(check::CheckArgs),
+}
+
+/// Where the repository is and how to unlock it; shared by every command.
+#[derive(Debug, Args)]
+pub struct RepoArgs {
+    /// Repository location: a local directory.
+    #[arg(long, env = "DRCTL_REPO", value_name = "LOCATION")]
+    pub repo: String,
+    /// File whose first line is the passphrase (else DRCTL_PASSWORD, else a prompt on a terminal).
+    #[arg(long, env = "DRCTL_PASSWORD_FILE", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl RepoArgs {
+    pub fn store(&self) -> anyhow::Result<Arc<dyn store::Store>> {
+        Ok(Arc::from(store::open(&self.repo)?))
+    }
+
+    /// The passphrase from DRCTL_PASSWORD, the password file, or a terminal prompt.
+    pub fn passphrase(&self, confirm: bool) -> anyhow::Result<String> {
+        if let Ok(p) = std::env::var("DRCTL_PASSWORD") {
+            return Ok(p);
+        }
+        if let Some(file) = &self.password_file {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read the password file {}", file.display()))
+                .map_err(|e| e.context(repo::Error::NoPassword))?;
+            return Ok(text.lines().next().unwrap_or("").to_string());
+        }
+        if !std::io::stderr().is_terminal() {
+            return Err(repo::Error::NoPassword.into());
+        }
+        let first = rpassword::prompt_password("repository passphrase: ")?;
+        if confirm && rpassword::prompt_password("repeat passphrase: ")? != first {
+            anyhow::bail!(repo::Error::InvalidRequest("the two passphrases differ".into()));
+        }
+        Ok(first)
+    }
+
+    pub fn open(&self) -> anyhow::Result<Repository> {
+        let store = self.store()?;
+        let passphrase = self.passphrase(false)?;
+        Ok(Repository::open(store, passphrase.as_bytes())?)
+    }
+}
+
+/// A progress bar on a terminal, nothing otherwise.
+pub fn progress(global: &GlobalArgs) -> Box<dyn Progress> {
+    if global.quiet || !std::io::stderr().is_terminal() {
+        Box::new(NoProgress)
+    } else {
+        Box::new(TerminalProgress(indicatif::ProgressBar::hidden()))
+    }
+}
+
+struct TerminalProgress(indicatif::ProgressBar);
+
+impl Progress for TerminalProgress {
+    fn start(&self, label: &str, total: Option<u64>) {
+        let template = match total {
+            Some(_) => "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            None => "{msg} {spinner} {bytes} {bytes_per_sec} {elapsed}",
+        };
+        let style = indicatif::ProgressStyle::with_template(template).expect("valid template").progress_chars("=> ");
+        self.0.set_style(style);
+        self.0.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        self.0.set_length(total.unwrap_or(0));
+        self.0.set_position(0);
+        self.0.set_message(label.to_string());
+        self.0.enable_steady_tick(std::time::Duration::from_millis(200));
+    }
+    fn add(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init(args) => init::run(args, &cli.global),
+        Command::Backup(args) => backup::run(args, &cli.global),
+        Command::Snapshots(args) => snapshots::run(args),
+        Command::Restore(args) => restore::run(args, &cli.global),
+        Command::Check(args) => check::run(args, &cli.global),
+    }
+}
+
+/// Byte counts for people.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}

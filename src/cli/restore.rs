@@ -1,0 +1,51 @@
+use clap::Args;
+use std::path::PathBuf;
+
+use super::{human_bytes, GlobalArgs, RepoArgs};
+use crate::repo::snapshot;
+use crate::restore;
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["to", "stdout"])))]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Snapshot id (or a unique prefix of at least 4 characters), or `latest`.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
+    /// Restore into this directory; it must not exist or be empty.
+    #[arg(long, value_name = "DIR")]
+    pub to: Option<PathBuf>,
+    /// Write a stream snapshot to standard output.
+    #[arg(long)]
+    pub stdout: bool,
+}
+
+pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let repo = args.repo.open()?;
+    let (id, snap) = snapshot::find(repo.store(), repo.key(), &args.snapshot)?;
+    let progress = super::progress(global);
+    let started = std::time::Instant::now();
+    if let Some(dir) = &args.to {
+        let s = restore::restore_to_dir(&repo, &snap, dir, progress.as_ref())?;
+        if !global.quiet {
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "restored snapshot {} to {}: {} files, {} dirs, {} symlinks, {} in {:.1} s ({:.0} MB/s)",
+                id.short(),
+                dir.display(),
+                s.files,
+                s.dirs,
+                s.symlinks,
+                human_bytes(s.bytes),
+                secs,
+                s.bytes as f64 / 1e6 / secs.max(1e-9)
+            );
+        }
+    } else {
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+        let bytes = restore::restore_to_writer(&repo, &snap, &mut out, progress.as_ref())?;
+        tracing::info!(snapshot = %id.short(), bytes, "stream restored");
+    }
+    Ok(())
+}

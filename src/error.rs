@@ -1,0 +1,97 @@
+//! The user-facing side of errors: every failure becomes one paragraph (the cause, then a hint
+//! saying what to do) and a documented exit code that scripts and CronJobs can act on.
+
+use crate::repo;
+use crate::store;
+
+/// Documented exit codes (README.md, "Exit codes"). Changing a number breaks scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum ExitCode {
+    Ok = 0,
+    Internal = 1,
+    Usage = 2,
+    Damaged = 3,
+    Key = 4,
+    Repository = 5,
+    Locked = 6,
+    Source = 7,
+    Storage = 8,
+    Target = 9,
+    NoSnapshot = 10,
+}
+
+/// The exit code and the hint for an error, found by looking through its cause chain.
+pub fn classify(err: &anyhow::Error) -> (ExitCode, String) {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<repo::Error>() {
+            return classify_repo(e);
+        }
+        if let Some(e) = cause.downcast_ref::<store::Error>() {
+            return classify_store(e);
+        }
+    }
+    (ExitCode::Internal, "this is unexpected; run again with -v and report the output".into())
+}
+
+fn classify_store(e: &store::Error) -> (ExitCode, String) {
+    let hint = match e {
+        store::Error::NoSpace { .. } => {
+            "free space on the repository's disk (or move the repository to a larger one) and run the command again; \
+             nothing incomplete was recorded"
+        }
+        store::Error::PermissionDenied { .. } => {
+            "run drctl as a user that may write the repository directory, or fix its ownership and permissions"
+        }
+        store::Error::NotFound { .. } => "the object is gone from the repository; run `drctl check` to see what is affected",
+        store::Error::Io { .. } => "check the disk or mount holding the repository and run the command again",
+    };
+    (ExitCode::Storage, hint.into())
+}
+
+fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
+    use repo::Error as E;
+    let (code, hint) = match e {
+        E::NotARepository { .. } => {
+            (ExitCode::Repository, "check --repo / DRCTL_REPO; create a repository with `drctl init --repo LOCATION`")
+        }
+        E::AlreadyExists { .. } => (ExitCode::Repository, "choose a new or empty location for `drctl init`"),
+        E::UnsupportedLocation { .. } => (ExitCode::Repository, "give a local directory path as the repository"),
+        E::UnsupportedVersion { .. } => {
+            (ExitCode::Repository, "upgrade drctl to a release that reads this repository format; the repository was not changed")
+        }
+        E::NoPassword => (
+            ExitCode::Key,
+            "set DRCTL_PASSWORD or DRCTL_PASSWORD_FILE (a file whose first line is the passphrase), or run on a terminal to be asked",
+        ),
+        E::WrongPassword { .. } => {
+            (ExitCode::Key, "check DRCTL_PASSWORD / DRCTL_PASSWORD_FILE; it must match one of the repository's key slots")
+        }
+        E::Corrupt { .. } | E::Missing { .. } => (
+            ExitCode::Damaged,
+            "the repository is damaged; nothing unverified was restored. Run `drctl check --read-data` to list every \
+             damaged object and the snapshots that depend on it, and restore from a copy of the repository",
+        ),
+        E::Damaged { .. } => (
+            ExitCode::Damaged,
+            "the listed snapshots cannot be fully restored; restore them from a copy of the repository, and take a new \
+             backup so the newest state is protected",
+        ),
+        E::Locked { .. } => (
+            ExitCode::Locked,
+            "wait for the other command to finish; a lock whose process died is removed automatically (at once on the \
+             same host, after 30 minutes elsewhere)",
+        ),
+        E::SnapshotNotFound { .. } | E::AmbiguousSnapshot { .. } | E::NoSnapshots => {
+            (ExitCode::NoSnapshot, "list snapshots with `drctl snapshots` and give a longer id prefix, or `latest`")
+        }
+        E::Source { .. } => (
+            ExitCode::Source,
+            "make the path readable by the user running drctl (or leave it out of --path); no snapshot was written",
+        ),
+        E::Target { .. } => (ExitCode::Target, "restore into a new or empty directory on a disk with enough free space"),
+        E::InvalidRequest(_) => (ExitCode::Usage, "see `drctl help` for the command's usage"),
+        E::Store(s) => return classify_store(s),
+    };
+    (code, hint.into())
+}

@@ -1,0 +1,16 @@
+//! drctl: backup and disaster recovery for PostgreSQL-backed services.
+//!
+//! The library holds all logic; `main.rs` only parses the command line, sets up logging and maps
+//! errors to exit codes. Layers, bottom up:
+//! - [`store`]: where bytes live (a local directory now, S3 later), behind one small trait;
+//! - [`repo`]: the repository format: keys, encryption, chunks, packs, index, snapshots, locks, check;
+//! - [`backup`] and [`restore`]: the streaming pipelines that turn sources into snapshots and back;
+//! - [`cli`]: one file per command, each a thin layer over the library.
+
+pub mod backup;
+pub mod cli;
+pub mod error;
+pub mod progress;
+pub mod repo;
+pub mod restore;
+pub mod store;

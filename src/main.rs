@@ -1,0 +1,43 @@
+//! drctl's entry point: parse, set up logging, run, and turn any error into one paragraph and a
+//! documented exit code.
+
+use clap::Parser;
+use std::io::IsTerminal;
+
+use drctl::cli::{self, Cli, LogFormat};
+use drctl::error::{self, ExitCode};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.global);
+    match cli::run(cli) {
+        Ok(()) => std::process::ExitCode::from(ExitCode::Ok as u8),
+        Err(err) => {
+            let (code, hint) = error::classify(&err);
+            eprintln!("error: {err:#}\nhint: {hint}");
+            std::process::ExitCode::from(code as u8)
+        }
+    }
+}
+
+fn init_tracing(global: &cli::GlobalArgs) {
+    let level = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("drctl={level}")));
+    let json = match global.log_format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

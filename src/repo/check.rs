@@ -1,0 +1,258 @@
+//! Integrity check. The structural pass loads every index file and snapshot, reads every tree and
+//! confirms that every chunk a snapshot needs is indexed in a pack that exists with the recorded
+//! size. `read_data` then reads every pack whole: its name must be the hash of its bytes, its
+//! header must match the index, and every chunk must decrypt and hash to its id.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use super::crypto::Id;
+use super::format;
+use super::index::{self, ChunkLocation};
+use super::pack::{self, ChunkEntry};
+use super::snapshot;
+use super::tree::TreeReader;
+use super::{Error, Repository};
+use crate::progress::Progress;
+
+/// One damaged or missing object and the snapshots that can no longer be restored because of it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Problem {
+    pub object: String,
+    pub reason: String,
+    pub snapshots: Vec<Id>,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Report {
+    pub problems: Vec<Problem>,
+    /// Harmless findings, e.g. packs left unreferenced by an interrupted backup.
+    pub warnings: Vec<String>,
+    pub snapshots: usize,
+    pub index_files: usize,
+    pub packs: usize,
+    pub chunks: usize,
+    pub bytes_read: u64,
+}
+
+impl Report {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Problems keyed by object, so each is reported once with all its dependent snapshots.
+#[derive(Default)]
+struct Findings(BTreeMap<String, (String, BTreeSet<Id>)>);
+
+impl Findings {
+    fn add(&mut self, object: String, reason: String) {
+        self.0.entry(object).or_insert_with(|| (reason, BTreeSet::new()));
+    }
+    fn add_for(&mut self, object: String, reason: String, snapshot: Id) {
+        self.0.entry(object).or_insert_with(|| (reason, BTreeSet::new())).1.insert(snapshot);
+    }
+    fn blame(&mut self, object: &str, snapshot: Id) {
+        if let Some(entry) = self.0.get_mut(object) {
+            entry.1.insert(snapshot);
+        }
+    }
+}
+
+fn object_of(err: &Error) -> Option<String> {
+    match err {
+        Error::Corrupt { object, .. } | Error::Missing { object } => Some(object.clone()),
+        _ => None,
+    }
+}
+
+pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Result<Report, Error> {
+    let store = repo.store();
+    let mut report = Report::default();
+    let mut findings = Findings::default();
+
+    let (index, damaged_index) = index::load_tolerant(store, repo.key())?;
+    for (id, err) in damaged_index {
+        findings.add(format!("index {id}"), err.to_string());
+    }
+    report.index_files = index.files.len();
+    report.packs = index.packs.len();
+    report.chunks = index.chunks.len();
+
+    // Packs: every indexed pack exists with its recorded size; unindexed packs are only noted.
+    let stored: HashMap<Id, u64> = store
+        .list(format::PACKS_DIR)?
+        .into_iter()
+        .filter_map(|o| match format::id_of_key(&o.key) {
+            Some(id) => Some((id, o.size)),
+            None => {
+                report.warnings.push(format!("{} is not a pack name; ignored", o.key));
+                None
+            }
+        })
+        .collect();
+    let mut present = vec![true; index.packs.len()];
+    for (i, pack) in index.packs.iter().enumerate() {
+        let object = format!("pack {}", pack.id);
+        match stored.get(&pack.id) {
+            None => {
+                findings.add(object, "it is missing".into());
+                present[i] = false;
+            }
+            Some(&size) if size != pack.size => {
+                findings.add(object, format!("it holds {size} bytes but was written with {} (truncated or replaced)", pack.size));
+                present[i] = false;
+            }
+            Some(_) => {}
+        }
+    }
+    let indexed: BTreeSet<Id> = index.packs.iter().map(|p| p.id).collect();
+    for id in stored.keys().filter(|id| !indexed.contains(id)) {
+        report.warnings.push(format!(
+            "pack {id} is in no index (left by an interrupted backup, or its index is damaged); prune reclaims it"
+        ));
+    }
+
+    // Snapshots: every tree entry's chunks must be indexed in a present pack.
+    let mut pack_users: Vec<BTreeSet<Id>> = vec![BTreeSet::new(); index.packs.len()];
+    let snapshot_ids = snapshot::list(store)?;
+    report.snapshots = snapshot_ids.len();
+    for snap_id in snapshot_ids {
+        let snap = match snapshot::load(store, repo.key(), snap_id) {
+            Ok(s) => s,
+            Err(Error::Store(e)) => return Err(Error::Store(e)),
+            Err(e) => {
+                findings.add_for(format!("snapshot {snap_id}"), e.to_string(), snap_id);
+                continue;
+            }
+        };
+        let mut missing = 0u64;
+        let use_chunk = |id: &Id, missing: &mut u64, pack_users: &mut Vec<BTreeSet<Id>>| match index.chunks.get(id) {
+            Some(loc) => {
+                pack_users[loc.pack as usize].insert(snap_id);
+            }
+            None => *missing += 1,
+        };
+        for id in &snap.tree {
+            use_chunk(id, &mut missing, &mut pack_users);
+        }
+        let entries = TreeReader::new(&snap.tree, |id| repo.read_chunk(&index, id));
+        for entry in entries {
+            match entry {
+                Ok(entry) => entry.chunks.iter().for_each(|id| use_chunk(id, &mut missing, &mut pack_users)),
+                Err(Error::Store(e)) => return Err(Error::Store(e)),
+                Err(e) => {
+                    let object = object_of(&e).unwrap_or_else(|| format!("snapshot {snap_id}"));
+                    findings.add_for(object, format!("its tree cannot be read: {e}"), snap_id);
+                    break;
+                }
+            }
+        }
+        if missing > 0 {
+            findings.add_for(
+                format!("snapshot {snap_id}"),
+                format!("{missing} of its chunks are in no index (index or pack lost)"),
+                snap_id,
+            );
+        }
+    }
+
+    if read_data {
+        let damaged = read_all_packs(repo, &index, &present, progress, &mut report.bytes_read)?;
+        for (object, reason) in damaged {
+            findings.add(object, reason);
+        }
+    }
+
+    // Blame each damaged pack on the snapshots that use it.
+    for (i, pack) in index.packs.iter().enumerate() {
+        for snap in &pack_users[i] {
+            findings.blame(&format!("pack {}", pack.id), *snap);
+        }
+    }
+    report.problems = findings
+        .0
+        .into_iter()
+        .map(|(object, (reason, snaps))| Problem { object, reason, snapshots: snaps.into_iter().collect() })
+        .collect();
+    Ok(report)
+}
+
+/// Reads every present pack in parallel; returns (object, reason) for each damaged one.
+fn read_all_packs(
+    repo: &Repository,
+    index: &index::Index,
+    present: &[bool],
+    progress: &dyn Progress,
+    bytes_read: &mut u64,
+) -> Result<Vec<(String, String)>, Error> {
+    let mut expected: Vec<Vec<(Id, ChunkLocation)>> = vec![Vec::new(); index.packs.len()];
+    for (id, loc) in &index.chunks {
+        expected[loc.pack as usize].push((*id, *loc));
+    }
+    let total: u64 = index.packs.iter().zip(present).filter(|(_, p)| **p).map(|(p, _)| p.size).sum();
+    progress.start("checking data", Some(total));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let damaged = Mutex::new(Vec::new());
+    let fatal = Mutex::new(None);
+    let read = std::sync::atomic::AtomicU64::new(0);
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(4);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= index.packs.len() || fatal.lock().expect("poisoned").is_some() {
+                    return;
+                }
+                if !present[i] {
+                    continue;
+                }
+                let pack = &index.packs[i];
+                match verify_pack(repo, pack.id, &expected[i]) {
+                    Ok(None) => {}
+                    Ok(Some(reason)) => damaged.lock().expect("poisoned").push((format!("pack {}", pack.id), reason)),
+                    Err(e) => *fatal.lock().expect("poisoned") = Some(e),
+                }
+                read.fetch_add(pack.size, std::sync::atomic::Ordering::Relaxed);
+                progress.add(pack.size);
+            });
+        }
+    });
+    progress.finish();
+    *bytes_read = read.into_inner();
+    match fatal.into_inner().expect("poisoned") {
+        Some(e) => Err(e),
+        None => Ok(damaged.into_inner().expect("poisoned")),
+    }
+}
+
+/// Verifies one pack completely; `Ok(Some(reason))` when it is damaged.
+fn verify_pack(repo: &Repository, id: Id, expected: &[(Id, ChunkLocation)]) -> Result<Option<String>, Error> {
+    let object = format!("pack {id}");
+    let data = match repo.store().get(&format::pack_key(id)) {
+        Ok(d) => d,
+        Err(crate::store::Error::NotFound { .. }) => return Ok(Some("it is missing".into())),
+        Err(e) => return Err(e.into()),
+    };
+    if Id::of_stored(&data) != id {
+        return Ok(Some("its content does not match its name (corrupted or swapped)".into()));
+    }
+    let header = match pack::read_header(repo.key(), &data, &object) {
+        Ok(h) => h,
+        Err(e) => return Ok(Some(e.to_string())),
+    };
+    let in_header: HashMap<Id, &ChunkEntry> = header.iter().map(|e| (e.id, e)).collect();
+    for (chunk, loc) in expected {
+        match in_header.get(chunk) {
+            Some(e) if e.offset == loc.offset && e.sealed_len == loc.sealed_len && e.raw_len == loc.raw_len => {}
+            _ => return Ok(Some(format!("chunk {} is not where the index says", chunk.short()))),
+        }
+    }
+    for e in &header {
+        let sealed = &data[e.offset as usize..(e.offset + e.sealed_len) as usize];
+        if let Err(err) = pack::open_chunk(repo.key(), e.id, sealed, e.raw_len) {
+            return Ok(Some(format!("chunk {} at offset {}: {err}", e.id.short(), e.offset)));
+        }
+    }
+    Ok(None)
+}

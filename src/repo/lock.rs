@@ -1,0 +1,135 @@
+//! Repository locks. A backup, restore or check holds a shared lock; maintenance that deletes
+//! (prune) holds an exclusive one. A lock is a small sealed object under locks/, refreshed while
+//! held; a lock whose process is gone (same host) or that was not refreshed for STALE_AFTER is
+//! stale and removed by whoever finds it.
+
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::crypto::MasterKey;
+use super::format::{self, ObjectType};
+use super::Error;
+use crate::store::Store;
+
+const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+const STALE_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(30);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub exclusive: bool,
+    pub hostname: String,
+    pub pid: u32,
+    pub command: String,
+    pub time: chrono::DateTime<chrono::Utc>,
+}
+
+impl LockInfo {
+    fn is_stale(&self) -> bool {
+        if chrono::Utc::now() - self.time > STALE_AFTER {
+            return true;
+        }
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let gone = unsafe { libc::kill(self.pid as libc::pid_t, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        self.hostname == super::hostname() && gone
+    }
+}
+
+/// A held lock; released (deleted) on drop.
+pub struct Lock {
+    store: Arc<dyn Store>,
+    name: String,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    refresher: Option<JoinHandle<()>>,
+}
+
+fn write(store: &dyn Store, key: &MasterKey, name: &str, info: &LockInfo) -> Result<(), Error> {
+    let json = serde_json::to_vec(info).expect("locks serialize");
+    store.put(name, &format::seal_file(key, ObjectType::Lock, name.as_bytes(), &json))?;
+    Ok(())
+}
+
+fn read(store: &dyn Store, key: &MasterKey, name: &str) -> Option<LockInfo> {
+    let bytes = store.get(name).ok()?;
+    let json = format::open_file(key, ObjectType::Lock, name.as_bytes(), &bytes, name).ok()?;
+    serde_json::from_slice(&json).ok()
+}
+
+impl Lock {
+    pub fn acquire(store: Arc<dyn Store>, key: &MasterKey, exclusive: bool, command: &str) -> Result<Lock, Error> {
+        let mut suffix = [0u8; 16];
+        getrandom::fill(&mut suffix).expect("the OS random source works");
+        let name = format!("{}{}", format::LOCKS_DIR, hex::encode(suffix));
+        let info = LockInfo {
+            exclusive,
+            hostname: super::hostname(),
+            pid: std::process::id(),
+            command: command.to_string(),
+            time: chrono::Utc::now(),
+        };
+        write(store.as_ref(), key, &name, &info)?;
+        let mut lock = Lock { store, name, stop: Arc::default(), refresher: None };
+        for other in lock.store.list(format::LOCKS_DIR)? {
+            if other.key == lock.name {
+                continue;
+            }
+            match read(lock.store.as_ref(), key, &other.key) {
+                // Unreadable locks (foreign, damaged, or deleted meanwhile) and stale ones go.
+                None => {
+                    let _ = lock.store.delete(&other.key);
+                }
+                Some(theirs) if theirs.is_stale() => {
+                    tracing::warn!(lock = %other.key, host = %theirs.hostname, pid = theirs.pid, "removing stale lock");
+                    let _ = lock.store.delete(&other.key);
+                }
+                Some(theirs) if exclusive || theirs.exclusive => {
+                    return Err(Error::Locked {
+                        location: lock.store.location().to_string(),
+                        holder: format!(
+                            "{} lock held by `{}` (pid {} on {}) since {}",
+                            if theirs.exclusive { "an exclusive" } else { "a shared" },
+                            theirs.command,
+                            theirs.pid,
+                            theirs.hostname,
+                            theirs.time.to_rfc3339()
+                        ),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        lock.refresher = Some(lock.spawn_refresher(key.clone(), info));
+        Ok(lock)
+    }
+
+    fn spawn_refresher(&self, key: MasterKey, mut info: LockInfo) -> JoinHandle<()> {
+        let (store, name, stop) = (self.store.clone(), self.name.clone(), self.stop.clone());
+        std::thread::spawn(move || {
+            let (stopped, wake) = &*stop;
+            let mut stopped = stopped.lock().expect("lock flag");
+            loop {
+                stopped = wake.wait_timeout(stopped, REFRESH_EVERY).expect("lock flag").0;
+                if *stopped {
+                    return;
+                }
+                info.time = chrono::Utc::now();
+                if let Err(e) = write(store.as_ref(), &key, &name, &info) {
+                    tracing::warn!(error = %e, "could not refresh the repository lock");
+                }
+            }
+        })
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        *self.stop.0.lock().expect("lock flag") = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.refresher.take() {
+            let _ = t.join();
+        }
+        let _ = self.store.delete(&self.name);
+    }
+}

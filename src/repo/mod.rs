@@ -1,0 +1,211 @@
+//! The repository: encrypted, content-addressed, deduplicated storage of snapshots.
+//!
+//! Write order is packs, then index, then snapshot manifest; read order is the reverse. So a
+//! snapshot that can be listed has everything it needs, and a crash at any point leaves at worst
+//! unreferenced packs, which `check` reports as harmless and prune reclaims.
+
+pub mod check;
+pub mod chunker;
+pub mod config;
+pub mod crypto;
+pub mod format;
+pub mod index;
+pub mod key;
+pub mod lock;
+pub mod pack;
+pub mod snapshot;
+pub mod tree;
+
+use std::sync::Arc;
+
+use crate::store::{self, Store};
+use chunker::{Chunker, Chunking};
+use config::Config;
+use crypto::{Id, MasterKey};
+use format::ObjectType;
+
+/// What can go wrong at the repository level. Each variant carries the facts a message needs;
+/// `crate::error` adds the hint and the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{location} is not a drctl repository (no config object)")]
+    NotARepository { location: String },
+    #[error("{location} already exists and is not empty")]
+    AlreadyExists { location: String },
+    #[error("repository location {location} is not supported by this build")]
+    UnsupportedLocation { location: String },
+    #[error("the repository uses format version {found}; this drctl reads version {supported} and older")]
+    UnsupportedVersion { found: u8, supported: u8 },
+    #[error("no password given")]
+    NoPassword,
+    #[error("wrong password: no key slot of {location} opens with it")]
+    WrongPassword { location: String },
+    #[error("{object} is damaged: {reason}")]
+    Corrupt { object: String, reason: String },
+    #[error("{object} is missing from the repository")]
+    Missing { object: String },
+    #[error("repository {location} is locked: {holder}")]
+    Locked { location: String, holder: String },
+    #[error("no snapshot matches {query:?}")]
+    SnapshotNotFound { query: String },
+    #[error("{count} snapshots match {query:?}")]
+    AmbiguousSnapshot { query: String, count: usize },
+    #[error("the repository holds no snapshots")]
+    NoSnapshots,
+    #[error("cannot read {path}: {source}")]
+    Source {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot restore to {path}: {reason}")]
+    Target { path: std::path::PathBuf, reason: String },
+    #[error("check found {count} damaged object(s)")]
+    Damaged { count: usize },
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+impl Error {
+    pub fn corrupt(object: &str, reason: impl Into<String>) -> Error {
+        Error::Corrupt { object: object.to_string(), reason: reason.into() }
+    }
+
+    /// A store error while reading `object`: "missing" when the object is not there.
+    pub fn missing_or(err: store::Error, object: &str) -> Error {
+        match err {
+            store::Error::NotFound { .. } => Error::Missing { object: object.to_string() },
+            other => Error::Store(other),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Settings chosen at `init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub compression_level: i32,
+    pub pack_size: u64,
+    pub chunking: Chunking,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            compression_level: config::DEFAULT_COMPRESSION_LEVEL,
+            pack_size: config::DEFAULT_PACK_SIZE,
+            chunking: Chunking::default(),
+        }
+    }
+}
+
+/// An open repository: store, master key and config.
+pub struct Repository {
+    store: Arc<dyn Store>,
+    key: MasterKey,
+    config: Config,
+}
+
+impl Repository {
+    /// Creates a new repository in an empty store.
+    pub fn init(store: Arc<dyn Store>, passphrase: &[u8], options: &InitOptions) -> Result<Repository> {
+        if store.exists(format::CONFIG_KEY)? || !store.list("")?.is_empty() {
+            return Err(Error::AlreadyExists { location: store.location().to_string() });
+        }
+        let key = MasterKey::generate();
+        let mut id = [0u8; 32];
+        getrandom::fill(&mut id).expect("the OS random source works");
+        let config = Config {
+            version: format::VERSION,
+            id: hex::encode(id),
+            created: chrono::Utc::now(),
+            chunking: options.chunking,
+            compression_level: options.compression_level,
+            pack_size: options.pack_size,
+        };
+        key::add_passphrase_slot(store.as_ref(), &key, passphrase)?;
+        // The config goes last: until it exists, the folder is not a repository.
+        let json = serde_json::to_vec(&config).expect("config serializes");
+        let sealed = format::seal_file(&key, ObjectType::Config, format::CONFIG_KEY.as_bytes(), &json);
+        store.put(format::CONFIG_KEY, &sealed)?;
+        Ok(Repository { store, key, config })
+    }
+
+    /// Opens an existing repository with a passphrase.
+    pub fn open(store: Arc<dyn Store>, passphrase: &[u8]) -> Result<Repository> {
+        let raw = match store.get(format::CONFIG_KEY) {
+            Ok(raw) => raw,
+            Err(store::Error::NotFound { .. }) => {
+                return Err(Error::NotARepository { location: store.location().to_string() });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // The version is readable before any key is tried, so a newer format says so clearly.
+        format::check_header(&raw, ObjectType::Config, "config")?;
+        let key = key::unlock(store.as_ref(), passphrase)?;
+        let json = format::open_file(&key, ObjectType::Config, format::CONFIG_KEY.as_bytes(), &raw, "config")?;
+        let config: Config =
+            serde_json::from_slice(&json).map_err(|e| Error::corrupt("config", format!("it does not parse: {e}")))?;
+        Ok(Repository { store, key, config })
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    pub fn shared_store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The chunker for generic streams (and trees) in this repository.
+    pub fn cdc(&self) -> Chunker {
+        Chunker::Cdc { params: self.config.chunking, seed: self.key.chunker_seed() }
+    }
+
+    pub fn lock_shared(&self, command: &str) -> Result<lock::Lock> {
+        lock::Lock::acquire(self.store.clone(), &self.key, false, command)
+    }
+
+    pub fn lock_exclusive(&self, command: &str) -> Result<lock::Lock> {
+        lock::Lock::acquire(self.store.clone(), &self.key, true, command)
+    }
+
+    pub fn load_index(&self) -> Result<index::Index> {
+        index::load(self.store.as_ref(), &self.key)
+    }
+
+    /// Reads, authenticates and verifies one chunk.
+    pub fn read_chunk(&self, index: &index::Index, id: Id) -> Result<Vec<u8>> {
+        let (pack, loc) = index.get(&id).ok_or_else(|| Error::Missing { object: format!("chunk {id}") })?;
+        let object = format!("pack {}", pack.id);
+        let sealed = self
+            .store
+            .get_range(&format::pack_key(pack.id), loc.offset as u64, loc.sealed_len as u64)
+            .map_err(|e| Error::missing_or(e, &object))?;
+        pack::open_chunk(&self.key, id, &sealed, loc.raw_len)
+            .map_err(|e| Error::corrupt(&object, format!("chunk {} at offset {}: {e}", id.short(), loc.offset)))
+    }
+}
+
+/// This machine's name, for snapshots and locks.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}

@@ -1,0 +1,212 @@
+//! Packs: many sealed chunks in one large object, followed by a sealed header that lists them and
+//! a 4-byte trailer with the header's length. Large objects keep the object count (and S3 request
+//! cost) low; per-chunk sealing keeps every chunk readable with one ranged read.
+//!
+//! Chunk plaintext is a one-byte codec (0 = stored, 1 = zstd) followed by the payload; it is
+//! sealed with associated data binding the chunk id, so a chunk moved to another id fails.
+
+use super::crypto::{AuthError, Id, MasterKey};
+use super::format::{self, ObjectType};
+use super::Error;
+
+const CODEC_STORED: u8 = 0;
+const CODEC_ZSTD: u8 = 1;
+const HEADER_ENTRY_LEN: usize = 32 + 4 + 4 + 4;
+const TRAILER_LEN: usize = 4;
+
+/// Where one chunk sits inside its pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkEntry {
+    pub id: Id,
+    pub offset: u32,
+    pub sealed_len: u32,
+    pub raw_len: u32,
+}
+
+/// Compresses (unless it does not pay) and seals one chunk. `compressor` is per thread.
+pub fn seal_chunk(key: &MasterKey, id: Id, data: &[u8], compressor: &mut zstd::bulk::Compressor) -> Vec<u8> {
+    let mut plaintext = Vec::with_capacity(data.len() / 2 + 64);
+    plaintext.push(CODEC_ZSTD);
+    // Incompressible data is stored as it is: zstd gives up fast on it, and storing the original
+    // avoids both the frame overhead and decompression on restore.
+    match compressor.compress_to_buffer_vec(data, &mut plaintext) {
+        Ok(()) if plaintext.len() < data.len() - data.len() / 64 => {}
+        _ => {
+            plaintext.clear();
+            plaintext.push(CODEC_STORED);
+            plaintext.extend_from_slice(data);
+        }
+    }
+    key.seal(&format::associated_data(ObjectType::Chunk, &id.0), &plaintext)
+}
+
+/// Helper so `seal_chunk` can append into a buffer that already holds the codec byte.
+trait CompressAppend {
+    fn compress_to_buffer_vec(&mut self, data: &[u8], out: &mut Vec<u8>) -> std::io::Result<()>;
+}
+
+impl CompressAppend for zstd::bulk::Compressor<'_> {
+    fn compress_to_buffer_vec(&mut self, data: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+        let start = out.len();
+        out.resize(start + zstd::zstd_safe::compress_bound(data.len()), 0);
+        let written = self.compress_to_buffer(data, &mut out[start..])?;
+        out.truncate(start + written);
+        Ok(())
+    }
+}
+
+/// Why a sealed chunk could not be turned back into its data.
+#[derive(Debug)]
+pub enum ChunkError {
+    Auth,
+    Codec(String),
+    WrongId,
+}
+
+impl std::fmt::Display for ChunkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChunkError::Auth => f.write_str("it fails authentication"),
+            ChunkError::Codec(e) => write!(f, "it does not decompress: {e}"),
+            ChunkError::WrongId => f.write_str("its content does not hash to its id"),
+        }
+    }
+}
+
+impl From<AuthError> for ChunkError {
+    fn from(_: AuthError) -> Self {
+        ChunkError::Auth
+    }
+}
+
+/// Opens, decompresses and verifies one chunk against its id and length.
+pub fn open_chunk(key: &MasterKey, id: Id, sealed: &[u8], raw_len: u32) -> Result<Vec<u8>, ChunkError> {
+    let plaintext = key.open(&format::associated_data(ObjectType::Chunk, &id.0), sealed)?;
+    let data = match plaintext.first() {
+        Some(&CODEC_STORED) => plaintext[1..].to_vec(),
+        Some(&CODEC_ZSTD) => zstd::bulk::decompress(&plaintext[1..], raw_len as usize)
+            .map_err(|e| ChunkError::Codec(e.to_string()))?,
+        other => return Err(ChunkError::Codec(format!("unknown codec {other:?}"))),
+    };
+    if data.len() != raw_len as usize || key.chunk_id(&data) != id {
+        return Err(ChunkError::WrongId);
+    }
+    Ok(data)
+}
+
+/// Accumulates sealed chunks into one pack in memory.
+#[derive(Default)]
+pub struct PackBuilder {
+    data: Vec<u8>,
+    entries: Vec<ChunkEntry>,
+}
+
+/// A finished pack: its id (BLAKE3 of its bytes), its bytes, and what it holds.
+pub struct FinishedPack {
+    pub id: Id,
+    pub data: Vec<u8>,
+    pub entries: Vec<ChunkEntry>,
+}
+
+impl PackBuilder {
+    pub fn with_capacity(bytes: usize) -> PackBuilder {
+        PackBuilder { data: Vec::with_capacity(bytes), entries: Vec::new() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn add(&mut self, id: Id, sealed: &[u8], raw_len: u32) {
+        let offset = u32::try_from(self.data.len()).expect("packs stay below 4 GiB");
+        self.data.extend_from_slice(sealed);
+        let sealed_len = u32::try_from(sealed.len()).expect("chunks stay below 4 GiB");
+        self.entries.push(ChunkEntry { id, offset, sealed_len, raw_len });
+    }
+
+    pub fn finish(self, key: &MasterKey) -> FinishedPack {
+        let PackBuilder { mut data, entries } = self;
+        let mut header = Vec::with_capacity(4 + entries.len() * HEADER_ENTRY_LEN);
+        header.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        for e in &entries {
+            header.extend_from_slice(&e.id.0);
+            header.extend_from_slice(&e.offset.to_le_bytes());
+            header.extend_from_slice(&e.sealed_len.to_le_bytes());
+            header.extend_from_slice(&e.raw_len.to_le_bytes());
+        }
+        let sealed_header = key.seal(&format::associated_data(ObjectType::PackHeader, b""), &header);
+        data.extend_from_slice(&sealed_header);
+        data.extend_from_slice(&(sealed_header.len() as u32).to_le_bytes());
+        FinishedPack { id: Id::of_stored(&data), data, entries }
+    }
+}
+
+/// Reads and authenticates the header of a whole pack.
+pub fn read_header(key: &MasterKey, pack: &[u8], object: &str) -> Result<Vec<ChunkEntry>, Error> {
+    let bad = |reason: &str| Error::corrupt(object, reason);
+    if pack.len() < TRAILER_LEN {
+        return Err(bad("it is too short to hold a header (truncated?)"));
+    }
+    let (body, trailer) = pack.split_at(pack.len() - TRAILER_LEN);
+    let header_len = u32::from_le_bytes(trailer.try_into().expect("4 bytes")) as usize;
+    if header_len > body.len() {
+        return Err(bad("its header length points before its start (truncated?)"));
+    }
+    let sealed = &body[body.len() - header_len..];
+    let header = key
+        .open(&format::associated_data(ObjectType::PackHeader, b""), sealed)
+        .map_err(|_| bad("its header fails authentication"))?;
+    let count = header.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+    if count.map(|c| header.len() != 4 + c * HEADER_ENTRY_LEN).unwrap_or(true) {
+        return Err(bad("its header has the wrong length"));
+    }
+    let data_len = body.len() - header_len;
+    let mut entries = Vec::with_capacity(count.unwrap_or(0));
+    for raw in header[4..].chunks_exact(HEADER_ENTRY_LEN) {
+        let num = |i: usize| u32::from_le_bytes(raw[i..i + 4].try_into().expect("4 bytes"));
+        let entry = ChunkEntry {
+            id: Id(raw[..32].try_into().expect("32 bytes")),
+            offset: num(32),
+            sealed_len: num(36),
+            raw_len: num(40),
+        };
+        if entry.offset as usize + entry.sealed_len as usize > data_len {
+            return Err(bad("its header lists a chunk beyond the data"));
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_round_trip_and_header_checks() {
+        let key = MasterKey::generate();
+        let mut compressor = zstd::bulk::Compressor::new(3).unwrap();
+        let mut builder = PackBuilder::default();
+        let texts: Vec<Vec<u8>> = vec![b"a".repeat(10_000), (0..=255u8).collect(), Vec::new()];
+        for t in &texts {
+            let id = key.chunk_id(t);
+            builder.add(id, &seal_chunk(&key, id, t, &mut compressor), t.len() as u32);
+        }
+        let pack = builder.finish(&key);
+        assert_eq!(pack.id, Id::of_stored(&pack.data));
+        let entries = read_header(&key, &pack.data, "pack").unwrap();
+        assert_eq!(entries, pack.entries);
+        assert!(entries[0].sealed_len < 1000, "repetitive data is compressed");
+        for (e, t) in entries.iter().zip(&texts) {
+            let sealed = &pack.data[e.offset as usize..(e.offset + e.sealed_len) as usize];
+            assert_eq!(&open_chunk(&key, e.id, sealed, e.raw_len).unwrap(), t);
+            assert!(matches!(open_chunk(&key, entries[1].id, sealed, e.raw_len), Err(ChunkError::Auth) | Err(ChunkError::WrongId)));
+        }
+        assert!(read_header(&key, &pack.data[..pack.data.len() - 1], "pack").is_err());
+        assert!(read_header(&MasterKey::generate(), &pack.data, "pack").is_err());
+    }
+}

@@ -1,0 +1,111 @@
+//! Snapshot manifests: what was backed up, when, from where, and the tree's chunk ids. A manifest
+//! is written last, so a snapshot exists only once everything it refers to is stored.
+
+use serde::{Deserialize, Serialize};
+
+use super::crypto::{Id, MasterKey};
+use super::format::{self, ObjectType};
+use super::Error;
+use crate::store::Store;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotKind {
+    /// Files and directories (a config snapshot).
+    Paths,
+    /// One stream read from standard input.
+    Stream,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Summary {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Bytes of file content read from the source.
+    pub logical_bytes: u64,
+    /// Bytes this backup added to the repository (packs and index; not the manifest itself).
+    pub stored_bytes: u64,
+    pub new_chunks: u64,
+    pub duration_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    pub version: u8,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub hostname: String,
+    pub kind: SnapshotKind,
+    /// Source paths as given (absolute), for `Paths` snapshots.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub stdin_name: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub tree: Vec<Id>,
+    pub summary: Summary,
+}
+
+pub fn key_of(id: Id) -> String {
+    format!("{}{id}", format::SNAPSHOTS_DIR)
+}
+
+pub fn save(store: &dyn Store, key: &MasterKey, snapshot: &Snapshot) -> Result<Id, Error> {
+    let json = serde_json::to_vec(snapshot).expect("snapshots serialize");
+    let bytes = format::seal_file(key, ObjectType::Snapshot, b"", &json);
+    let id = Id::of_stored(&bytes);
+    store.put(&key_of(id), &bytes)?;
+    Ok(id)
+}
+
+pub fn load(store: &dyn Store, key: &MasterKey, id: Id) -> Result<Snapshot, Error> {
+    let object = format!("snapshot {id}");
+    let bytes = store.get(&key_of(id)).map_err(|e| Error::missing_or(e, &object))?;
+    if Id::of_stored(&bytes) != id {
+        return Err(Error::corrupt(&object, "its content does not match its name"));
+    }
+    let json = format::open_file(key, ObjectType::Snapshot, b"", &bytes, &object)?;
+    serde_json::from_slice(&json).map_err(|e| Error::corrupt(&object, format!("it does not parse: {e}")))
+}
+
+pub fn list(store: &dyn Store) -> Result<Vec<Id>, Error> {
+    Ok(store.list(format::SNAPSHOTS_DIR)?.iter().filter_map(|o| format::id_of_key(&o.key)).collect())
+}
+
+/// Every snapshot, oldest first. A damaged manifest is an error: the caller cannot tell what it
+/// held, so it must not be silently left out of a listing.
+pub fn load_all(store: &dyn Store, key: &MasterKey) -> Result<Vec<(Id, Snapshot)>, Error> {
+    let mut all = list(store)?
+        .into_iter()
+        .map(|id| load(store, key, id).map(|s| (id, s)))
+        .collect::<Result<Vec<_>, _>>()?;
+    all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+    Ok(all)
+}
+
+/// Resolves `latest` or an id prefix (at least 4 hex characters) to one snapshot.
+pub fn find(store: &dyn Store, key: &MasterKey, query: &str) -> Result<(Id, Snapshot), Error> {
+    if query == "latest" {
+        let mut newest: Option<(Id, Snapshot)> = None;
+        for id in list(store)? {
+            let snap = load(store, key, id)?;
+            if newest.as_ref().is_none_or(|(_, n)| snap.time > n.time) {
+                newest = Some((id, snap));
+            }
+        }
+        return newest.ok_or(Error::NoSnapshots);
+    }
+    let q = query.to_ascii_lowercase();
+    if q.len() < 4 || !q.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::SnapshotNotFound { query: query.to_string() });
+    }
+    let matches: Vec<Id> = list(store)?.into_iter().filter(|id| id.to_hex().starts_with(&q)).collect();
+    match matches.as_slice() {
+        [id] => Ok((*id, load(store, key, *id)?)),
+        [] => Err(Error::SnapshotNotFound { query: query.to_string() }),
+        many => Err(Error::AmbiguousSnapshot { query: query.to_string(), count: many.len() }),
+    }
+}

@@ -1,0 +1,295 @@
+//! Restore: replays a snapshot into a directory or a stream. Every chunk is authenticated and
+//! checked against its id before a byte of it is written. A directory restore is built in a
+//! hidden staging folder beside the target and renamed into place only when complete, so a
+//! failed restore never leaves a tree that looks valid.
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::progress::Progress;
+use crate::repo::crypto::Id;
+use crate::repo::index::Index;
+use crate::repo::snapshot::{Snapshot, SnapshotKind};
+use crate::repo::tree::{Entry, EntryKind, TreeReader};
+use crate::repo::{Error, Repository};
+
+/// Chunks fetched and decrypted ahead of the writer, per worker.
+const READ_AHEAD: usize = 4;
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct RestoreSummary {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+}
+
+fn workers() -> usize {
+    // Fetching is I/O bound on remote stores; a few more threads than cores keep it busy.
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) + 2
+}
+
+/// Checks that `target` is absent or an empty directory, and returns a staging folder beside it.
+fn prepare_target(target: &Path) -> Result<PathBuf, Error> {
+    let bad = |reason: String| Error::Target { path: target.to_path_buf(), reason };
+    match fs::read_dir(target) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(bad("it exists and is not empty".into()));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bad(e.to_string())),
+    }
+    let absolute = std::path::absolute(target).map_err(|e| bad(e.to_string()))?;
+    let parent = absolute.parent().ok_or_else(|| bad("it has no parent directory".into()))?;
+    fs::create_dir_all(parent).map_err(|e| bad(format!("cannot create {}: {e}", parent.display())))?;
+    let name = absolute.file_name().ok_or_else(|| bad("it has no name".into()))?.to_string_lossy();
+    let mut suffix = [0u8; 6];
+    getrandom::fill(&mut suffix).expect("the OS random source works");
+    let staging = parent.join(format!(".{name}.drctl-restore-{}", hex::encode(suffix)));
+    fs::create_dir(&staging).map_err(|e| bad(format!("cannot create {}: {e}", staging.display())))?;
+    fs::set_permissions(&staging, fs::Permissions::from_mode(0o700)).map_err(|e| bad(e.to_string()))?;
+    Ok(staging)
+}
+
+/// Restores every entry of `snapshot` under `target`.
+pub fn restore_to_dir(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    target: &Path,
+    progress: &dyn Progress,
+) -> Result<RestoreSummary, Error> {
+    let _lock = repo.lock_shared("restore")?;
+    let index = repo.load_index()?;
+    let staging = prepare_target(target)?;
+    progress.start("restoring", Some(snapshot.summary.logical_bytes));
+    let result = restore_tree(repo, &index, snapshot, &staging, progress).and_then(|summary| {
+        finish_target(&staging, target)?;
+        Ok(summary)
+    });
+    progress.finish();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+/// Flushes the staged tree to disk and moves it into place.
+fn finish_target(staging: &Path, target: &Path) -> Result<(), Error> {
+    let bad = |reason: String| Error::Target { path: target.to_path_buf(), reason };
+    let dir = File::open(staging).map_err(|e| bad(e.to_string()))?;
+    // SAFETY: syncfs on a valid open descriptor.
+    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
+        return Err(bad(format!("flushing to disk failed: {}", std::io::Error::last_os_error())));
+    }
+    if target.exists() {
+        fs::remove_dir(target).map_err(|e| bad(e.to_string()))?;
+    }
+    fs::rename(staging, target).map_err(|e| bad(e.to_string()))
+}
+
+/// A file being written by several workers; the last one to finish applies its metadata.
+struct OpenFile {
+    file: File,
+    path: PathBuf,
+    entry: Entry,
+    remaining: AtomicUsize,
+}
+
+struct ChunkJob {
+    file: Arc<OpenFile>,
+    id: Id,
+    offset: u64,
+}
+
+fn restore_tree(
+    repo: &Repository,
+    index: &Index,
+    snapshot: &Snapshot,
+    root: &Path,
+    progress: &dyn Progress,
+) -> Result<RestoreSummary, Error> {
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let fail = |e: Error| {
+        failed.store(true, Ordering::Relaxed);
+        first_error.lock().expect("poisoned").get_or_insert(e);
+    };
+    let mut summary = RestoreSummary::default();
+    let mut dirs = Vec::new();
+    let (job_tx, job_rx) = bounded::<ChunkJob>(workers() * READ_AHEAD);
+
+    std::thread::scope(|s| {
+        for _ in 0..workers() {
+            let jobs = job_rx.clone();
+            let (fail, failed) = (&fail, &failed);
+            s.spawn(move || {
+                for job in jobs {
+                    if failed.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    if let Err(e) = write_chunk(repo, index, &job, is_root, progress) {
+                        fail(e);
+                    }
+                }
+            });
+        }
+        drop(job_rx);
+        let walked = (|| {
+            let entries = TreeReader::new(&snapshot.tree, |id| repo.read_chunk(index, id));
+            for entry in entries {
+                if failed.load(Ordering::Relaxed) {
+                    break;
+                }
+                let entry = entry?;
+                let path = root.join(entry.relative_path()?);
+                let target_err = |e: std::io::Error| Error::Target { path: path.clone(), reason: e.to_string() };
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent).map_err(target_err)?;
+                }
+                match entry.kind {
+                    EntryKind::Dir => {
+                        summary.dirs += 1;
+                        fs::create_dir_all(&path).map_err(target_err)?;
+                        dirs.push((path, entry));
+                    }
+                    EntryKind::Symlink => {
+                        summary.symlinks += 1;
+                        std::os::unix::fs::symlink(entry.symlink_target()?, &path).map_err(target_err)?;
+                        apply_metadata(&path, &entry, is_root)?;
+                    }
+                    EntryKind::File => {
+                        summary.files += 1;
+                        summary.bytes += entry.size;
+                        let file = File::create(&path).map_err(target_err)?;
+                        if entry.chunks.is_empty() {
+                            apply_metadata(&path, &entry, is_root)?;
+                            continue;
+                        }
+                        let chunks = entry.chunks.clone();
+                        let open = Arc::new(OpenFile { file, path, remaining: AtomicUsize::new(chunks.len()), entry });
+                        let mut offset = 0u64;
+                        for id in chunks {
+                            let (_, loc) = index.get(&id).ok_or_else(|| Error::Missing { object: format!("chunk {id}") })?;
+                            if job_tx.send(ChunkJob { file: open.clone(), id, offset }).is_err() {
+                                break;
+                            }
+                            offset += loc.raw_len as u64;
+                        }
+                        if offset != open.entry.size {
+                            return Err(Error::corrupt("tree", format!("{}: chunk sizes do not add up to the file size", open.path.display())));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })();
+        drop(job_tx);
+        if let Err(e) = walked {
+            fail(e);
+        }
+    });
+    if let Some(e) = first_error.into_inner().expect("poisoned") {
+        return Err(e);
+    }
+    // Directory times last, deepest first, since creating entries inside changes them.
+    for (path, entry) in dirs.iter().rev() {
+        apply_metadata(path, entry, is_root)?;
+    }
+    Ok(summary)
+}
+
+fn write_chunk(repo: &Repository, index: &Index, job: &ChunkJob, is_root: bool, progress: &dyn Progress) -> Result<(), Error> {
+    let data = repo.read_chunk(index, job.id)?;
+    job.file
+        .file
+        .write_all_at(&data, job.offset)
+        .map_err(|e| Error::Target { path: job.file.path.clone(), reason: e.to_string() })?;
+    progress.add(data.len() as u64);
+    if job.file.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+        apply_metadata(&job.file.path, &job.file.entry, is_root)?;
+    }
+    Ok(())
+}
+
+/// Sets owner (as root), mode and modification time. Owner first: chown clears setuid bits.
+fn apply_metadata(path: &Path, entry: &Entry, is_root: bool) -> Result<(), Error> {
+    let err = |e: std::io::Error| Error::Target { path: path.to_path_buf(), reason: e.to_string() };
+    let mtime = filetime::FileTime::from_unix_time(
+        entry.mtime_ns.div_euclid(1_000_000_000),
+        entry.mtime_ns.rem_euclid(1_000_000_000) as u32,
+    );
+    if entry.kind == EntryKind::Symlink {
+        if is_root {
+            std::os::unix::fs::lchown(path, Some(entry.uid), Some(entry.gid)).map_err(err)?;
+        }
+        return filetime::set_symlink_file_times(path, mtime, mtime).map_err(err);
+    }
+    if is_root {
+        std::os::unix::fs::chown(path, Some(entry.uid), Some(entry.gid)).map_err(err)?;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(entry.mode)).map_err(err)?;
+    filetime::set_file_times(path, mtime, mtime).map_err(err)
+}
+
+/// Writes the one stream of a stream snapshot to `out`, in order, fetching ahead in parallel.
+pub fn restore_to_writer(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    out: &mut dyn Write,
+    progress: &dyn Progress,
+) -> Result<u64, Error> {
+    if snapshot.kind != SnapshotKind::Stream {
+        return Err(Error::InvalidRequest(
+            "only a stream snapshot (backup --stdin) can be restored to standard output; use --to DIR".into(),
+        ));
+    }
+    let _lock = repo.lock_shared("restore")?;
+    let index = repo.load_index()?;
+    let mut entries = TreeReader::new(&snapshot.tree, |id| repo.read_chunk(&index, id));
+    let entry = entries.next().ok_or_else(|| Error::corrupt("tree", "a stream snapshot without an entry"))??;
+    progress.start("restoring", Some(entry.size));
+    let (job_tx, job_rx) = bounded::<(Id, Sender<Result<Vec<u8>, Error>>)>(workers());
+    let (order_tx, order_rx) = bounded::<Receiver<Result<Vec<u8>, Error>>>(workers() * READ_AHEAD);
+    let written = std::thread::scope(|s| {
+        for _ in 0..workers() {
+            let (jobs, index) = (job_rx.clone(), &index);
+            s.spawn(move || {
+                for (id, done) in jobs {
+                    let _ = done.send(repo.read_chunk(index, id));
+                }
+            });
+        }
+        drop(job_rx);
+        let chunks = &entry.chunks;
+        s.spawn(move || {
+            for &id in chunks {
+                let (done, pending) = bounded(1);
+                if order_tx.send(pending).is_err() || job_tx.send((id, done)).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut written = 0u64;
+        for pending in order_rx {
+            let data = pending.recv().map_err(|_| Error::InvalidRequest("chunk reader stopped".into()))??;
+            out.write_all(&data).map_err(|e| Error::Target { path: "<stdout>".into(), reason: e.to_string() })?;
+            written += data.len() as u64;
+            progress.add(data.len() as u64);
+        }
+        Ok::<u64, Error>(written)
+    })?;
+    out.flush().map_err(|e| Error::Target { path: "<stdout>".into(), reason: e.to_string() })?;
+    progress.finish();
+    if written != entry.size {
+        return Err(Error::corrupt("tree", format!("the stream has {written} bytes but its entry says {}", entry.size)));
+    }
+    Ok(written)
+}

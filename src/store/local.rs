@@ -1,0 +1,182 @@
+//! The local-directory backend, the embedded default. Writes go to a temporary file in the target
+//! folder, are fsynced, renamed into place and the folder is fsynced, so a crash never leaves a
+//! partial object under a real name.
+
+use super::{Error, ObjectInfo, Result, Store};
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Temporary files carry this prefix; listings skip them and a later `put` may leave a stale one
+/// from a crash, which is never read.
+const TEMP_PREFIX: &str = ".tmp-";
+
+pub struct LocalStore {
+    root: PathBuf,
+    location: String,
+}
+
+impl LocalStore {
+    pub fn new(root: impl AsRef<Path>) -> Self {
+        let root = root.as_ref().to_path_buf();
+        LocalStore { location: root.display().to_string(), root }
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> Error {
+        match source.kind() {
+            ErrorKind::StorageFull => Error::NoSpace { path: path.to_path_buf() },
+            ErrorKind::PermissionDenied => Error::PermissionDenied { path: path.to_path_buf() },
+            _ if source.raw_os_error() == Some(libc::EDQUOT) => Error::NoSpace { path: path.to_path_buf() },
+            _ => Error::Io { op, path: path.to_path_buf(), source },
+        }
+    }
+
+    fn open_for_read(&self, key: &str) -> Result<File> {
+        let path = self.path(key);
+        File::open(&path).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => Error::NotFound { location: self.location.clone(), key: key.to_string() },
+            _ => Self::io_err("open", &path, e),
+        })
+    }
+
+    fn write_atomically(&self, path: &Path, data: &[u8]) -> Result<()> {
+        let dir = path.parent().expect("object paths always have a parent");
+        let mut suffix = [0u8; 8];
+        getrandom::fill(&mut suffix).expect("the OS random source works");
+        let temp = dir.join(format!("{TEMP_PREFIX}{}", hex::encode(suffix)));
+        let result = (|| {
+            let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
+            file.write_all(data)?;
+            file.sync_all()?;
+            fs::rename(&temp, path)?;
+            File::open(dir)?.sync_all()
+        })();
+        result.map_err(|e| {
+            let _ = fs::remove_file(&temp);
+            Self::io_err("write", path, e)
+        })
+    }
+
+    fn list_dir(&self, dir: &Path, out: &mut Vec<ObjectInfo>) -> Result<()> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Self::io_err("list", dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| Self::io_err("list", dir, e))?;
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let path = entry.path();
+            let meta = entry.metadata().map_err(|e| Self::io_err("stat", &path, e))?;
+            if meta.is_dir() {
+                self.list_dir(&path, out)?;
+            } else if meta.is_file() {
+                let key = path.strip_prefix(&self.root).expect("listed below root");
+                out.push(ObjectInfo { key: key.to_string_lossy().into_owned(), size: meta.len() });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store for LocalStore {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        let path = self.path(key);
+        let dir = path.parent().expect("object paths always have a parent");
+        if !dir.is_dir() {
+            fs::create_dir_all(dir).map_err(|e| Self::io_err("mkdir", dir, e))?;
+        }
+        self.write_atomically(&path, data)
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let mut file = self.open_for_read(key)?;
+        let mut data = Vec::new();
+        file.read_to_end(&mut data).map_err(|e| Self::io_err("read", &self.path(key), e))?;
+        Ok(data)
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let file = self.open_for_read(key)?;
+        let mut data = vec![0u8; len as usize];
+        file.read_exact_at(&mut data, offset).map_err(|e| {
+            if e.kind() == ErrorKind::UnexpectedEof {
+                let e = std::io::Error::new(ErrorKind::UnexpectedEof, format!("range {offset}+{len} is past the end"));
+                Self::io_err("read", &self.path(key), e)
+            } else {
+                Self::io_err("read", &self.path(key), e)
+            }
+        })?;
+        Ok(data)
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        let dir = self.path(prefix.trim_end_matches('/'));
+        self.list_dir(&dir, &mut out)?;
+        out.retain(|o| o.key.starts_with(prefix));
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                Err(Error::NotFound { location: self.location.clone(), key: key.to_string() })
+            }
+            Err(e) => Err(Self::io_err("delete", &path, e)),
+        }
+    }
+
+    fn exists(&self, key: &str) -> Result<bool> {
+        let path = self.path(key);
+        match fs::metadata(&path) {
+            Ok(meta) => Ok(meta.is_file()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Self::io_err("stat", &path, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The conformance checks every backend must pass (S3 will run the same through the test suite).
+    #[test]
+    fn local_store_conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        assert!(!store.exists("packs/ab/x").unwrap());
+        store.put("packs/ab/x", b"hello world").unwrap();
+        assert!(store.exists("packs/ab/x").unwrap());
+        assert_eq!(store.get("packs/ab/x").unwrap(), b"hello world");
+        assert_eq!(store.get_range("packs/ab/x", 6, 5).unwrap(), b"world");
+        assert!(store.get_range("packs/ab/x", 6, 6).is_err(), "a range past the end is an error");
+        store.put("index/i1", b"1").unwrap();
+        let mut listed = store.list("packs/").unwrap();
+        listed.sort_by(|a, b| a.key.cmp(&b.key));
+        assert_eq!(listed, vec![ObjectInfo { key: "packs/ab/x".into(), size: 11 }]);
+        assert!(matches!(store.get("nope"), Err(Error::NotFound { .. })));
+        store.delete("packs/ab/x").unwrap();
+        assert!(matches!(store.delete("packs/ab/x"), Err(Error::NotFound { .. })));
+        assert!(store.list("packs/").unwrap().is_empty());
+        assert!(store.list("missing/").unwrap().is_empty());
+        // A stale temporary file from a crashed write is never listed.
+        fs::write(dir.path().join("index/.tmp-dead"), b"partial").unwrap();
+        assert_eq!(store.list("index/").unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,76 @@
+//! Storage backends: the repository sees only this small trait, so a local directory and S3 (a later
+//! backend) are interchangeable without changing callers.
+
+mod local;
+
+pub use local::LocalStore;
+
+use std::path::PathBuf;
+
+/// Errors from a storage backend. Each says whether retrying may help, so a retry wrapper can decide.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("object {key} does not exist in {location}")]
+    NotFound { location: String, key: String },
+    #[error("no space left on the device holding {path}")]
+    NoSpace { path: PathBuf },
+    #[error("permission denied on {path}")]
+    PermissionDenied { path: PathBuf },
+    #[error("storage I/O error: {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Whether the same call may succeed if tried again (transient faults only).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ),
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// One listed object: its key relative to the store root and its size in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+/// A flat key/value object store. Keys are `/`-separated relative names such as `packs/ab/abcd…`.
+///
+/// Contract every backend keeps (checked by one conformance suite):
+/// - `put` is atomic: readers see the old state or the whole new object, never a part of it, even
+///   after a crash; when `put` returns, the object is durable.
+/// - objects are immutable in practice: the repository never overwrites a key with other content.
+/// - `get_range` of a range past the end is an error, not a short read.
+pub trait Store: Send + Sync {
+    /// A human-readable location for messages (a path or URL).
+    fn location(&self) -> &str;
+    fn put(&self, key: &str, data: &[u8]) -> Result<()>;
+    fn get(&self, key: &str) -> Result<Vec<u8>>;
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// Every object whose key starts with `prefix` (a folder such as `"packs/"`), in no set order.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    fn delete(&self, key: &str) -> Result<()>;
+    fn exists(&self, key: &str) -> Result<bool>;
+}
+
+/// Opens the store a repository location names. Only local directories exist so far; an
+/// `s3://` location gets a clear error rather than being mistaken for a relative path.
+pub fn open(location: &str) -> std::result::Result<Box<dyn Store>, crate::repo::Error> {
+    if location.contains("://") {
+        return Err(crate::repo::Error::UnsupportedLocation { location: location.to_string() });
+    }
+    Ok(Box::new(LocalStore::new(location)))
+}
