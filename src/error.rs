@@ -43,7 +43,9 @@ fn classify_store(e: &store::Error) -> (ExitCode, String) {
         store::Error::PermissionDenied { .. } => {
             "run drctl as a user that may write the repository directory, or fix its ownership and permissions"
         }
-        store::Error::NotFound { .. } => "the object is gone from the repository; run `drctl check` to see what is affected",
+        store::Error::NotFound { .. } => {
+            "the object is gone from the repository; run `drctl check` to see what is affected"
+        }
         store::Error::Io { .. } => "check the disk or mount holding the repository and run the command again",
     };
     (ExitCode::Storage, hint.into())
@@ -57,16 +59,18 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
         }
         E::AlreadyExists { .. } => (ExitCode::Repository, "choose a new or empty location for `drctl init`"),
         E::UnsupportedLocation { .. } => (ExitCode::Repository, "give a local directory path as the repository"),
-        E::UnsupportedVersion { .. } => {
-            (ExitCode::Repository, "upgrade drctl to a release that reads this repository format; the repository was not changed")
-        }
+        E::UnsupportedVersion { .. } => (
+            ExitCode::Repository,
+            "upgrade drctl to a release that reads this repository format; the repository was not changed",
+        ),
         E::NoPassword => (
             ExitCode::Key,
             "set DRCTL_PASSWORD or DRCTL_PASSWORD_FILE (a file whose first line is the passphrase), or run on a terminal to be asked",
         ),
-        E::WrongPassword { .. } => {
-            (ExitCode::Key, "check DRCTL_PASSWORD / DRCTL_PASSWORD_FILE; it must match one of the repository's key slots")
-        }
+        E::WrongPassword { .. } => (
+            ExitCode::Key,
+            "check DRCTL_PASSWORD / DRCTL_PASSWORD_FILE; it must match one of the repository's key slots",
+        ),
         E::Corrupt { .. } | E::Missing { .. } => (
             ExitCode::Damaged,
             "the repository is damaged; nothing unverified was restored. Run `drctl check --read-data` to list every \
@@ -89,7 +93,9 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
             ExitCode::Source,
             "make the path readable by the user running drctl (or leave it out of --path); no snapshot was written",
         ),
-        E::Target { .. } => (ExitCode::Target, "restore into a new or empty directory on a disk with enough free space"),
+        E::Target { .. } => {
+            (ExitCode::Target, "restore into a new or empty directory on a disk with enough free space")
+        }
         E::InvalidRequest(_) => (ExitCode::Usage, "see `drctl help` for the command's usage"),
         E::Store(s) => return classify_store(s),
     };

@@ -3,7 +3,7 @@
 //! hidden staging folder beside the target and renamed into place only when complete, so a
 //! failed restore never leaves a tree that looks valid.
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, bounded};
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, PermissionsExt};
@@ -177,14 +177,18 @@ fn restore_tree(
                         let open = Arc::new(OpenFile { file, path, remaining: AtomicUsize::new(chunks.len()), entry });
                         let mut offset = 0u64;
                         for id in chunks {
-                            let (_, loc) = index.get(&id).ok_or_else(|| Error::Missing { object: format!("chunk {id}") })?;
+                            let (_, loc) =
+                                index.get(&id).ok_or_else(|| Error::Missing { object: format!("chunk {id}") })?;
                             if job_tx.send(ChunkJob { file: open.clone(), id, offset }).is_err() {
                                 break;
                             }
                             offset += loc.raw_len as u64;
                         }
                         if offset != open.entry.size {
-                            return Err(Error::corrupt("tree", format!("{}: chunk sizes do not add up to the file size", open.path.display())));
+                            return Err(Error::corrupt(
+                                "tree",
+                                format!("{}: chunk sizes do not add up to the file size", open.path.display()),
+                            ));
                         }
                     }
                 }
@@ -206,7 +210,13 @@ fn restore_tree(
     Ok(summary)
 }
 
-fn write_chunk(repo: &Repository, index: &Index, job: &ChunkJob, is_root: bool, progress: &dyn Progress) -> Result<(), Error> {
+fn write_chunk(
+    repo: &Repository,
+    index: &Index,
+    job: &ChunkJob,
+    is_root: bool,
+    progress: &dyn Progress,
+) -> Result<(), Error> {
     let data = repo.read_chunk(index, job.id)?;
     job.file
         .file
@@ -289,7 +299,10 @@ pub fn restore_to_writer(
     out.flush().map_err(|e| Error::Target { path: "<stdout>".into(), reason: e.to_string() })?;
     progress.finish();
     if written != entry.size {
-        return Err(Error::corrupt("tree", format!("the stream has {written} bytes but its entry says {}", entry.size)));
+        return Err(Error::corrupt(
+            "tree",
+            format!("the stream has {written} bytes but its entry says {}", entry.size),
+        ));
     }
     Ok(written)
 }

@@ -18,7 +18,7 @@ use crate::progress::Progress;
 use crate::repo::crypto::Id;
 use crate::repo::snapshot::{self, Snapshot, SnapshotKind, Summary};
 use crate::repo::tree::{Entry, EntryKind, TreeWriter};
-use crate::repo::{index, Error, Repository};
+use crate::repo::{Error, Repository, index};
 use pipeline::{Pipeline, Sink};
 
 /// Choices a backup makes beyond its source.

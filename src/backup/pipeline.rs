@@ -1,10 +1,10 @@
 //! The concurrent stages behind a backup: seal workers, packer and uploader, fed through a
 //! [`Sink`] by whatever produces chunks.
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, bounded};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::repo::crypto::Id;
 use crate::repo::format;
@@ -123,12 +123,7 @@ impl<'a> Pipeline<'a> {
         Ok(())
     }
 
-    fn packer(
-        &self,
-        rx: Receiver<Sealed>,
-        tx: Sender<pack::FinishedPack>,
-        stopped: &AtomicBool,
-    ) -> Result<(), Error> {
+    fn packer(&self, rx: Receiver<Sealed>, tx: Sender<pack::FinishedPack>, stopped: &AtomicBool) -> Result<(), Error> {
         let target = self.repo.config().pack_size as usize;
         let mut builder = PackBuilder::with_capacity(target + target / 8);
         for (id, sealed, raw_len) in rx {

@@ -2,7 +2,7 @@
 //! parents before children), file workers read and chunk files in parallel, and the tree is
 //! written in walk order through a bounded reorder queue.
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, bounded};
 use std::collections::BTreeSet;
 use std::fs::{self, File, Metadata};
 use std::io::Read;
@@ -121,7 +121,8 @@ fn walk_sources(sources: &[PathBuf], jobs: &Sender<FileJob>, order: &Sender<Pend
         for component in source.parent().into_iter().flat_map(|p| p.components()).skip(1) {
             parent.push(component);
             if emitted_parents.insert(parent.clone()) {
-                let meta = fs::symlink_metadata(&parent).map_err(|source| Error::Source { path: parent.clone(), source })?;
+                let meta =
+                    fs::symlink_metadata(&parent).map_err(|source| Error::Source { path: parent.clone(), source })?;
                 if !send_ready(order, entry_from(&meta, EntryKind::Dir, parent.strip_prefix("/").expect("absolute"))) {
                     return Ok(());
                 }
@@ -178,7 +179,13 @@ fn walk(path: &Path, jobs: &Sender<FileJob>, order: &Sender<Pending>) -> Result<
 
 /// Reads and chunks one file. Files below the largest chunk size are read whole and cut in
 /// memory (same boundaries as streaming), avoiding a chunk-sized buffer per small file.
-fn read_file(repo: &Repository, sink: &Sink, path: &Path, mut entry: Entry, progress: &dyn Progress) -> Result<Entry, Error> {
+fn read_file(
+    repo: &Repository,
+    sink: &Sink,
+    path: &Path,
+    mut entry: Entry,
+    progress: &dyn Progress,
+) -> Result<Entry, Error> {
     let source_err = |source| Error::Source { path: path.to_path_buf(), source };
     let mut file = File::open(path).map_err(source_err)?;
     let expected = entry.size;

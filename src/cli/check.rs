@@ -1,6 +1,6 @@
 use clap::Args;
 
-use super::{human_bytes, GlobalArgs, RepoArgs};
+use super::{GlobalArgs, RepoArgs, human_bytes};
 use crate::repo::{self, check};
 
 #[derive(Debug, Args)]
@@ -41,7 +41,11 @@ pub fn run(args: CheckArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                 report.packs,
                 report.chunks,
                 if args.read_data { format!(", read {}", human_bytes(report.bytes_read)) } else { String::new() },
-                if report.is_ok() { "no damage found".to_string() } else { format!("{} damaged object(s)", report.problems.len()) }
+                if report.is_ok() {
+                    "no damage found".to_string()
+                } else {
+                    format!("{} damaged object(s)", report.problems.len())
+                }
             );
         }
     }

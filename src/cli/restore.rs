@@ -1,7 +1,7 @@
 use clap::Args;
 use std::path::PathBuf;
 
-use super::{human_bytes, GlobalArgs, RepoArgs};
+use super::{GlobalArgs, RepoArgs, human_bytes};
 use crate::repo::snapshot;
 use crate::restore;
 

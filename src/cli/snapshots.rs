@@ -1,6 +1,6 @@
 use clap::Args;
 
-use super::{human_bytes, RepoArgs};
+use super::{RepoArgs, human_bytes};
 use crate::repo::snapshot::{self, SnapshotKind};
 
 #[derive(Debug, Args)]
@@ -35,7 +35,10 @@ pub fn run(args: SnapshotsArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
-    println!("{:<8}  {:<20}  {:<12}  {:>10}  {:>10}  {:<16}  source", "id", "time (UTC)", "host", "size", "new", "tags");
+    println!(
+        "{:<8}  {:<20}  {:<12}  {:>10}  {:>10}  {:<16}  source",
+        "id", "time (UTC)", "host", "size", "new", "tags"
+    );
     for (id, s) in &all {
         let source = match s.kind {
             SnapshotKind::Paths => s.paths.join(" "),

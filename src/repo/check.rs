@@ -100,7 +100,10 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
                 present[i] = false;
             }
             Some(&size) if size != pack.size => {
-                findings.add(object, format!("it holds {size} bytes but was written with {} (truncated or replaced)", pack.size));
+                findings.add(
+                    object,
+                    format!("it holds {size} bytes but was written with {} (truncated or replaced)", pack.size),
+                );
                 present[i] = false;
             }
             Some(_) => {}
@@ -199,22 +202,26 @@ fn read_all_packs(
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(4);
     std::thread::scope(|s| {
         for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= index.packs.len() || fatal.lock().expect("poisoned").is_some() {
-                    return;
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= index.packs.len() || fatal.lock().expect("poisoned").is_some() {
+                        return;
+                    }
+                    if !present[i] {
+                        continue;
+                    }
+                    let pack = &index.packs[i];
+                    match verify_pack(repo, pack.id, &expected[i]) {
+                        Ok(None) => {}
+                        Ok(Some(reason)) => {
+                            damaged.lock().expect("poisoned").push((format!("pack {}", pack.id), reason))
+                        }
+                        Err(e) => *fatal.lock().expect("poisoned") = Some(e),
+                    }
+                    read.fetch_add(pack.size, std::sync::atomic::Ordering::Relaxed);
+                    progress.add(pack.size);
                 }
-                if !present[i] {
-                    continue;
-                }
-                let pack = &index.packs[i];
-                match verify_pack(repo, pack.id, &expected[i]) {
-                    Ok(None) => {}
-                    Ok(Some(reason)) => damaged.lock().expect("poisoned").push((format!("pack {}", pack.id), reason)),
-                    Err(e) => *fatal.lock().expect("poisoned") = Some(e),
-                }
-                read.fetch_add(pack.size, std::sync::atomic::Ordering::Relaxed);
-                progress.add(pack.size);
             });
         }
     });

@@ -34,10 +34,7 @@ pub enum Chunker {
 
 impl Chunker {
     /// Iterates over the chunks of `reader`, each a fresh buffer.
-    pub fn chunks<R: Read>(self, reader: R) -> Box<dyn Iterator<Item = io::Result<Vec<u8>>> + Send>
-    where
-        R: Send + 'static,
-    {
+    pub fn chunks<R: Read + Send + 'static>(self, reader: R) -> Box<dyn Iterator<Item = io::Result<Vec<u8>>> + Send> {
         match self {
             Chunker::Cdc { params, seed } => Box::new(
                 StreamCDC::with_level_and_seed(

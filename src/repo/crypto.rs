@@ -10,9 +10,9 @@
 //! 192 random bits split this way a repeat needs a 192-bit collision, so one master key can seal
 //! about 2^80 objects before the chance of any repeat reaches 2^-32 (see docs/FORMAT.md).
 
+use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::aead::{Nonce, Tag};
-use aes_gcm::Aes256Gcm;
 use std::fmt;
 
 pub const NONCE_LEN: usize = 24;
@@ -134,9 +134,7 @@ impl MasterKey {
         let (cipher, gcm_nonce) = self.subkey(&nonce);
         let mut plaintext = ciphertext.to_vec();
         let tag = Tag::<Aes256Gcm>::try_from(tag).map_err(|_| AuthError)?;
-        cipher
-            .decrypt_inout_detached(&gcm_nonce, ad, plaintext.as_mut_slice().into(), &tag)
-            .map_err(|_| AuthError)?;
+        cipher.decrypt_inout_detached(&gcm_nonce, ad, plaintext.as_mut_slice().into(), &tag).map_err(|_| AuthError)?;
         Ok(plaintext)
     }
 
@@ -177,9 +175,7 @@ pub fn open_with(key: &[u8; 32], ad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Au
     let nonce = Nonce::<Aes256Gcm>::try_from(nonce).map_err(|_| AuthError)?;
     let tag = Tag::<Aes256Gcm>::try_from(tag).map_err(|_| AuthError)?;
     let mut plaintext = ciphertext.to_vec();
-    cipher
-        .decrypt_inout_detached(&nonce, ad, plaintext.as_mut_slice().into(), &tag)
-        .map_err(|_| AuthError)?;
+    cipher.decrypt_inout_detached(&nonce, ad, plaintext.as_mut_slice().into(), &tag).map_err(|_| AuthError)?;
     Ok(plaintext)
 }
 

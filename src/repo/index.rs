@@ -6,10 +6,10 @@
 
 use std::collections::HashMap;
 
+use super::Error;
 use super::crypto::{Id, MasterKey};
 use super::format::{self, ObjectType};
 use super::pack::ChunkEntry;
-use super::Error;
 use crate::store::Store;
 
 /// One pack as an index file records it.

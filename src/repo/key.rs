@@ -5,9 +5,9 @@
 use argon2::{Algorithm, Argon2, Params, Version};
 use serde::{Deserialize, Serialize};
 
+use super::Error;
 use super::crypto::{self, Id, MasterKey};
 use super::format::{self, ObjectType};
-use super::Error;
 use crate::store::Store;
 
 /// argon2id cost for new slots: 64 MiB and 3 passes, about 0.1-0.2 s on one core. Commands open

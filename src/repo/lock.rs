@@ -8,9 +8,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::Error;
 use super::crypto::MasterKey;
 use super::format::{self, ObjectType};
-use super::Error;
 use crate::store::Store;
 
 const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);

@@ -5,9 +5,9 @@
 //! Chunk plaintext is a one-byte codec (0 = stored, 1 = zstd) followed by the payload; it is
 //! sealed with associated data binding the chunk id, so a chunk moved to another id fails.
 
+use super::Error;
 use super::crypto::{AuthError, Id, MasterKey};
 use super::format::{self, ObjectType};
-use super::Error;
 
 const CODEC_STORED: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
@@ -84,8 +84,9 @@ pub fn open_chunk(key: &MasterKey, id: Id, sealed: &[u8], raw_len: u32) -> Resul
     let plaintext = key.open(&format::associated_data(ObjectType::Chunk, &id.0), sealed)?;
     let data = match plaintext.first() {
         Some(&CODEC_STORED) => plaintext[1..].to_vec(),
-        Some(&CODEC_ZSTD) => zstd::bulk::decompress(&plaintext[1..], raw_len as usize)
-            .map_err(|e| ChunkError::Codec(e.to_string()))?,
+        Some(&CODEC_ZSTD) => {
+            zstd::bulk::decompress(&plaintext[1..], raw_len as usize).map_err(|e| ChunkError::Codec(e.to_string()))?
+        }
         other => return Err(ChunkError::Codec(format!("unknown codec {other:?}"))),
     };
     if data.len() != raw_len as usize || key.chunk_id(&data) != id {
@@ -205,7 +206,10 @@ mod tests {
             let sealed = &pack.data[e.offset as usize..(e.offset + e.sealed_len) as usize];
             assert_eq!(&open_chunk(&key, e.id, sealed, e.raw_len).unwrap(), t);
             let other = entries[(i + 1) % entries.len()].id;
-            assert!(matches!(open_chunk(&key, other, sealed, e.raw_len), Err(ChunkError::Auth)), "a chunk read under another id fails");
+            assert!(
+                matches!(open_chunk(&key, other, sealed, e.raw_len), Err(ChunkError::Auth)),
+                "a chunk read under another id fails"
+            );
         }
         assert!(read_header(&key, &pack.data[..pack.data.len() - 1], "pack").is_err());
         assert!(read_header(&MasterKey::generate(), &pack.data, "pack").is_err());

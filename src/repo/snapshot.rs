@@ -3,9 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Error;
 use super::crypto::{Id, MasterKey};
 use super::format::{self, ObjectType};
-use super::Error;
 use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,10 +78,8 @@ pub fn list(store: &dyn Store) -> Result<Vec<Id>, Error> {
 /// Every snapshot, oldest first. A damaged manifest is an error: the caller cannot tell what it
 /// held, so it must not be silently left out of a listing.
 pub fn load_all(store: &dyn Store, key: &MasterKey) -> Result<Vec<(Id, Snapshot)>, Error> {
-    let mut all = list(store)?
-        .into_iter()
-        .map(|id| load(store, key, id).map(|s| (id, s)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut all =
+        list(store)?.into_iter().map(|id| load(store, key, id).map(|s| (id, s))).collect::<Result<Vec<_>, _>>()?;
     all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
     Ok(all)
 }

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use super::Error;
 use super::chunker::Chunker;
 use super::crypto::Id;
-use super::Error;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -88,8 +88,7 @@ impl Entry {
     pub fn relative_path(&self) -> Result<std::path::PathBuf, Error> {
         let bytes = decode_name(&self.path, &self.path_hex)?;
         let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&bytes));
-        let safe = !bytes.is_empty()
-            && path.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+        let safe = !bytes.is_empty() && path.components().all(|c| matches!(c, std::path::Component::Normal(_)));
         if !safe {
             return Err(Error::corrupt("tree", format!("entry path {:?} is not a plain relative path", path)));
         }
@@ -231,8 +230,7 @@ mod tests {
         entries.push(odd);
         let ids = writer.finish().unwrap();
         assert!(ids.len() > 10);
-        let back: Vec<Entry> =
-            TreeReader::new(&ids, |id| Ok(stored[&id].clone())).collect::<Result<_, _>>().unwrap();
+        let back: Vec<Entry> = TreeReader::new(&ids, |id| Ok(stored[&id].clone())).collect::<Result<_, _>>().unwrap();
         assert_eq!(back, entries);
         assert_eq!(back.last().unwrap().relative_path().unwrap().as_os_str().as_bytes(), b"bad\xffname");
     }

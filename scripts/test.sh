@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs drctl's whole test suite on a fresh machine: installs what the tests need, builds once,
+# runs unit and integration tests in parallel (cargo-nextest when present, cargo test otherwise).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v mount >/dev/null || need_apt+=(mount)
+command -v diff >/dev/null || need_apt+=(diffutils)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+fi
+
+cargo build --all-targets --locked
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --locked --no-fail-fast --test-threads "${DRCTL_TEST_THREADS:-num-cpus}"
+else
+  cargo test --locked --no-fail-fast
+fi
