@@ -110,7 +110,8 @@ impl Lock {
             let (stopped, wake) = &*stop;
             let mut stopped = stopped.lock().expect("lock flag");
             loop {
-                stopped = wake.wait_timeout(stopped, REFRESH_EVERY).expect("lock flag").0;
+                // `wait_timeout_while` checks the flag first, so a stop before the wait is not missed.
+                stopped = wake.wait_timeout_while(stopped, REFRESH_EVERY, |s| !*s).expect("lock flag").0;
                 if *stopped {
                     return;
                 }
@@ -131,5 +132,56 @@ impl Drop for Lock {
             let _ = t.join();
         }
         let _ = self.store.delete(&self.name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::LocalStore;
+
+    #[test]
+    fn shared_locks_coexist_and_exclusive_waits_for_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
+        let key = MasterKey::generate();
+        let a = Lock::acquire(store.clone(), &key, false, "backup").unwrap();
+        let b = Lock::acquire(store.clone(), &key, false, "restore").unwrap();
+        let refused = Lock::acquire(store.clone(), &key, true, "prune");
+        assert!(matches!(refused, Err(Error::Locked { .. })), "exclusive must wait for shared locks");
+        assert_eq!(store.list(format::LOCKS_DIR).unwrap().len(), 2, "the refused lock is removed again");
+        drop((a, b));
+        let x = Lock::acquire(store.clone(), &key, true, "prune").unwrap();
+        assert!(matches!(Lock::acquire(store.clone(), &key, false, "backup"), Err(Error::Locked { .. })));
+        drop(x);
+        assert!(store.list(format::LOCKS_DIR).unwrap().is_empty());
+    }
+
+    #[test]
+    fn stale_locks_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
+        let key = MasterKey::generate();
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        dead.wait().unwrap();
+        let now = chrono::Utc::now();
+        let crashed = LockInfo {
+            exclusive: true,
+            hostname: crate::repo::hostname(),
+            pid: dead_pid,
+            command: "prune".into(),
+            time: now,
+        };
+        write(store.as_ref(), &key, "locks/crashed", &crashed).unwrap();
+        let old = LockInfo { hostname: "elsewhere".into(), pid: 1, time: now - STALE_AFTER * 2, ..crashed.clone() };
+        write(store.as_ref(), &key, "locks/old", &old).unwrap();
+        let live = LockInfo { hostname: "elsewhere".into(), pid: 1, ..crashed };
+        write(store.as_ref(), &key, "locks/live", &live).unwrap();
+        assert!(matches!(Lock::acquire(store.clone(), &key, false, "backup"), Err(Error::Locked { .. })));
+        store.delete("locks/live").unwrap();
+        let lock = Lock::acquire(store.clone(), &key, false, "backup").unwrap();
+        let names: Vec<String> = store.list(format::LOCKS_DIR).unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(names, vec![lock.name.clone()], "stale locks were removed");
     }
 }
