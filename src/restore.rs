@@ -170,6 +170,12 @@ fn restore_tree(
                         summary.bytes += entry.size;
                         let file = File::create(&path).map_err(target_err)?;
                         if entry.chunks.is_empty() {
+                            if entry.size != 0 {
+                                return Err(Error::corrupt(
+                                    "tree",
+                                    format!("{} has a size but no data", path.display()),
+                                ));
+                            }
                             apply_metadata(&path, &entry, is_root)?;
                             continue;
                         }

@@ -148,7 +148,8 @@ fn walk(path: &Path, jobs: &Sender<FileJob>, order: &Sender<Pending>) -> Result<
     let relative = path.strip_prefix("/").expect("sources are absolute");
     let ft = meta.file_type();
     if ft.is_dir() {
-        if !send_ready(order, entry_from(&meta, EntryKind::Dir, relative)) {
+        // The root itself has no name to store; its children carry everything.
+        if !relative.as_os_str().is_empty() && !send_ready(order, entry_from(&meta, EntryKind::Dir, relative)) {
             return Ok(false);
         }
         let mut names = Vec::new();

@@ -15,6 +15,8 @@ use crate::store::Store;
 const DEFAULT_MEMORY_KIB: u32 = 64 * 1024;
 const DEFAULT_ITERATIONS: u32 = 3;
 const DEFAULT_PARALLELISM: u32 = 1;
+/// A slot asking for more is refused rather than allowed to exhaust the machine's memory.
+const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,20 +106,33 @@ pub fn unlock(store: &dyn Store, passphrase: &[u8]) -> Result<MasterKey, Error> 
         return Err(Error::corrupt("keys/", "the repository has no key slots"));
     }
     for info in slots {
-        let object = format!("key slot {}", info.key);
         let bytes = store.get(&info.key)?;
-        let slot: KeySlot = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::corrupt(&object, format!("it is not a valid key slot: {e}")))?;
-        if slot.version > format::VERSION {
-            return Err(Error::UnsupportedVersion { found: slot.version, supported: format::VERSION });
-        }
-        let kek = slot.kdf.derive(passphrase, &object)?;
-        let wrapped = hex::decode(&slot.wrapped_key).map_err(|_| Error::corrupt(&object, "wrapped key is not hex"))?;
-        if let Ok(bytes) = crypto::open_with(&kek, &slot_ad(), &wrapped) {
-            let bytes: [u8; MasterKey::LEN] =
-                bytes.try_into().map_err(|_| Error::corrupt(&object, "wrapped key has the wrong length"))?;
-            return Ok(MasterKey::from_bytes(&bytes));
+        // A slot this build cannot use (damaged, newer, another kind) must not lock out the others.
+        match try_slot(&bytes, passphrase, &format!("key slot {}", info.key)) {
+            Ok(Some(key)) => return Ok(key),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(slot = %info.key, error = %e, "skipping a key slot"),
         }
     }
     Err(Error::WrongPassword { location: store.location().to_string() })
+}
+
+/// The master key if `passphrase` opens this slot, `None` if it does not.
+fn try_slot(bytes: &[u8], passphrase: &[u8], object: &str) -> Result<Option<MasterKey>, Error> {
+    let slot: KeySlot = serde_json::from_slice(bytes)
+        .map_err(|e| Error::corrupt(object, format!("it is not a valid key slot: {e}")))?;
+    if slot.version > format::VERSION {
+        return Err(Error::UnsupportedVersion { found: slot.version, supported: format::VERSION });
+    }
+    if slot.kdf.memory_kib > MAX_MEMORY_KIB {
+        return Err(Error::corrupt(object, format!("it asks argon2 for {} KiB of memory", slot.kdf.memory_kib)));
+    }
+    let kek = slot.kdf.derive(passphrase, object)?;
+    let wrapped = hex::decode(&slot.wrapped_key).map_err(|_| Error::corrupt(object, "wrapped key is not hex"))?;
+    let Ok(bytes) = crypto::open_with(&kek, &slot_ad(), &wrapped) else {
+        return Ok(None);
+    };
+    let bytes: [u8; MasterKey::LEN] =
+        bytes.try_into().map_err(|_| Error::corrupt(object, "wrapped key has the wrong length"))?;
+    Ok(Some(MasterKey::from_bytes(&bytes)))
 }

@@ -96,6 +96,9 @@ impl Store for LocalStore {
         let dir = path.parent().expect("object paths always have a parent");
         if !dir.is_dir() {
             fs::create_dir_all(dir).map_err(|e| Self::io_err("mkdir", dir, e))?;
+            // The new folder's own entry must be durable too, or the object could vanish with it.
+            let parent = dir.parent().unwrap_or(dir);
+            File::open(parent).and_then(|d| d.sync_all()).map_err(|e| Self::io_err("sync", parent, e))?;
         }
         self.write_atomically(&path, data)
     }
