@@ -2,10 +2,10 @@
 //!
 //! ```text
 //! producer (read → chunk → keyed hash → dedup) ─▶ seal workers (zstd → AES-GCM, one per core)
-//!        ─▶ packer (fills a pack) ─▶ uploader (store.put) ;  then index file, then snapshot
+//!        ─▶ packer (streams a pack to the store) ─▶ committer (fsync, rename) ;  then index, snapshot
 //! ```
-//! Stages are joined by bounded channels, so memory is about channel depth × chunk size plus two
-//! packs, whatever the size of the source.
+//! Stages are joined by bounded channels and packs are written as they fill, so memory is about
+//! channel depth × chunk size, whatever the size of the source.
 
 mod pipeline;
 mod walk;

@@ -1,4 +1,4 @@
-//! The concurrent stages behind a backup: seal workers, packer and uploader, fed through a
+//! The concurrent stages behind a backup: seal workers, packer and committer, fed through a
 //! [`Sink`] by whatever produces chunks.
 
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::repo::crypto::Id;
 use crate::repo::format;
 use crate::repo::index::{Index, PackRecord};
-use crate::repo::pack::{self, PackBuilder};
+use crate::repo::pack::{self, PackWriter};
 use crate::repo::{Error, Repository};
 
 /// Where producers put chunks. `add` hashes, drops duplicates (already in the repository or
@@ -66,7 +66,7 @@ impl<'a> Pipeline<'a> {
         let stopped = AtomicBool::new(false);
         let (plain_tx, plain_rx) = bounded::<(Id, Vec<u8>)>(2 * self.workers);
         let (sealed_tx, sealed_rx) = bounded::<Sealed>(2 * self.workers);
-        // A rendezvous: at most one pack being filled and one being uploaded.
+        // A rendezvous: at most one pack being filled and one being committed.
         let (pack_tx, pack_rx) = bounded::<pack::FinishedPack>(0);
         let written = Mutex::new(Vec::new());
 
@@ -80,7 +80,7 @@ impl<'a> Pipeline<'a> {
             let stopped_ref = &stopped;
             stages.push(s.spawn(move || self.packer(sealed_rx, pack_tx, stopped_ref)));
             let written_ref = &written;
-            stages.push(s.spawn(move || self.uploader(pack_rx, written_ref, stopped_ref)));
+            stages.push(s.spawn(move || self.committer(pack_rx, written_ref, stopped_ref)));
 
             let sink = Sink {
                 repo: self.repo,
@@ -123,41 +123,49 @@ impl<'a> Pipeline<'a> {
         Ok(())
     }
 
+    /// Streams sealed chunks into packs; a full pack goes to the committer while the next fills.
     fn packer(&self, rx: Receiver<Sealed>, tx: Sender<pack::FinishedPack>, stopped: &AtomicBool) -> Result<(), Error> {
-        let target = self.repo.config().pack_size as usize;
-        let mut builder = PackBuilder::with_capacity(target + target / 8);
+        let fail = |e: Error| {
+            stopped.store(true, Ordering::Relaxed);
+            e
+        };
+        let target = self.repo.config().pack_size;
+        let mut current: Option<PackWriter> = None;
         for (id, sealed, raw_len) in rx {
-            builder.add(id, &sealed, raw_len);
-            if builder.len() >= target {
-                let full = std::mem::replace(&mut builder, PackBuilder::with_capacity(target + target / 8));
-                if tx.send(full.finish(self.repo.key())).is_err() {
+            let writer = match &mut current {
+                Some(w) => w,
+                None => current.insert(PackWriter::create(self.repo.store()).map_err(fail)?),
+            };
+            writer.add(id, &sealed, raw_len).map_err(fail)?;
+            if writer.len() >= target {
+                let full = current.take().expect("just filled").finish(self.repo.key()).map_err(fail)?;
+                if tx.send(full).is_err() {
                     return Ok(());
                 }
             }
         }
-        if !builder.is_empty() && !stopped.load(Ordering::Relaxed) {
-            let _ = tx.send(builder.finish(self.repo.key()));
+        if let Some(last) = current.filter(|w| !w.is_empty() && !stopped.load(Ordering::Relaxed)) {
+            let _ = tx.send(last.finish(self.repo.key()).map_err(fail)?);
         }
         Ok(())
     }
 
-    fn uploader(
+    /// Makes finished packs durable (fsync and rename on a local store) off the packer's path.
+    fn committer(
         &self,
         rx: Receiver<pack::FinishedPack>,
         written: &Mutex<Vec<PackRecord>>,
         stopped: &AtomicBool,
     ) -> Result<(), Error> {
         for pack in rx {
-            let _span = tracing::debug_span!("pack", id = %pack.id.short(), bytes = pack.data.len()).entered();
-            if let Err(e) = self.repo.store().put(&format::pack_key(pack.id), &pack.data) {
-                stopped.store(true, Ordering::Relaxed);
-                return Err(e.into());
+            let _span = tracing::debug_span!("pack", id = %pack.id.short(), bytes = pack.size).entered();
+            match pack.commit() {
+                Ok(record) => written.lock().expect("poisoned").push(record),
+                Err(e) => {
+                    stopped.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
             }
-            written.lock().expect("poisoned").push(PackRecord {
-                id: pack.id,
-                size: pack.data.len() as u64,
-                chunks: pack.entries,
-            });
         }
         Ok(())
     }

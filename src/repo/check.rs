@@ -1,7 +1,8 @@
 //! Integrity check. The structural pass loads every index file and snapshot, reads every tree and
 //! confirms that every chunk a snapshot needs is indexed in a pack that exists with the recorded
-//! size. `read_data` then reads every pack whole: its name must be the hash of its bytes, its
-//! header must match the index, and every chunk must decrypt and hash to its id.
+//! size. `read_data` then reads every pack whole: its header must authenticate under its own id
+//! and match the index, chunks and header must cover it exactly, and every chunk must decrypt and
+//! hash to its id.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -241,10 +242,7 @@ fn verify_pack(repo: &Repository, id: Id, expected: &[(Id, ChunkLocation)]) -> R
         Err(crate::store::Error::NotFound { .. }) => return Ok(Some("it is missing".into())),
         Err(e) => return Err(e.into()),
     };
-    if Id::of_stored(&data) != id {
-        return Ok(Some("its content does not match its name (corrupted or swapped)".into()));
-    }
-    let header = match pack::read_header(repo.key(), &data, &object) {
+    let header = match pack::read_header(repo.key(), id, &data, &object) {
         Ok(h) => h,
         Err(e) => return Ok(Some(e.to_string())),
     };

@@ -32,6 +32,13 @@ impl Id {
         Id(*blake3::hash(bytes).as_bytes())
     }
 
+    /// A fresh random id, for objects named before their content is known (packs).
+    pub fn random() -> Id {
+        let mut id = [0u8; 32];
+        getrandom::fill(&mut id).expect("the OS random source works");
+        Id(id)
+    }
+
     pub fn to_hex(self) -> String {
         hex::encode(self.0)
     }

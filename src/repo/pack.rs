@@ -1,6 +1,8 @@
 //! Packs: many sealed chunks in one large object, followed by a sealed header that lists them and
 //! a 4-byte trailer with the header's length. Large objects keep the object count (and S3 request
-//! cost) low; per-chunk sealing keeps every chunk readable with one ranged read.
+//! cost) low; per-chunk sealing keeps every chunk readable with one ranged read. A pack is named by
+//! a random id chosen when it is started, so it can be streamed to the store as it fills; its
+//! header binds that id.
 //!
 //! Chunk plaintext is a one-byte codec (0 = stored, 1 = zstd) followed by the payload; it is
 //! sealed with associated data binding the chunk id, so a chunk moved to another id fails.
@@ -8,6 +10,8 @@
 use super::Error;
 use super::crypto::{AuthError, Id, MasterKey};
 use super::format::{self, ObjectType};
+use super::index::PackRecord;
+use crate::store::{ObjectWriter, Store};
 
 const CODEC_STORED: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
@@ -95,59 +99,84 @@ pub fn open_chunk(key: &MasterKey, id: Id, sealed: &[u8], raw_len: u32) -> Resul
     Ok(data)
 }
 
-/// Accumulates sealed chunks into one pack in memory.
-#[derive(Default)]
-pub struct PackBuilder {
-    data: Vec<u8>,
+/// Writes one pack straight to the store as chunks arrive, so no pack is held in memory.
+pub struct PackWriter {
+    id: Id,
+    writer: Box<dyn ObjectWriter>,
+    len: u64,
     entries: Vec<ChunkEntry>,
 }
 
-/// A finished pack: its id (BLAKE3 of its bytes), its bytes, and what it holds.
+/// A pack whose bytes are all written; [`FinishedPack::commit`] makes it durable and visible.
 pub struct FinishedPack {
     pub id: Id,
-    pub data: Vec<u8>,
+    pub size: u64,
     pub entries: Vec<ChunkEntry>,
+    writer: Box<dyn ObjectWriter>,
 }
 
-impl PackBuilder {
-    pub fn with_capacity(bytes: usize) -> PackBuilder {
-        PackBuilder { data: Vec::with_capacity(bytes), entries: Vec::new() }
+impl PackWriter {
+    /// Starts a pack under a fresh random id (the id is bound into its header).
+    pub fn create(store: &dyn Store) -> Result<PackWriter, Error> {
+        let id = Id::random();
+        Ok(PackWriter { id, writer: store.create(&format::pack_key(id))?, len: 0, entries: Vec::new() })
     }
 
-    pub fn len(&self) -> usize {
-        self.data.len()
+    pub fn len(&self) -> u64 {
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    pub fn add(&mut self, id: Id, sealed: &[u8], raw_len: u32) {
-        let offset = u32::try_from(self.data.len()).expect("packs stay below 4 GiB");
-        self.data.extend_from_slice(sealed);
+    pub fn add(&mut self, id: Id, sealed: &[u8], raw_len: u32) -> Result<(), Error> {
+        let offset = u32::try_from(self.len).expect("packs stay below 4 GiB");
         let sealed_len = u32::try_from(sealed.len()).expect("chunks stay below 4 GiB");
+        self.writer.write(sealed)?;
+        self.len += sealed.len() as u64;
         self.entries.push(ChunkEntry { id, offset, sealed_len, raw_len });
+        Ok(())
     }
 
-    pub fn finish(self, key: &MasterKey) -> FinishedPack {
-        let PackBuilder { mut data, entries } = self;
-        let mut header = Vec::with_capacity(4 + entries.len() * HEADER_ENTRY_LEN);
-        header.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-        for e in &entries {
-            header.extend_from_slice(&e.id.0);
-            header.extend_from_slice(&e.offset.to_le_bytes());
-            header.extend_from_slice(&e.sealed_len.to_le_bytes());
-            header.extend_from_slice(&e.raw_len.to_le_bytes());
-        }
-        let sealed_header = key.seal(&format::associated_data(ObjectType::PackHeader, b""), &header);
-        data.extend_from_slice(&sealed_header);
-        data.extend_from_slice(&(sealed_header.len() as u32).to_le_bytes());
-        FinishedPack { id: Id::of_stored(&data), data, entries }
+    /// Appends the sealed header and the trailer.
+    pub fn finish(mut self, key: &MasterKey) -> Result<FinishedPack, Error> {
+        let sealed_header = key.seal(&header_ad(self.id), &encode_header(&self.entries));
+        self.writer.write(&sealed_header)?;
+        self.writer.write(&(sealed_header.len() as u32).to_le_bytes())?;
+        let size = self.len + sealed_header.len() as u64 + TRAILER_LEN as u64;
+        Ok(FinishedPack { id: self.id, size, entries: self.entries, writer: self.writer })
     }
 }
 
+impl FinishedPack {
+    pub fn commit(self) -> Result<PackRecord, Error> {
+        self.writer.commit()?;
+        Ok(PackRecord { id: self.id, size: self.size, chunks: self.entries })
+    }
+}
+
+/// The header's associated data binds the pack's id: a pack's bytes under another pack's name
+/// fail authentication.
+fn header_ad(pack: Id) -> Vec<u8> {
+    format::associated_data(ObjectType::PackHeader, &pack.0)
+}
+
+fn encode_header(entries: &[ChunkEntry]) -> Vec<u8> {
+    let mut header = Vec::with_capacity(4 + entries.len() * HEADER_ENTRY_LEN);
+    header.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        header.extend_from_slice(&e.id.0);
+        header.extend_from_slice(&e.offset.to_le_bytes());
+        header.extend_from_slice(&e.sealed_len.to_le_bytes());
+        header.extend_from_slice(&e.raw_len.to_le_bytes());
+    }
+    header
+}
+
 /// Reads and authenticates the header of a whole pack.
-pub fn read_header(key: &MasterKey, pack: &[u8], object: &str) -> Result<Vec<ChunkEntry>, Error> {
+/// Also checks that the chunks and the header cover the pack exactly, with no gap or overlap.
+pub fn read_header(key: &MasterKey, pack_id: Id, pack: &[u8], object: &str) -> Result<Vec<ChunkEntry>, Error> {
     let bad = |reason: &str| Error::corrupt(object, reason);
     if pack.len() < TRAILER_LEN {
         return Err(bad("it is too short to hold a header (truncated?)"));
@@ -158,15 +187,14 @@ pub fn read_header(key: &MasterKey, pack: &[u8], object: &str) -> Result<Vec<Chu
         return Err(bad("its header length points before its start (truncated?)"));
     }
     let sealed = &body[body.len() - header_len..];
-    let header = key
-        .open(&format::associated_data(ObjectType::PackHeader, b""), sealed)
-        .map_err(|_| bad("its header fails authentication"))?;
+    let header = key.open(&header_ad(pack_id), sealed).map_err(|_| bad("its header fails authentication"))?;
     let count = header.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
     if count.map(|c| header.len() != 4 + c * HEADER_ENTRY_LEN).unwrap_or(true) {
         return Err(bad("its header has the wrong length"));
     }
     let data_len = body.len() - header_len;
     let mut entries = Vec::with_capacity(count.unwrap_or(0));
+    let mut next_offset = 0usize;
     for raw in header[4..].chunks_exact(HEADER_ENTRY_LEN) {
         let num = |i: usize| u32::from_le_bytes(raw[i..i + 4].try_into().expect("4 bytes"));
         let entry = ChunkEntry {
@@ -175,10 +203,14 @@ pub fn read_header(key: &MasterKey, pack: &[u8], object: &str) -> Result<Vec<Chu
             sealed_len: num(36),
             raw_len: num(40),
         };
-        if entry.offset as usize + entry.sealed_len as usize > data_len {
-            return Err(bad("its header lists a chunk beyond the data"));
+        if entry.offset as usize != next_offset {
+            return Err(bad("its chunks do not follow each other as its header says"));
         }
+        next_offset += entry.sealed_len as usize;
         entries.push(entry);
+    }
+    if next_offset != data_len {
+        return Err(bad("its header does not account for all of its data"));
     }
     Ok(entries)
 }
@@ -189,21 +221,24 @@ mod tests {
 
     #[test]
     fn pack_round_trip_and_header_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::LocalStore::new(dir.path());
         let key = MasterKey::generate();
         let mut compressor = zstd::bulk::Compressor::new(3).unwrap();
-        let mut builder = PackBuilder::default();
+        let mut writer = PackWriter::create(&store).unwrap();
         let texts: Vec<Vec<u8>> = vec![b"a".repeat(10_000), (0..=255u8).collect(), Vec::new()];
         for t in &texts {
             let id = key.chunk_id(t);
-            builder.add(id, &seal_chunk(&key, id, t, &mut compressor), t.len() as u32);
+            writer.add(id, &seal_chunk(&key, id, t, &mut compressor), t.len() as u32).unwrap();
         }
-        let pack = builder.finish(&key);
-        assert_eq!(pack.id, Id::of_stored(&pack.data));
-        let entries = read_header(&key, &pack.data, "pack").unwrap();
-        assert_eq!(entries, pack.entries);
+        let pack = writer.finish(&key).unwrap().commit().unwrap();
+        let data = store.get(&format::pack_key(pack.id)).unwrap();
+        assert_eq!(data.len() as u64, pack.size);
+        let entries = read_header(&key, pack.id, &data, "pack").unwrap();
+        assert_eq!(entries, pack.chunks);
         assert!(entries[0].sealed_len < 1000, "repetitive data is compressed");
         for (i, (e, t)) in entries.iter().zip(&texts).enumerate() {
-            let sealed = &pack.data[e.offset as usize..(e.offset + e.sealed_len) as usize];
+            let sealed = &data[e.offset as usize..(e.offset + e.sealed_len) as usize];
             assert_eq!(&open_chunk(&key, e.id, sealed, e.raw_len).unwrap(), t);
             let other = entries[(i + 1) % entries.len()].id;
             assert!(
@@ -211,7 +246,8 @@ mod tests {
                 "a chunk read under another id fails"
             );
         }
-        assert!(read_header(&key, &pack.data[..pack.data.len() - 1], "pack").is_err());
-        assert!(read_header(&MasterKey::generate(), &pack.data, "pack").is_err());
+        assert!(read_header(&key, pack.id, &data[..data.len() - 1], "pack").is_err());
+        assert!(read_header(&key, Id::random(), &data, "pack").is_err(), "the header binds the pack id");
+        assert!(read_header(&MasterKey::generate(), pack.id, &data, "pack").is_err());
     }
 }

@@ -43,22 +43,15 @@ impl LocalStore {
         })
     }
 
-    fn write_atomically(&self, path: &Path, data: &[u8]) -> Result<()> {
+    fn ensure_dir(&self, path: &Path) -> Result<()> {
         let dir = path.parent().expect("object paths always have a parent");
-        let mut suffix = [0u8; 8];
-        getrandom::fill(&mut suffix).expect("the OS random source works");
-        let temp = dir.join(format!("{TEMP_PREFIX}{}", hex::encode(suffix)));
-        let result = (|| {
-            let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
-            file.write_all(data)?;
-            file.sync_all()?;
-            fs::rename(&temp, path)?;
-            File::open(dir)?.sync_all()
-        })();
-        result.map_err(|e| {
-            let _ = fs::remove_file(&temp);
-            Self::io_err("write", path, e)
-        })
+        if !dir.is_dir() {
+            fs::create_dir_all(dir).map_err(|e| Self::io_err("mkdir", dir, e))?;
+            // The new folder's own entry must be durable too, or the object could vanish with it.
+            let parent = dir.parent().unwrap_or(dir);
+            File::open(parent).and_then(|d| d.sync_all()).map_err(|e| Self::io_err("sync", parent, e))?;
+        }
+        Ok(())
     }
 
     fn list_dir(&self, dir: &Path, out: &mut Vec<ObjectInfo>) -> Result<()> {
@@ -92,15 +85,23 @@ impl Store for LocalStore {
     }
 
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        let mut writer = self.create(key)?;
+        writer.write(data)?;
+        writer.commit()
+    }
+
+    fn create(&self, key: &str) -> Result<Box<dyn super::ObjectWriter>> {
         let path = self.path(key);
-        let dir = path.parent().expect("object paths always have a parent");
-        if !dir.is_dir() {
-            fs::create_dir_all(dir).map_err(|e| Self::io_err("mkdir", dir, e))?;
-            // The new folder's own entry must be durable too, or the object could vanish with it.
-            let parent = dir.parent().unwrap_or(dir);
-            File::open(parent).and_then(|d| d.sync_all()).map_err(|e| Self::io_err("sync", parent, e))?;
-        }
-        self.write_atomically(&path, data)
+        self.ensure_dir(&path)?;
+        let mut suffix = [0u8; 8];
+        getrandom::fill(&mut suffix).expect("the OS random source works");
+        let temp = path.with_file_name(format!("{TEMP_PREFIX}{}", hex::encode(suffix)));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| Self::io_err("create", &temp, e))?;
+        Ok(Box::new(LocalWriter { file, temp, path, committed: false }))
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
@@ -154,6 +155,40 @@ impl Store for LocalStore {
     }
 }
 
+/// A temporary file beside the target: written, fsynced, renamed into place, folder fsynced.
+struct LocalWriter {
+    file: File,
+    temp: PathBuf,
+    path: PathBuf,
+    committed: bool,
+}
+
+impl super::ObjectWriter for LocalWriter {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.file.write_all(data).map_err(|e| LocalStore::io_err("write", &self.path, e))
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        let dir = self.path.parent().expect("object paths always have a parent");
+        let result = self
+            .file
+            .sync_all()
+            .and_then(|()| fs::rename(&self.temp, &self.path))
+            .and_then(|()| File::open(dir)?.sync_all());
+        result.map_err(|e| LocalStore::io_err("write", &self.path, e))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +213,15 @@ mod tests {
         assert!(matches!(store.delete("packs/ab/x"), Err(Error::NotFound { .. })));
         assert!(store.list("packs/").unwrap().is_empty());
         assert!(store.list("missing/").unwrap().is_empty());
+        // A large object appears only when committed; an abandoned one leaves nothing.
+        let mut w = store.create("packs/cd/y").unwrap();
+        w.write(b"part 1, ").unwrap();
+        w.write(b"part 2").unwrap();
+        assert!(!store.exists("packs/cd/y").unwrap());
+        w.commit().unwrap();
+        assert_eq!(store.get("packs/cd/y").unwrap(), b"part 1, part 2");
+        drop(store.create("packs/cd/z").unwrap());
+        assert_eq!(fs::read_dir(dir.path().join("packs/cd")).unwrap().count(), 1);
         // A stale temporary file from a crashed write is never listed.
         fs::write(dir.path().join("index/.tmp-dead"), b"partial").unwrap();
         assert_eq!(store.list("index/").unwrap().len(), 1);

@@ -50,7 +50,7 @@ pub struct ObjectInfo {
 /// A flat key/value object store. Keys are `/`-separated relative names such as `packs/ab/abcd…`.
 ///
 /// Contract every backend keeps (checked by one conformance suite):
-/// - `put` is atomic: readers see the old state or the whole new object, never a part of it, even
+/// - `put` and `create`…`commit` are atomic: readers see the old state or the whole new object, never a part of it, even
 ///   after a crash; when `put` returns, the object is durable.
 /// - objects are immutable in practice: the repository never overwrites a key with other content.
 /// - `get_range` of a range past the end is an error, not a short read.
@@ -58,12 +58,23 @@ pub trait Store: Send + Sync {
     /// A human-readable location for messages (a path or URL).
     fn location(&self) -> &str;
     fn put(&self, key: &str, data: &[u8]) -> Result<()>;
+    /// Starts a large object written piece by piece (a pack), so it never sits in memory whole.
+    /// Nothing is visible under `key` until [`ObjectWriter::commit`]; dropping the writer
+    /// without committing leaves no trace.
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>>;
     fn get(&self, key: &str) -> Result<Vec<u8>>;
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
     /// Every object whose key starts with `prefix` (a folder such as `"packs/"`), in no set order.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
     fn delete(&self, key: &str) -> Result<()>;
     fn exists(&self, key: &str) -> Result<bool>;
+}
+
+/// An object being written; see [`Store::create`].
+pub trait ObjectWriter: Send {
+    fn write(&mut self, data: &[u8]) -> Result<()>;
+    /// Makes the object durable and visible under its key, atomically.
+    fn commit(self: Box<Self>) -> Result<()>;
 }
 
 /// Opens the store a repository location names. Only local directories exist so far; an
