@@ -144,6 +144,7 @@ fn restore_tree(
         drop(job_rx);
         let walked = (|| {
             let entries = TreeReader::new(&snapshot.tree, |id| repo.read_chunk(index, id));
+            let mut last_parent = PathBuf::new();
             for entry in entries {
                 if failed.load(Ordering::Relaxed) {
                     break;
@@ -151,8 +152,10 @@ fn restore_tree(
                 let entry = entry?;
                 let path = root.join(entry.relative_path()?);
                 let target_err = |e: std::io::Error| Error::Target { path: path.clone(), reason: e.to_string() };
-                if let Some(parent) = path.parent() {
+                // Trees list parents first; this only covers a tree that does not.
+                if let Some(parent) = path.parent().filter(|p| *p != last_parent) {
                     fs::create_dir_all(parent).map_err(target_err)?;
+                    last_parent = parent.to_path_buf();
                 }
                 match entry.kind {
                     EntryKind::Dir => {

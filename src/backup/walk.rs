@@ -47,13 +47,14 @@ pub fn absolute_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
     Ok(kept)
 }
 
-/// An entry whose tree record is ready once its file (if any) is read.
-type Pending = Receiver<Result<Entry, Error>>;
+/// An entry whose tree record is ready once its file (if any) is read; `None` for a file that
+/// was deleted between listing and reading, which is skipped like any file deleted earlier.
+type Pending = Receiver<Result<Option<Entry>, Error>>;
 
 struct FileJob {
     path: PathBuf,
     entry: Entry,
-    done: Sender<Result<Entry, Error>>,
+    done: Sender<Result<Option<Entry>, Error>>,
 }
 
 pub fn back_up_tree(
@@ -81,7 +82,10 @@ pub fn back_up_tree(
         let mut tree = TreeWriter::new(repo.cdc(), repo.config().chunking.max_size as usize, |c| sink.add(c));
         let written: Result<(), Error> = (|| {
             for pending in &order_rx {
-                let entry = pending.recv().map_err(|_| Error::InvalidRequest("file reader stopped".into()))??;
+                let Some(entry) = pending.recv().map_err(|_| Error::InvalidRequest("file reader stopped".into()))??
+                else {
+                    continue;
+                };
                 match entry.kind {
                     EntryKind::File => {
                         summary.files += 1;
@@ -137,7 +141,7 @@ fn walk_sources(sources: &[PathBuf], jobs: &Sender<FileJob>, order: &Sender<Pend
 
 fn send_ready(order: &Sender<Pending>, entry: Entry) -> bool {
     let (tx, rx) = bounded(1);
-    tx.send(Ok(entry)).expect("fresh channel");
+    tx.send(Ok(Some(entry))).expect("fresh channel");
     order.send(rx).is_ok()
 }
 
@@ -186,9 +190,16 @@ fn read_file(
     path: &Path,
     mut entry: Entry,
     progress: &dyn Progress,
-) -> Result<Entry, Error> {
+) -> Result<Option<Entry>, Error> {
     let source_err = |source| Error::Source { path: path.to_path_buf(), source };
-    let mut file = File::open(path).map_err(source_err)?;
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(path = %path.display(), "file vanished before it was read; skipped");
+            return Ok(None);
+        }
+        Err(e) => return Err(source_err(e)),
+    };
     let expected = entry.size;
     let mut read = 0u64;
     if expected < repo.config().chunking.max_size as u64 {
@@ -213,5 +224,5 @@ fn read_file(
         tracing::warn!(path = %path.display(), expected, read, "file changed size while it was read");
         entry.size = read;
     }
-    Ok(entry)
+    Ok(Some(entry))
 }

@@ -83,14 +83,20 @@ impl From<AuthError> for ChunkError {
     }
 }
 
+thread_local! {
+    /// One zstd context per thread: creating one per chunk costs more than decompressing a page.
+    static DECOMPRESSOR: std::cell::RefCell<zstd::bulk::Decompressor<'static>> =
+        std::cell::RefCell::new(zstd::bulk::Decompressor::new().expect("zstd context"));
+}
+
 /// Opens, decompresses and verifies one chunk against its id and length.
 pub fn open_chunk(key: &MasterKey, id: Id, sealed: &[u8], raw_len: u32) -> Result<Vec<u8>, ChunkError> {
     let plaintext = key.open(&format::associated_data(ObjectType::Chunk, &id.0), sealed)?;
     let data = match plaintext.first() {
         Some(&CODEC_STORED) => plaintext[1..].to_vec(),
-        Some(&CODEC_ZSTD) => {
-            zstd::bulk::decompress(&plaintext[1..], raw_len as usize).map_err(|e| ChunkError::Codec(e.to_string()))?
-        }
+        Some(&CODEC_ZSTD) => DECOMPRESSOR
+            .with_borrow_mut(|d| d.decompress(&plaintext[1..], raw_len as usize))
+            .map_err(|e| ChunkError::Codec(e.to_string()))?,
         other => return Err(ChunkError::Codec(format!("unknown codec {other:?}"))),
     };
     if data.len() != raw_len as usize || key.chunk_id(&data) != id {

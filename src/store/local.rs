@@ -3,23 +3,29 @@
 //! partial object under a real name.
 
 use super::{Error, ObjectInfo, Result, Store};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Temporary files carry this prefix; listings skip them and a later `put` may leave a stale one
 /// from a crash, which is never read.
 const TEMP_PREFIX: &str = ".tmp-";
 
+/// Open read handles kept for ranged reads: a restore reads many chunks from each pack.
+const OPEN_READERS: usize = 64;
+
 pub struct LocalStore {
     root: PathBuf,
     location: String,
+    readers: Mutex<HashMap<String, Arc<File>>>,
 }
 
 impl LocalStore {
     pub fn new(root: impl AsRef<Path>) -> Self {
         let root = root.as_ref().to_path_buf();
-        LocalStore { location: root.display().to_string(), root }
+        LocalStore { location: root.display().to_string(), root, readers: Mutex::default() }
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -113,7 +119,19 @@ impl Store for LocalStore {
 
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
-        let file = self.open_for_read(key)?;
+        let cached = self.readers.lock().expect("poisoned").get(key).cloned();
+        let file = match cached {
+            Some(file) => file,
+            None => {
+                let file = Arc::new(self.open_for_read(key)?);
+                let mut readers = self.readers.lock().expect("poisoned");
+                if readers.len() >= OPEN_READERS {
+                    readers.clear();
+                }
+                readers.insert(key.to_string(), file.clone());
+                file
+            }
+        };
         let mut data = vec![0u8; len as usize];
         file.read_exact_at(&mut data, offset).map_err(|e| {
             if e.kind() == ErrorKind::UnexpectedEof {
@@ -135,6 +153,7 @@ impl Store for LocalStore {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
+        self.readers.lock().expect("poisoned").remove(key);
         let path = self.path(key);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
