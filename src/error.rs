@@ -35,20 +35,25 @@ pub fn classify(err: &anyhow::Error) -> (ExitCode, String) {
 }
 
 fn classify_store(e: &store::Error) -> (ExitCode, String) {
-    let hint = match e {
-        store::Error::NoSpace { .. } => {
+    let (code, hint) = match e {
+        store::Error::NoSpace { .. } => (
+            ExitCode::Storage,
             "free space on the repository's disk (or move the repository to a larger one) and run the command again; \
-             nothing incomplete was recorded"
+             nothing incomplete was recorded",
+        ),
+        store::Error::PermissionDenied { .. } => (
+            ExitCode::Storage,
+            "run drctl as a user that may write the repository directory, or fix its ownership and permissions",
+        ),
+        // An object the repository refers to is gone or cut short: that is damage, not an outage.
+        store::Error::NotFound { .. } | store::Error::OutOfRange { .. } => {
+            (ExitCode::Damaged, "the repository is damaged; run `drctl check --read-data` to see what is affected")
         }
-        store::Error::PermissionDenied { .. } => {
-            "run drctl as a user that may write the repository directory, or fix its ownership and permissions"
+        store::Error::Io { .. } => {
+            (ExitCode::Storage, "check the disk or mount holding the repository and run the command again")
         }
-        store::Error::NotFound { .. } => {
-            "the object is gone from the repository; run `drctl check` to see what is affected"
-        }
-        store::Error::Io { .. } => "check the disk or mount holding the repository and run the command again",
     };
-    (ExitCode::Storage, hint.into())
+    (code, hint.into())
 }
 
 fn classify_repo(e: &repo::Error) -> (ExitCode, String) {

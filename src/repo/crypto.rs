@@ -186,6 +186,19 @@ pub fn open_with(key: &[u8; 32], ad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Au
     Ok(plaintext)
 }
 
+impl serde::Serialize for Id {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Id, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Id::from_hex(&s).ok_or_else(|| serde::de::Error::custom("expected a 64-character hex id"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,18 +235,5 @@ mod tests {
         let sealed = seal_with(&key, b"k", b"master");
         assert_eq!(open_with(&key, b"k", &sealed).unwrap(), b"master");
         assert!(open_with(&[8u8; 32], b"k", &sealed).is_err());
-    }
-}
-
-impl serde::Serialize for Id {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Id {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Id, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Id::from_hex(&s).ok_or_else(|| serde::de::Error::custom("expected a 64-character hex id"))
     }
 }

@@ -28,7 +28,7 @@ use format::ObjectType;
 /// `crate::error` adds the hint and the exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{location} is not a drctl repository (no config object)")]
+    #[error("{location} is not a drctl repository (no drctl config object)")]
     NotARepository { location: String },
     #[error("{location} already exists and is not empty")]
     AlreadyExists { location: String },
@@ -73,10 +73,14 @@ impl Error {
         Error::Corrupt { object: object.to_string(), reason: reason.into() }
     }
 
-    /// A store error while reading `object`: "missing" when the object is not there.
+    /// A store error while reading `object`: "missing" when the object is not there, "damaged"
+    /// when it is shorter than its record says.
     pub fn missing_or(err: store::Error, object: &str) -> Error {
         match err {
             store::Error::NotFound { .. } => Error::Missing { object: object.to_string() },
+            store::Error::OutOfRange { offset, len, .. } => {
+                Error::corrupt(object, format!("it ends before {offset}+{len}, where a chunk should be (truncated?)"))
+            }
             other => Error::Store(other),
         }
     }
@@ -143,6 +147,9 @@ impl Repository {
             }
             Err(e) => return Err(e.into()),
         };
+        if !raw.starts_with(format::MAGIC) {
+            return Err(Error::NotARepository { location: store.location().to_string() });
+        }
         // The version is readable before any key is tried, so a newer format says so clearly.
         format::check_header(&raw, ObjectType::Config, "config")?;
         let key = key::unlock(store.as_ref(), passphrase)?;

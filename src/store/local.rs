@@ -44,7 +44,10 @@ impl LocalStore {
     fn open_for_read(&self, key: &str) -> Result<File> {
         let path = self.path(key);
         File::open(&path).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => Error::NotFound { location: self.location.clone(), key: key.to_string() },
+            // A path component that is a file rather than a folder: the object is not there either.
+            ErrorKind::NotFound | ErrorKind::NotADirectory => {
+                Error::NotFound { location: self.location.clone(), key: key.to_string() }
+            }
             _ => Self::io_err("open", &path, e),
         })
     }
@@ -133,13 +136,11 @@ impl Store for LocalStore {
             }
         };
         let mut data = vec![0u8; len as usize];
-        file.read_exact_at(&mut data, offset).map_err(|e| {
-            if e.kind() == ErrorKind::UnexpectedEof {
-                let e = std::io::Error::new(ErrorKind::UnexpectedEof, format!("range {offset}+{len} is past the end"));
-                Self::io_err("read", &self.path(key), e)
-            } else {
-                Self::io_err("read", &self.path(key), e)
+        file.read_exact_at(&mut data, offset).map_err(|e| match e.kind() {
+            ErrorKind::UnexpectedEof => {
+                Error::OutOfRange { location: self.location.clone(), key: key.to_string(), offset, len }
             }
+            _ => Self::io_err("read", &self.path(key), e),
         })?;
         Ok(data)
     }

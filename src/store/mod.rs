@@ -12,6 +12,8 @@ use std::path::PathBuf;
 pub enum Error {
     #[error("object {key} does not exist in {location}")]
     NotFound { location: String, key: String },
+    #[error("object {key} in {location} is shorter than the range {offset}+{len} read from it")]
+    OutOfRange { location: String, key: String, offset: u64, len: u64 },
     #[error("no space left on the device holding {path}")]
     NoSpace { path: PathBuf },
     #[error("permission denied on {path}")]

@@ -1,0 +1,19 @@
+//! Integration tests for the `drctl` binary: real files, real processes, no mocks.
+//!
+//! Run with `cargo test --test it` or `cargo nextest run --test it`.
+//!
+//! Requirements: run as root (tests chown to / run drctl as the `postgres` user, mount a small
+//! tmpfs, and check that restore reproduces owners); the `postgres` user must exist; about
+//! 4 GiB free under the temp dir (the 4 GiB stream test stores ~2.5 GiB).
+//! Tests that use randomness print their seed; set DRCTL_TEST_SEED to reproduce a run.
+
+mod harness;
+
+mod crash;
+mod dedup;
+mod env;
+mod errors;
+mod roundtrip;
+mod selftest;
+mod stream;
+mod tamper;
