@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 cargo build --release --locked --quiet
 drctl="$PWD/target/release/drctl"
 work=$(mktemp -d /tmp/drctl-demo.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap 'status=$?; rm -rf "$work"; [ $status -eq 0 ] || echo "demo FAILED (exit $status)" >&2' EXIT
 export DRCTL_REPO="$work/repo" DRCTL_PASSWORD="demo passphrase"
 
 step() { printf '\n== %s\n' "$*"; }
@@ -18,7 +18,7 @@ step "sample data: this project's sources plus 64 MiB of generated data"
 mkdir -p "$work/data"
 cp -a src docs README.md "$work/data/"
 head -c 32M /dev/urandom > "$work/data/random.bin"
-yes "drctl demo line $(date +%s)" | head -c 32M > "$work/data/text.log"
+(yes "drctl demo line $(date +%s)" || true) | head -c 32M > "$work/data/text.log"
 ln -s text.log "$work/data/current.log"
 
 step "drctl init"
