@@ -9,12 +9,15 @@ use std::sync::Mutex;
 
 use super::crypto::Id;
 use super::format;
-use super::index::{self, ChunkLocation};
+use super::index::{self, ChunkLocation, PackInfo};
 use super::pack::{self, ChunkEntry};
 use super::snapshot;
 use super::tree::TreeReader;
 use super::{Error, Repository};
 use crate::progress::Progress;
+
+/// Bytes read at once while verifying a pack.
+const VERIFY_BATCH: u64 = 16 << 20;
 
 /// One damaged or missing object and the snapshots that can no longer be restored because of it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -213,7 +216,7 @@ fn read_all_packs(
                         continue;
                     }
                     let pack = &index.packs[i];
-                    match verify_pack(repo, pack.id, &expected[i]) {
+                    match verify_pack(repo, pack, &expected[i]) {
                         Ok(None) => {}
                         Ok(Some(reason)) => {
                             damaged.lock().expect("poisoned").push((format!("pack {}", pack.id), reason))
@@ -234,17 +237,21 @@ fn read_all_packs(
     }
 }
 
-/// Verifies one pack completely; `Ok(Some(reason))` when it is damaged.
-fn verify_pack(repo: &Repository, id: Id, expected: &[(Id, ChunkLocation)]) -> Result<Option<String>, Error> {
-    let object = format!("pack {id}");
-    let data = match repo.store().get(&format::pack_key(id)) {
-        Ok(d) => d,
-        Err(crate::store::Error::NotFound { .. }) => return Ok(Some("it is missing".into())),
-        Err(e) => return Err(e.into()),
+/// Verifies one pack completely; `Ok(Some(reason))` when it is damaged. Chunks are read in
+/// ranges of about VERIFY_BATCH bytes, so memory stays bounded whatever the pack size.
+fn verify_pack(repo: &Repository, pack: &PackInfo, expected: &[(Id, ChunkLocation)]) -> Result<Option<String>, Error> {
+    let object = format!("pack {}", pack.id);
+    let damaged = |e: Error| match e {
+        Error::Store(e) => Err(Error::Store(e)),
+        e => Ok(Some(match e {
+            Error::Corrupt { reason, .. } => reason,
+            Error::Missing { .. } => "it is missing".into(),
+            other => other.to_string(),
+        })),
     };
-    let header = match pack::read_header(repo.key(), id, &data, &object) {
+    let header = match pack::read_header(repo.store(), repo.key(), pack.id, pack.size, &object) {
         Ok(h) => h,
-        Err(e) => return Ok(Some(e.to_string())),
+        Err(e) => return damaged(e),
     };
     let in_header: HashMap<Id, &ChunkEntry> = header.iter().map(|e| (e.id, e)).collect();
     for (chunk, loc) in expected {
@@ -253,10 +260,29 @@ fn verify_pack(repo: &Repository, id: Id, expected: &[(Id, ChunkLocation)]) -> R
             _ => return Ok(Some(format!("chunk {} is not where the index says", chunk.short()))),
         }
     }
-    for e in &header {
-        let sealed = &data[e.offset as usize..(e.offset + e.sealed_len) as usize];
-        if let Err(err) = pack::open_chunk(repo.key(), e.id, sealed, e.raw_len) {
-            return Ok(Some(format!("chunk {} at offset {}: {err}", e.id.short(), e.offset)));
+    let key = format::pack_key(pack.id);
+    let mut rest = header.as_slice();
+    while !rest.is_empty() {
+        // Chunks tile the pack (read_header checked), so a run of them is one contiguous range.
+        let mut n = 1;
+        let mut len = rest[0].sealed_len as u64;
+        while n < rest.len() && len + rest[n].sealed_len as u64 <= VERIFY_BATCH {
+            len += rest[n].sealed_len as u64;
+            n += 1;
+        }
+        let (batch, tail) = rest.split_at(n);
+        rest = tail;
+        let start = batch[0].offset as u64;
+        let data = match repo.store().get_range(&key, start, len) {
+            Ok(d) => d,
+            Err(e) => return damaged(Error::missing_or(e, &object)),
+        };
+        for e in batch {
+            let at = (e.offset as u64 - start) as usize;
+            let sealed = &data[at..at + e.sealed_len as usize];
+            if let Err(err) = pack::open_chunk(repo.key(), e.id, sealed, e.raw_len) {
+                return Ok(Some(format!("chunk {} at offset {}: {err}", e.id.short(), e.offset)));
+            }
         }
     }
     Ok(None)

@@ -180,27 +180,35 @@ fn encode_header(entries: &[ChunkEntry]) -> Vec<u8> {
     header
 }
 
-/// Reads and authenticates the header of a whole pack.
-/// Also checks that the chunks and the header cover the pack exactly, with no gap or overlap.
-pub fn read_header(key: &MasterKey, pack_id: Id, pack: &[u8], object: &str) -> Result<Vec<ChunkEntry>, Error> {
+/// Reads and authenticates the header of a stored pack of `size` bytes (two ranged reads). Also
+/// checks that the chunks and the header cover the pack exactly, with no gap or overlap.
+pub fn read_header(
+    store: &dyn Store,
+    key: &MasterKey,
+    pack_id: Id,
+    size: u64,
+    object: &str,
+) -> Result<Vec<ChunkEntry>, Error> {
     let bad = |reason: &str| Error::corrupt(object, reason);
-    if pack.len() < TRAILER_LEN {
+    let pack_key = format::pack_key(pack_id);
+    if size < TRAILER_LEN as u64 {
         return Err(bad("it is too short to hold a header (truncated?)"));
     }
-    let (body, trailer) = pack.split_at(pack.len() - TRAILER_LEN);
-    let header_len = u32::from_le_bytes(trailer.try_into().expect("4 bytes")) as usize;
-    if header_len > body.len() {
+    let body_len = size - TRAILER_LEN as u64;
+    let trailer = store.get_range(&pack_key, body_len, TRAILER_LEN as u64).map_err(|e| Error::missing_or(e, object))?;
+    let header_len = u32::from_le_bytes(trailer.as_slice().try_into().expect("4 bytes")) as u64;
+    if header_len > body_len {
         return Err(bad("its header length points before its start (truncated?)"));
     }
-    let sealed = &body[body.len() - header_len..];
-    let header = key.open(&header_ad(pack_id), sealed).map_err(|_| bad("its header fails authentication"))?;
+    let data_len = body_len - header_len;
+    let sealed = store.get_range(&pack_key, data_len, header_len).map_err(|e| Error::missing_or(e, object))?;
+    let header = key.open(&header_ad(pack_id), &sealed).map_err(|_| bad("its header fails authentication"))?;
     let count = header.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
     if count.map(|c| header.len() != 4 + c * HEADER_ENTRY_LEN).unwrap_or(true) {
         return Err(bad("its header has the wrong length"));
     }
-    let data_len = body.len() - header_len;
     let mut entries = Vec::with_capacity(count.unwrap_or(0));
-    let mut next_offset = 0usize;
+    let mut next_offset = 0u64;
     for raw in header[4..].chunks_exact(HEADER_ENTRY_LEN) {
         let num = |i: usize| u32::from_le_bytes(raw[i..i + 4].try_into().expect("4 bytes"));
         let entry = ChunkEntry {
@@ -209,10 +217,10 @@ pub fn read_header(key: &MasterKey, pack_id: Id, pack: &[u8], object: &str) -> R
             sealed_len: num(36),
             raw_len: num(40),
         };
-        if entry.offset as usize != next_offset {
+        if entry.offset as u64 != next_offset {
             return Err(bad("its chunks do not follow each other as its header says"));
         }
-        next_offset += entry.sealed_len as usize;
+        next_offset += entry.sealed_len as u64;
         entries.push(entry);
     }
     if next_offset != data_len {
@@ -240,7 +248,7 @@ mod tests {
         let pack = writer.finish(&key).unwrap().commit().unwrap();
         let data = store.get(&format::pack_key(pack.id)).unwrap();
         assert_eq!(data.len() as u64, pack.size);
-        let entries = read_header(&key, pack.id, &data, "pack").unwrap();
+        let entries = read_header(&store, &key, pack.id, pack.size, "pack").unwrap();
         assert_eq!(entries, pack.chunks);
         assert!(entries[0].sealed_len < 1000, "repetitive data is compressed");
         for (i, (e, t)) in entries.iter().zip(&texts).enumerate() {
@@ -252,8 +260,13 @@ mod tests {
                 "a chunk read under another id fails"
             );
         }
-        assert!(read_header(&key, pack.id, &data[..data.len() - 1], "pack").is_err());
-        assert!(read_header(&key, Id::random(), &data, "pack").is_err(), "the header binds the pack id");
-        assert!(read_header(&MasterKey::generate(), pack.id, &data, "pack").is_err());
+        assert!(read_header(&store, &MasterKey::generate(), pack.id, pack.size, "pack").is_err());
+        // The same bytes under another pack's name fail: the header binds the pack id.
+        let other = Id::random();
+        store.put(&format::pack_key(other), &data).unwrap();
+        assert!(read_header(&store, &key, other, pack.size, "pack").is_err());
+        store.put(&format::pack_key(other), &data[..data.len() - 1]).unwrap();
+        let truncated = read_header(&store, &key, other, pack.size - 1, "pack");
+        assert!(matches!(truncated, Err(Error::Corrupt { .. })), "a truncated pack is damaged");
     }
 }
