@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v mount >/dev/null || need_apt+=(mount)
 command -v diff >/dev/null || need_apt+=(diffutils)
+# PostgreSQL 15 brings the unprivileged `postgres` user the permission tests run as (and the
+# servers the PostgreSQL tests start).
+test -x /usr/lib/postgresql/15/bin/postgres && id postgres >/dev/null 2>&1 || need_apt+=(postgresql-15)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
 fi
