@@ -23,6 +23,10 @@ pub enum ExitCode {
 
 /// The exit code and the hint for an error, found by looking through its cause chain.
 pub fn classify(err: &anyhow::Error) -> (ExitCode, String) {
+    // `downcast_ref` also finds errors attached as context, which `chain()` hides in a wrapper.
+    if let Some(e) = err.downcast_ref::<repo::Error>() {
+        return classify_repo(e);
+    }
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<repo::Error>() {
             return classify_repo(e);
@@ -70,11 +74,13 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
         ),
         E::NoPassword => (
             ExitCode::Key,
-            "set DRCTL_PASSWORD or DRCTL_PASSWORD_FILE (a file whose first line is the passphrase), or run on a terminal to be asked",
+            "set DRCTL_PASSWORD or DRCTL_PASSWORD_FILE (a file whose first line is the passphrase), or DRCTL_KEY_FILE \
+             (a key file from `drctl key add --new-key-file`), or run on a terminal to be asked",
         ),
         E::WrongPassword { .. } => (
             ExitCode::Key,
-            "check DRCTL_PASSWORD / DRCTL_PASSWORD_FILE; it must match one of the repository's key slots",
+            "check DRCTL_PASSWORD / DRCTL_PASSWORD_FILE / DRCTL_KEY_FILE; it must match one of the repository's key \
+             slots (`drctl key list`)",
         ),
         E::Corrupt { .. } | E::Missing { .. } => (
             ExitCode::Damaged,

@@ -17,13 +17,13 @@ pub struct InitArgs {
 
 pub fn run(args: InitArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let store = args.repo.store()?;
-    let passphrase = args.repo.passphrase(true)?;
+    let secret = args.repo.secret(true)?;
     let options = InitOptions {
         compression_level: args.compression_level,
         pack_size: args.pack_size_mib << 20,
         ..InitOptions::default()
     };
-    let repo = Repository::init(store, passphrase.as_bytes(), &options)?;
+    let repo = Repository::init(store, &secret, &options)?;
     if !global.quiet {
         println!("created drctl repository {} at {}", &repo.config().id[..8], args.repo.repo);
     }

@@ -4,6 +4,7 @@
 mod backup;
 mod check;
 mod init;
+mod key;
 mod restore;
 mod snapshots;
 
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::progress::{NoProgress, Progress};
+use crate::repo::key::Secret;
 use crate::repo::{self, Repository};
 use crate::store;
 
@@ -59,6 +61,9 @@ pub enum Command {
     Restore(restore::RestoreArgs),
     /// Verify the repository's structure; with --read-data, every stored byte.
     Check(check::CheckArgs),
+    /// Manage key slots: the passphrases and key files that open the repository.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
 }
 
 /// Where the repository is and how to unlock it; shared by every command.
@@ -70,6 +75,10 @@ pub struct RepoArgs {
     /// File whose first line is the passphrase (else DRCTL_PASSWORD, else a prompt on a terminal).
     #[arg(long, env = "DRCTL_PASSWORD_FILE", value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// Open with a key file (made by `drctl key add --new-key-file`) instead of a passphrase:
+    /// no argon2 run, for commands PostgreSQL starts once per WAL segment.
+    #[arg(long, env = "DRCTL_KEY_FILE", value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
 }
 
 impl RepoArgs {
@@ -77,16 +86,27 @@ impl RepoArgs {
         Ok(Arc::from(store::open(&self.repo)?))
     }
 
-    /// The passphrase from DRCTL_PASSWORD, the password file, or a terminal prompt.
-    pub fn passphrase(&self, confirm: bool) -> anyhow::Result<String> {
-        if let Ok(p) = std::env::var("DRCTL_PASSWORD") {
-            return Ok(p);
+    /// The key file if one is given, else the passphrase.
+    pub fn secret(&self, confirm: bool) -> anyhow::Result<Secret> {
+        if let Some(path) = &self.key_file {
+            return Secret::read_key_file(path)
+                .with_context(|| format!("cannot read the key file {}", path.display()))
+                .map_err(|e| e.context(repo::Error::NoPassword));
         }
+        Ok(Secret::Passphrase(self.passphrase(confirm)?.into_bytes()))
+    }
+
+    /// The passphrase from the password file (flag or DRCTL_PASSWORD_FILE), DRCTL_PASSWORD, or a
+    /// terminal prompt.
+    pub fn passphrase(&self, confirm: bool) -> anyhow::Result<String> {
         if let Some(file) = &self.password_file {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read the password file {}", file.display()))
                 .map_err(|e| e.context(repo::Error::NoPassword))?;
             return Ok(text.lines().next().unwrap_or("").to_string());
+        }
+        if let Ok(p) = std::env::var("DRCTL_PASSWORD") {
+            return Ok(p);
         }
         if !std::io::stderr().is_terminal() {
             return Err(repo::Error::NoPassword.into());
@@ -100,8 +120,7 @@ impl RepoArgs {
 
     pub fn open(&self) -> anyhow::Result<Repository> {
         let store = self.store()?;
-        let passphrase = self.passphrase(false)?;
-        Ok(Repository::open(store, passphrase.as_bytes())?)
+        Ok(Repository::open(store, &self.secret(false)?)?)
     }
 }
 
@@ -146,6 +165,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Snapshots(args) => snapshots::run(args),
         Command::Restore(args) => restore::run(args, &cli.global),
         Command::Check(args) => check::run(args, &cli.global),
+        Command::Key(command) => key::run(command),
     }
 }
 

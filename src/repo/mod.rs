@@ -38,7 +38,7 @@ pub enum Error {
     UnsupportedVersion { found: u8, supported: u8 },
     #[error("no password given")]
     NoPassword,
-    #[error("wrong password: no key slot of {location} opens with it")]
+    #[error("wrong password or key file: no key slot of {location} opens with it")]
     WrongPassword { location: String },
     #[error("{object} is damaged: {reason}")]
     Corrupt { object: String, reason: String },
@@ -106,16 +106,17 @@ impl Default for InitOptions {
     }
 }
 
-/// An open repository: store, master key and config.
+/// An open repository: store, master key (and the key slot that opened it) and config.
 pub struct Repository {
     store: Arc<dyn Store>,
     key: MasterKey,
+    slot: Id,
     config: Config,
 }
 
 impl Repository {
     /// Creates a new repository in an empty store.
-    pub fn init(store: Arc<dyn Store>, passphrase: &[u8], options: &InitOptions) -> Result<Repository> {
+    pub fn init(store: Arc<dyn Store>, secret: &key::Secret, options: &InitOptions) -> Result<Repository> {
         if store.exists(format::CONFIG_KEY)? || !store.list("")?.is_empty() {
             return Err(Error::AlreadyExists { location: store.location().to_string() });
         }
@@ -130,16 +131,16 @@ impl Repository {
             compression_level: options.compression_level,
             pack_size: options.pack_size,
         };
-        key::add_passphrase_slot(store.as_ref(), &key, passphrase)?;
+        let slot = key::add_slot(store.as_ref(), &key, secret)?;
         // The config goes last: until it exists, the folder is not a repository.
         let json = serde_json::to_vec(&config).expect("config serializes");
         let sealed = format::seal_file(&key, ObjectType::Config, format::CONFIG_KEY.as_bytes(), &json);
         store.put(format::CONFIG_KEY, &sealed)?;
-        Ok(Repository { store, key, config })
+        Ok(Repository { store, key, slot, config })
     }
 
-    /// Opens an existing repository with a passphrase.
-    pub fn open(store: Arc<dyn Store>, passphrase: &[u8]) -> Result<Repository> {
+    /// Opens an existing repository with a passphrase or key file.
+    pub fn open(store: Arc<dyn Store>, secret: &key::Secret) -> Result<Repository> {
         let raw = match store.get(format::CONFIG_KEY) {
             Ok(raw) => raw,
             Err(store::Error::NotFound { .. }) => {
@@ -152,11 +153,11 @@ impl Repository {
         }
         // The version is readable before any key is tried, so a newer format says so clearly.
         format::check_header(&raw, ObjectType::Config, "config")?;
-        let key = key::unlock(store.as_ref(), passphrase)?;
+        let (key, slot) = key::unlock(store.as_ref(), secret)?;
         let json = format::open_file(&key, ObjectType::Config, format::CONFIG_KEY.as_bytes(), &raw, "config")?;
         let config: Config =
             serde_json::from_slice(&json).map_err(|e| Error::corrupt("config", format!("it does not parse: {e}")))?;
-        Ok(Repository { store, key, config })
+        Ok(Repository { store, key, slot, config })
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -169,6 +170,11 @@ impl Repository {
 
     pub fn key(&self) -> &MasterKey {
         &self.key
+    }
+
+    /// The key slot this repository was opened with.
+    pub fn slot(&self) -> Id {
+        self.slot
     }
 
     pub fn config(&self) -> &Config {

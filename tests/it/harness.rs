@@ -55,6 +55,7 @@ impl Drctl {
         let mut cmd = Command::new(drctl_bin());
         cmd.env_remove("DRCTL_REPO")
             .env_remove("DRCTL_PASSWORD_FILE")
+            .env_remove("DRCTL_KEY_FILE")
             .env("DRCTL_PASSWORD", PASSWORD)
             .env("NO_COLOR", "1");
         let parent = std::process::id() as libc::pid_t;

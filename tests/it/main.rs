@@ -13,6 +13,7 @@ mod crash;
 mod dedup;
 mod env;
 mod errors;
+mod keys;
 mod roundtrip;
 mod selftest;
 mod stream;

@@ -1,0 +1,82 @@
+//! Key slots: changing the passphrase without rewriting data, key files that open the repository
+//! without an argon2 run, and refusing to remove the last slot.
+
+use std::time::Instant;
+
+use crate::harness::*;
+
+/// `drctl key <action> --repo <repo>`: the repository flag belongs to the action.
+fn key(repo: &Repo, action: &str) -> Drctl {
+    Drctl::new().args(["key", action, "--repo"]).arg(&repo.path)
+}
+
+#[test]
+fn passphrase_change_and_key_file_slots() {
+    let ws = Workspace::new();
+    let src = TreeBuilder::new(ws.join("src"));
+    src.file_gen("data.bin", &mut DataGen::mixed(7, 64 * KIB), 2 * MIB);
+    let repo = ws.repo();
+    repo.init();
+    let (backup, _) = repo.backup(&[&src.root]);
+    let packs_before = repo.file_set();
+
+    // A second passphrase, then the first one removed: a passphrase change.
+    key(&repo, "add").env("DRCTL_NEW_PASSWORD", "second secret").run().ok();
+    let slots = key(&repo, "list").arg("--json").run();
+    slots.ok();
+    let slots = slots.json();
+    let slots = slots.as_array().expect("key list --json is an array");
+    assert_eq!(slots.len(), 2, "{slots:?}");
+    let current = slots.iter().find(|s| s["current"] == true).expect("the slot in use is marked");
+    let current_id = current["id"].as_str().unwrap()[..8].to_string();
+    key(&repo, "remove").arg(&current_id).password("second secret").run().ok();
+    repo.cmd("snapshots").run().code_is(4).stderr_mentions("wrong password", "the old passphrase is gone");
+    let new = |d: Drctl| d.password("second secret");
+    new(repo.cmd("check").arg("--read-data")).run().ok();
+
+    // A key file slot opens the repository with no passphrase at all, and fast.
+    let key_file = ws.join("repo.key");
+    new(key(&repo, "add").arg("--new-key-file").arg(&key_file)).run().ok();
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key_file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the key file is private");
+    new(key(&repo, "add").arg("--new-key-file").arg(&key_file)).run().code_is(2);
+    let started = Instant::now();
+    let out = repo.cmd("snapshots").arg("--json").no_password().env("DRCTL_KEY_FILE", &key_file).run();
+    out.ok();
+    assert!(
+        started.elapsed().as_millis() < 2000,
+        "opening with a key file must not cost an argon2 run: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.json()[0]["id"], backup.id.as_str());
+    let target = ws.join("out");
+    repo.restore_cmd("latest", &target).no_password().arg("--key-file").arg(&key_file).run().ok();
+    assert_trees_equal(&src.root, &restored_path(&target, &src.root), CompareOpts { owner: true }, &out);
+
+    // Another key file does not open it.
+    let stranger = Workspace::new().repo();
+    stranger.init();
+    let other_key = ws.join("other.key");
+    key(&stranger, "add").arg("--new-key-file").arg(&other_key).run().ok();
+    repo.cmd("snapshots").no_password().env("DRCTL_KEY_FILE", &other_key).run().code_is(4);
+
+    // No data was rewritten by any of this: only keys/ changed.
+    let changed: Vec<_> = repo
+        .file_set()
+        .into_iter()
+        .filter(|(p, size)| packs_before.get(p) != Some(size) && !p.starts_with("keys"))
+        .collect();
+    assert!(changed.is_empty(), "key changes touched data objects: {changed:?}");
+}
+
+#[test]
+fn the_last_key_slot_cannot_be_removed() {
+    let ws = Workspace::new();
+    let repo = ws.repo();
+    repo.init();
+    let slots = key(&repo, "list").arg("--json").run();
+    slots.ok();
+    let id = slots.json()[0]["id"].as_str().unwrap().to_string();
+    key(&repo, "remove").arg(&id).run().code_is(2).stderr_mentions("only key slot", "why it refused");
+    repo.cmd("snapshots").run().ok();
+}
