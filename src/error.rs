@@ -19,6 +19,7 @@ pub enum ExitCode {
     Storage = 8,
     Target = 9,
     NoSnapshot = 10,
+    WalConflict = 11,
 }
 
 /// The exit code and the hint for an error, found by looking through its cause chain.
@@ -107,6 +108,11 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
         E::Target { .. } => {
             (ExitCode::Target, "restore into a new or empty directory on a disk with enough free space")
         }
+        E::WalConflict { .. } => (
+            ExitCode::WalConflict,
+            "another cluster (or a restored copy on the same timeline) is archiving into this repository; give each \
+             cluster its own repository, and do not remove the archived file: it may be needed for a restore",
+        ),
         E::InvalidRequest(_) => (ExitCode::Usage, "see `drctl help` for the command's usage"),
         E::Store(s) => return classify_store(s),
     };

@@ -10,6 +10,7 @@
 pub mod backup;
 pub mod cli;
 pub mod error;
+pub mod pg;
 pub mod progress;
 pub mod repo;
 pub mod restore;

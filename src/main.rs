@@ -5,17 +5,18 @@ use clap::Parser;
 use std::io::IsTerminal;
 
 use drctl::cli::{self, Cli, LogFormat};
-use drctl::error::{self, ExitCode};
+use drctl::error;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.global);
+    let failure_override = cli.command.failure_override();
     match cli::run(cli) {
-        Ok(()) => std::process::ExitCode::from(ExitCode::Ok as u8),
+        Ok(status) => std::process::ExitCode::from(status),
         Err(err) => {
             let (code, hint) = error::classify(&err);
             eprintln!("error: {err:#}\nhint: {hint}");
-            std::process::ExitCode::from(code as u8)
+            std::process::ExitCode::from(failure_override.unwrap_or(code as u8))
         }
     }
 }

@@ -35,11 +35,12 @@ pub fn run(args: CheckArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         }
         if !global.quiet || !report.is_ok() {
             println!(
-                "checked {} snapshots, {} index files, {} packs, {} chunks{}: {}",
+                "checked {} snapshots, {} index files, {} packs, {} chunks, {} WAL files{}: {}",
                 report.snapshots,
                 report.index_files,
                 report.packs,
                 report.chunks,
+                report.wal_files,
                 if args.read_data { format!(", read {}", human_bytes(report.bytes_read)) } else { String::new() },
                 if report.is_ok() {
                     "no damage found".to_string()

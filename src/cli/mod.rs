@@ -7,6 +7,8 @@ mod init;
 mod key;
 mod restore;
 mod snapshots;
+mod wal_fetch;
+mod wal_push;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -64,6 +66,10 @@ pub enum Command {
     /// Manage key slots: the passphrases and key files that open the repository.
     #[command(subcommand)]
     Key(key::KeyCommand),
+    /// Archive one WAL file (PostgreSQL's archive_command: `drctl wal-push %p`).
+    WalPush(wal_push::WalPushArgs),
+    /// Restore one archived WAL file (PostgreSQL's restore_command: `drctl wal-fetch %f %p`).
+    WalFetch(wal_fetch::WalFetchArgs),
 }
 
 /// Where the repository is and how to unlock it; shared by every command.
@@ -157,15 +163,29 @@ impl Progress for TerminalProgress {
     }
 }
 
-/// Runs the parsed command.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+/// Runs the parsed command; returns the exit status of a command that ended normally.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    let done = match cli.command {
         Command::Init(args) => init::run(args, &cli.global),
         Command::Backup(args) => backup::run(args, &cli.global),
         Command::Snapshots(args) => snapshots::run(args),
         Command::Restore(args) => restore::run(args, &cli.global),
         Command::Check(args) => check::run(args, &cli.global),
         Command::Key(command) => key::run(command),
+        Command::WalPush(args) => wal_push::run(args),
+        Command::WalFetch(args) => return wal_fetch::run(args),
+    };
+    done.map(|()| 0)
+}
+
+impl Command {
+    /// The exit status every failure of this command gets instead of the documented codes:
+    /// `wal-fetch` must make PostgreSQL stop recovery, whatever failed (see wal_fetch.rs).
+    pub fn failure_override(&self) -> Option<u8> {
+        match self {
+            Command::WalFetch(_) => Some(wal_fetch::FAILED),
+            _ => None,
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use super::index::{self, ChunkLocation, PackInfo};
 use super::pack::{self, ChunkEntry};
 use super::snapshot;
 use super::tree::TreeReader;
+use super::wal;
 use super::{Error, Repository};
 use crate::progress::Progress;
 
@@ -36,6 +37,7 @@ pub struct Report {
     pub index_files: usize,
     pub packs: usize,
     pub chunks: usize,
+    pub wal_files: usize,
     pub bytes_read: u64,
 }
 
@@ -168,6 +170,20 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
         let damaged = read_all_packs(repo, &index, &present, progress, &mut report.bytes_read)?;
         for (object, reason) in damaged {
             findings.add(object, reason);
+        }
+    }
+
+    // The WAL archive: every object must open under its own name (read in full with --read-data).
+    let archived = wal::list(store)?;
+    report.wal_files = archived.len();
+    if read_data {
+        for (name, size) in archived {
+            match wal::fetch(repo, &name) {
+                Ok(Some(_)) => report.bytes_read += size,
+                Ok(None) => findings.add(format!("WAL file {name}"), "it vanished while being checked".into()),
+                Err(Error::Store(e)) => return Err(Error::Store(e)),
+                Err(e) => findings.add(object_of(&e).unwrap_or_else(|| format!("WAL file {name}")), e.to_string()),
+            }
         }
     }
 

@@ -24,6 +24,7 @@ pub enum ObjectType {
     Snapshot = 5,
     Lock = 6,
     KeySlot = 7,
+    Wal = 8,
 }
 
 impl ObjectType {
@@ -36,6 +37,7 @@ impl ObjectType {
             ObjectType::Snapshot => "snapshot",
             ObjectType::Lock => "lock",
             ObjectType::KeySlot => "key",
+            ObjectType::Wal => "WAL file",
         }
     }
 }

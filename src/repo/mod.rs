@@ -15,6 +15,7 @@ pub mod lock;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;
+pub mod wal;
 
 use std::sync::Arc;
 
@@ -62,6 +63,8 @@ pub enum Error {
     Target { path: std::path::PathBuf, reason: String },
     #[error("check found {count} damaged object(s)")]
     Damaged { count: usize },
+    #[error("WAL file {name} is already archived with different content")]
+    WalConflict { name: String },
     #[error("{0}")]
     InvalidRequest(String),
     #[error(transparent)]

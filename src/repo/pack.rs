@@ -29,6 +29,11 @@ pub struct ChunkEntry {
 
 /// Compresses (unless it does not pay) and seals one chunk. `compressor` is per thread.
 pub fn seal_chunk(key: &MasterKey, id: Id, data: &[u8], compressor: &mut zstd::bulk::Compressor) -> Vec<u8> {
+    key.seal(&format::associated_data(ObjectType::Chunk, &id.0), &encode_payload(data, compressor))
+}
+
+/// The codec byte and payload: zstd when it saves more than 1/64, else the data as it is.
+pub fn encode_payload(data: &[u8], compressor: &mut zstd::bulk::Compressor) -> Vec<u8> {
     let mut plaintext = Vec::with_capacity(data.len() / 2 + 64);
     plaintext.push(CODEC_ZSTD);
     // Incompressible data is stored as it is: zstd gives up fast on it, and storing the original
@@ -41,7 +46,22 @@ pub fn seal_chunk(key: &MasterKey, id: Id, data: &[u8], compressor: &mut zstd::b
             plaintext.extend_from_slice(data);
         }
     }
-    key.seal(&format::associated_data(ObjectType::Chunk, &id.0), &plaintext)
+    plaintext
+}
+
+/// Reverses [`encode_payload`]. With `raw_len` known (chunks) zstd decodes into one buffer of
+/// exactly that size; without it (WAL files) it decodes as a stream.
+pub fn decode_payload(plaintext: &[u8], raw_len: Option<usize>) -> Result<Vec<u8>, ChunkError> {
+    match (plaintext.first(), raw_len) {
+        (Some(&CODEC_STORED), _) => Ok(plaintext[1..].to_vec()),
+        (Some(&CODEC_ZSTD), Some(len)) => DECOMPRESSOR
+            .with_borrow_mut(|d| d.decompress(&plaintext[1..], len))
+            .map_err(|e| ChunkError::Codec(e.to_string())),
+        (Some(&CODEC_ZSTD), None) => {
+            zstd::stream::decode_all(&plaintext[1..]).map_err(|e| ChunkError::Codec(e.to_string()))
+        }
+        (other, _) => Err(ChunkError::Codec(format!("unknown codec {other:?}"))),
+    }
 }
 
 /// Helper so `seal_chunk` can append into a buffer that already holds the codec byte.
@@ -92,13 +112,7 @@ thread_local! {
 /// Opens, decompresses and verifies one chunk against its id and length.
 pub fn open_chunk(key: &MasterKey, id: Id, sealed: &[u8], raw_len: u32) -> Result<Vec<u8>, ChunkError> {
     let plaintext = key.open(&format::associated_data(ObjectType::Chunk, &id.0), sealed)?;
-    let data = match plaintext.first() {
-        Some(&CODEC_STORED) => plaintext[1..].to_vec(),
-        Some(&CODEC_ZSTD) => DECOMPRESSOR
-            .with_borrow_mut(|d| d.decompress(&plaintext[1..], raw_len as usize))
-            .map_err(|e| ChunkError::Codec(e.to_string()))?,
-        other => return Err(ChunkError::Codec(format!("unknown codec {other:?}"))),
-    };
+    let data = decode_payload(&plaintext, Some(raw_len as usize))?;
     if data.len() != raw_len as usize || key.chunk_id(&data) != id {
         return Err(ChunkError::WrongId);
     }

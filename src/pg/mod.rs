@@ -1,0 +1,4 @@
+//! PostgreSQL know-how: WAL file names and timelines (base backups and point-in-time restore
+//! build on this).
+
+pub mod wal;

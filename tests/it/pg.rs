@@ -1,0 +1,188 @@
+//! Throwaway PostgreSQL 15 clusters for tests: initdb as the unprivileged `postgres` user in a
+//! workspace, a free loopback port, no Unix socket, fast settings. The server is a child process
+//! stopped (fast shutdown) on drop.
+
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{chown_r, user_ids};
+
+pub const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().unwrap().port()
+}
+
+/// A command run as the `postgres` user (PostgreSQL refuses root).
+pub fn as_postgres(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let (uid, gid) = user_ids("postgres");
+    let mut cmd = Command::new(program);
+    cmd.uid(uid).gid(gid).env("HOME", "/tmp").current_dir("/tmp");
+    cmd
+}
+
+fn run_ok(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{what} failed ({:?}):\n{text}", out.status);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub struct Cluster {
+    pub data: PathBuf,
+    pub port: u16,
+    server: Option<Child>,
+}
+
+impl Cluster {
+    /// initdb into `data` (created, owned by postgres) with 1 MiB WAL segments, then the given
+    /// settings appended to postgresql.conf; not started.
+    pub fn init(data: &Path, settings: &[(&str, String)]) -> Cluster {
+        fs::create_dir_all(data).unwrap();
+        let (uid, gid) = user_ids("postgres");
+        chown_r(data, uid, gid);
+        fs::set_permissions(data, fs::Permissions::from_mode(0o700)).unwrap();
+        run_ok(
+            as_postgres(format!("{BIN}/initdb"))
+                .args(["-U", "postgres", "-A", "trust", "--no-sync", "--wal-segsize=1", "-D"])
+                .arg(data),
+            "initdb",
+        );
+        let port = free_port();
+        let mut conf = format!(
+            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\nfsync = off\n\
+             shared_buffers = 16MB\nmax_wal_senders = 4\nwal_level = replica\n"
+        );
+        for (k, v) in settings {
+            conf.push_str(&format!("{k} = {v}\n"));
+        }
+        let mut file = fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).unwrap();
+        std::io::Write::write_all(&mut file, conf.as_bytes()).unwrap();
+        Cluster { data: data.to_path_buf(), port, server: None }
+    }
+
+    /// A cluster over an existing data directory (a restored one), on a new port.
+    pub fn existing(data: &Path, settings: &[(&str, String)]) -> Cluster {
+        let port = free_port();
+        let mut conf = format!("\nport = {port}\n");
+        for (k, v) in settings {
+            conf.push_str(&format!("{k} = {v}\n"));
+        }
+        let mut file = fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).unwrap();
+        std::io::Write::write_all(&mut file, conf.as_bytes()).unwrap();
+        Cluster { data: data.to_path_buf(), port, server: None }
+    }
+
+    pub fn start(&mut self) {
+        self.spawn();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = Command::new(format!("{BIN}/pg_isready"))
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-p", &self.port.to_string()])
+                .stdout(Stdio::null())
+                .status()
+                .unwrap()
+                .success();
+            if ready {
+                return;
+            }
+            if let Some(status) = self.server.as_mut().unwrap().try_wait().unwrap() {
+                panic!("postgres exited ({status}) during start:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "postgres not ready after 60 s:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the server without waiting for it to accept connections (recovery may fail).
+    pub fn start_in_recovery(&mut self) {
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let log = fs::File::create(self.log_path()).unwrap();
+        let (uid, gid) = user_ids("postgres");
+        std::os::unix::fs::chown(self.log_path(), Some(uid), Some(gid)).unwrap();
+        let mut cmd = as_postgres(format!("{BIN}/postgres"));
+        cmd.arg("-D").arg(&self.data).stdout(Stdio::null()).stderr(log);
+        // SAFETY: prctl is async-signal-safe; the server dies with the test process.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
+                Ok(())
+            });
+        }
+        self.server = Some(cmd.spawn().expect("start postgres"));
+    }
+
+    /// Fast shutdown; waits for the server to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the server to exit on its own (e.g. after a FATAL in recovery).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.server.as_mut()?;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.server = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.data.with_extension("log")
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Runs SQL with psql; returns the unaligned, tuples-only output, trimmed.
+    pub fn sql(&self, sql: &str) -> String {
+        run_ok(
+            Command::new(format!("{BIN}/psql"))
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-X", "-At", "-v", "ON_ERROR_STOP=1"])
+                .args(["-p", &self.port.to_string(), "-c", sql]),
+            &format!("psql -c {sql:?}"),
+        )
+        .trim()
+        .to_string()
+    }
+
+    /// Polls `sql` until it returns `expected`.
+    pub fn wait_for(&self, sql: &str, expected: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.sql(sql);
+            if got == expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{sql:?} gave {got:?}, not {expected:?}, after {timeout:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
