@@ -8,6 +8,10 @@ use drctl::cli::{self, Cli, LogFormat};
 use drctl::error;
 
 fn main() -> std::process::ExitCode {
+    // Like any Unix filter: a closed pipe on stdout (`drctl snapshots | head`) ends the process
+    // quietly instead of panicking on the failed write.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     init_tracing(&cli.global);
     let failure_override = cli.command.failure_override();

@@ -34,28 +34,40 @@ fn workers() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) + 2
 }
 
-/// Checks that `target` is absent or an empty directory, and returns a staging folder beside it.
-fn prepare_target(target: &Path) -> Result<PathBuf, Error> {
+/// Where a restore is built before it is moved into place.
+struct Staging {
+    dir: PathBuf,
+    /// True when the target already existed (empty): the staging folder is inside it and its
+    /// children are moved up at the end, so the target keeps its own mode, owner and mount.
+    inside_target: bool,
+}
+
+/// Checks that `target` is absent or an empty directory, and creates the staging folder: inside
+/// an existing target, else beside it (then renamed to it).
+fn prepare_target(target: &Path) -> Result<Staging, Error> {
     let bad = |reason: String| Error::Target { path: target.to_path_buf(), reason };
-    match fs::read_dir(target) {
+    let mut suffix = [0u8; 6];
+    getrandom::fill(&mut suffix).expect("the OS random source works");
+    let staging_name = format!(".drctl-restore-{}", hex::encode(suffix));
+    let (dir, inside_target) = match fs::read_dir(target) {
         Ok(mut entries) => {
             if entries.next().is_some() {
                 return Err(bad("it exists and is not empty".into()));
             }
+            (target.join(staging_name), true)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let absolute = std::path::absolute(target).map_err(|e| bad(e.to_string()))?;
+            let parent = absolute.parent().ok_or_else(|| bad("it has no parent directory".into()))?;
+            fs::create_dir_all(parent).map_err(|e| bad(format!("cannot create {}: {e}", parent.display())))?;
+            let name = absolute.file_name().ok_or_else(|| bad("it has no name".into()))?.to_string_lossy();
+            (parent.join(format!(".{name}{staging_name}")), false)
+        }
         Err(e) => return Err(bad(e.to_string())),
-    }
-    let absolute = std::path::absolute(target).map_err(|e| bad(e.to_string()))?;
-    let parent = absolute.parent().ok_or_else(|| bad("it has no parent directory".into()))?;
-    fs::create_dir_all(parent).map_err(|e| bad(format!("cannot create {}: {e}", parent.display())))?;
-    let name = absolute.file_name().ok_or_else(|| bad("it has no name".into()))?.to_string_lossy();
-    let mut suffix = [0u8; 6];
-    getrandom::fill(&mut suffix).expect("the OS random source works");
-    let staging = parent.join(format!(".{name}.drctl-restore-{}", hex::encode(suffix)));
-    fs::create_dir(&staging).map_err(|e| bad(format!("cannot create {}: {e}", staging.display())))?;
-    fs::set_permissions(&staging, fs::Permissions::from_mode(0o700)).map_err(|e| bad(e.to_string()))?;
-    Ok(staging)
+    };
+    fs::create_dir(&dir).map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(|e| bad(e.to_string()))?;
+    Ok(Staging { dir, inside_target })
 }
 
 /// Restores every entry of `snapshot` under `target`.
@@ -65,33 +77,38 @@ pub fn restore_to_dir(
     target: &Path,
     progress: &dyn Progress,
 ) -> Result<RestoreSummary, Error> {
-    let _lock = repo.lock_shared("restore")?;
+    let _lock = repo.lock_for_reading("restore")?;
     let index = repo.load_index()?;
     let staging = prepare_target(target)?;
     progress.start("restoring", Some(snapshot.summary.logical_bytes));
-    let result = restore_tree(repo, &index, snapshot, &staging, progress).and_then(|summary| {
+    let result = restore_tree(repo, &index, snapshot, &staging.dir, progress).and_then(|summary| {
         finish_target(&staging, target)?;
         Ok(summary)
     });
     progress.finish();
     if result.is_err() {
-        let _ = fs::remove_dir_all(&staging);
+        let _ = fs::remove_dir_all(&staging.dir);
     }
     result
 }
 
 /// Flushes the staged tree to disk and moves it into place.
-fn finish_target(staging: &Path, target: &Path) -> Result<(), Error> {
+fn finish_target(staging: &Staging, target: &Path) -> Result<(), Error> {
     let bad = |reason: String| Error::Target { path: target.to_path_buf(), reason };
-    let dir = File::open(staging).map_err(|e| bad(e.to_string()))?;
+    let dir = File::open(&staging.dir).map_err(|e| bad(e.to_string()))?;
     // SAFETY: syncfs on a valid open descriptor.
     if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
         return Err(bad(format!("flushing to disk failed: {}", std::io::Error::last_os_error())));
     }
-    if target.exists() {
-        fs::remove_dir(target).map_err(|e| bad(e.to_string()))?;
+    if !staging.inside_target {
+        return fs::rename(&staging.dir, target).map_err(|e| bad(e.to_string()));
     }
-    fs::rename(staging, target).map_err(|e| bad(e.to_string()))
+    for child in fs::read_dir(&staging.dir).map_err(|e| bad(e.to_string()))? {
+        let child = child.map_err(|e| bad(e.to_string()))?;
+        fs::rename(child.path(), target.join(child.file_name())).map_err(|e| bad(e.to_string()))?;
+    }
+    fs::remove_dir(&staging.dir).map_err(|e| bad(e.to_string()))?;
+    File::open(target).and_then(|d| d.sync_all()).map_err(|e| bad(e.to_string()))
 }
 
 /// A file being written by several workers; the last one to finish applies its metadata.
@@ -172,6 +189,9 @@ fn restore_tree(
                         summary.files += 1;
                         summary.bytes += entry.size;
                         let file = File::create(&path).map_err(target_err)?;
+                        // Sized first: all-zero chunks are then skipped, leaving holes as the
+                        // source (often sparse) had.
+                        file.set_len(entry.size).map_err(target_err)?;
                         if entry.chunks.is_empty() {
                             if entry.size != 0 {
                                 return Err(Error::corrupt(
@@ -227,10 +247,12 @@ fn write_chunk(
     progress: &dyn Progress,
 ) -> Result<(), Error> {
     let data = repo.read_chunk(index, job.id)?;
-    job.file
-        .file
-        .write_all_at(&data, job.offset)
-        .map_err(|e| Error::Target { path: job.file.path.clone(), reason: e.to_string() })?;
+    if data.iter().any(|&b| b != 0) {
+        job.file
+            .file
+            .write_all_at(&data, job.offset)
+            .map_err(|e| Error::Target { path: job.file.path.clone(), reason: e.to_string() })?;
+    }
     progress.add(data.len() as u64);
     if job.file.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
         apply_metadata(&job.file.path, &job.file.entry, is_root)?;
@@ -241,10 +263,7 @@ fn write_chunk(
 /// Sets owner (as root), mode and modification time. Owner first: chown clears setuid bits.
 fn apply_metadata(path: &Path, entry: &Entry, is_root: bool) -> Result<(), Error> {
     let err = |e: std::io::Error| Error::Target { path: path.to_path_buf(), reason: e.to_string() };
-    let mtime = filetime::FileTime::from_unix_time(
-        entry.mtime_ns.div_euclid(1_000_000_000),
-        entry.mtime_ns.rem_euclid(1_000_000_000) as u32,
-    );
+    let mtime = filetime::FileTime::from_unix_time(entry.mtime, entry.mtime_nsec.min(999_999_999));
     if entry.kind == EntryKind::Symlink {
         if is_root {
             std::os::unix::fs::lchown(path, Some(entry.uid), Some(entry.gid)).map_err(err)?;
@@ -270,7 +289,7 @@ pub fn restore_to_writer(
             "only a stream snapshot (backup --stdin) can be restored to standard output; use --to DIR".into(),
         ));
     }
-    let _lock = repo.lock_shared("restore")?;
+    let _lock = repo.lock_for_reading("restore")?;
     let index = repo.load_index()?;
     let mut entries = TreeReader::new(&snapshot.tree, |id| repo.read_chunk(&index, id));
     let entry = entries.next().ok_or_else(|| Error::corrupt("tree", "a stream snapshot without an entry"))??;

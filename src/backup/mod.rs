@@ -78,7 +78,8 @@ pub fn backup_stream<R: Read + Send + 'static>(
         progress.start("backing up stream", None);
         let mut entry = Entry::new(EntryKind::File, std::path::Path::new(&name));
         entry.mode = 0o600;
-        entry.mtime_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        let now = chrono::Utc::now();
+        (entry.mtime, entry.mtime_nsec) = (now.timestamp(), now.timestamp_subsec_nanos());
         for chunk in repo.cdc().chunks(reader) {
             let chunk = chunk.map_err(|source| Error::Source { path: PathBuf::from("<stdin>"), source })?;
             entry.size += chunk.len() as u64;
@@ -94,8 +95,8 @@ pub fn backup_stream<R: Read + Send + 'static>(
 }
 
 /// The common frame: lock, load the index, run the producer through the pipeline, then write
-/// the index file and last the snapshot. On failure, packs this backup wrote are deleted again
-/// (no index names them yet, so nothing else can depend on them).
+/// the index file and last the snapshot. If the pipeline fails, the packs it wrote are deleted
+/// again: no index names them yet, so nothing else can depend on them.
 fn run<F>(
     repo: &Repository,
     mut snapshot: Snapshot,
@@ -124,13 +125,11 @@ where
     summary.new_chunks = written.iter().map(|p| p.chunks.len() as u64).sum();
     summary.stored_bytes = written.iter().map(|p| p.size).sum();
     if !written.is_empty() {
-        match index::save(repo.store(), repo.key(), &written) {
-            Ok((_, size)) => summary.stored_bytes += size,
-            Err(err) => {
-                pipeline::delete_packs(repo, &written);
-                return Err(err);
-            }
-        }
+        // From here on the packs stay even on failure: a failed index write may still have
+        // become visible (an fsync failing after the rename, a timed-out upload that landed),
+        // and another backup may already dedup against it. Prune reclaims them if unused.
+        let (_, size) = index::save(repo.store(), repo.key(), &written)?;
+        summary.stored_bytes += size;
     }
     summary.duration_seconds = started.elapsed().as_secs_f64();
     snapshot.tree = tree;

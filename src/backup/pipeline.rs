@@ -23,6 +23,15 @@ pub struct Sink<'a> {
 }
 
 impl Sink<'_> {
+    /// Stops the backup early: later `add` calls fail and readers stop reading.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+
     pub fn add(&self, data: Vec<u8>) -> Result<Id, Error> {
         let id = self.repo.key().chunk_id(&data);
         if self.index.contains(&id) || !self.in_flight.lock().expect("poisoned").insert(id) {

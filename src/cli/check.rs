@@ -17,7 +17,7 @@ pub struct CheckArgs {
 
 pub fn run(args: CheckArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let repo = args.repo.open()?;
-    let _lock = repo.lock_shared("check")?;
+    let _lock = repo.lock_for_reading("check")?;
     let progress = super::progress(global);
     let report = check::check(&repo, args.read_data, progress.as_ref())?;
     if args.json {

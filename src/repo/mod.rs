@@ -53,7 +53,7 @@ pub enum Error {
     AmbiguousSnapshot { query: String, count: usize },
     #[error("the repository holds no snapshots")]
     NoSnapshots,
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Source {
         path: std::path::PathBuf,
         #[source]
@@ -191,6 +191,24 @@ impl Repository {
 
     pub fn lock_shared(&self, command: &str) -> Result<lock::Lock> {
         lock::Lock::acquire(self.store.clone(), &self.key, false, command)
+    }
+
+    /// A shared lock for commands that only read (restore, check). On a repository this user
+    /// cannot write (read-only media, a read-only replica of the bucket) they go on without one:
+    /// nothing they do needs protecting from, only prune could disturb them.
+    pub fn lock_for_reading(&self, command: &str) -> Result<Option<lock::Lock>> {
+        match self.lock_shared(command) {
+            Ok(lock) => Ok(Some(lock)),
+            Err(Error::Store(store::Error::PermissionDenied { .. })) => {
+                tracing::warn!("the repository is not writable by this user: {command} runs without a lock");
+                Ok(None)
+            }
+            Err(Error::Store(store::Error::Io { source, .. })) if source.raw_os_error() == Some(libc::EROFS) => {
+                tracing::warn!("the repository is on a read-only file system: {command} runs without a lock");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub fn lock_exclusive(&self, command: &str) -> Result<lock::Lock> {

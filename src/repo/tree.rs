@@ -33,8 +33,10 @@ pub struct Entry {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
-    /// Modification time, nanoseconds since the Unix epoch.
-    pub mtime_ns: i64,
+    /// Modification time: seconds since the Unix epoch (may be negative) and nanoseconds.
+    pub mtime: i64,
+    #[serde(default)]
+    pub mtime_nsec: u32,
     #[serde(default)]
     pub size: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -70,7 +72,8 @@ impl Entry {
             mode: 0,
             uid: 0,
             gid: 0,
-            mtime_ns: 0,
+            mtime: 0,
+            mtime_nsec: 0,
             size: 0,
             chunks: Vec::new(),
             target: None,

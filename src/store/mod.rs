@@ -18,7 +18,7 @@ pub enum Error {
     NoSpace { path: PathBuf },
     #[error("permission denied on {path}")]
     PermissionDenied { path: PathBuf },
-    #[error("storage I/O error: {op} {path}: {source}")]
+    #[error("storage I/O error: {op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,

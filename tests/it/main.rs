@@ -11,6 +11,7 @@ mod harness;
 
 mod crash;
 mod dedup;
+mod edge;
 mod env;
 mod errors;
 mod keys;
