@@ -20,6 +20,7 @@ pub enum ExitCode {
     Target = 9,
     NoSnapshot = 10,
     WalConflict = 11,
+    Database = 12,
 }
 
 /// The exit code and the hint for an error, found by looking through its cause chain.
@@ -108,6 +109,21 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
         E::Target { .. } => {
             (ExitCode::Target, "restore into a new or empty directory on a disk with enough free space")
         }
+        E::Database { .. } => (
+            ExitCode::Database,
+            "check the connection string (host, port, user, password or PG* variables), that the server is running, \
+             and that the user may connect for replication (REPLICATION role and a pg_hba.conf replication entry)",
+        ),
+        E::ArchivingOff { .. } => (
+            ExitCode::Database,
+            "set archive_mode = on (always on a standby) and archive_command = 'drctl wal-push %p' with DRCTL_REPO and \
+             DRCTL_KEY_FILE in the server's environment, restart PostgreSQL, then back up again",
+        ),
+        E::ArchiveStalled { .. } => (
+            ExitCode::Database,
+            "archive_command is failing: see pg_stat_archiver (last_failed_wal) and the server log, fix it, then back \
+             up again; no snapshot was written",
+        ),
         E::WalConflict { .. } => (
             ExitCode::WalConflict,
             "another cluster (or a restored copy on the same timeline) is archiving into this repository; give each \

@@ -7,8 +7,11 @@
 //! Stages are joined by bounded channels and packs are written as they fill, so memory is about
 //! channel depth × chunk size, whatever the size of the source.
 
+mod pg;
 mod pipeline;
 mod walk;
+
+pub use pg::backup_pg_stream;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -47,8 +50,11 @@ pub fn backup_paths(
         tags: options.tags.clone(),
         tree: Vec::new(),
         summary: Summary::default(),
+        pg: None,
     };
-    run(repo, snapshot, options, progress, |sink, summary| walk::back_up_tree(repo, sink, &sources, summary, progress))
+    run(repo, snapshot, options, progress, |sink, snap| {
+        walk::back_up_tree(repo, sink, &sources, &mut snap.summary, progress)
+    })
 }
 
 /// Backs up one stream (for example `pg_dump` output) as a single file named `name`.
@@ -72,9 +78,11 @@ pub fn backup_stream<R: Read + Send + 'static>(
         tags: options.tags.clone(),
         tree: Vec::new(),
         summary: Summary::default(),
+        pg: None,
     };
     let name = name.to_string();
-    run(repo, snapshot, options, progress, move |sink, summary| {
+    run(repo, snapshot, options, progress, move |sink, snap| {
+        let summary = &mut snap.summary;
         progress.start("backing up stream", None);
         let mut entry = Entry::new(EntryKind::File, std::path::Path::new(&name));
         entry.mode = 0o600;
@@ -94,10 +102,10 @@ pub fn backup_stream<R: Read + Send + 'static>(
     })
 }
 
-/// The common frame: lock, load the index, run the producer through the pipeline, then write
+/// The common frame, for every kind of source: lock, load the index, run the producer through the pipeline, then write
 /// the index file and last the snapshot. If the pipeline fails, the packs it wrote are deleted
 /// again: no index names them yet, so nothing else can depend on them.
-fn run<F>(
+pub(crate) fn run<F>(
     repo: &Repository,
     mut snapshot: Snapshot,
     options: &BackupOptions,
@@ -105,15 +113,15 @@ fn run<F>(
     produce: F,
 ) -> Result<(Id, Snapshot), Error>
 where
-    F: FnOnce(&Sink, &mut Summary) -> Result<Vec<Id>, Error> + Send,
+    F: FnOnce(&Sink, &mut Snapshot) -> Result<Vec<Id>, Error> + Send,
 {
     let started = Instant::now();
     let _lock = repo.lock_shared("backup")?;
     let index = repo.load_index()?;
     let level = options.compression_level.unwrap_or(repo.config().compression_level);
     let pipeline = Pipeline::new(repo, &index, level);
-    let mut summary = Summary::default();
-    let outcome = pipeline.run(|sink| produce(sink, &mut summary));
+    let outcome = pipeline.run(|sink| produce(sink, &mut snapshot));
+    let mut summary = std::mem::take(&mut snapshot.summary);
     progress.finish();
     let (tree, written) = match outcome {
         Ok(done) => done,

@@ -5,7 +5,7 @@ use super::{GlobalArgs, RepoArgs, human_bytes};
 use crate::backup::{self, BackupOptions};
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["path", "stdin"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["path", "stdin", "pg"])))]
 pub struct BackupArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
@@ -15,6 +15,10 @@ pub struct BackupArgs {
     /// Back up one stream read from standard input.
     #[arg(long, requires = "stdin_name")]
     pub stdin: bool,
+    /// Take a PostgreSQL base backup of this server (a libpq connection string or URL; PG*
+    /// variables apply) over the replication protocol. WAL must be archived with `drctl wal-push`.
+    #[arg(long, value_name = "DSN")]
+    pub pg: Option<String>,
     /// The file name the stream is stored (and restored) as.
     #[arg(long, value_name = "NAME")]
     pub stdin_name: Option<String>,
@@ -33,8 +37,11 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let repo = args.repo.open()?;
     let options = BackupOptions { tags: args.tags, compression_level: args.compression_level };
     let progress = super::progress(global);
-    let (id, snapshot) = match args.stdin_name {
-        Some(name) if args.stdin => backup::backup_stream(&repo, std::io::stdin(), &name, &options, progress.as_ref())?,
+    let (id, snapshot) = match (args.pg, args.stdin_name) {
+        (Some(dsn), _) => backup::backup_pg_stream(&repo, &dsn, &options, progress.as_ref())?,
+        (None, Some(name)) if args.stdin => {
+            backup::backup_stream(&repo, std::io::stdin(), &name, &options, progress.as_ref())?
+        }
         _ => backup::backup_paths(&repo, &args.path, &options, progress.as_ref())?,
     };
     let s = &snapshot.summary;

@@ -2,7 +2,10 @@ use clap::Args;
 use std::path::PathBuf;
 
 use super::{GlobalArgs, RepoArgs, human_bytes};
-use crate::repo::snapshot;
+use anyhow::Context;
+
+use crate::pg::recovery::{self, ArchiveAccess, RecoveryTarget};
+use crate::repo::snapshot::{self, SnapshotKind};
 use crate::restore;
 
 #[derive(Debug, Args)]
@@ -28,6 +31,23 @@ pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     if let Some(dir) = &args.to {
         let s = restore::restore_to_dir(&repo, &snap, dir, progress.as_ref())?;
+        if snap.kind == SnapshotKind::PgBase {
+            let drctl = std::env::current_exe().context("cannot find the drctl executable")?;
+            // The server runs restore_command from its data directory: every path must be absolute.
+            let repo_location = std::path::absolute(&args.repo.repo)?.to_string_lossy().into_owned();
+            let key_file = args.repo.key_file.as_deref().map(std::path::absolute).transpose()?;
+            let access = ArchiveAccess { drctl: &drctl, repo: &repo_location, key_file: key_file.as_deref() };
+            recovery::prepare(dir, &access, &RecoveryTarget::Immediate)?;
+            if access.key_file.is_none() {
+                tracing::warn!("restore_command has no --key-file: the server's environment must set DRCTL_KEY_FILE");
+            }
+            if !global.quiet {
+                println!(
+                    "recovery configured: start PostgreSQL on {} to replay WAL to the end of the backup",
+                    dir.display()
+                );
+            }
+        }
         if !global.quiet {
             let secs = started.elapsed().as_secs_f64();
             println!(

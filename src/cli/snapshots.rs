@@ -29,6 +29,7 @@ pub fn run(args: SnapshotsArgs) -> anyhow::Result<()> {
                     "stdin_name": s.stdin_name,
                     "tags": s.tags,
                     "summary": s.summary,
+                    "pg": s.pg,
                 })
             })
             .collect();
@@ -43,6 +44,13 @@ pub fn run(args: SnapshotsArgs) -> anyhow::Result<()> {
         let source = match s.kind {
             SnapshotKind::Paths => s.paths.join(" "),
             SnapshotKind::Stream => format!("stdin:{}", s.stdin_name.as_deref().unwrap_or("")),
+            SnapshotKind::PgBase => match &s.pg {
+                Some(pg) => format!(
+                    "postgres {} base backup, timeline {}, WAL {}..{}",
+                    pg.pg_version, pg.timeline, pg.start_lsn, pg.stop_lsn
+                ),
+                None => "postgres base backup".into(),
+            },
         };
         println!(
             "{:<8}  {:<20}  {:<12}  {:>10}  {:>10}  {:<16}  {}",

@@ -1,4 +1,6 @@
 //! PostgreSQL know-how: WAL file names and timelines (base backups and point-in-time restore
 //! build on this).
 
+pub mod basebackup;
+pub mod recovery;
 pub mod wal;

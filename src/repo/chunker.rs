@@ -34,7 +34,7 @@ pub enum Chunker {
 
 impl Chunker {
     /// Iterates over the chunks of `reader`, each a fresh buffer.
-    pub fn chunks<R: Read + Send + 'static>(self, reader: R) -> Box<dyn Iterator<Item = io::Result<Vec<u8>>> + Send> {
+    pub fn chunks<'r, R: Read + 'r>(self, reader: R) -> Box<dyn Iterator<Item = io::Result<Vec<u8>>> + 'r> {
         match self {
             Chunker::Cdc { params, seed } => Box::new(
                 StreamCDC::with_level_and_seed(

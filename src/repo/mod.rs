@@ -63,6 +63,12 @@ pub enum Error {
     Target { path: std::path::PathBuf, reason: String },
     #[error("check found {count} damaged object(s)")]
     Damaged { count: usize },
+    #[error("the database cannot be backed up: {detail}")]
+    Database { detail: String },
+    #[error("WAL archiving is not set up on the database (archive_mode = {archive_mode}{}), so a base backup could never be restored", if *standby { ", a standby" } else { "" })]
+    ArchivingOff { archive_mode: String, standby: bool },
+    #[error("pg_basebackup waited {seconds} s for the backup's last WAL segment to be archived")]
+    ArchiveStalled { seconds: u64 },
     #[error("WAL file {name} is already archived with different content")]
     WalConflict { name: String },
     #[error("{0}")]

@@ -15,6 +15,29 @@ pub enum SnapshotKind {
     Paths,
     /// One stream read from standard input.
     Stream,
+    /// A PostgreSQL physical base backup (the data directory, restorable with the WAL archive).
+    #[serde(rename = "pg-base")]
+    PgBase,
+}
+
+/// What a PostgreSQL base backup needs for a restore: where in the WAL it starts and ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgBackup {
+    /// How it was taken: "stream" (pg_basebackup over the replication protocol).
+    pub mode: String,
+    /// The cluster's system identifier (from pg_control), as a decimal string.
+    pub system_identifier: String,
+    /// The server's major version (PG_VERSION), e.g. "15".
+    pub pg_version: String,
+    pub timeline: u32,
+    /// Start and stop WAL positions, as PostgreSQL prints them ("0/2000028").
+    pub start_lsn: String,
+    pub stop_lsn: String,
+    /// The WAL file holding the start position: the first one a restore needs.
+    pub start_wal: String,
+    /// START TIME from backup_label, as PostgreSQL wrote it.
+    pub start_time: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -47,6 +70,8 @@ pub struct Snapshot {
     pub tags: Vec<String>,
     pub tree: Vec<Id>,
     pub summary: Summary,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg: Option<PgBackup>,
 }
 
 pub fn key_of(id: Id) -> String {

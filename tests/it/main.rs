@@ -16,6 +16,7 @@ mod env;
 mod errors;
 mod keys;
 mod pg;
+mod pgbackup;
 mod roundtrip;
 mod selftest;
 mod stream;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{chown_r, user_ids};
+use crate::harness::{Drctl, Repo, Workspace, chown_r, drctl_bin, user_ids};
 
 pub const BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -185,4 +185,20 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A repository (and key file) that the postgres user can use from archive/restore_command.
+pub fn repo_for_postgres(ws: &Workspace) -> (Repo, std::path::PathBuf) {
+    let repo = ws.repo();
+    repo.init();
+    let key_file = ws.join("repo.key");
+    Drctl::new().args(["key", "add", "--new-key-file"]).arg(&key_file).arg("--repo").arg(&repo.path).run().ok();
+    let (uid, gid) = user_ids("postgres");
+    chown_r(&repo.path, uid, gid);
+    std::os::unix::fs::chown(&key_file, Some(uid), Some(gid)).unwrap();
+    (repo, key_file)
+}
+
+pub fn drctl_env(repo: &Repo, key_file: &Path) -> String {
+    format!("DRCTL_REPO={} DRCTL_KEY_FILE={} {}", repo.path.display(), key_file.display(), drctl_bin())
 }

@@ -2,27 +2,10 @@
 //! archive_command and restore_command, and its refusals.
 
 use std::fs;
-use std::path::Path;
 use std::time::Duration;
 
 use crate::harness::*;
-use crate::pg::Cluster;
-
-/// A repository (and key file) that the postgres user can use from archive/restore_command.
-fn repo_for_postgres(ws: &Workspace) -> (Repo, std::path::PathBuf) {
-    let repo = ws.repo();
-    repo.init();
-    let key_file = ws.join("repo.key");
-    Drctl::new().args(["key", "add", "--new-key-file"]).arg(&key_file).arg("--repo").arg(&repo.path).run().ok();
-    let (uid, gid) = user_ids("postgres");
-    chown_r(&repo.path, uid, gid);
-    std::os::unix::fs::chown(&key_file, Some(uid), Some(gid)).unwrap();
-    (repo, key_file)
-}
-
-fn drctl_env(repo: &Repo, key_file: &Path) -> String {
-    format!("DRCTL_REPO={} DRCTL_KEY_FILE={} {}", repo.path.display(), key_file.display(), drctl_bin())
-}
+use crate::pg::{Cluster, drctl_env, repo_for_postgres};
 
 #[test]
 fn postgres_archives_through_wal_push_and_recovers_through_wal_fetch() {

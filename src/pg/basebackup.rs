@@ -1,0 +1,215 @@
+//! Physical base backups over the replication protocol: `pg_basebackup -Ft -X none -D -` writes
+//! the data directory as one tar stream, which the caller parses on the fly (never spooled to
+//! disk). With `-X none` the WAL comes from the archive (`drctl wal-push`), and pg_basebackup
+//! waits at the end until the last segment it needs is archived.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::repo::Error;
+
+/// The server facts checked before a backup starts.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub archive_mode: String,
+    pub version_num: u32,
+    pub in_recovery: bool,
+}
+
+/// Finds a PostgreSQL client program: on PATH, else in the newest /usr/lib/postgresql/*/bin.
+pub fn find_program(name: &str) -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file());
+    if let Some(p) = on_path {
+        return p;
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin").join(name))
+        .filter(|p| p.is_file())
+        .collect();
+    versions
+        .sort_by_key(|p| p.components().nth(4).and_then(|c| c.as_os_str().to_str()?.parse::<u32>().ok()).unwrap_or(0));
+    versions.pop().unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn unreachable(detail: String) -> Error {
+    Error::Database { detail }
+}
+
+/// Connects with psql and reads what the backup depends on; refuses a server whose WAL is not
+/// archived, since such a backup could never be restored.
+pub fn preflight(dsn: &str) -> Result<ServerInfo, Error> {
+    let sql = "SELECT current_setting('archive_mode'), current_setting('server_version_num'), pg_is_in_recovery()";
+    let out = Command::new(find_program("psql"))
+        .args(["-X", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", sql])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| unreachable(format!("cannot run psql: {e}")))?;
+    if !out.status.success() {
+        return Err(unreachable(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<&str> = text.trim().split('|').collect();
+    let [archive_mode, version, in_recovery] = fields.as_slice() else {
+        return Err(unreachable(format!("unexpected answer from the server: {text:?}")));
+    };
+    let info = ServerInfo {
+        archive_mode: archive_mode.to_string(),
+        version_num: version.parse().unwrap_or(0),
+        in_recovery: *in_recovery == "t",
+    };
+    if info.archive_mode == "off" || (info.in_recovery && info.archive_mode != "always") {
+        return Err(Error::ArchivingOff { archive_mode: info.archive_mode, standby: info.in_recovery });
+    }
+    Ok(info)
+}
+
+/// A running pg_basebackup whose tar stream is read from `stdout`.
+pub struct BaseBackupProcess {
+    child: Child,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl BaseBackupProcess {
+    pub fn start(dsn: &str) -> Result<(BaseBackupProcess, ChildStdout), Error> {
+        let mut child = Command::new(find_program("pg_basebackup"))
+            .args(["-d", dsn, "-D", "-", "-F", "t", "-X", "none", "--checkpoint=fast", "-v"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| unreachable(format!("cannot run pg_basebackup: {e}")))?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        Ok((BaseBackupProcess { child, stderr }, stdout))
+    }
+
+    /// Waits for pg_basebackup after its tar stream ended; it still waits for the archiving of
+    /// the last WAL segment, which hangs forever if archive_command fails, hence the timeout.
+    pub fn finish(mut self, archive_timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + archive_timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| unreachable(e.to_string()))? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err(Error::ArchiveStalled { seconds: archive_timeout.as_secs() });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let stderr = self.stderr.join().unwrap_or_default();
+        if !status.success() {
+            return Err(Error::Database { detail: format!("pg_basebackup failed ({status}): {}", stderr.trim()) });
+        }
+        Ok(())
+    }
+
+    /// Stops pg_basebackup early (the backup failed on our side).
+    pub fn abort(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stderr.join().unwrap_or_default()
+    }
+}
+
+/// The parts of backup_label a restore needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupLabel {
+    pub start_lsn: String,
+    pub start_wal: String,
+    pub timeline: u32,
+    pub start_time: String,
+}
+
+/// Parses backup_label ("START WAL LOCATION: 0/2000028 (file 000000010000000000000002)", …).
+pub fn parse_backup_label(text: &str) -> Option<BackupLabel> {
+    let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    let location = field("START WAL LOCATION:")?;
+    let (lsn, rest) = location.split_once(' ')?;
+    let file = rest.trim().strip_prefix("(file ")?.strip_suffix(')')?;
+    Some(BackupLabel {
+        start_lsn: lsn.to_string(),
+        start_wal: file.to_string(),
+        timeline: field("START TIMELINE:")?.parse().ok()?,
+        start_time: field("START TIME:")?.to_string(),
+    })
+}
+
+/// The end of the backup's WAL range from backup_manifest ("WAL-Ranges": [{"End-LSN": …}]).
+pub fn manifest_stop_lsn(manifest: &[u8]) -> Option<String> {
+    let json: serde_json::Value = serde_json::from_slice(manifest).ok()?;
+    let ranges = json.get("WAL-Ranges")?.as_array()?;
+    Some(ranges.last()?.get("End-LSN")?.as_str()?.to_string())
+}
+
+/// The system identifier: the first 8 bytes of pg_control, little endian on every platform
+/// PostgreSQL 15 supports here.
+pub fn system_identifier(pg_control: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(pg_control.get(..8)?.try_into().ok()?))
+}
+
+/// Whether a data-directory path is a relation file (`base/<db>/<relfilenode>[_fsm|_vm|_init][.N]`,
+/// `global/<relfilenode>…`, or the same below `pg_tblspc/<oid>/<version dir>/<db>/`): such files
+/// are made of 8 KiB pages that never shift, so they are cut into fixed, aligned blocks.
+pub fn is_relation_file(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let file_ok = |name: &str| {
+        let base = name.split_once('.').map_or(name, |(b, seg)| if numeric(seg) { b } else { "" });
+        let base = ["_fsm", "_vm", "_init"].iter().find_map(|s| base.strip_suffix(s)).unwrap_or(base);
+        numeric(base)
+    };
+    match parts.as_slice() {
+        ["global", f] => file_ok(f),
+        ["base", db, f] => numeric(db) && file_ok(f),
+        ["pg_tblspc", ts, _, db, f] => numeric(ts) && numeric(db) && file_ok(f),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_label_and_manifest_parse() {
+        let label = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n\
+                     CHECKPOINT LOCATION: 0/2000060\nBACKUP METHOD: streamed\nBACKUP FROM: primary\n\
+                     START TIME: 2026-11-24 23:40:00 UTC\nLABEL: pg_basebackup base backup\nSTART TIMELINE: 1\n";
+        let parsed = parse_backup_label(label).unwrap();
+        assert_eq!(parsed.start_lsn, "0/2000028");
+        assert_eq!(parsed.start_wal, "000000010000000000000002");
+        assert_eq!(parsed.timeline, 1);
+        assert_eq!(parsed.start_time, "2026-11-24 23:40:00 UTC");
+        let manifest = br#"{"PostgreSQL-Backup-Manifest-Version": 1, "WAL-Ranges": [
+            { "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100" }]}"#;
+        assert_eq!(manifest_stop_lsn(manifest).as_deref(), Some("0/2000100"));
+    }
+
+    #[test]
+    fn relation_files_are_recognised() {
+        for p in ["base/1/1259", "base/16384/16385.1", "global/1262", "base/5/2619_fsm", "base/5/2619_vm.2"] {
+            assert!(is_relation_file(p), "{p}");
+        }
+        for p in ["base/1/PG_VERSION", "global/pg_control", "pg_xact/0000", "base/1", "postgresql.conf", "base/1/12_x"]
+        {
+            assert!(!is_relation_file(p), "{p}");
+        }
+        assert!(is_relation_file("pg_tblspc/16390/PG_15_202209061/16384/16391"));
+    }
+}

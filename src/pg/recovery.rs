@@ -1,0 +1,102 @@
+//! Turning a restored base backup into a data directory PostgreSQL recovers by itself:
+//! recovery.signal, restore_command = drctl wal-fetch, and the recovery target.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use crate::repo::Error;
+
+/// Where recovery stops.
+#[derive(Debug, Clone)]
+pub enum RecoveryTarget {
+    /// The end of the base backup: the earliest consistent point.
+    Immediate,
+}
+
+/// How the server reaches the archive.
+pub struct ArchiveAccess<'a> {
+    pub drctl: &'a Path,
+    pub repo: &'a str,
+    /// Embedded in restore_command when given; otherwise the server's environment must provide
+    /// DRCTL_KEY_FILE (or a passphrase).
+    pub key_file: Option<&'a Path>,
+}
+
+/// Quotes a word for /bin/sh, which runs restore_command.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// A string value in postgresql.conf syntax.
+fn conf_string(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+pub fn restore_command(access: &ArchiveAccess) -> String {
+    let mut cmd =
+        format!("{} wal-fetch --repo {}", shell_quote(&access.drctl.to_string_lossy()), shell_quote(access.repo));
+    if let Some(key) = access.key_file {
+        let _ = write!(cmd, " --key-file {}", shell_quote(&key.to_string_lossy()));
+    }
+    cmd.push_str(" %f %p");
+    cmd
+}
+
+/// Prepares `dir` (a restored base backup) for recovery. As root, the directory gets the owner
+/// of its files (the server's user) and mode 0700, as PostgreSQL requires.
+pub fn prepare(dir: &Path, access: &ArchiveAccess, target: &RecoveryTarget) -> Result<(), Error> {
+    let io = |e: std::io::Error| Error::Target { path: dir.to_path_buf(), reason: e.to_string() };
+    let owner = fs::metadata(dir.join("PG_VERSION")).map_err(io)?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(dir, Some(owner.uid()), Some(owner.gid())).map_err(io)?;
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
+    for sub in ["pg_wal", "pg_wal/archive_status"] {
+        let path = dir.join(sub);
+        if !path.exists() {
+            fs::create_dir(&path).map_err(io)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).map_err(io)?;
+            if unsafe { libc::geteuid() } == 0 {
+                std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).map_err(io)?;
+            }
+        }
+    }
+    let mut settings = String::from("\n# Added by drctl restore: recover from the drctl WAL archive.\n");
+    let _ = writeln!(settings, "restore_command = {}", conf_string(&restore_command(access)));
+    match target {
+        RecoveryTarget::Immediate => settings.push_str("recovery_target = 'immediate'\n"),
+    }
+    settings.push_str("recovery_target_action = 'promote'\n");
+    let auto_conf = dir.join("postgresql.auto.conf");
+    let mut conf = fs::read_to_string(&auto_conf).unwrap_or_default();
+    conf.push_str(&settings);
+    fs::write(&auto_conf, conf).map_err(io)?;
+    let signal = dir.join("recovery.signal");
+    fs::write(&signal, b"").map_err(io)?;
+    if unsafe { libc::geteuid() } == 0 {
+        for path in [&auto_conf, &signal] {
+            std::os::unix::fs::chown(path, Some(owner.uid()), Some(owner.gid())).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_command_quotes_for_the_shell_and_the_config() {
+        let access = ArchiveAccess {
+            drctl: Path::new("/usr/bin/drctl"),
+            repo: "/backups/it's here",
+            key_file: Some(Path::new("/etc/drctl/key")),
+        };
+        let cmd = restore_command(&access);
+        assert_eq!(cmd, r"'/usr/bin/drctl' wal-fetch --repo '/backups/it'\''s here' --key-file '/etc/drctl/key' %f %p");
+        assert_eq!(conf_string("a'b"), "'a''b'");
+    }
+}

@@ -1,0 +1,73 @@
+//! PostgreSQL base backups (stream mode) against a real PostgreSQL 15, restored and recovered
+//! through the WAL archive; and what a server that cannot be backed up gets.
+
+use std::time::Duration;
+
+use crate::harness::*;
+use crate::pg::{Cluster, drctl_env, free_port, repo_for_postgres};
+
+fn dsn(cluster: &Cluster) -> String {
+    format!("host=127.0.0.1 port={} user=postgres dbname=postgres", cluster.port)
+}
+
+#[test]
+fn stream_base_backup_restores_to_its_end_point() {
+    let ws = Workspace::new_public();
+    let (repo, key_file) = repo_for_postgres(&ws);
+    let env = drctl_env(&repo, &key_file);
+    let mut primary = Cluster::init(
+        &ws.join("primary"),
+        &[("archive_mode", "on".into()), ("archive_command", format!("'{env} wal-push %p'"))],
+    );
+    primary.start();
+    primary.sql("CREATE TABLE t (n int PRIMARY KEY, phase text)");
+    primary.sql("INSERT INTO t SELECT g, 'before' FROM generate_series(1, 5000) g");
+
+    let out = repo.cmd("backup").arg("--pg").arg(dsn(&primary)).arg("--json").timeout(Duration::from_secs(300)).run();
+    out.ok();
+    let backup = BackupInfo::parse(&out);
+    assert!(backup.files > 500, "a data directory has many files\n{out}");
+
+    primary.sql("INSERT INTO t SELECT g, 'after' FROM generate_series(5001, 6000) g");
+    primary.sql("SELECT pg_switch_wal()");
+    primary.stop();
+
+    let snapshots = repo.snapshots();
+    let pg = &snapshots[0]["pg"];
+    assert_eq!(snapshots[0]["kind"], "pg-base");
+    assert_eq!(pg["pg_version"], "15");
+    assert_eq!(pg["timeline"], 1);
+    assert!(pg["start_lsn"].as_str().is_some_and(|s| s.contains('/')), "{pg}");
+
+    let target = ws.join("restored");
+    let out = repo.restore_cmd(&backup.short_id, &target).arg("--key-file").arg(&key_file).run();
+    out.ok().mentions("recovery configured", "the next step");
+    let mut restored = Cluster::existing(&target, &[("archive_mode", "off".into())]);
+    restored.start();
+    restored.wait_for("SELECT pg_is_in_recovery()", "f", Duration::from_secs(60));
+    assert_eq!(
+        restored.sql("SELECT phase, count(*) FROM t GROUP BY phase ORDER BY phase"),
+        "before|5000",
+        "the backup's end point holds every row committed before it and none after:\n{}",
+        restored.log()
+    );
+    restored.stop();
+    repo.cmd("check").arg("--read-data").run().ok();
+}
+
+#[test]
+fn a_server_that_cannot_be_backed_up_gets_a_clear_error() {
+    let ws = Workspace::new_public();
+    let repo = ws.repo();
+    repo.init();
+    // Archiving off: a base backup could never be restored.
+    let mut plain = Cluster::init(&ws.join("plain"), &[]);
+    plain.start();
+    let before = repo.file_set();
+    repo.cmd("backup").arg("--pg").arg(dsn(&plain)).run().code_is(12).stderr_mentions("archive_mode", "the cause");
+    assert_eq!(repo.file_set(), before, "the repository is unchanged");
+    plain.stop();
+    // Nothing listening.
+    let nowhere = format!("host=127.0.0.1 port={} user=postgres connect_timeout=5", free_port());
+    repo.cmd("backup").arg("--pg").arg(&nowhere).run().code_is(12).stderr_mentions("hint:", "the fix");
+}
