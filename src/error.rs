@@ -21,6 +21,7 @@ pub enum ExitCode {
     NoSnapshot = 10,
     WalConflict = 11,
     Database = 12,
+    OutOfReach = 13,
 }
 
 /// The exit code and the hint for an error, found by looking through its cause chain.
@@ -123,6 +124,11 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
             ExitCode::Database,
             "archive_command is failing: see pg_stat_archiver (last_failed_wal) and the server log, fix it, then back \
              up again; no snapshot was written",
+        ),
+        E::OutOfReach { .. } => (
+            ExitCode::OutOfReach,
+            "choose a time inside the recoverable window `drctl snapshots` shows: after the end of a base backup and \
+             before the newest archived WAL",
         ),
         E::WalConflict { .. } => (
             ExitCode::WalConflict,

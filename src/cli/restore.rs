@@ -1,12 +1,17 @@
+use anyhow::Context;
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::{GlobalArgs, RepoArgs, human_bytes};
-use anyhow::Context;
-
 use crate::pg::recovery::{self, ArchiveAccess, RecoveryTarget};
-use crate::repo::snapshot::{self, SnapshotKind};
+use crate::pg::{pitr, server};
+use crate::repo;
+use crate::repo::snapshot::{self, Snapshot, SnapshotKind};
 use crate::restore;
+
+/// How long `--start` lets PostgreSQL replay WAL before giving up.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["to", "stdout"])))]
@@ -14,8 +19,16 @@ pub struct RestoreArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
     /// Snapshot id (or a unique prefix of at least 4 characters), or `latest`.
-    #[arg(value_name = "SNAPSHOT")]
-    pub snapshot: String,
+    #[arg(value_name = "SNAPSHOT", required_unless_present = "point_in_time")]
+    pub snapshot: Option<String>,
+    /// Restore a PostgreSQL cluster to this moment ("2026-11-20 14:03:00+00"): the newest base
+    /// backup that ended before it, then WAL from the archive up to it.
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["snapshot", "stdout"], requires = "to")]
+    pub point_in_time: Option<String>,
+    /// For a PostgreSQL restore: run recovery now (privately: no TCP, archiving off), wait until
+    /// the target is reached and the server promoted, report it, and stop the server cleanly.
+    #[arg(long, requires = "to")]
+    pub start: bool,
     /// Restore into this directory; it must not exist or be empty.
     #[arg(long, value_name = "DIR")]
     pub to: Option<PathBuf>,
@@ -26,46 +39,84 @@ pub struct RestoreArgs {
 
 pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let repo = args.repo.open()?;
-    let (id, snap) = snapshot::find(repo.store(), repo.key(), &args.snapshot)?;
+    let (target, (id, snap)) = match (&args.point_in_time, &args.snapshot) {
+        (Some(time), _) => {
+            let time = pitr::parse_time(time)?;
+            let chosen = pitr::choose_backup(snapshot::load_all(repo.store(), repo.key())?, time)?;
+            (RecoveryTarget::Time(time), chosen)
+        }
+        (None, Some(query)) => (RecoveryTarget::Immediate, snapshot::find(repo.store(), repo.key(), query)?),
+        (None, None) => unreachable!("clap requires a snapshot or --point-in-time"),
+    };
+    if args.start && snap.kind != SnapshotKind::PgBase {
+        anyhow::bail!(repo::Error::InvalidRequest("--start applies to PostgreSQL base backups only".into()));
+    }
     let progress = super::progress(global);
     let started = std::time::Instant::now();
-    if let Some(dir) = &args.to {
-        let s = restore::restore_to_dir(&repo, &snap, dir, progress.as_ref())?;
-        if snap.kind == SnapshotKind::PgBase {
-            let drctl = std::env::current_exe().context("cannot find the drctl executable")?;
-            // The server runs restore_command from its data directory: every path must be absolute.
-            let repo_location = std::path::absolute(&args.repo.repo)?.to_string_lossy().into_owned();
-            let key_file = args.repo.key_file.as_deref().map(std::path::absolute).transpose()?;
-            let access = ArchiveAccess { drctl: &drctl, repo: &repo_location, key_file: key_file.as_deref() };
-            recovery::prepare(dir, &access, &RecoveryTarget::Immediate)?;
-            if access.key_file.is_none() {
-                tracing::warn!("restore_command has no --key-file: the server's environment must set DRCTL_KEY_FILE");
-            }
-            if !global.quiet {
-                println!(
-                    "recovery configured: start PostgreSQL on {} to replay WAL to the end of the backup",
-                    dir.display()
-                );
-            }
-        }
-        if !global.quiet {
-            let secs = started.elapsed().as_secs_f64();
-            println!(
-                "restored snapshot {} to {}: {} files, {} dirs, {} symlinks, {} in {:.1} s ({:.0} MB/s)",
-                id.short(),
-                dir.display(),
-                s.files,
-                s.dirs,
-                s.symlinks,
-                human_bytes(s.bytes),
-                secs,
-                s.bytes as f64 / 1e6 / secs.max(1e-9)
-            );
-        }
-    } else {
+    let Some(dir) = &args.to else {
         let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
         let bytes = restore::restore_to_writer(&repo, &snap, &mut out, progress.as_ref())?;
         tracing::info!(snapshot = %id.short(), bytes, "stream restored");
+        return Ok(());
+    };
+    let s = restore::restore_to_dir(&repo, &snap, dir, progress.as_ref())?;
+    if !global.quiet {
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "restored snapshot {} to {}: {} files, {} dirs, {} symlinks, {} in {:.1} s ({:.0} MB/s)",
+            id.short(),
+            dir.display(),
+            s.files,
+            s.dirs,
+            s.symlinks,
+            human_bytes(s.bytes),
+            secs,
+            s.bytes as f64 / 1e6 / secs.max(1e-9)
+        );
+    }
+    if snap.kind == SnapshotKind::PgBase {
+        configure_recovery(&args, &snap, dir, &target, global)?;
+    }
+    Ok(())
+}
+
+/// Writes the recovery settings into a restored base backup and, with `--start`, runs recovery.
+fn configure_recovery(
+    args: &RestoreArgs,
+    snap: &Snapshot,
+    dir: &Path,
+    target: &RecoveryTarget,
+    global: &GlobalArgs,
+) -> anyhow::Result<()> {
+    let drctl = std::env::current_exe().context("cannot find the drctl executable")?;
+    // The server runs restore_command from its data directory: every path must be absolute.
+    let repo_location = std::path::absolute(&args.repo.repo)?.to_string_lossy().into_owned();
+    let key_file = args.repo.key_file.as_deref().map(std::path::absolute).transpose()?;
+    let access = ArchiveAccess { drctl: &drctl, repo: &repo_location, key_file: key_file.as_deref() };
+    recovery::prepare(dir, &access, target)?;
+    if access.key_file.is_none() {
+        tracing::warn!("restore_command has no --key-file: the server's environment must set DRCTL_KEY_FILE");
+    }
+    let what = match target {
+        RecoveryTarget::Immediate => "the end of the backup".to_string(),
+        RecoveryTarget::Time(t) => t.to_rfc3339(),
+    };
+    let pg = snap.pg.as_ref().map(|pg| format!(" (base backup ended at WAL {})", pg.stop_lsn)).unwrap_or_default();
+    if !args.start {
+        if !global.quiet {
+            println!(
+                "recovery configured to {what}{pg}: start PostgreSQL on {} to replay WAL and promote",
+                dir.display()
+            );
+        }
+        return Ok(());
+    }
+    let recovered = server::recover(dir, RECOVERY_TIMEOUT)?;
+    if !global.quiet {
+        println!("recovered to {what}{pg} and promoted; {} is ready to start", dir.display());
+        for line in [&recovered.stop, &recovered.last_transaction].into_iter().flatten() {
+            println!("  postgres: {line}");
+        }
     }
     Ok(())
 }

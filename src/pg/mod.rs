@@ -2,5 +2,7 @@
 //! build on this).
 
 pub mod basebackup;
+pub mod pitr;
 pub mod recovery;
+pub mod server;
 pub mod wal;

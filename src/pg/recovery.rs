@@ -13,6 +13,8 @@ use crate::repo::Error;
 pub enum RecoveryTarget {
     /// The end of the base backup: the earliest consistent point.
     Immediate,
+    /// Every transaction committed at or before this time, following timeline switches.
+    Time(chrono::DateTime<chrono::Utc>),
 }
 
 /// How the server reaches the archive.
@@ -68,6 +70,10 @@ pub fn prepare(dir: &Path, access: &ArchiveAccess, target: &RecoveryTarget) -> R
     let _ = writeln!(settings, "restore_command = {}", conf_string(&restore_command(access)));
     match target {
         RecoveryTarget::Immediate => settings.push_str("recovery_target = 'immediate'\n"),
+        RecoveryTarget::Time(t) => {
+            let _ = writeln!(settings, "recovery_target_time = '{}'", t.format("%Y-%m-%d %H:%M:%S%.6f+00"));
+            settings.push_str("recovery_target_inclusive = on\nrecovery_target_timeline = 'latest'\n");
+        }
     }
     settings.push_str("recovery_target_action = 'promote'\n");
     let auto_conf = dir.join("postgresql.auto.conf");

@@ -69,6 +69,8 @@ pub enum Error {
     ArchivingOff { archive_mode: String, standby: bool },
     #[error("pg_basebackup waited {seconds} s for the backup's last WAL segment to be archived")]
     ArchiveStalled { seconds: u64 },
+    #[error("the point in time is out of reach: {detail}")]
+    OutOfReach { detail: String },
     #[error("WAL file {name} is already archived with different content")]
     WalConflict { name: String },
     #[error("{0}")]

@@ -1,0 +1,55 @@
+//! Point-in-time restore: which base backup serves a target time.
+
+use chrono::{DateTime, Utc};
+
+use crate::repo::Error;
+use crate::repo::crypto::Id;
+use crate::repo::snapshot::{Snapshot, SnapshotKind};
+
+/// Parses a target time. A time zone is required ("2026-11-20 14:03:00+00", RFC 3339, …): a
+/// bare time would silently mean a different instant on another machine.
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, Error> {
+    let text = text.trim();
+    let formats = ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f %#z"];
+    let parsed = DateTime::parse_from_rfc3339(text)
+        .ok()
+        .or_else(|| formats.iter().find_map(|f| DateTime::parse_from_str(text, f).ok()))
+        .or_else(|| text.strip_suffix(" UTC").and_then(|t| parse_time(&format!("{t}+00")).ok().map(|d| d.into())));
+    parsed.map(|t| t.with_timezone(&Utc)).ok_or_else(|| {
+        Error::InvalidRequest(format!(
+            "{text:?} is not a time with a time zone; write it like \"2026-11-20 14:03:00+00\" or \"2026-11-20T14:03:00Z\""
+        ))
+    })
+}
+
+/// The newest PostgreSQL base backup that ended before `target`.
+pub fn choose_backup(snapshots: Vec<(Id, Snapshot)>, target: DateTime<Utc>) -> Result<(Id, Snapshot), Error> {
+    let mut bases: Vec<(Id, Snapshot)> =
+        snapshots.into_iter().filter(|(_, s)| s.kind == SnapshotKind::PgBase && s.pg.is_some()).collect();
+    bases.sort_by_key(|(_, s)| s.time);
+    let oldest = bases.first().map(|(_, s)| s.time);
+    match bases.into_iter().rev().find(|(_, s)| s.time < target) {
+        Some(found) => Ok(found),
+        None => Err(Error::OutOfReach {
+            detail: match oldest {
+                Some(t) => format!("{target} is before the end of the oldest base backup ({t})"),
+                None => "the repository holds no PostgreSQL base backup".into(),
+            },
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_need_a_zone() {
+        let t = parse_time("2026-11-20 14:03:00+00").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-20T14:03:00+00:00");
+        assert_eq!(parse_time("2026-11-20T16:03:00.5+02:00").unwrap().timestamp_subsec_millis(), 500);
+        assert_eq!(parse_time("2026-11-20 14:03:00 UTC").unwrap(), t);
+        assert!(parse_time("2026-11-20 14:03:00").is_err());
+        assert!(parse_time("yesterday").is_err());
+    }
+}

@@ -1,0 +1,101 @@
+//! Running a restored data directory through recovery, privately: no TCP listener, a socket in
+//! a temporary folder, archiving off. drctl watches the server until it has promoted (PostgreSQL
+//! removes recovery.signal at the end of recovery) or failed, reports what the log says it
+//! recovered, and shuts it down cleanly, leaving a promoted data directory for the operator.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::basebackup::find_program;
+use crate::repo::Error;
+
+/// What recovery reached, from the server log.
+#[derive(Debug, Clone, Default)]
+pub struct Recovered {
+    /// "recovery stopping before commit of transaction …, time …", when a target stopped it.
+    pub stop: Option<String>,
+    /// "last completed transaction was at log time …".
+    pub last_transaction: Option<String>,
+}
+
+fn log_line(log: &str, marker: &str) -> Option<String> {
+    log.lines().rev().find_map(|l| l.find(marker).map(|i| l[i..].trim().to_string()))
+}
+
+/// Runs recovery to its end; `Err(OutOfReach)` when PostgreSQL reports that the target lies
+/// beyond what the archive holds.
+pub fn recover(dir: &Path, timeout: Duration) -> Result<Recovered, Error> {
+    let fail = |detail: String| Error::Database { detail };
+    let owner = fs::metadata(dir).map_err(|e| fail(e.to_string()))?;
+    let sockets = std::env::temp_dir().join(format!("drctl-recovery-{}", std::process::id()));
+    fs::create_dir_all(&sockets).map_err(|e| fail(e.to_string()))?;
+    std::os::unix::fs::chown(&sockets, Some(owner.uid()), Some(owner.gid())).map_err(|e| fail(e.to_string()))?;
+    let log_path = sockets.join("postgres.log");
+    let log = fs::File::create(&log_path).map_err(|e| fail(e.to_string()))?;
+    let port = 50000 + (std::process::id() % 10000);
+    let mut server = Command::new(find_program("postgres"));
+    server
+        .arg("-D")
+        .arg(dir)
+        .args(["-c", "listen_addresses=", "-c", &format!("port={port}"), "-c", "archive_mode=off"])
+        .arg("-c")
+        .arg(format!("unix_socket_directories={}", sockets.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .current_dir(dir);
+    // SAFETY: geteuid has no preconditions. PostgreSQL refuses to run as root.
+    if unsafe { libc::geteuid() } == 0 {
+        server.uid(owner.uid()).gid(owner.gid());
+    }
+    let mut child = server.spawn().map_err(|e| fail(format!("cannot start postgres: {e}")))?;
+    let read_log = || fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + timeout;
+    let result = loop {
+        if let Some(status) = child.try_wait().map_err(|e| fail(e.to_string()))? {
+            let log = read_log();
+            break Err(if log.contains("recovery ended before configured recovery target was reached") {
+                let last = log_line(&log, "last completed transaction was at log time")
+                    .map(|l| format!(" (the {l})"))
+                    .unwrap_or_default();
+                tracing::debug!(log = %tail(&log), "recovery ended early");
+                Error::OutOfReach { detail: format!("the WAL archive ends before the target time{last}") }
+            } else {
+                fail(format!("postgres stopped during recovery ({status}):\n{}", tail(&log)))
+            });
+        }
+        let promoted = !dir.join("recovery.signal").exists()
+            && Command::new(find_program("pg_isready"))
+                .args(["-q", "-h"])
+                .arg(&sockets)
+                .args(["-p", &port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+        if promoted {
+            let log = read_log();
+            break Ok(Recovered {
+                stop: log_line(&log, "recovery stopping"),
+                last_transaction: log_line(&log, "last completed transaction was at log time"),
+            });
+        }
+        if Instant::now() >= deadline {
+            break Err(fail(format!("recovery did not finish within {} s:\n{}", timeout.as_secs(), tail(&read_log()))));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // A clean (fast) shutdown either way; the promoted directory is then ready to start.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let _ = child.wait();
+    let _ = fs::remove_dir_all(&sockets);
+    result
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
