@@ -1,15 +1,34 @@
 #!/usr/bin/env bash
-# drctl's main job end to end on the embedded default: a local repository, no cloud account.
-# Creates a repository, backs up a directory, changes it, backs up again (deduplicated),
-# restores both snapshots into new directories, verifies them byte for byte, and checks
-# every stored byte. Everything lives in one temporary directory, removed at the end.
+# drctl's main job end to end on the embedded default: a local repository and a throwaway local
+# PostgreSQL 15, no cloud account.
+#  1. Files: back up a directory, change it, back up again (deduplicated), restore both
+#     snapshots, verify them byte for byte, check every stored byte.
+#  2. PostgreSQL: a server archiving its WAL through `drctl wal-push`, a base backup, good
+#     writes, then a bad DELETE; a point-in-time restore to just before the DELETE, recovered
+#     by PostgreSQL through `drctl wal-fetch`, then every row verified.
+# Everything lives in one temporary directory, removed at the end. Run as root (PostgreSQL runs
+# as the unprivileged `postgres` user).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+pgbin=/usr/lib/postgresql/15/bin
+if ! test -x $pgbin/postgres || ! id postgres >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq postgresql-15 >/dev/null
+fi
 cargo build --release --locked --quiet
-drctl="$PWD/target/release/drctl"
 work=$(mktemp -d /tmp/drctl-demo.XXXXXX)
-trap 'status=$?; rm -rf "$work"; [ $status -eq 0 ] || echo "demo FAILED (exit $status)" >&2' EXIT
+chmod 755 "$work"
+# A copy PostgreSQL's user can run whatever the checkout's permissions.
+mkdir "$work/bin" && cp target/release/drctl "$work/bin/" && drctl="$work/bin/drctl"
+cleanup() {
+  status=$?
+  for d in "$work/pgdata" "$work/restored"; do
+    [ -f "$d/postmaster.pid" ] && runuser -u postgres -- $pgbin/pg_ctl -D "$d" -m fast stop >/dev/null 2>&1
+  done
+  rm -rf "$work"
+  [ $status -eq 0 ] || echo "demo FAILED (exit $status)" >&2
+}
+trap cleanup EXIT
 export DRCTL_REPO="$work/repo" DRCTL_PASSWORD="demo passphrase"
 
 step() { printf '\n== %s\n' "$*"; }
@@ -42,5 +61,61 @@ diff -r "$work/data-v1" "$work/restore-first$work/data"
 echo "both restores are identical to their sources"
 
 step "drctl check --read-data"
+"$drctl" check --read-data
+
+# ---- PostgreSQL -------------------------------------------------------------------------------
+pg() { runuser -u postgres -- "$@"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+sql() { $pgbin/psql -X -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres -p "$1" -d postgres -c "$2"; }
+
+step "a PostgreSQL repository the server can write, opened by a key file (no argon2 per WAL segment)"
+export DRCTL_REPO="$work/pgrepo"
+"$drctl" init
+"$drctl" key add --new-key-file "$work/pgrepo.key"
+chown -R postgres: "$work/pgrepo" "$work/pgrepo.key"
+
+step "a throwaway PostgreSQL 15 archiving its WAL with drctl wal-push"
+port=$(free_port)
+mkdir "$work/pgdata" "$work/logs" && chown postgres: "$work/pgdata" "$work/logs"
+pg $pgbin/initdb -U postgres -A trust --no-sync -D "$work/pgdata" >/dev/null
+cat >> "$work/pgdata/postgresql.conf" <<CONF
+port = $port
+listen_addresses = '127.0.0.1'
+unix_socket_directories = ''
+wal_level = replica
+archive_mode = on
+archive_command = 'DRCTL_REPO=$work/pgrepo DRCTL_KEY_FILE=$work/pgrepo.key $drctl wal-push %p'
+CONF
+pg $pgbin/pg_ctl -D "$work/pgdata" -l "$work/logs/pgdata.log" -w start >/dev/null
+sql $port "CREATE TABLE orders (id int PRIMARY KEY, item text)"
+sql $port "INSERT INTO orders SELECT g, 'item ' || g FROM generate_series(1, 10000) g"
+
+step "drctl backup --pg (a base backup over the replication protocol)"
+"$drctl" backup --pg "host=127.0.0.1 port=$port user=postgres"
+
+step "more good writes, then the mistake: DELETE without WHERE"
+sql $port "INSERT INTO orders SELECT g, 'item ' || g FROM generate_series(10001, 12000) g"
+sleep 1
+target=$(sql $port "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+sleep 1
+sql $port "DELETE FROM orders"
+last=$(sql $port "SELECT pg_walfile_name(pg_current_wal_lsn())")
+sql $port "SELECT pg_switch_wal()" >/dev/null
+for _ in $(seq 100); do
+  [ "$(sql $port "SELECT last_archived_wal >= '$last' FROM pg_stat_archiver")" = t ] && break
+  sleep 0.2
+done
+echo "rows now: $(sql $port "SELECT count(*) FROM orders"); recovering to $target"
+
+step "drctl restore --point-in-time (recovered through drctl wal-fetch, promoted, verified)"
+"$drctl" snapshots
+"$drctl" restore --point-in-time "$target" --to "$work/restored" --start --key-file "$work/pgrepo.key"
+rport=$(free_port)
+pg $pgbin/pg_ctl -D "$work/restored" -l "$work/logs/restored.log" -o "-p $rport -c archive_mode=off" -w start >/dev/null
+rows=$(sql $rport "SELECT count(*) FROM orders")
+echo "restored database: $rows rows"
+[ "$rows" = 12000 ] || { echo "expected 12000 rows" >&2; exit 1; }
+
+step "drctl check --read-data (base backup and WAL archive)"
 "$drctl" check --read-data
 printf '\ndemo passed\n'
