@@ -92,7 +92,33 @@ pub fn recover(dir: &Path, timeout: Duration) -> Result<Recovered, Error> {
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     let _ = child.wait();
     let _ = fs::remove_dir_all(&sockets);
+    if result.is_ok() {
+        queue_for_archiving(dir, &owner)
+            .map_err(|e| fail(format!("cannot mark the new timeline for archiving: {e}")))?;
+    }
     result
+}
+
+/// Recovery ran with archiving off, so PostgreSQL did not queue the new timeline's history file
+/// (nor the old timeline's last, partial segment) for archiving. Marking them `.ready` lets the
+/// server archive them once it runs with its own archive settings: a later point-in-time restore
+/// onto the new timeline needs that history file. A copy that never archives (a drill) is
+/// unaffected.
+fn queue_for_archiving(dir: &Path, owner: &fs::Metadata) -> std::io::Result<()> {
+    let status = dir.join("pg_wal/archive_status");
+    for entry in fs::read_dir(dir.join("pg_wal"))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let queued = ["ready", "done"].iter().any(|s| status.join(format!("{name}.{s}")).exists());
+        if (name.ends_with(".history") || name.ends_with(".partial")) && !queued {
+            let marker = status.join(format!("{name}.ready"));
+            fs::write(&marker, b"")?;
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } == 0 {
+                std::os::unix::fs::chown(&marker, Some(owner.uid()), Some(owner.gid()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn tail(log: &str) -> String {

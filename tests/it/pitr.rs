@@ -121,3 +121,77 @@ fn point_in_time_restore_holds_exactly_the_rows_committed_by_the_target() {
         .stderr_mentions("out of reach", "the cause");
     assert!(!dir.exists());
 }
+
+#[test]
+fn point_in_time_restore_follows_a_new_timeline() {
+    let ws = Workspace::new_public();
+    let (repo, key_file) = repo_for_postgres(&ws);
+    let env = drctl_env(&repo, &key_file);
+    let archiving = [
+        ("archive_mode", "on".to_string()),
+        ("archive_command", format!("'{env} wal-push %p'")),
+        ("track_commit_timestamp", "on".into()),
+    ];
+    let mut primary = Cluster::init(&ws.join("primary"), &archiving);
+    primary.start();
+    primary.sql("CREATE TABLE t (n int PRIMARY KEY)");
+    let dsn = format!("host=127.0.0.1 port={} user=postgres dbname=postgres", primary.port);
+    repo.cmd("backup").args(["--pg", &dsn]).timeout(Duration::from_secs(300)).run().ok();
+    for n in 1..=20 {
+        insert(&primary, n);
+    }
+    let good = primary.sql("SELECT to_char(pg_xact_commit_timestamp(xmin) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00' FROM t WHERE n = 20");
+    for n in 21..=40 {
+        insert(&primary, n); // the branch that the restore abandons
+    }
+    let last = primary.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    primary.sql("SELECT pg_switch_wal()");
+    primary.wait_for(
+        &format!("SELECT last_archived_wal >= '{last}' FROM pg_stat_archiver"),
+        "t",
+        Duration::from_secs(60),
+    );
+    primary.stop();
+
+    // Restore to row 20 and promote: timeline 2. It becomes the new primary, archiving again.
+    let second = ws.join("second");
+    repo.cmd("restore")
+        .args(["--point-in-time", &good, "--start", "--key-file"])
+        .arg(&key_file)
+        .arg("--to")
+        .arg(&second)
+        .timeout(Duration::from_secs(300))
+        .run()
+        .ok();
+    let mut new_primary = Cluster::existing(&second, &archiving);
+    new_primary.start();
+    assert_eq!(new_primary.sql("SELECT timeline_id FROM pg_control_checkpoint()"), "2");
+    for n in 1001..=1020 {
+        insert(&new_primary, n);
+    }
+    let on_tl2 = new_primary.sql("SELECT to_char(pg_xact_commit_timestamp(xmin) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00' FROM t WHERE n = 1010");
+    let last = new_primary.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    new_primary.sql("SELECT pg_switch_wal()");
+    new_primary.wait_for(
+        &format!("SELECT last_archived_wal >= '{last}' AND failed_count = 0 FROM pg_stat_archiver"),
+        "t",
+        Duration::from_secs(60),
+    );
+    new_primary.stop();
+    assert!(repo.path.join("wal/00000002/00000002.history").exists(), "the new timeline's history is archived");
+
+    // A point on timeline 2: the first base backup, timeline 1 up to the switch, then timeline 2.
+    let third = ws.join("third");
+    repo.cmd("restore")
+        .args(["--point-in-time", &on_tl2, "--start", "--key-file"])
+        .arg(&key_file)
+        .arg("--to")
+        .arg(&third)
+        .timeout(Duration::from_secs(300))
+        .run()
+        .ok();
+    let mut restored = Cluster::existing(&third, &[("archive_mode", "off".into())]);
+    restored.start();
+    let want: Vec<String> = (1..=20).chain(1001..=1010).map(|n| n.to_string()).collect();
+    assert_eq!(restored.sql("SELECT string_agg(n::text, ',' ORDER BY n) FROM t"), want.join(","), "{}", restored.log());
+}
