@@ -284,7 +284,7 @@ pub fn restore_to_writer(
     out: &mut dyn Write,
     progress: &dyn Progress,
 ) -> Result<u64, Error> {
-    if snapshot.kind != SnapshotKind::Stream {
+    if !matches!(snapshot.kind, SnapshotKind::Stream | SnapshotKind::PgDump) {
         return Err(Error::InvalidRequest(
             "only a stream snapshot (backup --stdin) can be restored to standard output; use --to DIR".into(),
         ));

@@ -11,7 +11,7 @@ mod pg;
 mod pipeline;
 mod walk;
 
-pub use pg::backup_pg_stream;
+pub use pg::{backup_pg_dump, backup_pg_stream};
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -80,7 +80,21 @@ pub fn backup_stream<R: Read + Send + 'static>(
         summary: Summary::default(),
         pg: None,
     };
-    let name = name.to_string();
+    back_up_one_stream(repo, reader, snapshot, options, progress, || Ok(()))
+}
+
+/// Stores `reader` as the one file of `snapshot` (named by its `stdin_name`). `at_end` runs once
+/// the stream ended and before anything is committed: a producer that failed (a pg_dump that
+/// exited non-zero after a short stream) fails the backup there.
+pub(crate) fn back_up_one_stream<R: Read + Send + 'static>(
+    repo: &Repository,
+    reader: R,
+    snapshot: Snapshot,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+    at_end: impl FnOnce() -> Result<(), Error> + Send,
+) -> Result<(Id, Snapshot), Error> {
+    let name = snapshot.stdin_name.clone().unwrap_or_default();
     run(repo, snapshot, options, progress, move |sink, snap| {
         let summary = &mut snap.summary;
         progress.start("backing up stream", None);
@@ -94,6 +108,7 @@ pub fn backup_stream<R: Read + Send + 'static>(
             progress.add(chunk.len() as u64);
             entry.chunks.push(sink.add(chunk)?);
         }
+        at_end()?;
         summary.files = 1;
         summary.logical_bytes = entry.size;
         let mut tree = TreeWriter::new(repo.cdc(), repo.config().chunking.max_size as usize, |c| sink.add(c));

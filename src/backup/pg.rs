@@ -173,3 +173,59 @@ fn read_tar(
     }
     tree.finish()
 }
+
+/// A logical dump of database `database` on the server `dsn` names: `pg_dump -Fc -Z0` (the
+/// compression is ours), streamed into a snapshot named `<database>.dump`. pg_dump's exit status
+/// is checked before the snapshot is written, so a dump cut short never becomes a snapshot.
+pub fn backup_pg_dump(
+    repo: &Repository,
+    dsn: &str,
+    database: &str,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<(Id, Snapshot), Error> {
+    let conninfo = basebackup::with_database(dsn, database);
+    let mut child = std::process::Command::new(basebackup::find_program("pg_dump"))
+        .args(["-F", "c", "-Z", "0", "-d", &conninfo])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Database { detail: format!("cannot run pg_dump: {e}") })?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let snapshot = Snapshot {
+        version: crate::repo::format::VERSION,
+        time: chrono::Utc::now(),
+        hostname: crate::repo::hostname(),
+        kind: SnapshotKind::PgDump,
+        paths: Vec::new(),
+        stdin_name: Some(format!("{database}.dump")),
+        tags: options.tags.clone(),
+        tree: Vec::new(),
+        summary: Summary::default(),
+        pg: None,
+    };
+    let child = std::sync::Mutex::new(child);
+    let result = super::back_up_one_stream(repo, stdout, snapshot, options, progress, || {
+        let status = child.lock().expect("poisoned").wait().map_err(|e| Error::Database { detail: e.to_string() })?;
+        if status.success() {
+            return Ok(());
+        }
+        Err(Error::Database { detail: format!("pg_dump failed ({status})") })
+    });
+    let _ = child.lock().expect("poisoned").kill();
+    let _ = child.lock().expect("poisoned").wait();
+    let stderr = stderr.join().unwrap_or_default();
+    result.map_err(|e| match e {
+        Error::Database { detail } if !stderr.trim().is_empty() => {
+            Error::Database { detail: format!("{detail}: {}", stderr.trim()) }
+        }
+        other => other,
+    })
+}

@@ -19,6 +19,10 @@ pub struct BackupArgs {
     /// variables apply) over the replication protocol. WAL must be archived with `drctl wal-push`.
     #[arg(long, value_name = "DSN")]
     pub pg: Option<String>,
+    /// With --pg: a logical dump of this database (pg_dump -Fc, restored with pg_restore)
+    /// instead of a base backup.
+    #[arg(long, value_name = "DBNAME", requires = "pg")]
+    pub pg_dump: Option<String>,
     /// The file name the stream is stored (and restored) as.
     #[arg(long, value_name = "NAME")]
     pub stdin_name: Option<String>,
@@ -38,7 +42,10 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let options = BackupOptions { tags: args.tags, compression_level: args.compression_level };
     let progress = super::progress(global);
     let (id, snapshot) = match (args.pg, args.stdin_name) {
-        (Some(dsn), _) => backup::backup_pg_stream(&repo, &dsn, &options, progress.as_ref())?,
+        (Some(dsn), _) => match &args.pg_dump {
+            Some(database) => backup::backup_pg_dump(&repo, &dsn, database, &options, progress.as_ref())?,
+            None => backup::backup_pg_stream(&repo, &dsn, &options, progress.as_ref())?,
+        },
         (None, Some(name)) if args.stdin => {
             backup::backup_stream(&repo, std::io::stdin(), &name, &options, progress.as_ref())?
         }

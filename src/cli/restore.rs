@@ -14,7 +14,7 @@ use crate::restore;
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["to", "stdout"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["to", "stdout", "pg"])))]
 pub struct RestoreArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
@@ -35,6 +35,10 @@ pub struct RestoreArgs {
     /// Write a stream snapshot to standard output.
     #[arg(long)]
     pub stdout: bool,
+    /// Restore a logical dump (backup --pg-dump) with pg_restore into the database this
+    /// connection string names (it must exist; create it first, e.g. `createdb app_copy`).
+    #[arg(long, value_name = "DSN", conflicts_with = "point_in_time")]
+    pub pg: Option<String>,
 }
 
 pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<()> {
@@ -53,6 +57,9 @@ pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     }
     let progress = super::progress(global);
     let started = std::time::Instant::now();
+    if let Some(dsn) = &args.pg {
+        return restore_dump(&repo, &snap, dsn, progress.as_ref());
+    }
     let Some(dir) = &args.to else {
         let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
         let bytes = restore::restore_to_writer(&repo, &snap, &mut out, progress.as_ref())?;
@@ -76,6 +83,35 @@ pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     }
     if snap.kind == SnapshotKind::PgBase {
         configure_recovery(&args, &snap, dir, &target, global)?;
+    }
+    Ok(())
+}
+
+/// Streams a logical dump into pg_restore; its exit status decides success.
+fn restore_dump(
+    repo: &repo::Repository,
+    snap: &Snapshot,
+    dsn: &str,
+    progress: &dyn crate::progress::Progress,
+) -> anyhow::Result<()> {
+    use std::process::{Command, Stdio};
+    if snap.kind != SnapshotKind::PgDump {
+        anyhow::bail!(repo::Error::InvalidRequest("--pg restores logical dumps (backup --pg-dump) only".into()));
+    }
+    let mut child = Command::new(crate::pg::basebackup::find_program("pg_restore"))
+        .args(["--exit-on-error", "-d", dsn])
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(|e| repo::Error::Database { detail: format!("cannot run pg_restore: {e}") })?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let streamed = restore::restore_to_writer(repo, snap, &mut stdin, progress);
+    drop(stdin);
+    let status = child.wait()?;
+    streamed?;
+    if !status.success() {
+        anyhow::bail!(repo::Error::Database {
+            detail: format!("pg_restore failed ({status}); see its messages above")
+        });
     }
     Ok(())
 }

@@ -44,6 +44,7 @@ pub fn run(args: SnapshotsArgs) -> anyhow::Result<()> {
         let source = match s.kind {
             SnapshotKind::Paths => s.paths.join(" "),
             SnapshotKind::Stream => format!("stdin:{}", s.stdin_name.as_deref().unwrap_or("")),
+            SnapshotKind::PgDump => format!("pg_dump {}", s.stdin_name.as_deref().unwrap_or("")),
             SnapshotKind::PgBase => match &s.pg {
                 Some(pg) => format!(
                     "postgres {} base backup, timeline {}, WAL {}..{}",

@@ -127,6 +127,28 @@ impl BaseBackupProcess {
     }
 }
 
+/// The connection string `dsn` with its database replaced by `database`: appended as a keyword
+/// to a `key=value` string (a later keyword wins) or as a query parameter to a URI.
+pub fn with_database(dsn: &str, database: &str) -> String {
+    let quoted = database.replace('\\', "\\\\").replace('\'', "\\'");
+    if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
+        let encoded: String = database
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let separator = if dsn.contains('?') { '&' } else { '?' };
+        format!("{dsn}{separator}dbname={encoded}")
+    } else {
+        format!("{dsn} dbname='{quoted}'")
+    }
+}
+
 /// The parts of backup_label a restore needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupLabel {
@@ -199,6 +221,14 @@ mod tests {
         let manifest = br#"{"PostgreSQL-Backup-Manifest-Version": 1, "WAL-Ranges": [
             { "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100" }]}"#;
         assert_eq!(manifest_stop_lsn(manifest).as_deref(), Some("0/2000100"));
+    }
+
+    #[test]
+    fn database_is_replaced_in_both_dsn_forms() {
+        assert_eq!(with_database("host=h port=5 dbname=x", "app"), "host=h port=5 dbname=x dbname='app'");
+        assert_eq!(with_database("host=h", "o'k"), "host=h dbname='o\\'k'");
+        assert_eq!(with_database("postgres://u@h:5/x", "my db"), "postgres://u@h:5/x?dbname=my%20db");
+        assert_eq!(with_database("postgresql://h/x?sslmode=require", "a"), "postgresql://h/x?sslmode=require&dbname=a");
     }
 
     #[test]

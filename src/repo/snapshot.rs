@@ -18,6 +18,9 @@ pub enum SnapshotKind {
     /// A PostgreSQL physical base backup (the data directory, restorable with the WAL archive).
     #[serde(rename = "pg-base")]
     PgBase,
+    /// A logical dump of one database (`pg_dump -Fc`), one stream restored with pg_restore.
+    #[serde(rename = "pg-dump")]
+    PgDump,
 }
 
 /// What a PostgreSQL base backup needs for a restore: where in the WAL it starts and ends.

@@ -17,6 +17,7 @@ mod errors;
 mod keys;
 mod pg;
 mod pgbackup;
+mod pgdump;
 mod pitr;
 mod roundtrip;
 mod selftest;
