@@ -40,7 +40,7 @@ pub fn backup_pg_stream(
     options: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<(Id, Snapshot), Error> {
-    basebackup::preflight(dsn)?;
+    let server = basebackup::preflight(dsn)?;
     let snapshot = Snapshot {
         version: crate::repo::format::VERSION,
         time: chrono::Utc::now(),
@@ -71,13 +71,13 @@ pub fn backup_pg_stream(
             }
         };
         process.finish(ARCHIVE_TIMEOUT)?;
-        snap.pg = Some(pg_metadata(&meta)?);
+        snap.pg = Some(pg_metadata(&meta, server.wal_segment_size)?);
         snap.time = chrono::Utc::now();
         Ok(tree)
     })
 }
 
-fn pg_metadata(meta: &Metadata) -> Result<PgBackup, Error> {
+fn pg_metadata(meta: &Metadata, wal_segment_size: u64) -> Result<PgBackup, Error> {
     let missing = |what: &str| Error::Database { detail: format!("the base backup has no usable {what}") };
     let label = basebackup::parse_backup_label(meta.label.as_deref().ok_or_else(|| missing("backup_label"))?)
         .ok_or_else(|| missing("backup_label"))?;
@@ -93,6 +93,7 @@ fn pg_metadata(meta: &Metadata) -> Result<PgBackup, Error> {
         start_lsn: label.start_lsn,
         stop_lsn,
         start_wal: label.start_wal,
+        wal_segment_size,
         start_time: label.start_time,
     })
 }

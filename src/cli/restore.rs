@@ -46,7 +46,8 @@ pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let (target, (id, snap)) = match (&args.point_in_time, &args.snapshot) {
         (Some(time), _) => {
             let time = pitr::parse_time(time)?;
-            let chosen = pitr::choose_backup(snapshot::load_all(repo.store(), repo.key())?, time)?;
+            let wal: Vec<_> = crate::repo::wal::list(repo.store())?.into_iter().map(|(name, _)| name).collect();
+            let chosen = pitr::choose_backup(snapshot::load_all(repo.store(), repo.key())?, &wal, time)?;
             (RecoveryTarget::Time(time), chosen)
         }
         (None, Some(query)) => (RecoveryTarget::Immediate, snapshot::find(repo.store(), repo.key(), query)?),

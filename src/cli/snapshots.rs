@@ -1,7 +1,9 @@
 use clap::Args;
 
 use super::{RepoArgs, human_bytes};
-use crate::repo::snapshot::{self, SnapshotKind};
+use crate::pg::window::Archive;
+use crate::repo::snapshot::{self, Snapshot, SnapshotKind};
+use crate::repo::{crypto::Id, wal};
 
 #[derive(Debug, Args)]
 pub struct SnapshotsArgs {
@@ -15,6 +17,9 @@ pub struct SnapshotsArgs {
 pub fn run(args: SnapshotsArgs) -> anyhow::Result<()> {
     let repo = args.repo.open()?;
     let all = snapshot::load_all(repo.store(), repo.key())?;
+    let wal = wal::list(repo.store())?.into_iter().map(|(name, _)| name).collect::<Vec<_>>();
+    // A base backup's WAL range must be archived whole, or it cannot even reach consistency.
+    let missing_wal = |s: &Snapshot| s.pg.as_ref().map(|pg| Archive::new(&wal, pg.wal_segment_size).missing_for(pg));
     if args.json {
         let list: Vec<_> = all
             .iter()
@@ -30,6 +35,7 @@ pub fn run(args: SnapshotsArgs) -> anyhow::Result<()> {
                     "tags": s.tags,
                     "summary": s.summary,
                     "pg": s.pg,
+                    "missing_wal": missing_wal(s),
                 })
             })
             .collect();
@@ -65,5 +71,43 @@ pub fn run(args: SnapshotsArgs) -> anyhow::Result<()> {
         );
     }
     println!("{} snapshot(s)", all.len());
+    print_pitr_window(&all, &wal, &missing_wal);
     Ok(())
+}
+
+/// The point-in-time window per PostgreSQL cluster: from the end of the oldest restorable base
+/// backup to the newest archived WAL, with every gap named.
+fn print_pitr_window(
+    all: &[(Id, Snapshot)],
+    wal: &[crate::pg::wal::WalName],
+    missing_wal: &dyn Fn(&Snapshot) -> Option<Vec<String>>,
+) {
+    let mut clusters: Vec<&str> =
+        all.iter().filter_map(|(_, s)| s.pg.as_ref()).map(|pg| pg.system_identifier.as_str()).collect();
+    clusters.sort();
+    clusters.dedup();
+    for system in clusters {
+        let backups: Vec<&(Id, Snapshot)> =
+            all.iter().filter(|(_, s)| s.pg.as_ref().is_some_and(|pg| pg.system_identifier == system)).collect();
+        println!("\nPostgreSQL cluster {system}: point-in-time recovery");
+        let mut restorable = backups.iter().filter(|(_, s)| missing_wal(s).is_some_and(|m| m.is_empty()));
+        match restorable.next() {
+            Some((id, s)) => {
+                println!("  from {} (end of base backup {})", s.time.format("%Y-%m-%d %H:%M:%S UTC"), id.short())
+            }
+            None => println!("  no base backup is restorable: their WAL is not archived"),
+        }
+        for (id, s) in &backups {
+            if let Some(missing) = missing_wal(s).filter(|m| !m.is_empty()) {
+                println!("  base backup {} cannot be restored: WAL {} is not archived", id.short(), missing.join(", "));
+            }
+        }
+        let segment_size = backups.iter().find_map(|(_, s)| s.pg.as_ref()).map_or(16 << 20, |pg| pg.wal_segment_size);
+        for tl in Archive::new(wal, segment_size).timelines() {
+            println!("  to the end of WAL {} (timeline {}), the newest archived", tl.newest, tl.timeline);
+            for (first, last) in tl.gaps {
+                println!("  gap: WAL {first} to {last} is missing; recovery through it stops before {first}");
+            }
+        }
+    }
 }

@@ -16,6 +16,8 @@ pub struct ServerInfo {
     pub archive_mode: String,
     pub version_num: u32,
     pub in_recovery: bool,
+    /// Bytes per WAL segment (16 MiB unless initdb chose otherwise).
+    pub wal_segment_size: u64,
 }
 
 /// Finds a PostgreSQL client program: on PATH, else in the newest /usr/lib/postgresql/*/bin.
@@ -47,7 +49,8 @@ fn unreachable(detail: String) -> Error {
 /// Connects with psql and reads what the backup depends on; refuses a server whose WAL is not
 /// archived, since such a backup could never be restored.
 pub fn preflight(dsn: &str) -> Result<ServerInfo, Error> {
-    let sql = "SELECT current_setting('archive_mode'), current_setting('server_version_num'), pg_is_in_recovery()";
+    let sql = "SELECT current_setting('archive_mode'), current_setting('server_version_num'), pg_is_in_recovery(), \
+               (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')";
     let out = Command::new(find_program("psql"))
         .args(["-X", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", sql])
         .stdin(Stdio::null())
@@ -58,13 +61,14 @@ pub fn preflight(dsn: &str) -> Result<ServerInfo, Error> {
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let fields: Vec<&str> = text.trim().split('|').collect();
-    let [archive_mode, version, in_recovery] = fields.as_slice() else {
+    let [archive_mode, version, in_recovery, segment_size] = fields.as_slice() else {
         return Err(unreachable(format!("unexpected answer from the server: {text:?}")));
     };
     let info = ServerInfo {
         archive_mode: archive_mode.to_string(),
         version_num: version.parse().unwrap_or(0),
         in_recovery: *in_recovery == "t",
+        wal_segment_size: segment_size.parse().unwrap_or(16 << 20),
     };
     if info.archive_mode == "off" || (info.in_recovery && info.archive_mode != "always") {
         return Err(Error::ArchivingOff { archive_mode: info.archive_mode, standby: info.in_recovery });

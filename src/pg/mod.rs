@@ -6,3 +6,4 @@ pub mod pitr;
 pub mod recovery;
 pub mod server;
 pub mod wal;
+pub mod window;

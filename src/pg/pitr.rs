@@ -2,6 +2,8 @@
 
 use chrono::{DateTime, Utc};
 
+use super::wal::WalName;
+use super::window::Archive;
 use crate::repo::Error;
 use crate::repo::crypto::Id;
 use crate::repo::snapshot::{Snapshot, SnapshotKind};
@@ -22,10 +24,25 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, Error> {
     })
 }
 
-/// The newest PostgreSQL base backup that ended before `target`.
-pub fn choose_backup(snapshots: Vec<(Id, Snapshot)>, target: DateTime<Utc>) -> Result<(Id, Snapshot), Error> {
-    let mut bases: Vec<(Id, Snapshot)> =
-        snapshots.into_iter().filter(|(_, s)| s.kind == SnapshotKind::PgBase && s.pg.is_some()).collect();
+/// The newest PostgreSQL base backup that ended before `target` and whose own WAL range is
+/// archived whole (`wal` lists the archive).
+pub fn choose_backup(
+    snapshots: Vec<(Id, Snapshot)>,
+    wal: &[WalName],
+    target: DateTime<Utc>,
+) -> Result<(Id, Snapshot), Error> {
+    let mut bases: Vec<(Id, Snapshot)> = snapshots
+        .into_iter()
+        .filter(|(_, s)| s.kind == SnapshotKind::PgBase)
+        .filter(|(id, s)| {
+            let Some(pg) = &s.pg else { return false };
+            let missing = Archive::new(wal, pg.wal_segment_size).missing_for(pg);
+            if !missing.is_empty() {
+                tracing::warn!(snapshot = %id.short(), missing = ?missing, "skipping a base backup whose WAL is not archived");
+            }
+            missing.is_empty()
+        })
+        .collect();
     bases.sort_by_key(|(_, s)| s.time);
     let oldest = bases.first().map(|(_, s)| s.time);
     match bases.into_iter().rev().find(|(_, s)| s.time < target) {

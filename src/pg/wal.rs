@@ -70,6 +70,18 @@ impl WalName {
     }
 }
 
+/// Parses an LSN as PostgreSQL prints it ("16/B374D848").
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// The name of segment number `segno` on `timeline` for segments of `segment_size` bytes.
+pub fn segment_name(timeline: u32, segno: u64, segment_size: u64) -> String {
+    let per_log = 0x1_0000_0000 / segment_size;
+    format!("{timeline:08X}{:08X}{:08X}", segno / per_log, segno % per_log)
+}
+
 impl fmt::Display for WalName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -97,6 +109,10 @@ mod tests {
         for (name, kind) in cases {
             assert_eq!(WalName::parse(name).map(|n| n.kind()), kind, "{name}");
         }
+        assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
+        assert_eq!(segment_name(1, parse_lsn("0/2000100").unwrap() / (16 << 20), 16 << 20), "000000010000000000000002");
+        assert_eq!(segment_name(2, 0x1FF, 1 << 20), "0000000200000000000001FF");
+        assert_eq!(segment_name(1, 0x100, 16 << 20), "000000010000000100000000");
         let n = WalName::parse("0000000300000001000000FE").unwrap();
         assert_eq!(n.timeline(), 3);
         assert_eq!(n.segment_number(256), Some(256 + 0xFE));

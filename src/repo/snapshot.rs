@@ -39,6 +39,8 @@ pub struct PgBackup {
     pub stop_lsn: String,
     /// The WAL file holding the start position: the first one a restore needs.
     pub start_wal: String,
+    /// Bytes per WAL segment, to name the segments between start and stop.
+    pub wal_segment_size: u64,
     /// START TIME from backup_label, as PostgreSQL wrote it.
     pub start_time: String,
 }

@@ -53,6 +53,23 @@ fn stream_base_backup_restores_to_its_end_point() {
     );
     restored.stop();
     repo.cmd("check").arg("--read-data").run().ok();
+
+    // The window: this backup is restorable, up to the newest archived WAL.
+    assert_eq!(repo.snapshots()[0]["missing_wal"], serde_json::json!([]));
+    let listing = repo.cmd("snapshots").run();
+    listing.ok().mentions("point-in-time recovery", "the window").mentions("newest archived", "its end");
+    // Without the backup's first WAL segment it cannot reach consistency: said, and not used.
+    let start_wal = pg["start_wal"].as_str().unwrap().to_string();
+    std::fs::remove_file(repo.path.join("wal").join(&start_wal[..8]).join(&start_wal)).unwrap();
+    assert_eq!(repo.snapshots()[0]["missing_wal"], serde_json::json!([start_wal]));
+    repo.cmd("snapshots").run().ok().mentions("cannot be restored", "the broken backup");
+    let later = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S+00").to_string();
+    repo.cmd("restore")
+        .args(["--point-in-time", &later, "--to"])
+        .arg(ws.join("unreachable"))
+        .run()
+        .code_is(13)
+        .stderr_mentions("out of reach", "the cause");
 }
 
 #[test]

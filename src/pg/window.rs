@@ -1,0 +1,112 @@
+//! What the archive can restore: for each base backup, whether every WAL segment from its start
+//! to its stop is archived (else it cannot even reach consistency), and for each timeline, the
+//! newest archived segment and any gaps. A point-in-time restore can reach a moment after a
+//! restorable backup's end as far as the WAL runs without a gap.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::wal::{WalKind, WalName, parse_lsn, segment_name};
+use crate::repo::snapshot::PgBackup;
+
+/// One timeline of the archive: its number, its newest segment, and its gaps (first and last
+/// missing segment of each).
+pub struct Timeline {
+    pub timeline: u32,
+    pub newest: String,
+    pub gaps: Vec<(String, String)>,
+}
+
+/// The archived segments, per timeline, as segment numbers for one segment size.
+pub struct Archive {
+    segment_size: u64,
+    segments: BTreeMap<u32, BTreeSet<u64>>,
+}
+
+impl Archive {
+    pub fn new(names: &[WalName], segment_size: u64) -> Archive {
+        let per_log = 0x1_0000_0000 / segment_size;
+        let mut segments: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
+        for name in names.iter().filter(|n| n.kind() == WalKind::Segment) {
+            if let Some(n) = name.segment_number(per_log) {
+                segments.entry(name.timeline()).or_default().insert(n);
+            }
+        }
+        Archive { segment_size, segments }
+    }
+
+    /// The segments from the backup's start to its stop that are not archived (empty: the backup
+    /// can be restored to a consistent state).
+    pub fn missing_for(&self, backup: &PgBackup) -> Vec<String> {
+        let (Some(start), Some(stop)) = (parse_lsn(&backup.start_lsn), parse_lsn(&backup.stop_lsn)) else {
+            return vec![format!("(unreadable WAL range {}..{})", backup.start_lsn, backup.stop_lsn)];
+        };
+        let have = self.segments.get(&backup.timeline);
+        (start / self.segment_size..=stop.saturating_sub(1).max(start) / self.segment_size)
+            .filter(|n| !have.is_some_and(|s| s.contains(n)))
+            .map(|n| segment_name(backup.timeline, n, self.segment_size))
+            .collect()
+    }
+
+    /// Per timeline: the newest archived segment and the gaps.
+    pub fn timelines(&self) -> Vec<Timeline> {
+        self.segments
+            .iter()
+            .map(|(&tli, segs)| {
+                let newest = segment_name(tli, *segs.last().expect("non-empty"), self.segment_size);
+                let mut gaps = Vec::new();
+                let mut previous: Option<u64> = None;
+                for &n in segs {
+                    if let Some(p) = previous.filter(|p| n > p + 1) {
+                        gaps.push((
+                            segment_name(tli, p + 1, self.segment_size),
+                            segment_name(tli, n - 1, self.segment_size),
+                        ));
+                    }
+                    previous = Some(n);
+                }
+                Timeline { timeline: tli, newest, gaps }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backup(start: &str, stop: &str) -> PgBackup {
+        PgBackup {
+            mode: "stream".into(),
+            system_identifier: "1".into(),
+            pg_version: "15".into(),
+            timeline: 1,
+            start_lsn: start.into(),
+            stop_lsn: stop.into(),
+            start_wal: String::new(),
+            start_time: String::new(),
+            wal_segment_size: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn backups_need_their_whole_wal_range_and_gaps_are_named() {
+        let names: Vec<WalName> = [
+            "000000010000000000000002",
+            "000000010000000000000003",
+            "000000010000000000000006",
+            "00000002.history",
+            "000000020000000000000006",
+        ]
+        .iter()
+        .map(|n| WalName::parse(n).unwrap())
+        .collect();
+        let archive = Archive::new(&names, 1 << 20);
+        assert!(archive.missing_for(&backup("0/200028", "0/300100")).is_empty());
+        assert_eq!(archive.missing_for(&backup("0/300028", "0/400100")), vec!["000000010000000000000004"]);
+        let timelines = archive.timelines();
+        assert_eq!(timelines[0].newest, "000000010000000000000006");
+        assert_eq!(timelines[0].gaps, vec![("000000010000000000000004".into(), "000000010000000000000005".into())]);
+        assert_eq!((timelines[1].timeline, timelines[1].newest.as_str()), (2, "000000020000000000000006"));
+        assert!(timelines[1].gaps.is_empty());
+    }
+}
