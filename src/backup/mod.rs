@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use crate::progress::Progress;
 use crate::repo::crypto::Id;
-use crate::repo::snapshot::{self, Snapshot, SnapshotKind, Summary};
+use crate::repo::snapshot::{self, Snapshot, SnapshotKind};
 use crate::repo::tree::{Entry, EntryKind, TreeWriter};
 use crate::repo::{Error, Repository, index};
 use pipeline::{Pipeline, Sink};
@@ -40,18 +40,8 @@ pub fn backup_paths(
     progress: &dyn Progress,
 ) -> Result<(Id, Snapshot), Error> {
     let sources = walk::absolute_sources(paths)?;
-    let snapshot = Snapshot {
-        version: crate::repo::format::VERSION,
-        time: chrono::Utc::now(),
-        hostname: crate::repo::hostname(),
-        kind: SnapshotKind::Paths,
-        paths: sources.iter().map(|p| p.display().to_string()).collect(),
-        stdin_name: None,
-        tags: options.tags.clone(),
-        tree: Vec::new(),
-        summary: Summary::default(),
-        pg: None,
-    };
+    let mut snapshot = Snapshot::new(SnapshotKind::Paths, &options.tags);
+    snapshot.paths = sources.iter().map(|p| p.display().to_string()).collect();
     run(repo, snapshot, options, progress, |sink, snap| {
         walk::back_up_tree(repo, sink, &sources, &mut snap.summary, progress)
     })
@@ -68,18 +58,8 @@ pub fn backup_stream<R: Read + Send + 'static>(
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
         return Err(Error::InvalidRequest(format!("stream name {name:?} must be a plain file name")));
     }
-    let snapshot = Snapshot {
-        version: crate::repo::format::VERSION,
-        time: chrono::Utc::now(),
-        hostname: crate::repo::hostname(),
-        kind: SnapshotKind::Stream,
-        paths: Vec::new(),
-        stdin_name: Some(name.to_string()),
-        tags: options.tags.clone(),
-        tree: Vec::new(),
-        summary: Summary::default(),
-        pg: None,
-    };
+    let mut snapshot = Snapshot::new(SnapshotKind::Stream, &options.tags);
+    snapshot.stdin_name = Some(name.to_string());
     back_up_one_stream(repo, reader, snapshot, options, progress, || Ok(()))
 }
 

@@ -41,18 +41,7 @@ pub fn backup_pg_stream(
     progress: &dyn Progress,
 ) -> Result<(Id, Snapshot), Error> {
     let server = basebackup::preflight(dsn)?;
-    let snapshot = Snapshot {
-        version: crate::repo::format::VERSION,
-        time: chrono::Utc::now(),
-        hostname: crate::repo::hostname(),
-        kind: SnapshotKind::PgBase,
-        paths: Vec::new(),
-        stdin_name: None,
-        tags: options.tags.clone(),
-        tree: Vec::new(),
-        summary: Summary::default(),
-        pg: None,
-    };
+    let snapshot = Snapshot::new(SnapshotKind::PgBase, &options.tags);
     run(repo, snapshot, options, progress, |sink, snap| {
         progress.start("backing up PostgreSQL", None);
         let (process, stdout) = BaseBackupProcess::start(dsn)?;
@@ -194,24 +183,9 @@ pub fn backup_pg_dump(
         .spawn()
         .map_err(|e| Error::Database { detail: format!("cannot run pg_dump: {e}") })?;
     let stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let snapshot = Snapshot {
-        version: crate::repo::format::VERSION,
-        time: chrono::Utc::now(),
-        hostname: crate::repo::hostname(),
-        kind: SnapshotKind::PgDump,
-        paths: Vec::new(),
-        stdin_name: Some(format!("{database}.dump")),
-        tags: options.tags.clone(),
-        tree: Vec::new(),
-        summary: Summary::default(),
-        pg: None,
-    };
+    let stderr = basebackup::collect_stderr(&mut child);
+    let mut snapshot = Snapshot::new(SnapshotKind::PgDump, &options.tags);
+    snapshot.stdin_name = Some(format!("{database}.dump"));
     let child = std::sync::Mutex::new(child);
     let result = super::back_up_one_stream(repo, stdout, snapshot, options, progress, || {
         let status = child.lock().expect("poisoned").wait().map_err(|e| Error::Database { detail: e.to_string() })?;

@@ -76,6 +76,17 @@ pub fn preflight(dsn: &str) -> Result<ServerInfo, Error> {
     Ok(info)
 }
 
+/// Reads a child's stderr to the end on a thread (so a chatty child never blocks on a full
+/// pipe); joining gives the text for error messages.
+pub fn collect_stderr(child: &mut Child) -> std::thread::JoinHandle<String> {
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    })
+}
+
 /// A running pg_basebackup whose tar stream is read from `stdout`.
 pub struct BaseBackupProcess {
     child: Child,
@@ -92,12 +103,7 @@ impl BaseBackupProcess {
             .spawn()
             .map_err(|e| unreachable(format!("cannot run pg_basebackup: {e}")))?;
         let stdout = child.stdout.take().expect("piped");
-        let mut stderr = child.stderr.take().expect("piped");
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
+        let stderr = collect_stderr(&mut child);
         Ok((BaseBackupProcess { child, stderr }, stdout))
     }
 

@@ -79,6 +79,24 @@ pub struct Snapshot {
     pub pg: Option<PgBackup>,
 }
 
+impl Snapshot {
+    /// A manifest for a backup starting now; the backup fills in the tree, summary and details.
+    pub fn new(kind: SnapshotKind, tags: &[String]) -> Snapshot {
+        Snapshot {
+            version: format::VERSION,
+            time: chrono::Utc::now(),
+            hostname: super::hostname(),
+            kind,
+            paths: Vec::new(),
+            stdin_name: None,
+            tags: tags.to_vec(),
+            tree: Vec::new(),
+            summary: Summary::default(),
+            pg: None,
+        }
+    }
+}
+
 pub fn key_of(id: Id) -> String {
     format!("{}{id}", format::SNAPSHOTS_DIR)
 }
