@@ -1,0 +1,371 @@
+#!/usr/bin/env bash
+# Side-by-side PostgreSQL backup benchmark: drctl against pgBackRest, on one throwaway
+# PostgreSQL 15 cluster whose archive_command pushes every WAL segment to both tools.
+#
+#   1. initdb, archive to both, pgbench -i -s $SCALE, an incompressible table ($RANDOM_MB MiB of
+#      gen_random_bytes), CHECKPOINT
+#   2. full backup:  drctl backup --pg            | pgbackrest backup --type=full
+#   3. pgbench -c 2 -t $TXNS, then second backup:  drctl backup --pg (dedup) | pgbackrest --type=incr
+#   4. restore into empty directories (then, untimed, each restore is started and its rows
+#      compared with the live cluster unless VERIFY=0)
+#   5. WAL: $WAL_SEGS fresh, never-archived segments (the archive_command is switched to a copy
+#      into a staging directory while they are generated) pushed one process per segment with
+#      drctl wal-push and pgbackrest archive-push (synchronous), then fetched back with
+#      drctl wal-fetch and pgbackrest archive-get and compared byte for byte
+#   6. a table of wall time, throughput, peak RSS and bytes for both
+#
+# Every timed command runs as the postgres user under /usr/bin/time -f "%e %M" (wall seconds,
+# peak RSS in KiB: the largest single process of the command's tree, not a sum). The page cache
+# is dropped before every timed phase when /proc/sys/vm/drop_caches is writable (DROP_CACHES=0 to
+# skip). Both tools: zstd level 3, encryption (drctl AES-256-GCM, pgBackRest aes-256-cbc).
+#
+# Usage (as root; PostgreSQL itself runs as `postgres`):
+#   bash bench/pg-vs-pgbackrest.sh                 # SCALE=100
+#   SCALE=5 RANDOM_MB=32 bash bench/pg-vs-pgbackrest.sh
+# Environment: SCALE (pgbench scale, 100), RANDOM_MB (incompressible table, 256), TXNS (pgbench
+# transactions per client in phase 3; 20000 at SCALE>=100, else 200*SCALE, at least 500),
+# WAL_SEGS (32), VERIFY (1), DROP_CACHES (1), KEEP (1 keeps the work directory),
+# DRCTL_BIN (a prebuilt drctl; else `cargo build --release` here), BENCH_DIR (parent of the work
+# directory, /tmp).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SCALE=${SCALE:-100}
+RANDOM_MB=${RANDOM_MB:-256}
+if [ -z "${TXNS:-}" ]; then
+  if [ "$SCALE" -ge 100 ]; then TXNS=20000; else TXNS=$((SCALE * 200)); [ $TXNS -ge 500 ] || TXNS=500; fi
+fi
+WAL_SEGS=${WAL_SEGS:-32}
+VERIFY=${VERIFY:-1}
+DROP_CACHES=${DROP_CACHES:-1}
+KEEP=${KEEP:-0}
+pgbin=/usr/lib/postgresql/15/bin
+stanza=bench
+
+[ "$(id -u)" = 0 ] || { echo "run as root (PostgreSQL and pgBackRest run as the postgres user)" >&2; exit 2; }
+if ! test -x $pgbin/postgres || ! id postgres >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq postgresql-15 >/dev/null
+fi
+if ! command -v pgbackrest >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq pgbackrest >/dev/null
+fi
+[ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+if [ -z "${DRCTL_BIN:-}" ]; then
+  cargo build --release --quiet
+  DRCTL_BIN=target/release/drctl
+fi
+drctl_rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD 2>/dev/null || drctl_rev="$drctl_rev+uncommitted changes"
+
+work=$(mktemp -d "${BENCH_DIR:-/tmp}/drctl-bench.XXXXXX")
+chmod 755 "$work"
+mkdir "$work/bin" && cp "$DRCTL_BIN" "$work/bin/drctl" && drctl="$work/bin/drctl"
+running=()
+cleanup() {
+  status=$?
+  set +e
+  for d in "${running[@]}"; do
+    [ -f "$d/postmaster.pid" ] && runuser -u postgres -- $pgbin/pg_ctl -D "$d" -m immediate stop >/dev/null 2>&1
+  done
+  if [ "$KEEP" = 1 ]; then echo "work directory kept: $work" >&2; else rm -rf "$work"; fi
+  [ $status -eq 0 ] || echo "benchmark FAILED (exit $status)" >&2
+}
+trap cleanup EXIT
+
+pg() { runuser -u postgres -- "$@"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+bytes_of() { du -sb "$1" | cut -f1; }
+drop_caches() {
+  [ "$DROP_CACHES" = 1 ] || return 0
+  sync
+  echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+}
+if [ "$DROP_CACHES" = 1 ] && ! (echo 1 >/proc/sys/vm/drop_caches) 2>/dev/null; then
+  echo "note: /proc/sys/vm/drop_caches is not writable: runs are with a warm page cache" >&2
+  DROP_CACHES=0
+fi
+
+mkdir -p "$work/m" "$work/logs" "$work/sock" "$work/pgdata" "$work/drctl-repo" "$work/pgbr-repo" \
+  "$work/pgbr-log" "$work/pgbr-lock" "$work/pgbr-spool" "$work/walstage" "$work/keys"
+chown postgres: "$work/m" "$work/logs" "$work/sock" "$work/pgdata" "$work/drctl-repo" "$work/pgbr-repo" \
+  "$work/pgbr-log" "$work/pgbr-lock" "$work/pgbr-spool" "$work/walstage" "$work/keys"
+chmod 700 "$work/pgdata"
+
+# measure NAME CMD...: runs CMD as postgres under /usr/bin/time; NAME.out/.err/.time in $work/m.
+# Sets WALL (s) and RSS (KiB). A failing command stops the benchmark with its output.
+measure() {
+  local name=$1
+  shift
+  if ! pg /usr/bin/time -f "%e %M" -o "$work/m/$name.time" "$@" >"$work/m/$name.out" 2>"$work/m/$name.err"; then
+    echo "FAILED: $name: $*" >&2
+    tail -n 40 "$work/m/$name.out" "$work/m/$name.err" >&2
+    exit 1
+  fi
+  read -r WALL RSS < <(tail -n 1 "$work/m/$name.time")
+}
+# Results: one TSV line per phase, formatted at the end.
+results="$work/results.tsv"
+record() { printf '%s\n' "$(IFS=$'\t'; echo "$*")" >>"$results"; }
+
+# ---- 1. the cluster and its data ---------------------------------------------------------------
+port=$(free_port)
+drctl_env=(env "DRCTL_REPO=$work/drctl-repo" "DRCTL_KEY_FILE=$work/keys/drctl.key" DRCTL_LOG_FORMAT=text)
+pgbr_conf="$work/pgbackrest.conf"
+pgbr=(pgbackrest "--config=$pgbr_conf" "--stanza=$stanza")
+cat >"$pgbr_conf" <<CONF
+[global]
+repo1-path=$work/pgbr-repo
+repo1-retention-full=2
+repo1-cipher-type=aes-256-cbc
+repo1-cipher-pass=bench-cipher-pass-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+compress-type=zst
+compress-level=3
+process-max=2
+start-fast=y
+log-path=$work/pgbr-log
+lock-path=$work/pgbr-lock
+spool-path=$work/pgbr-spool
+log-level-console=warn
+log-level-file=info
+
+[$stanza]
+pg1-path=$work/pgdata
+pg1-port=$port
+pg1-socket-path=$work/sock
+pg1-user=postgres
+CONF
+chown postgres: "$pgbr_conf" && chmod 600 "$pgbr_conf"
+
+say "drctl $drctl_rev, $(pgbackrest version), PostgreSQL $($pgbin/postgres --version | awk '{print $3}')"
+say "work directory $work; SCALE=$SCALE RANDOM_MB=$RANDOM_MB TXNS=$TXNS (x2 clients) WAL_SEGS=$WAL_SEGS"
+say "1. initdb, drctl init + key file, pgBackRest stanza"
+pg env DRCTL_PASSWORD="bench passphrase" "$drctl" -q init --repo "$work/drctl-repo"
+pg env DRCTL_PASSWORD="bench passphrase" "$drctl" -q key add --repo "$work/drctl-repo" --new-key-file "$work/keys/drctl.key"
+pg $pgbin/initdb -U postgres -A trust --no-sync -D "$work/pgdata" >"$work/logs/initdb.log"
+cat >>"$work/pgdata/postgresql.conf" <<CONF
+port = $port
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$work/sock'
+wal_level = replica
+max_wal_senders = 4
+archive_mode = on
+archive_command = '${drctl_env[*]} $drctl -q wal-push %p && ${pgbr[*]} archive-push %p'
+CONF
+pg $pgbin/pg_ctl -D "$work/pgdata" -l "$work/logs/postgres.log" -w start >/dev/null
+running+=("$work/pgdata")
+sql() { $pgbin/psql -X -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres -p "${2:-$port}" -d postgres -c "$1"; }
+pg "${pgbr[@]}" stanza-create
+sql "CREATE TABLE bench_tick (t timestamptz)" >/dev/null
+# Waits until every WAL segment written so far is archived (by both tools).
+wait_archived() {
+  sql "INSERT INTO bench_tick VALUES (now())" >/dev/null
+  local last
+  last=$(sql "SELECT pg_walfile_name(pg_switch_wal())")
+  for _ in $(seq 1200); do
+    [ "$(sql "SELECT coalesce(last_archived_wal, '') >= '$last' FROM pg_stat_archiver")" = t ] && return 0
+    sleep 0.5
+  done
+  echo "archiving stalled at $last:" >&2
+  sql "SELECT * FROM pg_stat_archiver" >&2
+  tail -n 20 "$work/logs/postgres.log" >&2
+  exit 1
+}
+
+say "1. pgbench -i -s $SCALE"
+measure load_pgbench $pgbin/pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$port" -U postgres postgres
+say "   ${WALL} s"
+say "1. random_blob: $RANDOM_MB MiB of gen_random_bytes (1 KiB per row)"
+sql "CREATE EXTENSION pgcrypto" >/dev/null
+measure load_random $pgbin/psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres -c \
+  "CREATE TABLE random_blob (id int PRIMARY KEY, b bytea); INSERT INTO random_blob SELECT g, gen_random_bytes(1024) FROM generate_series(1, $RANDOM_MB * 1024) g"
+say "   ${WALL} s"
+sql "CHECKPOINT" >/dev/null
+say "1. waiting for the archiver (both tools) to catch up"
+wait_archived
+pgdata_total=$(bytes_of "$work/pgdata")
+pgwal=$(bytes_of "$work/pgdata/pg_wal")
+pgdata=$((pgdata_total - pgwal))
+say "   PGDATA $pgdata bytes without pg_wal (pg_wal $pgwal); archived $(sql "SELECT archived_count FROM pg_stat_archiver") segments"
+
+# ---- 2. full backups --------------------------------------------------------------------------
+dsn="host=127.0.0.1 port=$port user=postgres"
+json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+
+say "2. drctl full backup"
+before=$(bytes_of "$work/drctl-repo")
+drop_caches
+measure drctl_full "${drctl_env[@]}" "$drctl" backup --pg "$dsn" --json
+d_wall=$WALL d_rss=$RSS
+d_bytes=$(($(bytes_of "$work/drctl-repo") - before))
+say "   ${d_wall} s, stored_bytes $(json_field "$work/m/drctl_full.out" stored_bytes), logical $(json_field "$work/m/drctl_full.out" logical_bytes)"
+wait_archived
+say "2. pgbackrest full backup"
+before=$(bytes_of "$work/pgbr-repo")
+drop_caches
+measure pgbr_full "${pgbr[@]}" backup --type=full
+p_wall=$WALL p_rss=$RSS
+p_bytes=$(($(bytes_of "$work/pgbr-repo") - before))
+say "   ${p_wall} s"
+record "full backup (bytes added)" "$d_wall" "$pgdata" "$d_rss" "$d_bytes" "$p_wall" "$pgdata" "$p_rss" "$p_bytes"
+drctl_repo_full=$(bytes_of "$work/drctl-repo") pgbr_repo_full=$(bytes_of "$work/pgbr-repo")
+
+# ---- 3. changes, then incremental backups -----------------------------------------------------
+say "3. pgbench -c 2 -j 2 -t $TXNS --random-seed=42"
+measure pgbench_run $pgbin/pgbench -c 2 -j 2 -t "$TXNS" --random-seed=42 -h 127.0.0.1 -p "$port" -U postgres postgres
+tps=$(grep -o 'tps = [0-9.]*' "$work/m/pgbench_run.out" | head -1)
+say "   ${WALL} s, $tps"
+wait_archived
+pgdata2=$(($(bytes_of "$work/pgdata") - $(bytes_of "$work/pgdata/pg_wal")))
+say "3. drctl second backup (deduplicated)"
+before=$(bytes_of "$work/drctl-repo")
+drop_caches
+measure drctl_incr "${drctl_env[@]}" "$drctl" backup --pg "$dsn" --json
+d_wall=$WALL d_rss=$RSS
+d_bytes=$(($(bytes_of "$work/drctl-repo") - before))
+say "   ${d_wall} s, stored_bytes $(json_field "$work/m/drctl_incr.out" stored_bytes)"
+wait_archived
+say "3. pgbackrest incremental backup"
+before=$(bytes_of "$work/pgbr-repo")
+drop_caches
+measure pgbr_incr "${pgbr[@]}" backup --type=incr
+p_wall=$WALL p_rss=$RSS
+p_bytes=$(($(bytes_of "$work/pgbr-repo") - before))
+say "   ${p_wall} s"
+record "incremental backup (bytes added)" "$d_wall" "$pgdata2" "$d_rss" "$d_bytes" "$p_wall" "$pgdata2" "$p_rss" "$p_bytes"
+
+# ---- 4. restores ------------------------------------------------------------------------------
+wait_archived
+expect=$(sql "SELECT (SELECT count(*) || ':' || sum(abalance) FROM pgbench_accounts) || ':' || (SELECT count(*) || ':' || md5(string_agg(md5(b), '' ORDER BY id)) FROM random_blob)")
+for d in restore-drctl restore-pgbr; do install -d -o postgres -g postgres -m 700 "$work/$d"; done
+say "4. drctl restore latest"
+drop_caches
+measure drctl_restore "${drctl_env[@]}" "$drctl" restore latest --to "$work/restore-drctl" --key-file "$work/keys/drctl.key"
+d_wall=$WALL d_rss=$RSS d_bytes=$(bytes_of "$work/restore-drctl")
+say "   ${d_wall} s"
+say "4. pgbackrest restore"
+drop_caches
+measure pgbr_restore "${pgbr[@]}" restore "--pg1-path=$work/restore-pgbr"
+p_wall=$WALL p_rss=$RSS p_bytes=$(bytes_of "$work/restore-pgbr")
+say "   ${p_wall} s"
+record "restore (bytes restored)" "$d_wall" "$pgdata2" "$d_rss" "$d_bytes" "$p_wall" "$pgdata2" "$p_rss" "$p_bytes"
+
+verify_result=()
+if [ "$VERIFY" = 1 ]; then
+  for d in restore-drctl restore-pgbr; do
+    rport=$(free_port)
+    say "4. verify $d: start it (archive_mode=off, port $rport), recover, compare rows"
+    started=$(date +%s.%N)
+    pg $pgbin/pg_ctl -D "$work/$d" -l "$work/logs/$d.log" -o "-p $rport -c archive_mode=off" -w -t 600 start >/dev/null
+    running+=("$work/$d")
+    for _ in $(seq 1200); do
+      [ "$(sql "SELECT pg_is_in_recovery()" "$rport" 2>/dev/null)" = f ] && break
+      sleep 0.5
+    done
+    got=$(sql "SELECT (SELECT count(*) || ':' || sum(abalance) FROM pgbench_accounts) || ':' || (SELECT count(*) || ':' || md5(string_agg(md5(b), '' ORDER BY id)) FROM random_blob)" "$rport" 2>&1 || true)
+    took=$(python3 -c "import time; print(round(time.time() - $started, 1))")
+    pg $pgbin/pg_ctl -D "$work/$d" -m fast stop >/dev/null
+    if [ "$got" = "$expect" ]; then
+      verify_result+=("$d: rows identical to the source (started and recovered in $took s)")
+    else
+      verify_result+=("$d: MISMATCH: expected $expect, got $got")
+    fi
+    say "   ${verify_result[-1]}"
+  done
+fi
+
+# ---- 5. WAL push and fetch --------------------------------------------------------------------
+say "5. generating $WAL_SEGS fresh WAL segments (archive_command copies them to a staging directory)"
+sql "ALTER SYSTEM SET archive_command = 'test ! -f $work/walstage/%f && cp %p $work/walstage/%f'" >/dev/null
+sql "SELECT pg_reload_conf()" >/dev/null
+sleep 1
+wait_archived # the first segment switched after the reload went to the staging directory
+find "$work/walstage" -type f -delete
+sql "CREATE TABLE walgen AS SELECT * FROM pgbench_accounts LIMIT 0; CREATE TABLE walgen_blob AS SELECT * FROM random_blob LIMIT 0" >/dev/null
+segs() { find "$work/walstage" -maxdepth 1 -type f -regextype posix-extended -regex '.*/[0-9A-F]{24}' | sort; }
+for _ in $(seq 200); do
+  [ "$(segs | wc -l)" -ge "$WAL_SEGS" ] && break
+  # About 3/4 row data (pgbench_accounts: compressible) and 1/4 random bytes.
+  sql "INSERT INTO walgen SELECT * FROM pgbench_accounts LIMIT 300000; INSERT INTO walgen_blob SELECT * FROM random_blob LIMIT 12000; DELETE FROM walgen_blob" >/dev/null
+  sleep 0.2
+done
+mapfile -t walset < <(segs | head -n "$WAL_SEGS")
+[ "${#walset[@]}" = "$WAL_SEGS" ] || { echo "only ${#walset[@]} WAL segments were generated" >&2; exit 1; }
+install -d -o postgres -g postgres "$work/walset" "$work/fetch-drctl" "$work/fetch-pgbr"
+cp "${walset[@]}" "$work/walset/" && chown postgres: "$work/walset"/*
+mapfile -t walset < <(find "$work/walset" -type f | sort)
+names=()
+for f in "${walset[@]}"; do names+=("$(basename "$f")"); done
+wal_bytes=$(cat "${walset[@]}" | wc -c)
+say "   ${names[0]} .. ${names[-1]} ($wal_bytes bytes)"
+
+say "5. drctl wal-push x $WAL_SEGS"
+before=$(bytes_of "$work/drctl-repo")
+drop_caches
+measure drctl_walpush "${drctl_env[@]}" bash -c 'd=$1; shift; for f in "$@"; do "$d" -q wal-push "$f"; done' _ "$drctl" "${walset[@]}"
+d_wall=$WALL d_rss=$RSS d_bytes=$(($(bytes_of "$work/drctl-repo") - before))
+say "   ${d_wall} s"
+say "5. pgbackrest archive-push x $WAL_SEGS"
+before=$(bytes_of "$work/pgbr-repo")
+drop_caches
+measure pgbr_walpush bash -c 'for f in "$@"; do pgbackrest "--config='"$pgbr_conf"'" "--stanza='"$stanza"'" archive-push "$f"; done' _ "${walset[@]}"
+p_wall=$WALL p_rss=$RSS p_bytes=$(($(bytes_of "$work/pgbr-repo") - before))
+say "   ${p_wall} s"
+record "wal-push x$WAL_SEGS (bytes added)" "$d_wall" "$wal_bytes" "$d_rss" "$d_bytes" "$p_wall" "$wal_bytes" "$p_rss" "$p_bytes"
+
+say "5. drctl wal-fetch x $WAL_SEGS"
+drop_caches
+measure drctl_walfetch "${drctl_env[@]}" bash -c 'd=$1; o=$2; shift 2; for n in "$@"; do "$d" -q wal-fetch "$n" "$o/$n"; done' _ "$drctl" "$work/fetch-drctl" "${names[@]}"
+d_wall=$WALL d_rss=$RSS d_bytes=$(bytes_of "$work/fetch-drctl")
+say "   ${d_wall} s"
+say "5. pgbackrest archive-get x $WAL_SEGS"
+drop_caches
+measure pgbr_walfetch bash -c 'o=$1; shift; for n in "$@"; do pgbackrest "--config='"$pgbr_conf"'" "--stanza='"$stanza"'" archive-get "$n" "$o/$n"; done' _ "$work/fetch-pgbr" "${names[@]}"
+p_wall=$WALL p_rss=$RSS p_bytes=$(bytes_of "$work/fetch-pgbr")
+say "   ${p_wall} s"
+record "wal-fetch x$WAL_SEGS (bytes fetched)" "$d_wall" "$wal_bytes" "$d_rss" "$d_bytes" "$p_wall" "$wal_bytes" "$p_rss" "$p_bytes"
+fetch_ok=yes
+for n in "${names[@]}"; do
+  cmp -s "$work/walset/$n" "$work/fetch-drctl/$n" || { fetch_ok=no; echo "drctl wal-fetch $n differs" >&2; }
+  cmp -s "$work/walset/$n" "$work/fetch-pgbr/$n" || { fetch_ok=no; echo "pgbackrest archive-get $n differs" >&2; }
+done
+
+# ---- 6. the table -----------------------------------------------------------------------------
+echo
+echo "== drctl ($drctl_rev) vs $(pgbackrest version): PostgreSQL 15, pgbench scale $SCALE + $RANDOM_MB MiB random bytea"
+echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -m | awk '/^Mem:/ {print $2 " MiB RAM, " $7 " MiB available"}'), page cache dropped before each timed phase: $([ "$DROP_CACHES" = 1 ] && echo yes || echo no)"
+echo "PGDATA: $pgdata bytes without pg_wal after phase 1 ($pgdata2 after phase 3); pg_wal $pgwal bytes"
+python3 - "$results" "$WAL_SEGS" <<'PY'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+segs = int(sys.argv[2])
+hdr = ["phase", "drctl wall s", "MB/s", "RSS MiB", "bytes",
+       "pgBackRest wall s", "MB/s", "RSS MiB", "bytes", "speed drctl/pgbr", "bytes drctl/pgbr"]
+out = []
+for name, dw, dsz, drss, db, pw, psz, prss, pb in rows:
+    dw, pw = float(dw), float(pw)
+    out.append([name, f"{dw:.2f}", f"{int(dsz)/1e6/dw:.1f}" if dw else "-", f"{int(drss)/1024:.0f}", db,
+                f"{pw:.2f}", f"{int(psz)/1e6/pw:.1f}" if pw else "-", f"{int(prss)/1024:.0f}", pb,
+                f"{pw/dw:.2f}" if dw else "-", f"{int(db)/int(pb):.2f}" if int(pb) else "-"])
+w = [max(len(r[i]) for r in out + [hdr]) for i in range(len(hdr))]
+line = lambda r: "| " + " | ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r)) + " |"
+print(line(hdr))
+print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+for r in out:
+    print(line(r))
+for name, dw, _, _, _, pw, *_ in rows:
+    if name.startswith("wal-"):
+        print(f"{name.split(' ')[0]}: drctl {segs/float(dw):.1f} segments/s, pgBackRest {segs/float(pw):.1f} segments/s")
+PY
+echo "MB/s = PGDATA without pg_wal (backups, restores) or WAL bytes (wal rows) / wall; 10^6 bytes."
+echo "speed = pgBackRest wall / drctl wall (>1: drctl faster); bytes ratio <1: drctl smaller."
+echo "RSS = peak resident set of the largest single process of the command (pgBackRest runs process-max=2 workers)."
+echo "repositories at the end: drctl $(bytes_of "$work/drctl-repo") bytes, pgBackRest $(bytes_of "$work/pgbr-repo") bytes (archive $(bytes_of "$work/pgbr-repo/archive"), backups $(bytes_of "$work/pgbr-repo/backup")); after the full backups (incl. the WAL archive of the load): drctl $drctl_repo_full, pgBackRest $pgbr_repo_full"
+echo "drctl --json: full stored_bytes $(json_field "$work/m/drctl_full.out" stored_bytes) logical_bytes $(json_field "$work/m/drctl_full.out" logical_bytes) duration $(json_field "$work/m/drctl_full.out" duration_seconds) s; second stored_bytes $(json_field "$work/m/drctl_incr.out" stored_bytes) duration $(json_field "$work/m/drctl_incr.out" duration_seconds) s"
+echo "load: pgbench -i $(cut -d' ' -f1 "$work/m/load_pgbench.time" | tail -1) s; phase 3 pgbench -c 2 -t $TXNS: $(tail -1 "$work/m/pgbench_run.time" | cut -d' ' -f1) s, $tps"
+echo "WAL fetched back byte-identical: $fetch_ok"
+for v in "${verify_result[@]}"; do echo "restore check: $v"; done
+fail=0
+[ "$fetch_ok" = yes ] || fail=1
+for v in "${verify_result[@]}"; do case $v in *MISMATCH*) fail=1 ;; esac; done
+exit $fail
