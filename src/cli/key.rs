@@ -2,7 +2,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
-use super::RepoArgs;
+use super::{GlobalArgs, RepoArgs};
 use crate::repo::crypto::Id;
 use crate::repo::key::{self, Secret, SlotKind};
 
@@ -42,7 +42,7 @@ pub struct RemoveArgs {
     pub id: String,
 }
 
-pub fn run(command: KeyCommand) -> anyhow::Result<()> {
+pub fn run(command: KeyCommand, global: &GlobalArgs) -> anyhow::Result<()> {
     match command {
         KeyCommand::List(args) => list(args),
         KeyCommand::Add(args) => {
@@ -56,7 +56,9 @@ pub fn run(command: KeyCommand) -> anyhow::Result<()> {
                 None => Secret::Passphrase(new_passphrase()?.into_bytes()),
             };
             let id = key::add_slot(repo.store(), repo.key(), &secret)?;
-            println!("added key slot {}", id.short());
+            if !global.quiet {
+                println!("added key slot {}", id.short());
+            }
             Ok(())
         }
         KeyCommand::Remove(args) => {
@@ -75,7 +77,9 @@ pub fn run(command: KeyCommand) -> anyhow::Result<()> {
                 )));
             };
             key::remove(repo.store(), *id)?;
-            println!("removed key slot {}", id.short());
+            if !global.quiet {
+                println!("removed key slot {}", id.short());
+            }
             Ok(())
         }
     }

@@ -171,7 +171,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Snapshots(args) => snapshots::run(args),
         Command::Restore(args) => restore::run(args, &cli.global),
         Command::Check(args) => check::run(args, &cli.global),
-        Command::Key(command) => key::run(command),
+        Command::Key(command) => key::run(command, &cli.global),
         Command::WalPush(args) => wal_push::run(args),
         Command::WalFetch(args) => return wal_fetch::run(args),
     };

@@ -35,12 +35,11 @@ pub fn run(args: WalFetchArgs) -> anyhow::Result<u8> {
         tracing::info!(wal = %name, "not in the archive");
         return Ok(NOT_IN_ARCHIVE);
     };
-    // Written beside the target and renamed, so PostgreSQL never sees a partial file.
+    // Written beside the target and renamed, so PostgreSQL never sees a partial file. No fsync:
+    // the file is replayed at once, and after a crash recovery fetches it again.
     let temp = args.path.with_file_name(format!(".{name}.drctl-fetch"));
     let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(&data)?;
-        file.sync_all()?;
+        std::fs::File::create(&temp)?.write_all(&data)?;
         std::fs::rename(&temp, &args.path)
     };
     write().with_context(|| format!("cannot write {}", args.path.display())).map_err(|e| {
