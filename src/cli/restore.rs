@@ -67,6 +67,7 @@ pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         tracing::info!(snapshot = %id.short(), bytes, "stream restored");
         return Ok(());
     };
+    let existed = dir.exists();
     let s = restore::restore_to_dir(&repo, &snap, dir, progress.as_ref())?;
     if !global.quiet {
         let secs = started.elapsed().as_secs_f64();
@@ -82,8 +83,12 @@ pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             s.bytes as f64 / 1e6 / secs.max(1e-9)
         );
     }
-    if snap.kind == SnapshotKind::PgBase {
-        configure_recovery(&args, &snap, dir, &target, global)?;
+    if snap.kind == SnapshotKind::PgBase
+        && let Err(e) = configure_recovery(&args, &snap, dir, &target, global)
+    {
+        // Nothing half-recovered is left looking like a usable data directory.
+        remove_restored(dir, existed);
+        return Err(e.context(format!("the restored files in {} were removed", dir.display())));
     }
     Ok(())
 }
@@ -115,6 +120,22 @@ fn restore_dump(
         });
     }
     Ok(())
+}
+
+/// Removes what a restore put in `dir` (the directory itself unless it existed before).
+fn remove_restored(dir: &Path, existed: bool) {
+    if !existed {
+        let _ = std::fs::remove_dir_all(dir);
+        return;
+    }
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let _ = if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+    }
 }
 
 /// Writes the recovery settings into a restored base backup and, with `--start`, runs recovery.

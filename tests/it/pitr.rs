@@ -108,6 +108,20 @@ fn point_in_time_restore_holds_exactly_the_rows_committed_by_the_target() {
         restored.stop();
     }
 
+    // Exactly the newest commit: PostgreSQL needs a later record to know nothing else committed
+    // then, so the archive ends before the target: out of reach, and the restore is removed.
+    let dir = ws.join("beyond");
+    repo.cmd("restore")
+        .args(["--point-in-time", &time_of(n), "--start", "--key-file"])
+        .arg(&key_file)
+        .arg("--to")
+        .arg(&dir)
+        .timeout(Duration::from_secs(300))
+        .run()
+        .code_is(13)
+        .stderr_mentions("out of reach", "the cause");
+    assert!(!dir.exists(), "no half-recovered data directory is left");
+
     // Before the first backup ended: out of reach, said clearly, nothing restored.
     let too_early = time_of(2);
     let dir = ws.join("too-early");
