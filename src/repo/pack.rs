@@ -49,9 +49,22 @@ pub fn encode_payload(data: &[u8], compressor: &mut zstd::bulk::Compressor) -> V
     plaintext
 }
 
-/// Reverses [`encode_payload`]. With `raw_len` known (chunks) zstd decodes into one buffer of
-/// exactly that size; without it (WAL files) it decodes as a stream.
+/// Largest payload decoded in one buffer from the size its zstd frame header states (a WAL
+/// segment is at most 1 GiB); anything else decodes as a stream.
+const MAX_STATED_SIZE: u64 = 1 << 30;
+
+/// Reverses [`encode_payload`]. zstd decodes into one buffer of exactly the plaintext's size:
+/// `raw_len` for chunks (from the index), the frame header's content size for WAL files. A
+/// frame without a usable size decodes as a stream.
 pub fn decode_payload(plaintext: &[u8], raw_len: Option<usize>) -> Result<Vec<u8>, ChunkError> {
+    let stated = || match zstd::zstd_safe::get_frame_content_size(plaintext.get(1..).unwrap_or_default()) {
+        Ok(Some(n)) if n <= MAX_STATED_SIZE => Some(n as usize),
+        _ => None,
+    };
+    let raw_len = match (plaintext.first(), raw_len) {
+        (Some(&CODEC_ZSTD), None) => stated(),
+        (_, known) => known,
+    };
     match (plaintext.first(), raw_len) {
         (Some(&CODEC_STORED), _) => Ok(plaintext[1..].to_vec()),
         (Some(&CODEC_ZSTD), Some(len)) => DECOMPRESSOR
