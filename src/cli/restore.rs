@@ -169,6 +169,9 @@ fn configure_recovery(
         }
         return Ok(());
     }
+    if let Some(pg) = &snap.pg {
+        server::check_version(&pg.pg_version)?;
+    }
     let recovered = server::recover(dir, RECOVERY_TIMEOUT)?;
     if !global.quiet {
         println!("recovered to {what}{pg} and promoted; {} is ready to start", dir.display());

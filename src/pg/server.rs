@@ -26,6 +26,34 @@ fn log_line(log: &str, marker: &str) -> Option<String> {
     log.lines().rev().find_map(|l| l.find(marker).map(|i| l[i..].trim().to_string()))
 }
 
+/// The major version in `postgres --version` output ("postgres (PostgreSQL) 15.18 (Debian …)").
+pub fn major_version(version_output: &str) -> Option<String> {
+    let number = version_output.split(") ").nth(1)?.split_whitespace().next()?;
+    Some(number.split('.').next()?.to_string())
+}
+
+/// Refuses to run recovery with a server of another major version than the backup's: it would
+/// fail on the data directory, or worse, half-start.
+pub fn check_version(backup_version: &str) -> Result<(), Error> {
+    let program = find_program("postgres");
+    let out = Command::new(&program)
+        .arg("--version")
+        .output()
+        .map_err(|e| Error::Database { detail: format!("cannot run {}: {e}", program.display()) })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match major_version(&text) {
+        Some(found) if found == backup_version => Ok(()),
+        found => Err(Error::Database {
+            detail: format!(
+                "the backup is PostgreSQL {backup_version} but {} is {}; install the PostgreSQL {backup_version} \
+                 server binaries (or put them first on PATH)",
+                program.display(),
+                found.map_or_else(|| format!("unrecognised ({})", text.trim()), |v| format!("PostgreSQL {v}"))
+            ),
+        }),
+    }
+}
+
 /// Runs recovery to its end; `Err(OutOfReach)` when PostgreSQL reports that the target lies
 /// beyond what the archive holds.
 pub fn recover(dir: &Path, timeout: Duration) -> Result<Recovered, Error> {
@@ -124,4 +152,17 @@ fn queue_for_archiving(dir: &Path, owner: &fs::Metadata) -> std::io::Result<()> 
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn major_version_from_postgres_version() {
+        assert_eq!(
+            super::major_version("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n").as_deref(),
+            Some("15")
+        );
+        assert_eq!(super::major_version("postgres (PostgreSQL) 17beta1").as_deref(), Some("17beta1"));
+        assert_eq!(super::major_version("garbage"), None);
+    }
 }
