@@ -7,6 +7,17 @@ use std::time::Duration;
 use crate::harness::*;
 use crate::pg::{Cluster, drctl_env, repo_for_postgres};
 
+/// `restore --point-in-time T --start --key-file K --to DIR`.
+fn restore_to_time(repo: &Repo, target: &str, key_file: &std::path::Path, dir: &std::path::Path) -> Output {
+    repo.cmd("restore")
+        .args(["--point-in-time", target, "--start", "--key-file"])
+        .arg(key_file)
+        .arg("--to")
+        .arg(dir)
+        .timeout(Duration::from_secs(300))
+        .run()
+}
+
 fn insert(primary: &Cluster, n: i32) {
     primary.sql(&format!("INSERT INTO t VALUES ({n})"));
 }
@@ -91,14 +102,7 @@ fn point_in_time_restore_holds_exactly_the_rows_committed_by_the_target() {
     for (i, target) in targets.iter().enumerate() {
         let expected: Vec<i32> = committed.iter().filter(|(_, t)| t <= target).map(|(n, _)| *n).collect();
         let dir = ws.join(format!("pitr-{i}"));
-        let out = repo
-            .cmd("restore")
-            .args(["--point-in-time", target, "--start", "--key-file"])
-            .arg(&key_file)
-            .arg("--to")
-            .arg(&dir)
-            .timeout(Duration::from_secs(300))
-            .run();
+        let out = restore_to_time(&repo, target, &key_file, &dir);
         out.ok().mentions("promoted", "the report");
         let mut restored = Cluster::existing(&dir, &[("archive_mode", "off".into())]);
         restored.start();
@@ -111,15 +115,7 @@ fn point_in_time_restore_holds_exactly_the_rows_committed_by_the_target() {
     // Exactly the newest commit: PostgreSQL needs a later record to know nothing else committed
     // then, so the archive ends before the target: out of reach, and the restore is removed.
     let dir = ws.join("beyond");
-    repo.cmd("restore")
-        .args(["--point-in-time", &time_of(n), "--start", "--key-file"])
-        .arg(&key_file)
-        .arg("--to")
-        .arg(&dir)
-        .timeout(Duration::from_secs(300))
-        .run()
-        .code_is(13)
-        .stderr_mentions("out of reach", "the cause");
+    restore_to_time(&repo, &time_of(n), &key_file, &dir).code_is(13).stderr_mentions("out of reach", "the cause");
     assert!(!dir.exists(), "no half-recovered data directory is left");
 
     // Before the first backup ended: out of reach, said clearly, nothing restored.
@@ -169,14 +165,7 @@ fn point_in_time_restore_follows_a_new_timeline() {
 
     // Restore to row 20 and promote: timeline 2. It becomes the new primary, archiving again.
     let second = ws.join("second");
-    repo.cmd("restore")
-        .args(["--point-in-time", &good, "--start", "--key-file"])
-        .arg(&key_file)
-        .arg("--to")
-        .arg(&second)
-        .timeout(Duration::from_secs(300))
-        .run()
-        .ok();
+    restore_to_time(&repo, &good, &key_file, &second).ok();
     let mut new_primary = Cluster::existing(&second, &archiving);
     new_primary.start();
     assert_eq!(new_primary.sql("SELECT timeline_id FROM pg_control_checkpoint()"), "2");
@@ -196,14 +185,7 @@ fn point_in_time_restore_follows_a_new_timeline() {
 
     // A point on timeline 2: the first base backup, timeline 1 up to the switch, then timeline 2.
     let third = ws.join("third");
-    repo.cmd("restore")
-        .args(["--point-in-time", &on_tl2, "--start", "--key-file"])
-        .arg(&key_file)
-        .arg("--to")
-        .arg(&third)
-        .timeout(Duration::from_secs(300))
-        .run()
-        .ok();
+    restore_to_time(&repo, &on_tl2, &key_file, &third).ok();
     let mut restored = Cluster::existing(&third, &[("archive_mode", "off".into())]);
     restored.start();
     let want: Vec<String> = (1..=20).chain(1001..=1010).map(|n| n.to_string()).collect();
