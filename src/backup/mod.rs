@@ -8,10 +8,12 @@
 //! channel depth × chunk size, whatever the size of the source.
 
 mod pg;
+mod pg_local;
 mod pipeline;
 mod walk;
 
 pub use pg::{backup_pg_dump, backup_pg_stream};
+pub use pg_local::{LocalOptions, backup_pg_local};
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -43,7 +45,11 @@ pub fn backup_paths(
     let mut snapshot = Snapshot::new(SnapshotKind::Paths, &options.tags);
     snapshot.paths = sources.iter().map(|p| p.display().to_string()).collect();
     run(repo, snapshot, options, progress, |sink, snap| {
-        walk::back_up_tree(repo, sink, &sources, &mut snap.summary, progress)
+        progress.start("backing up files", None);
+        let mut tree = TreeWriter::new(repo.cdc(), repo.config().chunking.max_size as usize, |c| sink.add(c));
+        let rules = walk::WalkRules::paths(repo.cdc());
+        walk::back_up_tree(repo, sink, &sources, rules, &mut tree, &mut snap.summary, progress)?;
+        tree.finish()
     })
 }
 

@@ -84,6 +84,8 @@ fn pg_metadata(meta: &Metadata, wal_segment_size: u64) -> Result<PgBackup, Error
         start_wal: label.start_wal,
         wal_segment_size,
         start_time: label.start_time,
+        started_at: None,
+        tablespace_map: String::new(),
     })
 }
 

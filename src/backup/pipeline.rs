@@ -28,6 +28,11 @@ impl Sink<'_> {
         self.stopped.store(true, Ordering::Relaxed);
     }
 
+    /// The repository's index as the backup started.
+    pub fn index(&self) -> &Index {
+        self.index
+    }
+
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Relaxed)
     }

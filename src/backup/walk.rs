@@ -1,9 +1,12 @@
 //! Backing up files and directories: a walker lists entries in a fixed order (sorted names,
 //! parents before children), file workers read and chunk files in parallel, and the tree is
-//! written in walk order through a bounded reorder queue.
+//! written in walk order through a bounded reorder queue. [`WalkRules`] adapt the walk to a
+//! source: where stored paths start, what is left out, how files are chunked, and which
+//! unchanged files reuse an earlier snapshot's chunks without being read.
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -11,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use super::pipeline::Sink;
 use crate::progress::Progress;
+use crate::repo::chunker::Chunker;
 use crate::repo::crypto::Id;
 use crate::repo::snapshot::Summary;
 use crate::repo::tree::{Entry, EntryKind, TreeWriter};
@@ -47,6 +51,41 @@ pub fn absolute_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
     Ok(kept)
 }
 
+/// Removes names from a directory's listing (the directory relative to the walk's base).
+pub type PruneFn<'a> = Box<dyn Fn(&Path, &mut Vec<OsString>) + Send + Sync + 'a>;
+/// Chunks to reuse for a file entry that has not changed, if any.
+pub type UnchangedFn<'a> = Box<dyn FnMut(&Entry) -> Option<Vec<Id>> + Send + 'a>;
+
+/// How a walk turns a directory hierarchy into entries.
+pub struct WalkRules<'a> {
+    /// Stored paths are relative to this directory: "/" for path backups (whose sources' parent
+    /// directories are then stored too), the data directory for PostgreSQL.
+    pub base: PathBuf,
+    /// Removes the names that are not backed up from a directory's sorted listing (the directory
+    /// given relative to `base`).
+    pub prune: PruneFn<'a>,
+    /// Whether a symlink (relative to `base`) is followed and stored as the directory it points to.
+    pub follow: Box<dyn Fn(&Path) -> bool + Send + Sync + 'a>,
+    /// The chunker for a file, by its relative path.
+    pub chunker: Box<dyn Fn(&Path) -> Chunker + Send + Sync + 'a>,
+    /// Chunks to reuse for a file unchanged since an earlier snapshot, instead of reading it;
+    /// asked in walk order with the entry as listed (size and times set).
+    pub unchanged: Option<UnchangedFn<'a>>,
+}
+
+impl WalkRules<'_> {
+    /// Path backups: absolute paths, nothing left out, content-defined chunks.
+    pub fn paths(cdc: Chunker) -> WalkRules<'static> {
+        WalkRules {
+            base: PathBuf::from("/"),
+            prune: Box::new(|_, _| {}),
+            follow: Box::new(|_| false),
+            chunker: Box::new(move |_| cdc),
+            unchanged: None,
+        }
+    }
+}
+
 /// An entry whose tree record is ready once its file (if any) is read; `None` for a file that
 /// was deleted between listing and reading, which is skipped like any file deleted earlier.
 type Pending = Receiver<Result<Option<Entry>, Error>>;
@@ -54,24 +93,31 @@ type Pending = Receiver<Result<Option<Entry>, Error>>;
 struct FileJob {
     path: PathBuf,
     entry: Entry,
+    chunker: Chunker,
     /// Device and inode the walk saw, to detect a path replaced before it is opened.
     dev: u64,
     ino: u64,
     done: Sender<Result<Option<Entry>, Error>>,
 }
 
-pub fn back_up_tree(
+/// Backs up `sources` (absolute paths below `rules.base`) into `tree`, reading files in parallel.
+pub fn back_up_tree<F: FnMut(Vec<u8>) -> Result<Id, Error>>(
     repo: &Repository,
     sink: &Sink,
     sources: &[PathBuf],
+    mut rules: WalkRules,
+    tree: &mut TreeWriter<F>,
     summary: &mut Summary,
     progress: &dyn Progress,
-) -> Result<Vec<Id>, Error> {
-    progress.start("backing up files", None);
+) -> Result<(), Error> {
     let (job_tx, job_rx) = bounded::<FileJob>(WALK_AHEAD);
     let (order_tx, order_rx) = bounded::<Pending>(WALK_AHEAD);
     std::thread::scope(|s| {
-        let walker = s.spawn(move || walk_sources(sources, &job_tx, &order_tx));
+        let rules = &mut rules;
+        let walker = s.spawn(move || {
+            let mut walker = Walker { rules, jobs: job_tx, order: order_tx, progress, unchanged_bytes: 0 };
+            walker.walk_sources(sources).map(|()| walker.unchanged_bytes)
+        });
         for _ in 0..FILE_WORKERS {
             let jobs = job_rx.clone();
             s.spawn(move || {
@@ -84,7 +130,6 @@ pub fn back_up_tree(
             });
         }
         drop(job_rx);
-        let mut tree = TreeWriter::new(repo.cdc(), repo.config().chunking.max_size as usize, |c| sink.add(c));
         let written: Result<(), Error> = (|| {
             for pending in &order_rx {
                 let Some(entry) = pending.recv().map_err(|_| Error::InvalidRequest("file reader stopped".into()))??
@@ -110,8 +155,8 @@ pub fn back_up_tree(
         drop(order_rx);
         let walked = walker.join().expect("walker panicked");
         written?;
-        walked?;
-        tree.finish()
+        summary.unchanged_bytes += walked?;
+        Ok(())
     })
 }
 
@@ -135,94 +180,124 @@ fn vanished(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP))
 }
 
-/// Walks every source, sending entries in order; stops quietly when the consumer went away.
-fn walk_sources(sources: &[PathBuf], jobs: &Sender<FileJob>, order: &Sender<Pending>) -> Result<(), Error> {
-    let mut emitted_parents = BTreeSet::new();
-    for source in sources {
-        // Parent directories first, so a restore recreates them with their modes and times.
-        let mut parent = PathBuf::from("/");
-        for component in source.parent().into_iter().flat_map(|p| p.components()).skip(1) {
-            parent.push(component);
-            if emitted_parents.insert(parent.clone()) {
-                // Followed: a parent reached through a symlink is restored as the directory it is.
-                let meta = fs::metadata(&parent).map_err(|source| Error::Source { path: parent.clone(), source })?;
-                if !send_ready(order, entry_from(&meta, EntryKind::Dir, parent.strip_prefix("/").expect("absolute"))) {
-                    return Ok(());
+/// The walking thread: lists entries in order, hands files to the readers.
+struct Walker<'r, 'a> {
+    rules: &'r mut WalkRules<'a>,
+    jobs: Sender<FileJob>,
+    order: Sender<Pending>,
+    progress: &'r dyn Progress,
+    /// Bytes of files reused from an earlier snapshot without reading them.
+    unchanged_bytes: u64,
+}
+
+impl Walker<'_, '_> {
+    /// Walks every source, sending entries in order; stops quietly when the consumer went away.
+    fn walk_sources(&mut self, sources: &[PathBuf]) -> Result<(), Error> {
+        let mut emitted_parents = BTreeSet::new();
+        for source in sources {
+            // Parent directories first, so a restore recreates them with their modes and times.
+            let mut parent = self.rules.base.clone();
+            let parents = source.parent().and_then(|p| p.strip_prefix(&self.rules.base).ok());
+            for component in parents.into_iter().flat_map(|p| p.components()) {
+                parent.push(component);
+                if emitted_parents.insert(parent.clone()) {
+                    // Followed: a parent reached through a symlink is restored as the directory it is.
+                    let meta =
+                        fs::metadata(&parent).map_err(|source| Error::Source { path: parent.clone(), source })?;
+                    let relative = parent.strip_prefix(&self.rules.base).expect("below base");
+                    if !self.send_ready(entry_from(&meta, EntryKind::Dir, relative)) {
+                        return Ok(());
+                    }
                 }
             }
+            if fs::symlink_metadata(source).is_ok_and(|m| m.file_type().is_symlink()) {
+                tracing::warn!(path = %source.display(), "the source is a symlink and is stored as one; give its target to back up what it points to");
+            }
+            if !self.walk(source, true)? {
+                return Ok(());
+            }
         }
-        if fs::symlink_metadata(source).is_ok_and(|m| m.file_type().is_symlink()) {
-            tracing::warn!(path = %source.display(), "the source is a symlink and is stored as one; give its target to back up what it points to");
-        }
-        if !walk(source, true, jobs, order)? {
-            return Ok(());
-        }
+        Ok(())
     }
-    Ok(())
-}
 
-fn send_ready(order: &Sender<Pending>, entry: Entry) -> bool {
-    let (tx, rx) = bounded(1);
-    tx.send(Ok(Some(entry))).expect("fresh channel");
-    order.send(rx).is_ok()
-}
+    fn send_ready(&self, entry: Entry) -> bool {
+        let (tx, rx) = bounded(1);
+        tx.send(Ok(Some(entry))).expect("fresh channel");
+        self.order.send(rx).is_ok()
+    }
 
-/// Returns false when the consumer stopped listening. Below a top-level source, entries that
-/// vanish while the walk runs are skipped.
-fn walk(path: &Path, top_level: bool, jobs: &Sender<FileJob>, order: &Sender<Pending>) -> Result<bool, Error> {
-    let source_err = |source| Error::Source { path: path.to_path_buf(), source };
-    let skip = |e: &std::io::Error| {
-        let gone = !top_level && vanished(e);
-        if gone {
-            tracing::warn!(path = %path.display(), "vanished while the backup ran; skipped");
-        }
-        gone
-    };
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if skip(&e) => return Ok(true),
-        Err(e) => return Err(source_err(e)),
-    };
-    let relative = path.strip_prefix("/").expect("sources are absolute");
-    let ft = meta.file_type();
-    if ft.is_dir() {
-        let listing = match fs::read_dir(path) {
-            Ok(listing) => listing,
+    /// Returns false when the consumer stopped listening. Below a top-level source, entries that
+    /// vanish while the walk runs are skipped.
+    fn walk(&mut self, path: &Path, top_level: bool) -> Result<bool, Error> {
+        let source_err = |source| Error::Source { path: path.to_path_buf(), source };
+        let skip = |e: &std::io::Error| {
+            let gone = !top_level && vanished(e);
+            if gone {
+                tracing::warn!(path = %path.display(), "vanished while the backup ran; skipped");
+            }
+            gone
+        };
+        let relative = path.strip_prefix(&self.rules.base).expect("sources are below the base").to_path_buf();
+        let mut meta = match fs::symlink_metadata(path) {
+            Ok(meta) => meta,
             Err(e) if skip(&e) => return Ok(true),
             Err(e) => return Err(source_err(e)),
         };
-        // The root itself has no name to store; its children carry everything.
-        if !relative.as_os_str().is_empty() && !send_ready(order, entry_from(&meta, EntryKind::Dir, relative)) {
-            return Ok(false);
+        if meta.file_type().is_symlink() && (self.rules.follow)(&relative) {
+            meta = match fs::metadata(path) {
+                Ok(meta) if meta.is_dir() => meta,
+                Ok(_) => return Err(source_err(std::io::Error::other("a followed symlink must point to a directory"))),
+                Err(e) => return Err(source_err(e)),
+            };
         }
-        let mut names = Vec::new();
-        for child in listing {
-            names.push(child.map_err(source_err)?.file_name());
-        }
-        names.sort();
-        for name in names {
-            if !walk(&path.join(name), false, jobs, order)? {
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            let listing = match fs::read_dir(path) {
+                Ok(listing) => listing,
+                Err(e) if skip(&e) => return Ok(true),
+                Err(e) => return Err(source_err(e)),
+            };
+            // The root itself has no name to store; its children carry everything.
+            if !relative.as_os_str().is_empty() && !self.send_ready(entry_from(&meta, EntryKind::Dir, &relative)) {
                 return Ok(false);
             }
+            let mut names = Vec::new();
+            for child in listing {
+                names.push(child.map_err(source_err)?.file_name());
+            }
+            names.sort();
+            (self.rules.prune)(&relative, &mut names);
+            for name in names {
+                if !self.walk(&path.join(name), false)? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        } else if ft.is_symlink() {
+            let mut entry = entry_from(&meta, EntryKind::Symlink, &relative);
+            match fs::read_link(path) {
+                Ok(target) => entry.set_target(&target),
+                Err(e) if skip(&e) => return Ok(true),
+                Err(e) => return Err(source_err(e)),
+            }
+            Ok(self.send_ready(entry))
+        } else if ft.is_file() {
+            let mut entry = entry_from(&meta, EntryKind::File, &relative);
+            entry.size = meta.len();
+            if let Some(chunks) = self.rules.unchanged.as_mut().and_then(|reuse| reuse(&entry)) {
+                entry.chunks = chunks;
+                self.progress.add(entry.size);
+                self.unchanged_bytes += entry.size;
+                return Ok(self.send_ready(entry));
+            }
+            let chunker = (self.rules.chunker)(&relative);
+            let (done, pending) = bounded(1);
+            let job = FileJob { path: path.to_path_buf(), entry, chunker, dev: meta.dev(), ino: meta.ino(), done };
+            Ok(self.order.send(pending).is_ok() && self.jobs.send(job).is_ok())
+        } else {
+            tracing::warn!(path = %path.display(), "skipping a special file (socket, FIFO or device)");
+            Ok(true)
         }
-        Ok(true)
-    } else if ft.is_symlink() {
-        let mut entry = entry_from(&meta, EntryKind::Symlink, relative);
-        match fs::read_link(path) {
-            Ok(target) => entry.set_target(&target),
-            Err(e) if skip(&e) => return Ok(true),
-            Err(e) => return Err(source_err(e)),
-        }
-        Ok(send_ready(order, entry))
-    } else if ft.is_file() {
-        let mut entry = entry_from(&meta, EntryKind::File, relative);
-        entry.size = meta.len();
-        let (done, pending) = bounded(1);
-        let job = FileJob { path: path.to_path_buf(), entry, dev: meta.dev(), ino: meta.ino(), done };
-        Ok(order.send(pending).is_ok() && jobs.send(job).is_ok())
-    } else {
-        tracing::warn!(path = %path.display(), "skipping a special file (socket, FIFO or device)");
-        Ok(true)
     }
 }
 
@@ -233,7 +308,7 @@ fn walk(path: &Path, top_level: bool, jobs: &Sender<FileJob>, order: &Sender<Pen
 /// boundaries as streaming, avoiding a chunk-sized buffer per file.
 fn read_file(repo: &Repository, sink: &Sink, job: FileJob, progress: &dyn Progress) -> Result<Option<Entry>, Error> {
     use std::os::unix::fs::OpenOptionsExt;
-    let FileJob { path, mut entry, dev, ino, .. } = job;
+    let FileJob { path, mut entry, chunker, dev, ino, .. } = job;
     let source_err = |source| Error::Source { path: path.clone(), source };
     let opened = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&path);
     let mut file = match opened {
@@ -256,14 +331,14 @@ fn read_file(repo: &Repository, sink: &Sink, job: FileJob, progress: &dyn Progre
     let mut read = head.len() as u64;
     if read <= max_chunk {
         let mut start = 0;
-        for len in repo.cdc().cut_points(&head) {
+        for len in chunker.cut_points(&head) {
             entry.chunks.push(sink.add(head[start..start + len].to_vec())?);
             start += len;
         }
         progress.add(read);
     } else {
         read = 0;
-        for chunk in repo.cdc().chunks(std::io::Cursor::new(head).chain(file)) {
+        for chunk in chunker.chunks(std::io::Cursor::new(head).chain(file)) {
             let chunk = chunk.map_err(source_err)?;
             read += chunk.len() as u64;
             progress.add(chunk.len() as u64);

@@ -2,7 +2,7 @@ use clap::Args;
 use std::path::PathBuf;
 
 use super::{GlobalArgs, RepoArgs, human_bytes};
-use crate::backup::{self, BackupOptions};
+use crate::backup::{self, BackupOptions, LocalOptions};
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["path", "stdin", "pg"])))]
@@ -19,6 +19,17 @@ pub struct BackupArgs {
     /// variables apply) over the replication protocol. WAL must be archived with `drctl wal-push`.
     #[arg(long, value_name = "DSN")]
     pub pg: Option<String>,
+    /// With --pg: how the base backup is taken. `stream`: over the replication protocol
+    /// (pg_basebackup), from anywhere. `local`: drctl runs beside the server and reads --pgdata
+    /// itself, in parallel, skipping files unchanged since the previous local backup.
+    #[arg(long, value_enum, default_value = "stream", requires = "pg", conflicts_with = "pg_dump")]
+    pub pg_mode: PgMode,
+    /// With --pg-mode local: the server's data directory.
+    #[arg(long, value_name = "DIR", env = "PGDATA", required_if_eq("pg_mode", "local"))]
+    pub pgdata: Option<PathBuf>,
+    /// With --pg-mode local: read every file, even those unchanged since the previous backup.
+    #[arg(long, requires = "pgdata")]
+    pub read_all: bool,
     /// With --pg: a logical dump of this database (pg_dump -Fc, restored with pg_restore)
     /// instead of a base backup.
     #[arg(long, value_name = "DBNAME", requires = "pg")]
@@ -37,6 +48,12 @@ pub struct BackupArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PgMode {
+    Stream,
+    Local,
+}
+
 pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let repo = args.repo.open()?;
     let options = BackupOptions { tags: args.tags, compression_level: args.compression_level };
@@ -44,6 +61,10 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let (id, snapshot) = match (args.pg, args.stdin_name) {
         (Some(dsn), _) => match &args.pg_dump {
             Some(database) => backup::backup_pg_dump(&repo, &dsn, database, &options, progress.as_ref())?,
+            None if args.pg_mode == PgMode::Local => {
+                let local = LocalOptions { pgdata: args.pgdata.expect("required by clap"), full: args.read_all };
+                backup::backup_pg_local(&repo, &dsn, &local, &options, progress.as_ref())?
+            }
             None => backup::backup_pg_stream(&repo, &dsn, &options, progress.as_ref())?,
         },
         (None, Some(name)) if args.stdin => {
@@ -61,6 +82,7 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             "dirs": s.dirs,
             "symlinks": s.symlinks,
             "logical_bytes": s.logical_bytes,
+            "unchanged_bytes": s.unchanged_bytes,
             "stored_bytes": s.stored_bytes,
             "new_chunks": s.new_chunks,
             "duration_seconds": s.duration_seconds,
@@ -68,11 +90,15 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         println!("{out}");
     } else if !global.quiet {
         println!(
-            "snapshot {} saved: {} files, {} dirs, {} read, {} new in {} chunks, {:.1} s ({:.0} MB/s)",
+            "snapshot {} saved: {} files, {} dirs, {}{}, {} new in {} chunks, {:.1} s ({:.0} MB/s)",
             id.short(),
             s.files,
             s.dirs,
             human_bytes(s.logical_bytes),
+            match s.unchanged_bytes {
+                0 => String::new(),
+                n => format!(" ({} unchanged, not read)", human_bytes(n)),
+            },
             human_bytes(s.stored_bytes),
             s.new_chunks,
             s.duration_seconds,

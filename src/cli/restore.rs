@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{GlobalArgs, RepoArgs, human_bytes};
-use crate::pg::recovery::{self, ArchiveAccess, RecoveryTarget};
+use crate::pg::recovery::{self, ArchiveAccess, Recovery, RecoveryTarget};
 use crate::pg::{pitr, server};
 use crate::repo;
 use crate::repo::snapshot::{self, Snapshot, SnapshotKind};
@@ -18,13 +18,25 @@ const RECOVERY_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 pub struct RestoreArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
-    /// Snapshot id (or a unique prefix of at least 4 characters), or `latest`.
-    #[arg(value_name = "SNAPSHOT", required_unless_present = "point_in_time")]
+    /// Snapshot id (or a unique prefix of at least 4 characters), or `latest`. With a recovery
+    /// target and no snapshot, the newest base backup that can reach the target is used.
+    #[arg(value_name = "SNAPSHOT", required_unless_present_any = ["point_in_time", "target_lsn", "target_xid"])]
     pub snapshot: Option<String>,
     /// Restore a PostgreSQL cluster to this moment ("2026-11-20 14:03:00+00"): the newest base
-    /// backup that ended before it, then WAL from the archive up to it.
-    #[arg(long, value_name = "TIME", conflicts_with_all = ["snapshot", "stdout"], requires = "to")]
+    /// backup that ended before it, then WAL from the archive up to it (every transaction
+    /// committed at or before it). `latest`: replay all archived WAL.
+    #[arg(long, value_name = "TIME", conflicts_with = "snapshot", requires = "to", group = "recovery_target")]
     pub point_in_time: Option<String>,
+    /// Recover up to and including this WAL position ("0/5000028").
+    #[arg(long, value_name = "LSN", requires = "to", group = "recovery_target")]
+    pub target_lsn: Option<String>,
+    /// Recover up to and including the commit of this transaction id. Without SNAPSHOT the
+    /// newest restorable base backup is used; give an older one if the transaction is older.
+    #[arg(long, value_name = "XID", requires = "to", group = "recovery_target")]
+    pub target_xid: Option<u64>,
+    /// Follow this timeline (default: the newest in the archive).
+    #[arg(long, value_name = "TLI", requires = "to")]
+    pub target_timeline: Option<u32>,
     /// For a PostgreSQL restore: run recovery now (privately: no TCP, archiving off), wait until
     /// the target is reached and the server promoted, report it, and stop the server cleanly.
     #[arg(long, requires = "to")]
@@ -43,16 +55,15 @@ pub struct RestoreArgs {
 
 pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let repo = args.repo.open()?;
-    let (target, (id, snap)) = match (&args.point_in_time, &args.snapshot) {
-        (Some(time), _) => {
-            let time = pitr::parse_time(time)?;
+    let (target, bound) = recovery_target(&args)?;
+    let (id, snap) = match &args.snapshot {
+        Some(query) => snapshot::find(repo.store(), repo.key(), query)?,
+        None => {
             let wal: Vec<_> = crate::repo::wal::list(repo.store())?.into_iter().map(|(name, _)| name).collect();
-            let chosen = pitr::choose_backup(snapshot::load_all(repo.store(), repo.key())?, &wal, time)?;
-            (RecoveryTarget::Time(time), chosen)
+            pitr::choose_backup(snapshot::load_all(repo.store(), repo.key())?, &wal, bound)?
         }
-        (None, Some(query)) => (RecoveryTarget::Immediate, snapshot::find(repo.store(), repo.key(), query)?),
-        (None, None) => unreachable!("clap requires a snapshot or --point-in-time"),
     };
+    let target = Recovery { target, timeline: args.target_timeline };
     if args.start && snap.kind != SnapshotKind::PgBase {
         anyhow::bail!(repo::Error::InvalidRequest("--start applies to PostgreSQL base backups only".into()));
     }
@@ -91,6 +102,27 @@ pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         return Err(e.context(format!("the restored files in {} were removed", dir.display())));
     }
     Ok(())
+}
+
+/// The recovery target the flags ask for, and what a chosen base backup must have ended before.
+fn recovery_target(args: &RestoreArgs) -> anyhow::Result<(RecoveryTarget, pitr::EndedBefore)> {
+    if let Some(time) = &args.point_in_time {
+        if time == "latest" {
+            return Ok((RecoveryTarget::End, pitr::EndedBefore::Any));
+        }
+        let time = pitr::parse_time(time)?;
+        return Ok((RecoveryTarget::Time(time), pitr::EndedBefore::Time(time)));
+    }
+    if let Some(text) = &args.target_lsn {
+        let lsn = crate::pg::wal::parse_lsn(text).ok_or_else(|| {
+            repo::Error::InvalidRequest(format!("{text:?} is not a WAL position; write it like 0/5000028"))
+        })?;
+        return Ok((RecoveryTarget::Lsn(text.clone()), pitr::EndedBefore::Lsn(lsn)));
+    }
+    if let Some(xid) = args.target_xid {
+        return Ok((RecoveryTarget::Xid(xid), pitr::EndedBefore::Any));
+    }
+    Ok((RecoveryTarget::Immediate, pitr::EndedBefore::Any))
 }
 
 /// Streams a logical dump into pg_restore; its exit status decides success.
@@ -143,7 +175,7 @@ fn configure_recovery(
     args: &RestoreArgs,
     snap: &Snapshot,
     dir: &Path,
-    target: &RecoveryTarget,
+    target: &Recovery,
     global: &GlobalArgs,
 ) -> anyhow::Result<()> {
     let drctl = std::env::current_exe().context("cannot find the drctl executable")?;
@@ -155,9 +187,12 @@ fn configure_recovery(
     if access.key_file.is_none() {
         tracing::warn!("restore_command has no --key-file: the server's environment must set DRCTL_KEY_FILE");
     }
-    let what = match target {
+    let what = match &target.target {
         RecoveryTarget::Immediate => "the end of the backup".to_string(),
+        RecoveryTarget::End => "the end of the archived WAL".to_string(),
         RecoveryTarget::Time(t) => t.to_rfc3339(),
+        RecoveryTarget::Lsn(lsn) => format!("WAL position {lsn}"),
+        RecoveryTarget::Xid(xid) => format!("the commit of transaction {xid}"),
     };
     let pg = snap.pg.as_ref().map(|pg| format!(" (base backup ended at WAL {})", pg.stop_lsn)).unwrap_or_default();
     if !args.start {

@@ -2,8 +2,10 @@
 //! build on this).
 
 pub mod basebackup;
+pub mod datadir;
 pub mod pitr;
 pub mod recovery;
 pub mod server;
+pub mod session;
 pub mod wal;
 pub mod window;

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::wal::WalName;
+use super::wal::{WalName, parse_lsn};
 use super::window::Archive;
 use crate::repo::Error;
 use crate::repo::crypto::Id;
@@ -24,12 +24,22 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, Error> {
     })
 }
 
-/// The newest PostgreSQL base backup that ended before `target` and whose own WAL range is
+/// What the chosen base backup must have ended before.
+#[derive(Debug, Clone, Copy)]
+pub enum EndedBefore {
+    Time(DateTime<Utc>),
+    /// A WAL position: the backup's stop LSN at or before it.
+    Lsn(u64),
+    /// No bound: the newest restorable backup (recovery to a transaction id or the archive's end).
+    Any,
+}
+
+/// The newest PostgreSQL base backup that ended before `bound` and whose own WAL range is
 /// archived whole (`wal` lists the archive).
 pub fn choose_backup(
     snapshots: Vec<(Id, Snapshot)>,
     wal: &[WalName],
-    target: DateTime<Utc>,
+    bound: EndedBefore,
 ) -> Result<(Id, Snapshot), Error> {
     let mut bases: Vec<(Id, Snapshot)> = snapshots
         .into_iter()
@@ -45,12 +55,20 @@ pub fn choose_backup(
         .collect();
     bases.sort_by_key(|(_, s)| s.time);
     let oldest = bases.first().map(|(_, s)| s.time);
-    match bases.into_iter().rev().find(|(_, s)| s.time < target) {
+    let fits = |s: &Snapshot| match bound {
+        EndedBefore::Time(t) => s.time < t,
+        EndedBefore::Lsn(lsn) => s.pg.as_ref().and_then(|pg| parse_lsn(&pg.stop_lsn)).is_some_and(|stop| stop <= lsn),
+        EndedBefore::Any => true,
+    };
+    match bases.into_iter().rev().find(|(_, s)| fits(s)) {
         Some(found) => Ok(found),
         None => Err(Error::OutOfReach {
-            detail: match oldest {
-                Some(t) => format!("{target} is before the end of the oldest base backup ({t})"),
-                None => "the repository holds no PostgreSQL base backup".into(),
+            detail: match (oldest, bound) {
+                (Some(t), EndedBefore::Time(target)) => {
+                    format!("{target} is before the end of the oldest base backup ({t})")
+                }
+                (Some(_), _) => "the WAL position is before the end of the oldest base backup".into(),
+                (None, _) => "the repository holds no restorable PostgreSQL base backup".into(),
             },
         }),
     }

@@ -13,8 +13,22 @@ use crate::repo::Error;
 pub enum RecoveryTarget {
     /// The end of the base backup: the earliest consistent point.
     Immediate,
-    /// Every transaction committed at or before this time, following timeline switches.
+    /// The end of the archived WAL: everything the archive holds.
+    End,
+    /// Every transaction committed at or before this time.
     Time(chrono::DateTime<chrono::Utc>),
+    /// Up to and including this WAL position ("0/5000028").
+    Lsn(String),
+    /// Up to and including the commit of this transaction id.
+    Xid(u64),
+}
+
+/// Where recovery stops, and on which timeline.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    pub target: RecoveryTarget,
+    /// The timeline to follow; the newest one in the archive when `None`.
+    pub timeline: Option<u32>,
 }
 
 /// How the server reaches the archive.
@@ -48,7 +62,7 @@ pub fn restore_command(access: &ArchiveAccess) -> String {
 
 /// Prepares `dir` (a restored base backup) for recovery. As root, the directory gets the owner
 /// of its files (the server's user) and mode 0700, as PostgreSQL requires.
-pub fn prepare(dir: &Path, access: &ArchiveAccess, target: &RecoveryTarget) -> Result<(), Error> {
+pub fn prepare(dir: &Path, access: &ArchiveAccess, recovery: &Recovery) -> Result<(), Error> {
     let io = |e: std::io::Error| Error::Target { path: dir.to_path_buf(), reason: e.to_string() };
     let owner = fs::metadata(dir.join("PG_VERSION")).map_err(io)?;
     // SAFETY: geteuid has no preconditions.
@@ -68,14 +82,33 @@ pub fn prepare(dir: &Path, access: &ArchiveAccess, target: &RecoveryTarget) -> R
     }
     let mut settings = String::from("\n# Added by drctl restore: recover from the drctl WAL archive.\n");
     let _ = writeln!(settings, "restore_command = {}", conf_string(&restore_command(access)));
-    match target {
+    match &recovery.target {
         RecoveryTarget::Immediate => settings.push_str("recovery_target = 'immediate'\n"),
+        RecoveryTarget::End => {}
         RecoveryTarget::Time(t) => {
             let _ = writeln!(settings, "recovery_target_time = '{}'", t.format("%Y-%m-%d %H:%M:%S%.6f+00"));
-            settings.push_str("recovery_target_inclusive = on\nrecovery_target_timeline = 'latest'\n");
+        }
+        RecoveryTarget::Lsn(lsn) => {
+            let _ = writeln!(settings, "recovery_target_lsn = {}", conf_string(lsn));
+        }
+        RecoveryTarget::Xid(xid) => {
+            let _ = writeln!(settings, "recovery_target_xid = '{xid}'");
         }
     }
+    if !matches!(recovery.target, RecoveryTarget::Immediate | RecoveryTarget::End) {
+        settings.push_str("recovery_target_inclusive = on\n");
+    }
+    match recovery.timeline {
+        Some(tli) => _ = writeln!(settings, "recovery_target_timeline = '{tli}'"),
+        None => settings.push_str("recovery_target_timeline = 'latest'\n"),
+    }
     settings.push_str("recovery_target_action = 'promote'\n");
+    if has_in_place_tablespaces(dir) {
+        // Local-mode backups bring tablespaces back as directories inside pg_tblspc, so a
+        // restore never overwrites the original locations (which may still be in use).
+        settings.push_str("# Tablespaces were restored inside pg_tblspc; PostgreSQL needs this to accept them.\n");
+        settings.push_str("allow_in_place_tablespaces = on\n");
+    }
     let auto_conf = dir.join("postgresql.auto.conf");
     let mut conf = fs::read_to_string(&auto_conf).unwrap_or_default();
     conf.push_str(&settings);
@@ -88,6 +121,10 @@ pub fn prepare(dir: &Path, access: &ArchiveAccess, target: &RecoveryTarget) -> R
         }
     }
     Ok(())
+}
+
+fn has_in_place_tablespaces(dir: &Path) -> bool {
+    fs::read_dir(dir.join("pg_tblspc")).into_iter().flatten().flatten().any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
 }
 
 #[cfg(test)]

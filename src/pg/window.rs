@@ -85,6 +85,8 @@ mod tests {
             start_wal: String::new(),
             start_time: String::new(),
             wal_segment_size: 1 << 20,
+            started_at: None,
+            tablespace_map: String::new(),
         }
     }
 

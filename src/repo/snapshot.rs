@@ -27,7 +27,8 @@ pub enum SnapshotKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PgBackup {
-    /// How it was taken: "stream" (pg_basebackup over the replication protocol).
+    /// How it was taken: "stream" (pg_basebackup over the replication protocol) or "local"
+    /// (the data directory read between pg_backup_start and pg_backup_stop).
     pub mode: String,
     /// The cluster's system identifier (from pg_control), as a decimal string.
     pub system_identifier: String,
@@ -43,6 +44,14 @@ pub struct PgBackup {
     pub wal_segment_size: u64,
     /// START TIME from backup_label, as PostgreSQL wrote it.
     pub start_time: String,
+    /// Local mode: drctl's clock just before pg_backup_start. A later backup reuses a file from
+    /// this one only if the file was last modified well before this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Local mode: the tablespace_map pg_backup_stop returned (tablespace oid and original
+    /// location per line; the contents are stored under pg_tblspc/<oid>). Empty without tablespaces.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tablespace_map: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -51,8 +60,11 @@ pub struct Summary {
     pub files: u64,
     pub dirs: u64,
     pub symlinks: u64,
-    /// Bytes of file content read from the source.
+    /// Bytes of file content in the snapshot.
     pub logical_bytes: u64,
+    /// Of those, bytes of files found unchanged since an earlier snapshot and not read again.
+    #[serde(default)]
+    pub unchanged_bytes: u64,
     /// Bytes this backup added to the repository (packs and index; not the manifest itself).
     pub stored_bytes: u64,
     pub new_chunks: u64,

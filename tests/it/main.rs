@@ -18,6 +18,7 @@ mod keys;
 mod pg;
 mod pgbackup;
 mod pgdump;
+mod pglocal;
 mod pitr;
 mod roundtrip;
 mod selftest;

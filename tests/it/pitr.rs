@@ -191,3 +191,65 @@ fn point_in_time_restore_follows_a_new_timeline() {
     let want: Vec<String> = (1..=20).chain(1001..=1010).map(|n| n.to_string()).collect();
     assert_eq!(restored.sql("SELECT string_agg(n::text, ',' ORDER BY n) FROM t"), want.join(","), "{}", restored.log());
 }
+
+/// The targets time cannot express: a WAL position, a transaction id, and the end of the archive.
+#[test]
+fn lsn_xid_and_latest_targets_recover_exactly_that_far() {
+    let ws = Workspace::new_public();
+    let (repo, key_file) = repo_for_postgres(&ws);
+    let env = drctl_env(&repo, &key_file);
+    let mut primary = Cluster::init(
+        &ws.join("primary"),
+        &[("archive_mode", "on".into()), ("archive_command", format!("'{env} wal-push %p'"))],
+    );
+    primary.start();
+    primary.sql("CREATE TABLE t (n int PRIMARY KEY)");
+    let dsn = format!("host=127.0.0.1 port={} user=postgres dbname=postgres", primary.port);
+    let backup = || repo.cmd("backup").args(["--pg", &dsn]).timeout(Duration::from_secs(300)).run().ok().clone();
+    backup();
+    // Row n's transaction id, and the WAL position right after its commit.
+    let mut marks = Vec::new();
+    for n in 1..=30 {
+        let xid =
+            primary.sql(&format!("INSERT INTO t VALUES ({n}) RETURNING xmin")).lines().next().unwrap().to_string();
+        marks.push((xid, primary.sql("SELECT pg_current_wal_insert_lsn()")));
+        if n == 20 {
+            backup();
+        }
+    }
+    let last = primary.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    primary.sql("SELECT pg_switch_wal()");
+    primary.wait_for(
+        &format!("SELECT last_archived_wal >= '{last}' AND failed_count = 0 FROM pg_stat_archiver"),
+        "t",
+        Duration::from_secs(60),
+    );
+    primary.stop();
+
+    let check = |name: &str, flags: &[&str], snapshot: Option<&str>, rows: i32| {
+        let dir = ws.join(name);
+        let mut cmd = repo.cmd("restore").args(flags).args(["--start", "--key-file"]).arg(&key_file);
+        if let Some(s) = snapshot {
+            cmd = cmd.arg(s);
+        }
+        let out = cmd.arg("--to").arg(&dir).timeout(Duration::from_secs(300)).run();
+        out.ok().mentions("promoted", "the report");
+        let mut restored = Cluster::existing(&dir, &[("archive_mode", "off".into())]);
+        restored.start();
+        assert_eq!(
+            restored.sql("SELECT count(*), coalesce(max(n), 0) FROM t"),
+            format!("{rows}|{rows}"),
+            "{name}\n{out}"
+        );
+        restored.stop();
+    };
+    // Before the second backup: the first one is chosen by its stop position.
+    check("lsn-12", &["--target-lsn", &marks[11].1], None, 12);
+    check("lsn-25", &["--target-lsn", &marks[24].1], None, 25);
+    // A transaction older than the newest backup needs the older backup, given by id.
+    let first = repo.snapshots().into_iter().min_by_key(|s| s["time"].as_str().unwrap().to_string()).unwrap();
+    check("xid-7", &["--target-xid", &marks[6].0], Some(first["short_id"].as_str().unwrap()), 7);
+    check("xid-27", &["--target-xid", &marks[26].0], None, 27);
+    check("latest", &["--point-in-time", "latest"], None, 30);
+    repo.cmd("restore").args(["--target-lsn", "nonsense", "--to"]).arg(ws.join("bad")).run().code_is(2);
+}

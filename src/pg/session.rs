@@ -1,0 +1,120 @@
+//! One SQL session held open across a local-mode base backup. `pg_backup_start` and
+//! `pg_backup_stop` must run on the same connection, with the files copied in between; psql
+//! serves as the client, so every libpq connection setting (service files, .pgpass, sslmode,
+//! PG* variables) works exactly as with the other PostgreSQL tools. If drctl dies, psql's
+//! connection closes and the server aborts the backup by itself.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use super::basebackup::{collect_stderr, find_program};
+use crate::repo::Error;
+
+/// Printed after each statement, so a multi-line answer has a clear end.
+const END: &str = "--drctl-end-of-answer--";
+
+pub struct Session {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+/// What `pg_backup_stop` returns: the end of the backup's WAL range and the files a restore needs.
+#[derive(Debug, Clone)]
+pub struct BackupStop {
+    pub lsn: String,
+    pub backup_label: String,
+    pub tablespace_map: String,
+}
+
+impl Session {
+    pub fn connect(dsn: &str) -> Result<Session, Error> {
+        let mut child = Command::new(find_program("psql"))
+            .args(["-X", "-q", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-d", dsn])
+            .env("PGAPPNAME", "drctl")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::Database { detail: format!("cannot run psql: {e}") })?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let stderr = Some(collect_stderr(&mut child));
+        Ok(Session { child, stdin, stdout, stderr })
+    }
+
+    /// Runs one statement; returns its unaligned, tuples-only output.
+    pub fn query(&mut self, sql: &str) -> Result<String, Error> {
+        let sent = writeln!(self.stdin, "{sql};\n\\echo {END}").and_then(|_| self.stdin.flush());
+        let mut answer = String::new();
+        loop {
+            let mut line = String::new();
+            let read = match sent {
+                Ok(()) => self.stdout.read_line(&mut line),
+                Err(ref e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            };
+            match read {
+                Ok(0) | Err(_) => return Err(self.failure(sql)),
+                Ok(_) if line.trim_end() == END => return Ok(answer.trim_end_matches('\n').to_string()),
+                Ok(_) => answer.push_str(&line),
+            }
+        }
+    }
+
+    /// The session ended (psql stops at the first error): its stderr names the cause.
+    fn failure(&mut self, sql: &str) -> Error {
+        let _ = self.child.wait();
+        let stderr = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
+        let detail = match stderr.trim() {
+            "" => format!("the SQL session ended during {sql:?}"),
+            text => text.to_string(),
+        };
+        Error::Database { detail }
+    }
+
+    /// Starts a non-exclusive backup with an immediate checkpoint; returns the start LSN.
+    pub fn backup_start(&mut self, label: &str) -> Result<String, Error> {
+        let label = label.replace('\'', "''");
+        self.query(&format!("SELECT pg_backup_start('{label}', true)"))
+    }
+
+    /// Ends the backup and waits until its last WAL segment is archived; gives up after
+    /// `archive_timeout` (archive_command failing), which aborts the backup.
+    pub fn backup_stop(&mut self, archive_timeout: Duration) -> Result<BackupStop, Error> {
+        self.query(&format!("SET statement_timeout = {}", archive_timeout.as_millis()))?;
+        let answer = self
+            .query(
+                "SELECT lsn, encode(convert_to(labelfile, 'UTF8'), 'hex'), \
+                 encode(convert_to(coalesce(spcmapfile, ''), 'UTF8'), 'hex') FROM pg_backup_stop(true)",
+            )
+            .map_err(|e| match e {
+                Error::Database { detail } if detail.contains("statement timeout") => {
+                    Error::ArchiveStalled { seconds: archive_timeout.as_secs() }
+                }
+                other => other,
+            })?;
+        let fields: Vec<&str> = answer.trim().split('|').collect();
+        let text = |h: &str| hex::decode(h).ok().and_then(|b| String::from_utf8(b).ok());
+        match fields.as_slice() {
+            [lsn, label, map] => Ok(BackupStop {
+                lsn: lsn.to_string(),
+                backup_label: text(label).ok_or_else(|| unexpected(&answer))?,
+                tablespace_map: text(map).ok_or_else(|| unexpected(&answer))?,
+            }),
+            _ => Err(unexpected(&answer)),
+        }
+    }
+}
+
+fn unexpected(answer: &str) -> Error {
+    Error::Database { detail: format!("unexpected answer from pg_backup_stop: {answer:?}") }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
