@@ -107,7 +107,8 @@ fn read_tar(
         let raw_path = item.path().map_err(broken)?.into_owned();
         let path = raw_path.strip_prefix("./").unwrap_or(&raw_path).to_path_buf();
         let name = path.to_string_lossy().trim_end_matches('/').to_string();
-        if name.is_empty() || name == "." {
+        // The signal files belong to the source server's role; a restore writes its own.
+        if name.is_empty() || name == "." || name == "standby.signal" || name == "recovery.signal" {
             continue;
         }
         let header = item.header();

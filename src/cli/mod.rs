@@ -124,6 +124,24 @@ impl RepoArgs {
         Ok(first)
     }
 
+    /// These settings as command-line flags, with absolute paths: for a background worker
+    /// started from another directory.
+    pub fn forward(&self) -> anyhow::Result<Vec<std::ffi::OsString>> {
+        let mut args: Vec<std::ffi::OsString> = vec!["--repo".into()];
+        args.push(if self.repo.contains("://") {
+            self.repo.clone().into()
+        } else {
+            std::path::absolute(&self.repo)?.into_os_string()
+        });
+        for (flag, path) in [("--key-file", &self.key_file), ("--password-file", &self.password_file)] {
+            if let Some(path) = path {
+                args.push(flag.into());
+                args.push(std::path::absolute(path)?.into_os_string());
+            }
+        }
+        Ok(args)
+    }
+
     pub fn open(&self) -> anyhow::Result<Repository> {
         let store = self.store()?;
         Ok(Repository::open(store, &self.secret(false)?)?)

@@ -1,10 +1,12 @@
 use anyhow::Context;
 use clap::Args;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::RepoArgs;
-use crate::pg::wal::WalName;
+use crate::pg::prefetch;
+use crate::pg::spool::Spool;
+use crate::pg::wal::{WalKind, WalName};
 use crate::repo::{self, wal};
 
 /// `restore_command = 'drctl wal-fetch %f %p'`. Exits 0 when the file was restored, 1 when the
@@ -20,6 +22,18 @@ pub struct WalFetchArgs {
     /// Where to write it (%p, relative to the data directory).
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
+    /// Segments a background worker fetches ahead of the server, in parallel; 0 turns prefetch off.
+    #[arg(long, value_name = "N", default_value_t = 8, env = "DRCTL_PREFETCH")]
+    pub prefetch: u16,
+    /// The prefetch spool (default: drctl-prefetch beside the file, inside pg_wal).
+    #[arg(long, value_name = "DIR", env = "DRCTL_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Segments the prefetch worker fetches at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Run as the prefetch worker (started by wal-fetch itself).
+    #[arg(long, hide = true)]
+    pub worker: bool,
 }
 
 /// Exit status for "not in the archive".
@@ -30,6 +44,22 @@ pub const FAILED: u8 = 126;
 pub fn run(args: WalFetchArgs) -> anyhow::Result<u8> {
     let name = WalName::parse(&args.name)
         .ok_or_else(|| repo::Error::InvalidRequest(format!("{:?} is not a WAL file name", args.name)))?;
+    // Only segments are prefetched; history and partial files are asked for rarely.
+    let spool = if args.prefetch > 0 && name.kind() == WalKind::Segment { open_spool(&args) } else { None };
+    if args.worker {
+        let spool = spool.context("the prefetch spool is not usable")?;
+        let Some(_lock) = spool.try_lock()? else { return Ok(0) };
+        let repo = args.repo.open()?;
+        prefetch::serve(&repo, &spool, args.prefetch as usize, args.jobs as usize, prefetch::IDLE_EXIT)?;
+        return Ok(0);
+    }
+    if let Some(spool) = &spool
+        && prefetch::take(spool, &name, &args.path).unwrap_or(false)
+    {
+        tracing::info!(wal = %name, "restored from the prefetch spool");
+        keep_prefetching(&args, spool, &name);
+        return Ok(0);
+    }
     let repo = args.repo.open()?;
     let Some(data) = wal::fetch(&repo, &name)? else {
         tracing::info!(wal = %name, "not in the archive");
@@ -47,5 +77,35 @@ pub fn run(args: WalFetchArgs) -> anyhow::Result<u8> {
         e.context(repo::Error::Target { path: args.path.clone(), reason: "cannot write the WAL file".into() })
     })?;
     tracing::info!(wal = %name, bytes = data.len(), "restored from the archive");
+    if let Some(spool) = &spool {
+        keep_prefetching(&args, spool, &name);
+    }
     Ok(0)
+}
+
+fn open_spool(args: &WalFetchArgs) -> Option<Spool> {
+    let dir =
+        args.spool_dir.clone().unwrap_or_else(|| args.path.parent().unwrap_or(Path::new(".")).join("drctl-prefetch"));
+    Spool::open(&dir)
+        .inspect_err(|e| tracing::warn!(spool = %dir.display(), error = %e, "prefetch off: the spool is not usable"))
+        .ok()
+}
+
+/// Tells the worker what the server asked for and makes sure one runs. Prefetch is an
+/// optimisation: a failure here is logged, never fails the fetch.
+fn keep_prefetching(args: &WalFetchArgs, spool: &Spool, name: &WalName) {
+    let started = (|| -> anyhow::Result<()> {
+        prefetch::request(spool, name)?;
+        let mut worker: Vec<std::ffi::OsString> = vec!["wal-fetch".into(), "--worker".into()];
+        worker.extend(args.repo.forward()?);
+        worker.extend(["--spool-dir".into(), spool.dir().as_os_str().to_owned()]);
+        worker.extend(["--prefetch".into(), args.prefetch.to_string().into()]);
+        worker.extend(["--jobs".into(), args.jobs.to_string().into()]);
+        worker.extend([name.as_str().into(), std::path::absolute(&args.path)?.into_os_string()]);
+        spool.ensure_worker(&worker)?;
+        Ok(())
+    })();
+    if let Err(e) = started {
+        tracing::warn!(error = %e, "cannot start WAL prefetch");
+    }
 }

@@ -1,13 +1,16 @@
 use anyhow::Context;
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::RepoArgs;
+use crate::pg::async_push::{self, Waited};
+use crate::pg::spool::Spool;
 use crate::pg::wal::WalName;
 use crate::repo::{self, wal};
 
 /// `archive_command = 'drctl wal-push %p'`, with DRCTL_REPO and DRCTL_KEY_FILE in the server's
-/// environment. Returns only once the file is durably stored.
+/// environment. Returns only once the file is durably stored in the repository.
 #[derive(Debug, Args)]
 pub struct WalPushArgs {
     #[command(flatten)]
@@ -15,21 +18,84 @@ pub struct WalPushArgs {
     /// The WAL file to archive (PostgreSQL's %p, relative to the data directory).
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
+    /// Archive through a background worker that pushes every ready WAL file ahead, in
+    /// parallel; this call then returns as soon as the worker has stored its file.
+    #[arg(long = "async", env = "DRCTL_WAL_ASYNC")]
+    pub asynchronous: bool,
+    /// With --async: the spool directory for the worker's markers and log (default: drctl-spool
+    /// beside the WAL file, inside pg_wal).
+    #[arg(long, value_name = "DIR", env = "DRCTL_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// With --async: WAL files the worker pushes at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Run as the background worker (started by --async itself).
+    #[arg(long, hide = true, requires = "asynchronous")]
+    pub worker: bool,
 }
+
+/// How long an --async call waits for the worker before pushing the file itself.
+const WAIT_FOR_WORKER: Duration = Duration::from_secs(120);
 
 pub fn run(args: WalPushArgs) -> anyhow::Result<()> {
     let file_name = args.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let name = WalName::parse(file_name).ok_or_else(|| {
         repo::Error::InvalidRequest(format!("{} is not a WAL file name PostgreSQL archives", args.path.display()))
     })?;
+    if args.asynchronous {
+        let pg_wal = args.path.parent().unwrap_or(Path::new("."));
+        let dir = args.spool_dir.clone().unwrap_or_else(|| pg_wal.join("drctl-spool"));
+        match Spool::open(&dir) {
+            Ok(spool) if args.worker => return serve(&args, pg_wal, &spool),
+            Ok(spool) => {
+                let worker = worker_args(&args, &spool)?;
+                match async_push::wait_for(&spool, name.as_str(), || spool.ensure_worker(&worker), WAIT_FOR_WORKER) {
+                    Ok(Waited::Archived) => return Ok(()),
+                    Ok(Waited::Failed(reason)) => {
+                        tracing::warn!(wal = %name, reason, "the worker failed; pushing directly")
+                    }
+                    Ok(Waited::TimedOut) => tracing::warn!(wal = %name, "the worker is slow; pushing directly"),
+                    Err(e) => tracing::warn!(wal = %name, error = %e, "cannot use the spool; pushing directly"),
+                }
+            }
+            // Archiving must go on: without a usable spool, push directly (and say why).
+            Err(e) => {
+                tracing::warn!(spool = %dir.display(), error = %e, "the spool directory is not usable; pushing directly")
+            }
+        }
+    }
+    push(&args, &name)
+}
+
+fn push(args: &WalPushArgs, name: &WalName) -> anyhow::Result<()> {
     let data =
         std::fs::read(&args.path).with_context(|| format!("cannot read {}", args.path.display())).map_err(|e| {
             e.context(repo::Error::InvalidRequest(format!("WAL file {} is not readable", args.path.display())))
         })?;
     let repo = args.repo.open()?;
-    match wal::push(&repo, &name, &data)? {
+    match wal::push(&repo, name, &data)? {
         wal::Pushed::Stored(bytes) => tracing::info!(wal = %name, bytes, "archived"),
         wal::Pushed::AlreadyArchived => tracing::info!(wal = %name, "already archived with identical content"),
     }
+    Ok(())
+}
+
+/// The command line that starts the worker for this spool.
+fn worker_args(args: &WalPushArgs, spool: &Spool) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    let mut worker: Vec<std::ffi::OsString> = vec!["wal-push".into(), "--async".into(), "--worker".into()];
+    worker.extend(args.repo.forward()?);
+    worker.extend(["--spool-dir".into(), spool.dir().as_os_str().to_owned()]);
+    worker.extend(["--jobs".into(), args.jobs.to_string().into()]);
+    worker.push(std::path::absolute(&args.path)?.into_os_string());
+    Ok(worker)
+}
+
+/// The background worker: one per spool; exits at once if another serves it already.
+fn serve(args: &WalPushArgs, pg_wal: &Path, spool: &Spool) -> anyhow::Result<()> {
+    let Some(_lock) = spool.try_lock()? else { return Ok(()) };
+    let repo = args.repo.open()?;
+    tracing::info!(spool = %spool.dir().display(), jobs = args.jobs, "archiving worker started");
+    async_push::serve(&repo, pg_wal, spool, args.jobs as usize, async_push::IDLE_EXIT)?;
+    tracing::info!("archiving worker idle; exiting");
     Ok(())
 }

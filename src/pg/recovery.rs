@@ -113,6 +113,12 @@ pub fn prepare(dir: &Path, access: &ArchiveAccess, recovery: &Recovery) -> Resul
     let mut conf = fs::read_to_string(&auto_conf).unwrap_or_default();
     conf.push_str(&settings);
     fs::write(&auto_conf, conf).map_err(io)?;
+    // A backup taken from a standby may carry its standby.signal, which would win over
+    // recovery.signal and make the restored server follow the original primary.
+    match fs::remove_file(dir.join("standby.signal")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        _ => {}
+    }
     let signal = dir.join("recovery.signal");
     fs::write(&signal, b"").map_err(io)?;
     if unsafe { libc::geteuid() } == 0 {

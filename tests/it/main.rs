@@ -22,6 +22,8 @@ mod pglocal;
 mod pitr;
 mod roundtrip;
 mod selftest;
+mod standby;
 mod stream;
 mod tamper;
 mod wal;
+mod walasync;

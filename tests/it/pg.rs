@@ -66,6 +66,36 @@ impl Cluster {
         Cluster { data: data.to_path_buf(), port, server: None }
     }
 
+    /// A streaming standby of the running `primary`: `pg_basebackup -R -X stream` into `data`
+    /// (created, owned by postgres) through a new replication slot, so the primary keeps the WAL
+    /// the standby has not received yet; then a new port, the fast settings of [`Cluster::init`]
+    /// and the given settings appended to postgresql.conf; not started.
+    pub fn standby_of(primary: &Cluster, data: &Path, settings: &[(&str, String)]) -> Cluster {
+        fs::create_dir_all(data).unwrap();
+        let (uid, gid) = user_ids("postgres");
+        chown_r(data, uid, gid);
+        fs::set_permissions(data, fs::Permissions::from_mode(0o700)).unwrap();
+        let port = free_port();
+        let slot = format!("standby_{port}");
+        run_ok(
+            as_postgres(format!("{BIN}/pg_basebackup"))
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-p", &primary.port.to_string()])
+                .args(["-R", "-X", "stream", "-C", "-S", &slot, "--checkpoint=fast", "--no-sync", "-D"])
+                .arg(data),
+            "pg_basebackup for a standby",
+        );
+        let mut conf = format!(
+            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\nfsync = off\n\
+             shared_buffers = 16MB\nmax_wal_senders = 4\nwal_level = replica\nhot_standby = on\n"
+        );
+        for (k, v) in settings {
+            conf.push_str(&format!("{k} = {v}\n"));
+        }
+        let mut file = fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).unwrap();
+        std::io::Write::write_all(&mut file, conf.as_bytes()).unwrap();
+        Cluster { data: data.to_path_buf(), port, server: None }
+    }
+
     /// A cluster over an existing data directory (a restored one), on a new port.
     pub fn existing(data: &Path, settings: &[(&str, String)]) -> Cluster {
         let port = free_port();

@@ -1,0 +1,146 @@
+//! Asynchronous archiving (`wal-push --async`). A background worker pushes every WAL file the
+//! server has marked ready (`pg_wal/archive_status/*.ready`), several at once, and leaves a
+//! marker in the spool for each: `<name>.ok` once the file is durably in the repository,
+//! `<name>.error` with the reason otherwise. The `archive_command` for a file only waits for its
+//! marker, which the worker has usually written long before the server asks.
+//!
+//! A file counts as archived only once it is in the repository, never merely spooled: losing
+//! the server's disk loses nothing the server believes archived. On an error marker the
+//! `archive_command` pushes the file itself, so the error and exit code are the real ones.
+
+use crossbeam_channel::bounded;
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::spool::Spool;
+use super::wal::WalName;
+use crate::repo::{Repository, wal};
+
+/// The worker exits after this long without anything to push.
+pub const IDLE_EXIT: Duration = Duration::from_secs(60);
+/// How often the worker looks for newly ready files when it has nothing to do.
+const POLL: Duration = Duration::from_millis(20);
+
+fn ok_marker(name: &str) -> String {
+    format!("{name}.ok")
+}
+
+fn error_marker(name: &str) -> String {
+    format!("{name}.error")
+}
+
+/// What the archive_command learns from the spool.
+#[derive(Debug)]
+pub enum Waited {
+    Archived,
+    Failed(String),
+    TimedOut,
+}
+
+/// Waits until the worker archived `name` (or failed to). `start_worker` is called at once and
+/// then every second, so a worker that died (even mid-push) is replaced.
+pub fn wait_for(
+    spool: &Spool,
+    name: &str,
+    start_worker: impl Fn() -> io::Result<()>,
+    timeout: Duration,
+) -> io::Result<Waited> {
+    let deadline = Instant::now() + timeout;
+    let mut next_start = Instant::now();
+    loop {
+        if fs::remove_file(spool.path(&ok_marker(name))).is_ok() {
+            return Ok(Waited::Archived);
+        }
+        if let Ok(reason) = fs::read_to_string(spool.path(&error_marker(name))) {
+            let _ = fs::remove_file(spool.path(&error_marker(name)));
+            return Ok(Waited::Failed(reason));
+        }
+        if Instant::now() >= deadline {
+            return Ok(Waited::TimedOut);
+        }
+        if Instant::now() >= next_start {
+            start_worker()?;
+            next_start = Instant::now() + Duration::from_secs(1);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// WAL files the server waits to have archived, oldest first (history files sort first).
+fn ready_files(pg_wal: &Path) -> io::Result<Vec<String>> {
+    let mut names: Vec<String> = fs::read_dir(pg_wal.join("archive_status"))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok()?.strip_suffix(".ready").map(str::to_string))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The worker: pushes ready files with `jobs` in parallel until idle for `idle`.
+pub fn serve(repo: &Repository, pg_wal: &Path, spool: &Spool, jobs: usize, idle: Duration) -> io::Result<()> {
+    let mut last_work = Instant::now();
+    loop {
+        let ready = ready_files(pg_wal)?;
+        let spooled = spool.files()?;
+        // Markers of files no longer waiting (archived some other way) are stale.
+        for marker in &spooled {
+            let base = marker.strip_suffix(".ok").or_else(|| marker.strip_suffix(".error"));
+            if base.is_some_and(|b| ready.binary_search_by(|r| r.as_str().cmp(b)).is_err()) {
+                let _ = fs::remove_file(spool.path(marker));
+            }
+        }
+        let marked = |n: &String| spooled.contains(&ok_marker(n)) || spooled.contains(&error_marker(n));
+        let todo: Vec<WalName> =
+            ready.iter().filter(|n| !marked(n)).filter_map(|n| WalName::parse(n)).take(jobs * 4).collect();
+        if todo.is_empty() {
+            if last_work.elapsed() >= idle {
+                return Ok(());
+            }
+            std::thread::sleep(POLL);
+            continue;
+        }
+        last_work = Instant::now();
+        let (tx, rx) = bounded::<WalName>(todo.len());
+        for name in todo {
+            tx.send(name).expect("sized for all");
+        }
+        drop(tx);
+        std::thread::scope(|s| {
+            for _ in 0..jobs {
+                let rx = rx.clone();
+                s.spawn(move || {
+                    for name in rx {
+                        push_one(repo, pg_wal, spool, &name);
+                    }
+                });
+            }
+        });
+    }
+}
+
+fn push_one(repo: &Repository, pg_wal: &Path, spool: &Spool, name: &WalName) {
+    let data = match fs::read(pg_wal.join(name.as_str())) {
+        Ok(data) => data,
+        // Archived another way and removed meanwhile: nothing to do.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(e) => return mark_failed(spool, name, &format!("cannot read {name}: {e}")),
+    };
+    match wal::push(repo, name, &data) {
+        Ok(_) => {
+            if let Err(e) = fs::write(spool.path(&ok_marker(name.as_str())), b"") {
+                tracing::warn!(wal = %name, error = %e, "archived, but cannot write the marker; archive_command will push it again");
+            }
+            tracing::info!(wal = %name, "archived");
+        }
+        Err(e) => mark_failed(spool, name, &e.to_string()),
+    }
+}
+
+fn mark_failed(spool: &Spool, name: &WalName, reason: &str) {
+    tracing::warn!(wal = %name, reason, "archiving failed");
+    let temp = spool.path(&format!(".{name}.error"));
+    if fs::write(&temp, reason).and_then(|()| fs::rename(&temp, spool.path(&error_marker(name.as_str())))).is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+}

@@ -1,0 +1,139 @@
+//! WAL prefetch for `restore_command`. After each segment the server asks for, a background
+//! worker fetches the next segments of the same timeline that the archive holds, several at
+//! once, into the spool (authenticated and decompressed, renamed into place when whole); the
+//! next `wal-fetch` only moves its file out of the spool. Replay, not fetching, then sets the
+//! pace of recovery.
+//!
+//! The spool holds prefetched segments named as the server asks for them and a `requested` file
+//! naming the newest segment the server asked for. Anything the server will not ask for next
+//! is deleted, and the worker clears the spool when it exits after a quiet spell.
+
+use crossbeam_channel::bounded;
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::spool::Spool;
+use super::wal::{WalKind, WalName};
+use crate::repo::{Error, Repository, wal};
+
+const REQUESTED: &str = "requested";
+/// The worker exits after this long without a new request.
+pub const IDLE_EXIT: Duration = Duration::from_secs(10);
+/// How often the worker re-lists the archive while it has nothing left to prefetch.
+const RELIST: Duration = Duration::from_secs(2);
+const POLL: Duration = Duration::from_millis(10);
+
+/// Moves a prefetched `name` to `dest`; false when the spool does not hold it.
+pub fn take(spool: &Spool, name: &WalName, dest: &Path) -> io::Result<bool> {
+    let source = spool.path(name.as_str());
+    match fs::rename(&source, dest) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        // A spool on another file system: copy, then drop the spooled file.
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let temp = dest.with_file_name(format!(".{name}.drctl-fetch"));
+            fs::copy(&source, &temp).and_then(|_| fs::rename(&temp, dest))?;
+            let _ = fs::remove_file(&source);
+            Ok(true)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Tells the worker which segment the server asked for last.
+pub fn request(spool: &Spool, name: &WalName) -> io::Result<()> {
+    let temp = spool.path(&format!(".{REQUESTED}.{}", std::process::id()));
+    fs::write(&temp, name.as_str())?;
+    fs::rename(&temp, spool.path(REQUESTED))
+}
+
+fn requested(spool: &Spool) -> Option<WalName> {
+    let text = fs::read_to_string(spool.path(REQUESTED)).ok()?;
+    WalName::parse(text.trim()).filter(|n| n.kind() == WalKind::Segment)
+}
+
+/// The worker: keeps the `depth` archived segments after the newest request in the spool,
+/// fetching with `jobs` in parallel, until no request came for `idle`.
+pub fn serve(repo: &Repository, spool: &Spool, depth: usize, jobs: usize, idle: Duration) -> Result<(), Error> {
+    let io = |e: io::Error| Error::Target { path: spool.dir().to_path_buf(), reason: e.to_string() };
+    let mut archived: Vec<WalName> = Vec::new();
+    let mut listed_at: Option<Instant> = None;
+    let mut last: Option<WalName> = None;
+    let mut last_request = Instant::now();
+    loop {
+        let current = requested(spool);
+        if current != last {
+            last_request = Instant::now();
+            last = current.clone();
+        }
+        if last_request.elapsed() >= idle {
+            break;
+        }
+        let Some(current) = current else {
+            std::thread::sleep(POLL);
+            continue;
+        };
+        let wanted: Vec<&WalName> = archived
+            .iter()
+            .filter(|n| n.kind() == WalKind::Segment && n.timeline() == current.timeline() && **n > current)
+            .take(depth)
+            .collect();
+        let present = spool.files().map_err(io)?;
+        for file in &present {
+            if file != REQUESTED && !wanted.iter().any(|w| w.as_str() == file) {
+                let _ = fs::remove_file(spool.path(file));
+            }
+        }
+        let missing: Vec<WalName> =
+            wanted.iter().filter(|w| !present.iter().any(|p| p == w.as_str())).map(|w| (*w).clone()).collect();
+        if missing.is_empty() {
+            // The archive may have grown (a standby, or archiving still running): look again now and then.
+            if wanted.len() < depth && listed_at.is_none_or(|t| t.elapsed() >= RELIST) {
+                archived = wal::list(repo.store())?.into_iter().map(|(name, _)| name).collect();
+                listed_at = Some(Instant::now());
+                continue;
+            }
+            std::thread::sleep(POLL);
+            continue;
+        }
+        fetch_all(repo, spool, missing, jobs);
+    }
+    for file in spool.files().map_err(io)? {
+        let _ = fs::remove_file(spool.path(&file));
+    }
+    Ok(())
+}
+
+fn fetch_all(repo: &Repository, spool: &Spool, names: Vec<WalName>, jobs: usize) {
+    let (tx, rx) = bounded::<WalName>(names.len());
+    for name in names {
+        tx.send(name).expect("sized for all");
+    }
+    drop(tx);
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            let rx = rx.clone();
+            s.spawn(move || {
+                for name in rx {
+                    // A failure is only logged: the server's own request then fetches directly
+                    // and reports the error where it counts.
+                    if let Err(e) = fetch_one(repo, spool, &name) {
+                        tracing::warn!(wal = %name, error = %e, "prefetch failed");
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn fetch_one(repo: &Repository, spool: &Spool, name: &WalName) -> Result<(), Error> {
+    let Some(data) = wal::fetch(repo, name)? else { return Ok(()) };
+    let temp = spool.path(&format!(".{name}.part"));
+    let io = |e: io::Error| Error::Target { path: temp.clone(), reason: e.to_string() };
+    fs::write(&temp, &data).map_err(io)?;
+    fs::rename(&temp, spool.path(name.as_str())).map_err(io)?;
+    tracing::debug!(wal = %name, "prefetched");
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! The spool directory behind asynchronous archiving and WAL prefetch. `archive_command` and
+//! `restore_command` start a fresh drctl per file; for throughput, the first one starts one
+//! long-lived background drctl (detached, its own session) that works ahead in parallel, and
+//! later calls only check the spool. A lock file held by the background process makes sure
+//! there is one per spool; it exits by itself after a quiet spell.
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub struct Spool {
+    dir: PathBuf,
+}
+
+/// Held while a background worker serves the spool; released when dropped (or the process dies).
+pub struct WorkerLock(#[allow(dead_code)] File);
+
+const LOCK: &str = "worker.lock";
+pub const LOG: &str = "worker.log";
+
+impl Spool {
+    /// Opens (creating, mode 0700) the spool directory.
+    pub fn open(dir: &Path) -> io::Result<Spool> {
+        fs::create_dir_all(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        Ok(Spool { dir: std::path::absolute(dir)? })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Becomes the spool's worker, unless another process already is.
+    pub fn try_lock(&self) -> io::Result<Option<WorkerLock>> {
+        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(self.path(LOCK))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Some(WorkerLock(file)));
+        }
+        match io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+            e => Err(e),
+        }
+    }
+
+    /// Whether a worker serves the spool right now.
+    pub fn has_worker(&self) -> io::Result<bool> {
+        Ok(self.try_lock()?.is_none())
+    }
+
+    /// Starts `drctl <args>` as the spool's worker, detached from the caller (new session, no
+    /// terminal, output appended to the spool's log), unless one runs already. The worker takes
+    /// the lock itself; two racing starts leave one worker, the other exits at once.
+    pub fn ensure_worker(&self, args: &[OsString]) -> io::Result<()> {
+        if self.has_worker()? {
+            return Ok(());
+        }
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.path(LOG))?;
+        if log.metadata()?.len() > 16 << 20 {
+            log.set_len(0)?;
+        }
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        // SAFETY: setsid is async-signal-safe; it detaches the worker from the caller's session,
+        // so the server's signals to its archiver or startup process do not reach it.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn()?;
+        // Reap it from a thread if it exits while we still run (e.g. lost the race for the lock).
+        std::thread::spawn(move || child.wait());
+        Ok(())
+    }
+
+    /// Names of the files in the spool (not the lock or log, not temporary files).
+    pub fn files(&self) -> io::Result<Vec<String>> {
+        let mut names: Vec<String> = fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n != LOCK && n != LOG && !n.starts_with('.'))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+}

@@ -1,0 +1,138 @@
+//! Asynchronous archiving and WAL prefetch: the background workers behind `wal-push --async`
+//! and `wal-fetch`, killed at random while they work, and fed a damaged archive.
+
+use std::fs;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use crate::pg::{Cluster, drctl_env, repo_for_postgres};
+
+/// Kills (SIGKILL) every process whose command line mentions `needle`; returns how many.
+fn kill_matching(needle: &str) -> usize {
+    let out = Command::new("pkill").args(["-9", "-c", "-f", needle]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+#[test]
+fn async_archiving_survives_kill_9_and_loses_no_segment() {
+    let ws = Workspace::new_public();
+    let (repo, key_file) = repo_for_postgres(&ws);
+    let env = drctl_env(&repo, &key_file);
+    let spool = ws.mkdir("spool");
+    let (uid, gid) = user_ids("postgres");
+    std::os::unix::fs::chown(&spool, Some(uid), Some(gid)).unwrap();
+    let mut primary = Cluster::init(
+        &ws.join("primary"),
+        &[
+            ("archive_mode", "on".into()),
+            ("archive_command", format!("'{env} wal-push --async --spool-dir {} %p'", spool.display())),
+        ],
+    );
+    primary.start();
+    primary.sql("CREATE TABLE t (n int PRIMARY KEY, pad text)");
+    let dsn = format!("host=127.0.0.1 port={} user=postgres dbname=postgres", primary.port);
+    repo.cmd("backup").args(["--pg", &dsn]).timeout(Duration::from_secs(300)).run().ok();
+
+    // 40 segments of WAL while the workers and the waiting archive_commands are killed over and over.
+    let mut killed = 0;
+    let mut last = String::new();
+    for batch in 0..40 {
+        primary.sql(&format!(
+            "INSERT INTO t SELECT g, repeat(md5(g::text), 16) FROM generate_series({}, {}) g",
+            batch * 500 + 1,
+            batch * 500 + 500
+        ));
+        last = primary.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+        primary.sql("SELECT pg_switch_wal()");
+        if batch % 4 == 1 {
+            std::thread::sleep(Duration::from_millis(30));
+            killed += kill_matching(&spool.display().to_string());
+        }
+    }
+    assert!(killed > 0, "the test killed drctl processes mid-work");
+    primary.wait_for(
+        &format!("SELECT last_archived_wal >= '{last}' FROM pg_stat_archiver"),
+        "t",
+        Duration::from_secs(120),
+    );
+    let total = primary.sql("SELECT count(*) FROM t");
+    assert_eq!(total, "20000");
+    primary.stop();
+
+    // Every segment is there (the window has no gap) and intact; the database comes back whole.
+    assert_eq!(repo.snapshots()[0]["missing_wal"], serde_json::json!([]));
+    repo.cmd("check").arg("--read-data").run().ok();
+    let restored = ws.join("restored");
+    repo.cmd("restore")
+        .args(["--point-in-time", "latest", "--start", "--key-file"])
+        .arg(&key_file)
+        .arg("--to")
+        .arg(&restored)
+        .timeout(Duration::from_secs(300))
+        .run()
+        .ok();
+    let mut check = Cluster::existing(&restored, &[("archive_mode", "off".into())]);
+    check.start();
+    assert_eq!(check.sql("SELECT count(*) FROM t"), total, "every committed row is recovered");
+    check.stop();
+}
+
+/// Writes `count` fake 1 MiB WAL segments into `dir`, pushes them, returns their names.
+fn archive_fake_segments(repo: &Repo, key_file: &std::path::Path, dir: &std::path::Path, count: u32) -> Vec<String> {
+    fs::create_dir_all(dir).unwrap();
+    let mut names = Vec::new();
+    for i in 1..=count {
+        let name = format!("0000000100000000000000{i:02X}");
+        let mut data = vec![0u8; 1 << 20];
+        for (j, b) in data.iter_mut().enumerate().step_by(4096) {
+            *b = (i as usize * 31 + j / 4096) as u8;
+        }
+        fs::write(dir.join(&name), &data).unwrap();
+        repo.cmd("wal-push").arg("--key-file").arg(key_file).arg(dir.join(&name)).run().ok();
+        names.push(name);
+    }
+    names
+}
+
+#[test]
+fn wal_fetch_prefetches_the_next_segments_and_never_serves_a_damaged_one() {
+    let ws = Workspace::new_public();
+    let (repo, key_file) = repo_for_postgres(&ws);
+    let source = ws.join("source");
+    let names = archive_fake_segments(&repo, &key_file, &source, 12);
+    // Segment 6 is damaged in the archive: prefetch must not serve it, the direct fetch fails.
+    let damaged = repo.path.join("wal/00000001").join(&names[5]);
+    let mut bytes = fs::read(&damaged).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    fs::write(&damaged, bytes).unwrap();
+
+    let pg_wal = ws.mkdir("data/pg_wal");
+    let spool = pg_wal.join("drctl-prefetch");
+    let fetch = |name: &str| {
+        repo.cmd("wal-fetch").args(["-v", "--key-file"]).arg(&key_file).arg(name).arg(pg_wal.join("RECOVERYXLOG")).run()
+    };
+    fetch(&names[0]).ok().stderr_mentions("restored from the archive", "a direct fetch first");
+    assert_eq!(fs::read(pg_wal.join("RECOVERYXLOG")).unwrap(), fs::read(source.join(&names[0])).unwrap());
+    // The worker fills the spool with what follows (not the damaged one).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let wanted: Vec<&String> = names[1..9].iter().filter(|n| **n != names[5]).collect();
+    while !wanted.iter().all(|n| spool.join(n).exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "prefetch did not fill the spool: {:?}",
+            fs::read_dir(&spool).unwrap().count()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!spool.join(&names[5]).exists(), "a segment that fails authentication is never spooled");
+    for name in &names[1..5] {
+        fetch(name).ok().stderr_mentions("prefetch spool", "served from the spool");
+        assert_eq!(fs::read(pg_wal.join("RECOVERYXLOG")).unwrap(), fs::read(source.join(name)).unwrap());
+    }
+    let out = fetch(&names[5]);
+    out.code_is(126);
+    // A segment the archive does not hold: exit 1, as PostgreSQL expects at the end of the archive.
+    fetch("000000010000000000000063").code_is(1);
+}
