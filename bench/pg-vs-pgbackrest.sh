@@ -4,14 +4,19 @@
 #
 #   1. initdb, archive to both, pgbench -i -s $SCALE, an incompressible table ($RANDOM_MB MiB of
 #      gen_random_bytes), CHECKPOINT
-#   2. full backup:  drctl backup --pg            | pgbackrest backup --type=full
-#   3. pgbench -c 2 -t $TXNS, then second backup:  drctl backup --pg (dedup) | pgbackrest --type=incr
+#   2. full backup:  drctl backup --pg --pg-mode local | pgbackrest backup --type=full
+#      (and, for reference, drctl's stream mode into a separate repository)
+#   3. pgbench -c 2 -t $TXNS, then second backup:  drctl local mode (unchanged files skipped,
+#      dedup) | pgbackrest --type=incr
 #   4. restore into empty directories (then, untimed, each restore is started and its rows
 #      compared with the live cluster unless VERIFY=0)
 #   5. WAL: $WAL_SEGS fresh, never-archived segments (the archive_command is switched to a copy
 #      into a staging directory while they are generated) pushed one process per segment with
 #      drctl wal-push and pgbackrest archive-push (synchronous), then fetched back with
-#      drctl wal-fetch and pgbackrest archive-get and compared byte for byte
+#      drctl wal-fetch and pgbackrest archive-get and compared byte for byte; then the same with
+#      drctl wal-push --async / pgbackrest --archive-async (a pg_wal directory with .ready files,
+#      each file handed over by one process, as the archiver does) and wal-fetch with prefetch /
+#      archive-get --archive-async
 #   6. a table of wall time, throughput, peak RSS and bytes for both
 #
 # Every timed command runs as the postgres user under /usr/bin/time -f "%e %M" (wall seconds,
@@ -86,9 +91,9 @@ if [ "$DROP_CACHES" = 1 ] && ! (echo 1 >/proc/sys/vm/drop_caches) 2>/dev/null; t
   DROP_CACHES=0
 fi
 
-mkdir -p "$work/m" "$work/logs" "$work/sock" "$work/pgdata" "$work/drctl-repo" "$work/pgbr-repo" \
+mkdir -p "$work/m" "$work/logs" "$work/sock" "$work/pgdata" "$work/drctl-repo" "$work/drctl-stream" "$work/pgbr-repo" \
   "$work/pgbr-log" "$work/pgbr-lock" "$work/pgbr-spool" "$work/walstage" "$work/keys"
-chown postgres: "$work/m" "$work/logs" "$work/sock" "$work/pgdata" "$work/drctl-repo" "$work/pgbr-repo" \
+chown postgres: "$work/m" "$work/logs" "$work/sock" "$work/pgdata" "$work/drctl-repo" "$work/drctl-stream" "$work/pgbr-repo" \
   "$work/pgbr-log" "$work/pgbr-lock" "$work/pgbr-spool" "$work/walstage" "$work/keys"
 chmod 700 "$work/pgdata"
 
@@ -142,6 +147,7 @@ say "work directory $work; SCALE=$SCALE RANDOM_MB=$RANDOM_MB TXNS=$TXNS (x2 clie
 say "1. initdb, drctl init + key file, pgBackRest stanza"
 pg env DRCTL_PASSWORD="bench passphrase" "$drctl" -q init --repo "$work/drctl-repo"
 pg env DRCTL_PASSWORD="bench passphrase" "$drctl" -q key add --repo "$work/drctl-repo" --new-key-file "$work/keys/drctl.key"
+pg env DRCTL_PASSWORD="bench passphrase" "$drctl" -q init --repo "$work/drctl-stream"
 pg $pgbin/initdb -U postgres -A trust --no-sync -D "$work/pgdata" >"$work/logs/initdb.log"
 cat >>"$work/pgdata/postgresql.conf" <<CONF
 port = $port
@@ -192,10 +198,17 @@ say "   PGDATA $pgdata bytes without pg_wal (pg_wal $pgwal); archived $(sql "SEL
 dsn="host=127.0.0.1 port=$port user=postgres"
 json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 
-say "2. drctl full backup"
+local_mode=(--pg-mode local --pgdata "$work/pgdata")
+say "2. drctl full backup, stream mode (reference; separate repository)"
+drop_caches
+measure drctl_full_stream env DRCTL_PASSWORD="bench passphrase" "$drctl" backup --repo "$work/drctl-stream" --pg "$dsn" --json
+say "   ${WALL} s, RSS ${RSS} KiB, stored_bytes $(json_field "$work/m/drctl_full_stream.out" stored_bytes)"
+stream_wall=$WALL stream_rss=$RSS stream_bytes=$(bytes_of "$work/drctl-stream")
+wait_archived
+say "2. drctl full backup (local mode)"
 before=$(bytes_of "$work/drctl-repo")
 drop_caches
-measure drctl_full "${drctl_env[@]}" "$drctl" backup --pg "$dsn" --json
+measure drctl_full "${drctl_env[@]}" "$drctl" backup --pg "$dsn" "${local_mode[@]}" --json
 d_wall=$WALL d_rss=$RSS
 d_bytes=$(($(bytes_of "$work/drctl-repo") - before))
 say "   ${d_wall} s, stored_bytes $(json_field "$work/m/drctl_full.out" stored_bytes), logical $(json_field "$work/m/drctl_full.out" logical_bytes)"
@@ -208,6 +221,7 @@ p_wall=$WALL p_rss=$RSS
 p_bytes=$(($(bytes_of "$work/pgbr-repo") - before))
 say "   ${p_wall} s"
 record "full backup (bytes added)" "$d_wall" "$pgdata" "$d_rss" "$d_bytes" "$p_wall" "$pgdata" "$p_rss" "$p_bytes"
+record "full backup, drctl stream mode" "$stream_wall" "$pgdata" "$stream_rss" "$stream_bytes" "$p_wall" "$pgdata" "$p_rss" "$p_bytes"
 drctl_repo_full=$(bytes_of "$work/drctl-repo") pgbr_repo_full=$(bytes_of "$work/pgbr-repo")
 
 # ---- 3. changes, then incremental backups -----------------------------------------------------
@@ -217,10 +231,10 @@ tps=$(grep -o 'tps = [0-9.]*' "$work/m/pgbench_run.out" | head -1)
 say "   ${WALL} s, $tps"
 wait_archived
 pgdata2=$(($(bytes_of "$work/pgdata") - $(bytes_of "$work/pgdata/pg_wal")))
-say "3. drctl second backup (deduplicated)"
+say "3. drctl second backup (local mode: unchanged files skipped, the rest deduplicated)"
 before=$(bytes_of "$work/drctl-repo")
 drop_caches
-measure drctl_incr "${drctl_env[@]}" "$drctl" backup --pg "$dsn" --json
+measure drctl_incr "${drctl_env[@]}" "$drctl" backup --pg "$dsn" "${local_mode[@]}" --json
 d_wall=$WALL d_rss=$RSS
 d_bytes=$(($(bytes_of "$work/drctl-repo") - before))
 say "   ${d_wall} s, stored_bytes $(json_field "$work/m/drctl_incr.out" stored_bytes)"
@@ -313,9 +327,9 @@ p_wall=$WALL p_rss=$RSS p_bytes=$(($(bytes_of "$work/pgbr-repo") - before))
 say "   ${p_wall} s"
 record "wal-push x$WAL_SEGS (bytes added)" "$d_wall" "$wal_bytes" "$d_rss" "$d_bytes" "$p_wall" "$wal_bytes" "$p_rss" "$p_bytes"
 
-say "5. drctl wal-fetch x $WAL_SEGS"
+say "5. drctl wal-fetch --prefetch 0 x $WAL_SEGS"
 drop_caches
-measure drctl_walfetch "${drctl_env[@]}" bash -c 'd=$1; o=$2; shift 2; for n in "$@"; do "$d" -q wal-fetch "$n" "$o/$n"; done' _ "$drctl" "$work/fetch-drctl" "${names[@]}"
+measure drctl_walfetch "${drctl_env[@]}" bash -c 'd=$1; o=$2; shift 2; for n in "$@"; do "$d" -q wal-fetch --prefetch 0 "$n" "$o/$n"; done' _ "$drctl" "$work/fetch-drctl" "${names[@]}"
 d_wall=$WALL d_rss=$RSS d_bytes=$(bytes_of "$work/fetch-drctl")
 say "   ${d_wall} s"
 say "5. pgbackrest archive-get x $WAL_SEGS"
@@ -329,6 +343,63 @@ for n in "${names[@]}"; do
   cmp -s "$work/walset/$n" "$work/fetch-drctl/$n" || { fetch_ok=no; echo "drctl wal-fetch $n differs" >&2; }
   cmp -s "$work/walset/$n" "$work/fetch-pgbr/$n" || { fetch_ok=no; echo "pgbackrest archive-get $n differs" >&2; }
 done
+
+# Asynchronous archiving as the archiver drives it: a pg_wal directory whose files are marked
+# .ready; one process per file, in order, each marking its file .done when it returns. The WAL
+# goes to fresh repositories, so nothing is "already archived".
+async_dir() { # async_dir DIR: DIR/pg_wal with the WAL set and a .ready file for each
+  install -d -o postgres -g postgres "$1" "$1/pg_wal" "$1/pg_wal/archive_status" "$1/spool"
+  cp "${walset[@]}" "$1/pg_wal/"
+  for n in "${names[@]}"; do : >"$1/pg_wal/archive_status/$n.ready"; done
+  pgdata_look_alike "$1"
+}
+pgdata_look_alike() { # pgBackRest reads pg_control (and PG_VERSION) from the pg1-path it works for
+  install -d -o postgres -g postgres "$1/global"
+  cp "$work/pgdata/global/pg_control" "$1/global/" && cp "$work/pgdata/PG_VERSION" "$1/"
+  chown -R postgres: "$1"
+}
+archiver_loop='d=$1 && shift && for n in $NAMES; do "$@" "$d/pg_wal/$n" || exit 1; mv "$d/pg_wal/archive_status/$n.ready" "$d/pg_wal/archive_status/$n.done"; done'
+export NAMES="${names[*]}"
+async_dir "$work/async-drctl"
+async_dir "$work/async-pgbr"
+install -d -o postgres -g postgres "$work/drctl-async"
+pg env DRCTL_PASSWORD="bench passphrase" "$drctl" -q init --repo "$work/drctl-async"
+pg env DRCTL_PASSWORD="bench passphrase" "$drctl" -q key add --repo "$work/drctl-async" --new-key-file "$work/keys/async.key"
+pgbr_async_repo="$work/pgbr-async"
+install -d -o postgres -g postgres "$pgbr_async_repo"
+pg pgbackrest "--config=$pgbr_conf" "--stanza=$stanza" "--repo1-path=$pgbr_async_repo" stanza-create
+pgbr_async=(pgbackrest "--config=$pgbr_conf" "--stanza=$stanza" "--repo1-path=$pgbr_async_repo" --archive-async "--spool-path=$work/async-pgbr/spool" "--pg1-path=$work/async-pgbr")
+say "5. drctl wal-push --async x $WAL_SEGS (archiver-style loop)"
+drop_caches
+measure drctl_walpush_async env "DRCTL_REPO=$work/drctl-async" "DRCTL_KEY_FILE=$work/keys/async.key" NAMES="$NAMES" \
+  bash -c "$archiver_loop" _ "$work/async-drctl" "$drctl" -q wal-push --async --spool-dir "$work/async-drctl/spool"
+d_wall=$WALL d_rss=$RSS d_bytes=$(bytes_of "$work/drctl-async/wal")
+say "   ${d_wall} s"
+say "5. pgbackrest archive-push --archive-async x $WAL_SEGS"
+drop_caches
+measure pgbr_walpush_async env NAMES="$NAMES" bash -c "$archiver_loop" _ "$work/async-pgbr" "${pgbr_async[@]}" archive-push
+p_wall=$WALL p_rss=$RSS p_bytes=$(bytes_of "$pgbr_async_repo/archive")
+say "   ${p_wall} s"
+record "wal-push async x$WAL_SEGS (bytes)" "$d_wall" "$wal_bytes" "$d_rss" "$d_bytes" "$p_wall" "$wal_bytes" "$p_rss" "$p_bytes"
+
+# Fetching with prefetch: drctl wal-fetch (prefetch 8, its default) and pgbackrest archive-get
+# --archive-async, each called once per segment in order, as recovery does.
+install -d -o postgres -g postgres "$work/fetch2-drctl" "$work/fetch2-drctl/pg_wal" "$work/fetch2-pgbr" "$work/fetch2-pgbr/pg_wal"
+pgdata_look_alike "$work/fetch2-pgbr"
+fetch_loop='d=$1 && shift && for n in $NAMES; do "$@" "$n" "$d/pg_wal/RECOVERYXLOG" || exit 1; cmp -s "$d/pg_wal/RECOVERYXLOG" "$WALSET/$n" || { echo "$n differs" >&2; exit 1; }; done'
+say "5. drctl wal-fetch (prefetch) x $WAL_SEGS"
+drop_caches
+measure drctl_walfetch_prefetch env "${drctl_env[@]:1}" NAMES="$NAMES" WALSET="$work/walset" \
+  bash -c "$fetch_loop" _ "$work/fetch2-drctl" "$drctl" -q wal-fetch
+d_wall=$WALL d_rss=$RSS
+say "   ${d_wall} s"
+say "5. pgbackrest archive-get --archive-async x $WAL_SEGS"
+drop_caches
+measure pgbr_walfetch_async env NAMES="$NAMES" WALSET="$work/walset" bash -c "$fetch_loop" _ "$work/fetch2-pgbr" \
+  "${pgbr[@]}" --archive-async "--spool-path=$work/pgbr-spool" "--pg1-path=$work/fetch2-pgbr" archive-get
+p_wall=$WALL p_rss=$RSS
+say "   ${p_wall} s"
+record "wal-fetch prefetch x$WAL_SEGS" "$d_wall" "$wal_bytes" "$d_rss" "$wal_bytes" "$p_wall" "$wal_bytes" "$p_rss" "$wal_bytes"
 
 # ---- 6. the table -----------------------------------------------------------------------------
 echo
@@ -355,13 +426,14 @@ for r in out:
     print(line(r))
 for name, dw, _, _, _, pw, *_ in rows:
     if name.startswith("wal-"):
-        print(f"{name.split(' ')[0]}: drctl {segs/float(dw):.1f} segments/s, pgBackRest {segs/float(pw):.1f} segments/s")
+        print(f"{name.split(' x')[0]}: drctl {segs/float(dw):.1f} segments/s, pgBackRest {segs/float(pw):.1f} segments/s")
 PY
 echo "MB/s = PGDATA without pg_wal (backups, restores) or WAL bytes (wal rows) / wall; 10^6 bytes."
 echo "speed = pgBackRest wall / drctl wall (>1: drctl faster); bytes ratio <1: drctl smaller."
-echo "RSS = peak resident set of the largest single process of the command (pgBackRest runs process-max=2 workers)."
+echo "RSS = peak resident set of the largest single process of the command (pgBackRest runs process-max=2 workers); the detached background workers of the async rows are not counted for either tool."
 echo "repositories at the end: drctl $(bytes_of "$work/drctl-repo") bytes, pgBackRest $(bytes_of "$work/pgbr-repo") bytes (archive $(bytes_of "$work/pgbr-repo/archive"), backups $(bytes_of "$work/pgbr-repo/backup")); after the full backups (incl. the WAL archive of the load): drctl $drctl_repo_full, pgBackRest $pgbr_repo_full"
-echo "drctl --json: full stored_bytes $(json_field "$work/m/drctl_full.out" stored_bytes) logical_bytes $(json_field "$work/m/drctl_full.out" logical_bytes) duration $(json_field "$work/m/drctl_full.out" duration_seconds) s; second stored_bytes $(json_field "$work/m/drctl_incr.out" stored_bytes) duration $(json_field "$work/m/drctl_incr.out" duration_seconds) s"
+echo "drctl full backup in stream mode (pg_basebackup, separate repository): ${stream_wall} s, RSS ${stream_rss} KiB, repository $stream_bytes bytes"
+echo "drctl --json: full stored_bytes $(json_field "$work/m/drctl_full.out" stored_bytes) logical_bytes $(json_field "$work/m/drctl_full.out" logical_bytes) duration $(json_field "$work/m/drctl_full.out" duration_seconds) s; second stored_bytes $(json_field "$work/m/drctl_incr.out" stored_bytes) unchanged_bytes (not read) $(json_field "$work/m/drctl_incr.out" unchanged_bytes) duration $(json_field "$work/m/drctl_incr.out" duration_seconds) s"
 echo "load: pgbench -i $(cut -d' ' -f1 "$work/m/load_pgbench.time" | tail -1) s; phase 3 pgbench -c 2 -t $TXNS: $(tail -1 "$work/m/pgbench_run.time" | cut -d' ' -f1) s, $tps"
 echo "WAL fetched back byte-identical: $fetch_ok"
 for v in "${verify_result[@]}"; do echo "restore check: $v"; done

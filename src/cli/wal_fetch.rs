@@ -1,6 +1,5 @@
 use anyhow::Context;
 use clap::Args;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::RepoArgs;
@@ -61,22 +60,13 @@ pub fn run(args: WalFetchArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     let repo = args.repo.open()?;
-    let Some(data) = wal::fetch(&repo, &name)? else {
+    // Written beside the target and renamed, so PostgreSQL never sees a partial file. No fsync:
+    // the file is replayed at once, and after a crash recovery fetches it again.
+    let Some(bytes) = wal::fetch_into(&repo, &name, &args.path)? else {
         tracing::info!(wal = %name, "not in the archive");
         return Ok(NOT_IN_ARCHIVE);
     };
-    // Written beside the target and renamed, so PostgreSQL never sees a partial file. No fsync:
-    // the file is replayed at once, and after a crash recovery fetches it again.
-    let temp = args.path.with_file_name(format!(".{name}.drctl-fetch"));
-    let write = || -> std::io::Result<()> {
-        std::fs::File::create(&temp)?.write_all(&data)?;
-        std::fs::rename(&temp, &args.path)
-    };
-    write().with_context(|| format!("cannot write {}", args.path.display())).map_err(|e| {
-        let _ = std::fs::remove_file(&temp);
-        e.context(repo::Error::Target { path: args.path.clone(), reason: "cannot write the WAL file".into() })
-    })?;
-    tracing::info!(wal = %name, bytes = data.len(), "restored from the archive");
+    tracing::info!(wal = %name, bytes, "restored from the archive");
     if let Some(spool) = &spool {
         keep_prefetching(&args, spool, &name);
     }

@@ -26,6 +26,11 @@ pub struct WalPushArgs {
     /// beside the WAL file, inside pg_wal).
     #[arg(long, value_name = "DIR", env = "DRCTL_SPOOL_DIR")]
     pub spool_dir: Option<PathBuf>,
+    /// zstd level for WAL files. 1 by default: WAL compresses nearly as well as at 3, twice as
+    /// fast, and archiving must keep up with the busiest server.
+    #[arg(long, value_name = "LEVEL", default_value_t = 1, env = "DRCTL_WAL_COMPRESSION_LEVEL",
+          value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub compression_level: i32,
     /// With --async: WAL files the worker pushes at once.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
@@ -69,11 +74,13 @@ pub fn run(args: WalPushArgs) -> anyhow::Result<()> {
 
 fn push(args: &WalPushArgs, name: &WalName) -> anyhow::Result<()> {
     let data =
-        std::fs::read(&args.path).with_context(|| format!("cannot read {}", args.path.display())).map_err(|e| {
-            e.context(repo::Error::InvalidRequest(format!("WAL file {} is not readable", args.path.display())))
-        })?;
+        async_push::map_wal_file(&args.path).with_context(|| format!("cannot read {}", args.path.display())).map_err(
+            |e| e.context(repo::Error::InvalidRequest(format!("WAL file {} is not readable", args.path.display()))),
+        )?;
     let repo = args.repo.open()?;
-    match wal::push(&repo, name, &data)? {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let compression = wal::Compression { level: args.compression_level, threads };
+    match wal::push(&repo, name, &data, compression)? {
         wal::Pushed::Stored(bytes) => tracing::info!(wal = %name, bytes, "archived"),
         wal::Pushed::AlreadyArchived => tracing::info!(wal = %name, "already archived with identical content"),
     }
@@ -86,6 +93,7 @@ fn worker_args(args: &WalPushArgs, spool: &Spool) -> anyhow::Result<Vec<std::ffi
     worker.extend(args.repo.forward()?);
     worker.extend(["--spool-dir".into(), spool.dir().as_os_str().to_owned()]);
     worker.extend(["--jobs".into(), args.jobs.to_string().into()]);
+    worker.extend(["--compression-level".into(), args.compression_level.to_string().into()]);
     worker.push(std::path::absolute(&args.path)?.into_os_string());
     Ok(worker)
 }
@@ -95,7 +103,8 @@ fn serve(args: &WalPushArgs, pg_wal: &Path, spool: &Spool) -> anyhow::Result<()>
     let Some(_lock) = spool.try_lock()? else { return Ok(()) };
     let repo = args.repo.open()?;
     tracing::info!(spool = %spool.dir().display(), jobs = args.jobs, "archiving worker started");
-    async_push::serve(&repo, pg_wal, spool, args.jobs as usize, async_push::IDLE_EXIT)?;
+    let compression = wal::Compression { level: args.compression_level, threads: 1 };
+    async_push::serve(&repo, pg_wal, spool, args.jobs as usize, compression, async_push::IDLE_EXIT)?;
     tracing::info!("archiving worker idle; exiting");
     Ok(())
 }

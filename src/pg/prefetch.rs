@@ -129,11 +129,8 @@ fn fetch_all(repo: &Repository, spool: &Spool, names: Vec<WalName>, jobs: usize)
 }
 
 fn fetch_one(repo: &Repository, spool: &Spool, name: &WalName) -> Result<(), Error> {
-    let Some(data) = wal::fetch(repo, name)? else { return Ok(()) };
-    let temp = spool.path(&format!(".{name}.part"));
-    let io = |e: io::Error| Error::Target { path: temp.clone(), reason: e.to_string() };
-    fs::write(&temp, &data).map_err(io)?;
-    fs::rename(&temp, spool.path(name.as_str())).map_err(io)?;
-    tracing::debug!(wal = %name, "prefetched");
+    if wal::fetch_into(repo, name, &spool.path(name.as_str()))?.is_some() {
+        tracing::debug!(wal = %name, "prefetched");
+    }
     Ok(())
 }

@@ -34,18 +34,57 @@ pub fn seal_chunk(key: &MasterKey, id: Id, data: &[u8], compressor: &mut zstd::b
 
 /// The codec byte and payload: zstd when it saves more than 1/64, else the data as it is.
 pub fn encode_payload(data: &[u8], compressor: &mut zstd::bulk::Compressor) -> Vec<u8> {
-    let mut plaintext = Vec::with_capacity(data.len() / 2 + 64);
-    plaintext.push(CODEC_ZSTD);
-    // Incompressible data is stored as it is: zstd gives up fast on it, and storing the original
-    // avoids both the frame overhead and decompression on restore.
-    match compressor.compress_to_buffer_vec(data, &mut plaintext) {
-        Ok(()) if plaintext.len() < data.len() - data.len() / 64 => {}
-        _ => {
-            plaintext.clear();
-            plaintext.push(CODEC_STORED);
-            plaintext.extend_from_slice(data);
-        }
+    // Compressed into spare capacity (never zero-filled: a WAL segment's bound is 16 MiB of
+    // page faults otherwise), then the codec byte goes in front.
+    let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()) + 1);
+    match compressor.compress_to_buffer(data, &mut frame) {
+        Ok(_) => with_codec(data, frame),
+        Err(_) => stored(data),
     }
+}
+
+/// Like [`encode_payload`], cut into `parts` independent zstd frames compressed at once on as
+/// many threads (concatenated frames are one valid zstd stream), for large single objects.
+pub fn encode_payload_parallel(data: &[u8], level: i32, parts: usize) -> Vec<u8> {
+    const MIB: usize = 1 << 20;
+    let part_len = data.len().div_ceil(parts.max(1)).div_ceil(MIB).max(1) * MIB;
+    let frames: Vec<Option<Vec<u8>>> = std::thread::scope(|s| {
+        let workers: Vec<_> = data
+            .chunks(part_len)
+            .map(|part| {
+                s.spawn(move || {
+                    let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(part.len()));
+                    let mut compressor = zstd::bulk::Compressor::new(level).ok()?;
+                    compressor.compress_to_buffer(part, &mut frame).ok()?;
+                    Some(frame)
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("compression thread panicked")).collect()
+    });
+    let Some(frames) = frames.into_iter().collect::<Option<Vec<Vec<u8>>>>() else { return stored(data) };
+    let mut joined = Vec::with_capacity(frames.iter().map(Vec::len).sum::<usize>() + 1);
+    joined.push(CODEC_ZSTD);
+    for frame in &frames {
+        joined.extend_from_slice(frame);
+    }
+    if joined.len() - 1 < data.len() - data.len() / 64 { joined } else { stored(data) }
+}
+
+/// Incompressible data is stored as it is: zstd gives up fast on it, and storing the original
+/// avoids both the frame overhead and decompression on restore.
+fn with_codec(data: &[u8], mut frame: Vec<u8>) -> Vec<u8> {
+    if frame.len() >= data.len() - data.len() / 64 {
+        return stored(data);
+    }
+    frame.insert(0, CODEC_ZSTD);
+    frame
+}
+
+fn stored(data: &[u8]) -> Vec<u8> {
+    let mut plaintext = Vec::with_capacity(data.len() + 1);
+    plaintext.push(CODEC_STORED);
+    plaintext.extend_from_slice(data);
     plaintext
 }
 
@@ -53,14 +92,53 @@ pub fn encode_payload(data: &[u8], compressor: &mut zstd::bulk::Compressor) -> V
 /// segment is at most 1 GiB); anything else decodes as a stream.
 const MAX_STATED_SIZE: u64 = 1 << 30;
 
+/// The total content size the frames of `frames` state; `None` if any frame does not state it.
+fn stated_size(mut frames: &[u8]) -> Option<usize> {
+    let mut total: u64 = 0;
+    while !frames.is_empty() {
+        total += zstd::zstd_safe::get_frame_content_size(frames).ok()??;
+        let len = zstd::zstd_safe::find_frame_compressed_size(frames).ok()?;
+        frames = frames.get(len..)?;
+    }
+    (total <= MAX_STATED_SIZE).then_some(total as usize)
+}
+
+/// Writes the data of a payload to `out` as it decodes, in small pieces (no buffer the size of
+/// the data); returns the number of bytes written.
+pub fn decode_payload_to(plaintext: &[u8], out: &mut impl std::io::Write) -> Result<u64, ChunkError> {
+    let codec = |e: std::io::Error| ChunkError::Codec(e.to_string());
+    match plaintext.first() {
+        Some(&CODEC_STORED) => out.write_all(&plaintext[1..]).map(|()| plaintext.len() as u64 - 1).map_err(codec),
+        Some(&CODEC_ZSTD) => {
+            let mut counted = CountingWriter { inner: out, written: 0 };
+            zstd::stream::copy_decode(&plaintext[1..], &mut counted).map_err(codec)?;
+            Ok(counted.written)
+        }
+        other => Err(ChunkError::Codec(format!("unknown codec {other:?}"))),
+    }
+}
+
+struct CountingWriter<'a, W> {
+    inner: &'a mut W,
+    written: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for CountingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Reverses [`encode_payload`]. zstd decodes into one buffer of exactly the plaintext's size:
-/// `raw_len` for chunks (from the index), the frame header's content size for WAL files. A
-/// frame without a usable size decodes as a stream.
+/// `raw_len` for chunks (from the index), the frame headers' content sizes for WAL files (summed
+/// over their frames). Frames without a usable size decode as a stream.
 pub fn decode_payload(plaintext: &[u8], raw_len: Option<usize>) -> Result<Vec<u8>, ChunkError> {
-    let stated = || match zstd::zstd_safe::get_frame_content_size(plaintext.get(1..).unwrap_or_default()) {
-        Ok(Some(n)) if n <= MAX_STATED_SIZE => Some(n as usize),
-        _ => None,
-    };
+    let stated = || stated_size(plaintext.get(1..).unwrap_or_default());
     let raw_len = match (plaintext.first(), raw_len) {
         (Some(&CODEC_ZSTD), None) => stated(),
         (_, known) => known,
@@ -74,21 +152,6 @@ pub fn decode_payload(plaintext: &[u8], raw_len: Option<usize>) -> Result<Vec<u8
             zstd::stream::decode_all(&plaintext[1..]).map_err(|e| ChunkError::Codec(e.to_string()))
         }
         (other, _) => Err(ChunkError::Codec(format!("unknown codec {other:?}"))),
-    }
-}
-
-/// Helper so `seal_chunk` can append into a buffer that already holds the codec byte.
-trait CompressAppend {
-    fn compress_to_buffer_vec(&mut self, data: &[u8], out: &mut Vec<u8>) -> std::io::Result<()>;
-}
-
-impl CompressAppend for zstd::bulk::Compressor<'_> {
-    fn compress_to_buffer_vec(&mut self, data: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
-        let start = out.len();
-        out.resize(start + zstd::zstd_safe::compress_bound(data.len()), 0);
-        let written = self.compress_to_buffer(data, &mut out[start..])?;
-        out.truncate(start + written);
-        Ok(())
     }
 }
 
@@ -259,6 +322,26 @@ pub fn read_header(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payloads_round_trip_whole_and_streamed_in_one_or_many_frames() {
+        let text: Vec<u8> = (0..5_000_000u32).flat_map(|i| (i % 1000).to_le_bytes()).collect();
+        let mut random = vec![0u8; 3 << 20];
+        getrandom::fill(&mut random).unwrap();
+        let mut compressor = zstd::bulk::Compressor::new(3).unwrap();
+        for data in [&text[..], &random[..], &text[..10]] {
+            let one = encode_payload(data, &mut compressor);
+            let many = encode_payload_parallel(data, 1, 4);
+            for payload in [&one, &many] {
+                assert_eq!(decode_payload(payload, None).unwrap(), data);
+                let mut streamed = Vec::new();
+                assert_eq!(decode_payload_to(payload, &mut streamed).unwrap(), data.len() as u64);
+                assert_eq!(streamed, data);
+            }
+        }
+        assert_eq!(encode_payload_parallel(&random, 1, 4)[0], CODEC_STORED, "incompressible data is stored");
+        assert_eq!(encode_payload_parallel(&text, 1, 4)[0], CODEC_ZSTD);
+    }
 
     #[test]
     fn pack_round_trip_and_header_checks() {

@@ -24,8 +24,15 @@ pub enum Pushed {
     AlreadyArchived,
 }
 
+/// How a WAL file is compressed: a zstd level and how many threads share the work.
+#[derive(Debug, Clone, Copy)]
+pub struct Compression {
+    pub level: i32,
+    pub threads: usize,
+}
+
 /// Archives one WAL file.
-pub fn push(repo: &Repository, name: &WalName, data: &[u8]) -> Result<Pushed, Error> {
+pub fn push(repo: &Repository, name: &WalName, data: &[u8], compression: Compression) -> Result<Pushed, Error> {
     let key = key_of(name);
     if repo.store().exists(&key)? {
         return match fetch(repo, name)? {
@@ -33,9 +40,7 @@ pub fn push(repo: &Repository, name: &WalName, data: &[u8]) -> Result<Pushed, Er
             _ => Err(Error::WalConflict { name: name.to_string() }),
         };
     }
-    let mut compressor = zstd::bulk::Compressor::new(repo.config().compression_level)
-        .map_err(|e| Error::InvalidRequest(format!("zstd: {e}")))?;
-    let plaintext = pack::encode_payload(data, &mut compressor);
+    let plaintext = pack::encode_payload_parallel(data, compression.level, compression.threads);
     let sealed = format::seal_file(repo.key(), ObjectType::Wal, name.as_str().as_bytes(), &plaintext);
     repo.store().put(&key, &sealed)?;
     Ok(Pushed::Stored(sealed.len() as u64))
@@ -51,6 +56,39 @@ pub fn fetch(repo: &Repository, name: &WalName) -> Result<Option<Vec<u8>>, Error
     };
     let plaintext = format::open_file(repo.key(), ObjectType::Wal, name.as_str().as_bytes(), &sealed, &object)?;
     pack::decode_payload(&plaintext, None).map(Some).map_err(|e| Error::corrupt(&object, e.to_string()))
+}
+
+/// Writes one archived WAL file to `out` as it decodes (no buffer the size of a segment); `None`
+/// when the archive does not hold it. Everything is authenticated before a byte is written.
+pub fn fetch_to(repo: &Repository, name: &WalName, out: &mut impl std::io::Write) -> Result<Option<u64>, Error> {
+    let object = format!("WAL file {name}");
+    let sealed = match repo.store().get(&key_of(name)) {
+        Ok(bytes) => bytes,
+        Err(store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let plaintext = format::open_file(repo.key(), ObjectType::Wal, name.as_str().as_bytes(), &sealed, &object)?;
+    drop(sealed);
+    pack::decode_payload_to(&plaintext, out).map(Some).map_err(|e| Error::corrupt(&object, e.to_string()))
+}
+
+/// Writes one archived WAL file to `dest`: into a temporary file beside it, renamed over `dest`
+/// only when complete (never fsynced: a WAL file fetched for replay is fetched again after a
+/// crash). `None` when the archive does not hold it.
+pub fn fetch_into(repo: &Repository, name: &WalName, dest: &std::path::Path) -> Result<Option<u64>, Error> {
+    let temp = dest.with_file_name(format!(".{name}.drctl-fetch"));
+    let failed = |e: std::io::Error| Error::Target { path: dest.to_path_buf(), reason: e.to_string() };
+    let result = (|| {
+        let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&temp).map_err(failed)?);
+        let Some(bytes) = fetch_to(repo, name, &mut file)? else { return Ok(None) };
+        file.into_inner().map_err(|e| failed(e.into_error()))?;
+        std::fs::rename(&temp, dest).map_err(failed)?;
+        Ok(Some(bytes))
+    })();
+    if !matches!(result, Ok(Some(_))) {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
 }
 
 /// Every archived WAL file with its stored size, sorted by name (timeline, then position).
