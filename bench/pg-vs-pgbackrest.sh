@@ -21,7 +21,8 @@
 #
 # Every timed command runs as the postgres user under /usr/bin/time -f "%e %M" (wall seconds,
 # peak RSS in KiB: the largest single process of the command's tree, not a sum). The page cache
-# is dropped before every timed phase when /proc/sys/vm/drop_caches is writable (DROP_CACHES=0 to
+# is dropped before every timed phase when /proc/sys/vm/drop_caches is writable (the WAL segments
+# of the push rows are then read back in: archiving reads files PostgreSQL has just written) (DROP_CACHES=0 to
 # skip). Both tools: zstd level 3, encryption (drctl AES-256-GCM, pgBackRest aes-256-cbc).
 #
 # Usage (as root; PostgreSQL itself runs as `postgres`):
@@ -85,6 +86,11 @@ drop_caches() {
   [ "$DROP_CACHES" = 1 ] || return 0
   sync
   echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+}
+# Archiving reads segments PostgreSQL has just written: drop the cache, then read them back in.
+wal_just_written() {
+  drop_caches
+  cat "$@" >/dev/null
 }
 if [ "$DROP_CACHES" = 1 ] && ! (echo 1 >/proc/sys/vm/drop_caches) 2>/dev/null; then
   echo "note: /proc/sys/vm/drop_caches is not writable: runs are with a warm page cache" >&2
@@ -186,6 +192,9 @@ sql "CREATE EXTENSION pgcrypto" >/dev/null
 measure load_random $pgbin/psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres -c \
   "CREATE TABLE random_blob (id int PRIMARY KEY, b bytea); INSERT INTO random_blob SELECT g, gen_random_bytes(1024) FROM generate_series(1, $RANDOM_MB * 1024) g"
 say "   ${WALL} s"
+# pgbench -i vacuums its tables; random_blob too, so autovacuum does not rewrite it (hint bits,
+# visibility map) at a random moment between the backups and make runs incomparable.
+sql "VACUUM ANALYZE random_blob" >/dev/null
 sql "CHECKPOINT" >/dev/null
 say "1. waiting for the archiver (both tools) to catch up"
 wait_archived
@@ -315,13 +324,13 @@ say "   ${names[0]} .. ${names[-1]} ($wal_bytes bytes)"
 
 say "5. drctl wal-push x $WAL_SEGS"
 before=$(bytes_of "$work/drctl-repo")
-drop_caches
+wal_just_written "${walset[@]}"
 measure drctl_walpush "${drctl_env[@]}" bash -c 'd=$1; shift; for f in "$@"; do "$d" -q wal-push "$f"; done' _ "$drctl" "${walset[@]}"
 d_wall=$WALL d_rss=$RSS d_bytes=$(($(bytes_of "$work/drctl-repo") - before))
 say "   ${d_wall} s"
 say "5. pgbackrest archive-push x $WAL_SEGS"
 before=$(bytes_of "$work/pgbr-repo")
-drop_caches
+wal_just_written "${walset[@]}"
 measure pgbr_walpush bash -c 'for f in "$@"; do pgbackrest "--config='"$pgbr_conf"'" "--stanza='"$stanza"'" archive-push "$f"; done' _ "${walset[@]}"
 p_wall=$WALL p_rss=$RSS p_bytes=$(($(bytes_of "$work/pgbr-repo") - before))
 say "   ${p_wall} s"
@@ -370,13 +379,13 @@ install -d -o postgres -g postgres "$pgbr_async_repo"
 pg pgbackrest "--config=$pgbr_conf" "--stanza=$stanza" "--repo1-path=$pgbr_async_repo" stanza-create
 pgbr_async=(pgbackrest "--config=$pgbr_conf" "--stanza=$stanza" "--repo1-path=$pgbr_async_repo" --archive-async "--spool-path=$work/async-pgbr/spool" "--pg1-path=$work/async-pgbr")
 say "5. drctl wal-push --async x $WAL_SEGS (archiver-style loop)"
-drop_caches
+wal_just_written "$work/async-drctl/pg_wal"/0*
 measure drctl_walpush_async env "DRCTL_REPO=$work/drctl-async" "DRCTL_KEY_FILE=$work/keys/async.key" NAMES="$NAMES" \
   bash -c "$archiver_loop" _ "$work/async-drctl" "$drctl" -q wal-push --async --spool-dir "$work/async-drctl/spool"
 d_wall=$WALL d_rss=$RSS d_bytes=$(bytes_of "$work/drctl-async/wal")
 say "   ${d_wall} s"
 say "5. pgbackrest archive-push --archive-async x $WAL_SEGS"
-drop_caches
+wal_just_written "$work/async-pgbr/pg_wal"/0*
 measure pgbr_walpush_async env NAMES="$NAMES" bash -c "$archiver_loop" _ "$work/async-pgbr" "${pgbr_async[@]}" archive-push
 p_wall=$WALL p_rss=$RSS p_bytes=$(bytes_of "$pgbr_async_repo/archive")
 say "   ${p_wall} s"
@@ -433,7 +442,7 @@ echo "speed = pgBackRest wall / drctl wall (>1: drctl faster); bytes ratio <1: d
 echo "RSS = peak resident set of the largest single process of the command (pgBackRest runs process-max=2 workers); the detached background workers of the async rows are not counted for either tool."
 echo "repositories at the end: drctl $(bytes_of "$work/drctl-repo") bytes, pgBackRest $(bytes_of "$work/pgbr-repo") bytes (archive $(bytes_of "$work/pgbr-repo/archive"), backups $(bytes_of "$work/pgbr-repo/backup")); after the full backups (incl. the WAL archive of the load): drctl $drctl_repo_full, pgBackRest $pgbr_repo_full"
 echo "drctl full backup in stream mode (pg_basebackup, separate repository): ${stream_wall} s, RSS ${stream_rss} KiB, repository $stream_bytes bytes"
-echo "drctl --json: full stored_bytes $(json_field "$work/m/drctl_full.out" stored_bytes) logical_bytes $(json_field "$work/m/drctl_full.out" logical_bytes) duration $(json_field "$work/m/drctl_full.out" duration_seconds) s; second stored_bytes $(json_field "$work/m/drctl_incr.out" stored_bytes) unchanged_bytes (not read) $(json_field "$work/m/drctl_incr.out" unchanged_bytes) duration $(json_field "$work/m/drctl_incr.out" duration_seconds) s"
+echo "drctl --json: full stored_bytes $(json_field "$work/m/drctl_full.out" stored_bytes) logical_bytes $(json_field "$work/m/drctl_full.out" logical_bytes) duration $(json_field "$work/m/drctl_full.out" duration_seconds) s; second stored_bytes $(json_field "$work/m/drctl_incr.out" stored_bytes) unchanged_bytes (not read) $(json_field "$work/m/drctl_incr.out" unchanged_bytes) new_chunks $(json_field "$work/m/drctl_incr.out" new_chunks) delta_chunks $(json_field "$work/m/drctl_incr.out" delta_chunks) duration $(json_field "$work/m/drctl_incr.out" duration_seconds) s"
 echo "load: pgbench -i $(cut -d' ' -f1 "$work/m/load_pgbench.time" | tail -1) s; phase 3 pgbench -c 2 -t $TXNS: $(tail -1 "$work/m/pgbench_run.time" | cut -d' ' -f1) s, $tps"
 echo "WAL fetched back byte-identical: $fetch_ok"
 for v in "${verify_result[@]}"; do echo "restore check: $v"; done

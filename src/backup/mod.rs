@@ -132,6 +132,7 @@ where
         }
     };
     summary.new_chunks = written.iter().map(|p| p.chunks.len() as u64).sum();
+    summary.delta_chunks = written.iter().flat_map(|p| &p.chunks).filter(|c| c.base.is_some()).count() as u64;
     summary.stored_bytes = written.iter().map(|p| p.size).sum();
     if !written.is_empty() {
         // From here on the packs stay even on failure: a failed index write may still have

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::pg::RELATION_BLOCK;
 use super::pipeline::Sink;
-use super::walk::{self, UnchangedFn, WalkRules};
+use super::walk::{self, Earlier, EarlierFn, WalkRules};
 use super::{BackupOptions, run};
 use crate::pg::basebackup;
 use crate::pg::datadir;
@@ -80,7 +80,7 @@ pub fn backup_pg_local(
                     cdc
                 }
             }),
-            unchanged: parent.as_ref().map(|p| unchanged_since(repo, sink, p)),
+            earlier: parent.as_ref().map(|p| earlier_versions(repo, sink, p)),
         };
         walk::back_up_tree(repo, sink, std::slice::from_ref(&pgdata), rules, &mut tree, &mut snap.summary, progress)?;
         let control = read(&pgdata.join(datadir::PG_CONTROL))?;
@@ -152,11 +152,12 @@ fn previous_local_backup(repo: &Repository, system_identifier: &str) -> Result<O
 }
 
 /// Walks the previous backup's tree alongside the new walk (both in the same order) and hands
-/// back a file's chunks when it has not changed since: same size, same modification time to the
-/// nanosecond, and modified before the previous backup started (minus a margin), so the stored
-/// copy was read while nothing wrote to the file and holds no torn page. Any trouble reading the
-/// old tree only turns reuse off.
-fn unchanged_since<'a>(repo: &'a Repository, sink: &'a Sink, parent: &'a Snapshot) -> UnchangedFn<'a> {
+/// back a file's chunks: to reuse unread when it has not changed since (same size, same
+/// modification time to the nanosecond, and modified before the previous backup started, minus
+/// a margin, so the stored copy was read while nothing wrote to the file and holds no torn
+/// page), else as the previous versions of its blocks. Any trouble reading the old tree only
+/// turns this off.
+fn earlier_versions<'a>(repo: &'a Repository, sink: &'a Sink, parent: &'a Snapshot) -> EarlierFn<'a> {
     let started = parent.pg.as_ref().and_then(|pg| pg.started_at).expect("chosen for its start time");
     let cutoff = (started - MTIME_MARGIN).timestamp();
     let mut old = TreeReader::new(&parent.tree, move |id| repo.read_chunk(sink.index(), id)).peekable();
@@ -182,14 +183,17 @@ fn unchanged_since<'a>(repo: &'a Repository, sink: &'a Sink, parent: &'a Snapsho
                 }
                 std::cmp::Ordering::Greater => return None,
                 std::cmp::Ordering::Equal => {
-                    let same = candidate.kind == EntryKind::File
-                        && candidate.size == entry.size
+                    if candidate.kind != EntryKind::File {
+                        old.next();
+                        return None;
+                    }
+                    let same = candidate.size == entry.size
                         && candidate.mtime == entry.mtime
                         && candidate.mtime_nsec == entry.mtime_nsec
                         && entry.mtime < cutoff;
-                    let chunks = same.then(|| candidate.chunks.clone());
+                    let chunks = candidate.chunks.clone();
                     old.next();
-                    return chunks;
+                    return Some(if same { Earlier::Unchanged(chunks) } else { Earlier::Changed(chunks) });
                 }
             }
         }

@@ -18,7 +18,7 @@ pub struct Sink<'a> {
     repo: &'a Repository,
     index: &'a Index,
     in_flight: Mutex<HashSet<Id>>,
-    tx: Sender<(Id, Vec<u8>)>,
+    tx: Sender<Plain>,
     stopped: &'a AtomicBool,
 }
 
@@ -38,11 +38,18 @@ impl Sink<'_> {
     }
 
     pub fn add(&self, data: Vec<u8>) -> Result<Id, Error> {
+        self.add_version(data, None)
+    }
+
+    /// Adds a new version of a block whose previous version is the chunk `earlier`: if it
+    /// must be stored, it is compressed against that version too, and the smaller form kept.
+    pub fn add_version(&self, data: Vec<u8>, earlier: Option<Id>) -> Result<Id, Error> {
         let id = self.repo.key().chunk_id(&data);
         if self.index.contains(&id) || !self.in_flight.lock().expect("poisoned").insert(id) {
             return Ok(id);
         }
-        if self.stopped.load(Ordering::Relaxed) || self.tx.send((id, data)).is_err() {
+        let earlier = earlier.filter(|e| self.index.contains(e));
+        if self.stopped.load(Ordering::Relaxed) || self.tx.send((id, data, earlier)).is_err() {
             return Err(stopped());
         }
         Ok(id)
@@ -61,8 +68,10 @@ pub struct Pipeline<'a> {
     workers: usize,
 }
 
-/// Chunks sealed but not yet packed: (id, sealed bytes, plaintext length).
-type Sealed = (Id, Vec<u8>, u32);
+/// Chunks to seal: (id, data, the chunk holding the block's previous version).
+type Plain = (Id, Vec<u8>, Option<Id>);
+/// Chunks sealed but not yet packed: (id, sealed bytes, plaintext length, delta base).
+type Sealed = (Id, Vec<u8>, u32, Option<Id>);
 
 impl<'a> Pipeline<'a> {
     pub fn new(repo: &'a Repository, index: &'a Index, level: i32) -> Self {
@@ -78,7 +87,7 @@ impl<'a> Pipeline<'a> {
         produce: impl FnOnce(&Sink) -> Result<T, Error> + Send,
     ) -> Result<(T, Vec<PackRecord>), (Error, Vec<PackRecord>)> {
         let stopped = AtomicBool::new(false);
-        let (plain_tx, plain_rx) = bounded::<(Id, Vec<u8>)>(2 * self.workers);
+        let (plain_tx, plain_rx) = bounded::<Plain>(2 * self.workers);
         let (sealed_tx, sealed_rx) = bounded::<Sealed>(2 * self.workers);
         // A rendezvous: at most one pack being filled and one being committed.
         let (pack_tx, pack_rx) = bounded::<pack::FinishedPack>(0);
@@ -121,16 +130,30 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    fn seal_worker(&self, rx: Receiver<(Id, Vec<u8>)>, tx: Sender<Sealed>, stopped: &AtomicBool) -> Result<(), Error> {
+    fn seal_worker(&self, rx: Receiver<Plain>, tx: Sender<Sealed>, stopped: &AtomicBool) -> Result<(), Error> {
         let mut compressor = zstd::bulk::Compressor::new(self.level)
             .map_err(|e| Error::InvalidRequest(format!("zstd level {} is not usable: {e}", self.level)))?;
-        for (id, data) in rx {
+        for (id, data, earlier) in rx {
             if stopped.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            let sealed = pack::seal_chunk(self.repo.key(), id, &data, &mut compressor);
+            // An unreadable earlier version only costs the delta: the block is stored whole.
+            let base = earlier.and_then(|e| {
+                self.repo
+                    .read_base_for(self.index, e)
+                    .inspect_err(
+                        |err| tracing::warn!(chunk = %e.short(), error = %err, "cannot read an earlier block version"),
+                    )
+                    .ok()
+            });
+            let (sealed, base) = match base {
+                Some((base, base_data)) => {
+                    pack::seal_chunk_against(self.repo.key(), id, &data, base, &base_data, &mut compressor)
+                }
+                None => (pack::seal_chunk(self.repo.key(), id, &data, &mut compressor), None),
+            };
             let raw_len = u32::try_from(data.len()).expect("chunks are below 4 GiB");
-            if tx.send((id, sealed, raw_len)).is_err() {
+            if tx.send((id, sealed, raw_len, base)).is_err() {
                 return Ok(());
             }
         }
@@ -145,12 +168,12 @@ impl<'a> Pipeline<'a> {
         };
         let target = self.repo.config().pack_size;
         let mut current: Option<PackWriter> = None;
-        for (id, sealed, raw_len) in rx {
+        for (id, sealed, raw_len, base) in rx {
             let writer = match &mut current {
                 Some(w) => w,
                 None => current.insert(PackWriter::create(self.repo.store()).map_err(fail)?),
             };
-            writer.add(id, &sealed, raw_len).map_err(fail)?;
+            writer.add(id, &sealed, raw_len, base).map_err(fail)?;
             if writer.len() >= target {
                 let full = current.take().expect("just filled").finish(self.repo.key()).map_err(fail)?;
                 if tx.send(full).is_err() {

@@ -53,8 +53,17 @@ pub fn absolute_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
 
 /// Removes names from a directory's listing (the directory relative to the walk's base).
 pub type PruneFn<'a> = Box<dyn Fn(&Path, &mut Vec<OsString>) + Send + Sync + 'a>;
-/// Chunks to reuse for a file entry that has not changed, if any.
-pub type UnchangedFn<'a> = Box<dyn FnMut(&Entry) -> Option<Vec<Id>> + Send + 'a>;
+/// What an earlier snapshot says about a file entry, if it holds the same path.
+pub type EarlierFn<'a> = Box<dyn FnMut(&Entry) -> Option<Earlier> + Send + 'a>;
+
+/// A file as an earlier snapshot stored it.
+pub enum Earlier {
+    /// Unchanged since: these chunks are reused without reading the file.
+    Unchanged(Vec<Id>),
+    /// Changed: its chunks are the previous versions of the new blocks (fixed-block files are
+    /// compressed against them).
+    Changed(Vec<Id>),
+}
 
 /// How a walk turns a directory hierarchy into entries.
 pub struct WalkRules<'a> {
@@ -68,9 +77,9 @@ pub struct WalkRules<'a> {
     pub follow: Box<dyn Fn(&Path) -> bool + Send + Sync + 'a>,
     /// The chunker for a file, by its relative path.
     pub chunker: Box<dyn Fn(&Path) -> Chunker + Send + Sync + 'a>,
-    /// Chunks to reuse for a file unchanged since an earlier snapshot, instead of reading it;
-    /// asked in walk order with the entry as listed (size and times set).
-    pub unchanged: Option<UnchangedFn<'a>>,
+    /// The file in an earlier snapshot: reused unread when unchanged, else the previous
+    /// versions of its blocks; asked in walk order with the entry as listed (size and times set).
+    pub earlier: Option<EarlierFn<'a>>,
 }
 
 impl WalkRules<'_> {
@@ -81,7 +90,7 @@ impl WalkRules<'_> {
             prune: Box::new(|_, _| {}),
             follow: Box::new(|_| false),
             chunker: Box::new(move |_| cdc),
-            unchanged: None,
+            earlier: None,
         }
     }
 }
@@ -94,6 +103,8 @@ struct FileJob {
     path: PathBuf,
     entry: Entry,
     chunker: Chunker,
+    /// The chunks of the file's previous version (fixed blocks only), block by block.
+    previous: Vec<Id>,
     /// Device and inode the walk saw, to detect a path replaced before it is opened.
     dev: u64,
     ino: u64,
@@ -284,15 +295,21 @@ impl Walker<'_, '_> {
         } else if ft.is_file() {
             let mut entry = entry_from(&meta, EntryKind::File, &relative);
             entry.size = meta.len();
-            if let Some(chunks) = self.rules.unchanged.as_mut().and_then(|reuse| reuse(&entry)) {
-                entry.chunks = chunks;
-                self.progress.add(entry.size);
-                self.unchanged_bytes += entry.size;
-                return Ok(self.send_ready(entry));
-            }
             let chunker = (self.rules.chunker)(&relative);
+            let mut previous = Vec::new();
+            match self.rules.earlier.as_mut().and_then(|earlier| earlier(&entry)) {
+                Some(Earlier::Unchanged(chunks)) => {
+                    entry.chunks = chunks;
+                    self.progress.add(entry.size);
+                    self.unchanged_bytes += entry.size;
+                    return Ok(self.send_ready(entry));
+                }
+                Some(Earlier::Changed(chunks)) if matches!(chunker, Chunker::Fixed { .. }) => previous = chunks,
+                _ => {}
+            }
             let (done, pending) = bounded(1);
-            let job = FileJob { path: path.to_path_buf(), entry, chunker, dev: meta.dev(), ino: meta.ino(), done };
+            let (dev, ino) = (meta.dev(), meta.ino());
+            let job = FileJob { path: path.to_path_buf(), entry, chunker, previous, dev, ino, done };
             Ok(self.order.send(pending).is_ok() && self.jobs.send(job).is_ok())
         } else {
             tracing::warn!(path = %path.display(), "skipping a special file (socket, FIFO or device)");
@@ -308,7 +325,9 @@ impl Walker<'_, '_> {
 /// boundaries as streaming, avoiding a chunk-sized buffer per file.
 fn read_file(repo: &Repository, sink: &Sink, job: FileJob, progress: &dyn Progress) -> Result<Option<Entry>, Error> {
     use std::os::unix::fs::OpenOptionsExt;
-    let FileJob { path, mut entry, chunker, dev, ino, .. } = job;
+    let FileJob { path, mut entry, chunker, previous, dev, ino, .. } = job;
+    // Block i of a fixed-block file was chunk i of its previous version.
+    let add = |i: usize, data: Vec<u8>| sink.add_version(data, previous.get(i).copied());
     let source_err = |source| Error::Source { path: path.clone(), source };
     let opened = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&path);
     let mut file = match opened {
@@ -332,7 +351,7 @@ fn read_file(repo: &Repository, sink: &Sink, job: FileJob, progress: &dyn Progre
     if read <= max_chunk {
         let mut start = 0;
         for len in chunker.cut_points(&head) {
-            entry.chunks.push(sink.add(head[start..start + len].to_vec())?);
+            entry.chunks.push(add(entry.chunks.len(), head[start..start + len].to_vec())?);
             start += len;
         }
         progress.add(read);
@@ -342,7 +361,7 @@ fn read_file(repo: &Repository, sink: &Sink, job: FileJob, progress: &dyn Progre
             let chunk = chunk.map_err(source_err)?;
             read += chunk.len() as u64;
             progress.add(chunk.len() as u64);
-            entry.chunks.push(sink.add(chunk)?);
+            entry.chunks.push(add(entry.chunks.len(), chunk)?);
         }
     }
     if read != meta.len() {

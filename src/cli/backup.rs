@@ -85,6 +85,7 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             "unchanged_bytes": s.unchanged_bytes,
             "stored_bytes": s.stored_bytes,
             "new_chunks": s.new_chunks,
+            "delta_chunks": s.delta_chunks,
             "duration_seconds": s.duration_seconds,
         });
         println!("{out}");

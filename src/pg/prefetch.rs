@@ -25,9 +25,25 @@ pub const IDLE_EXIT: Duration = Duration::from_secs(10);
 const RELIST: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(10);
 
-/// Moves a prefetched `name` to `dest`; false when the spool does not hold it.
+/// How long a request waits for a segment the worker is fetching at that moment.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
+
+/// Moves a prefetched `name` to `dest`; false when the spool does not hold it. A segment the
+/// worker is fetching right now (its temporary file exists) is waited for rather than fetched
+/// a second time.
 pub fn take(spool: &Spool, name: &WalName, dest: &Path) -> io::Result<bool> {
     let source = spool.path(name.as_str());
+    let in_flight = spool.path(&format!(".{name}.drctl-fetch"));
+    let deadline = Instant::now() + IN_FLIGHT_WAIT;
+    let mut polls = 0u32;
+    while !source.exists() && in_flight.exists() && Instant::now() < deadline {
+        // A temporary file left by a worker that died is not worth waiting for.
+        if polls.is_multiple_of(50) && !spool.has_worker()? {
+            break;
+        }
+        polls += 1;
+        std::thread::sleep(Duration::from_millis(1));
+    }
     match fs::rename(&source, dest) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -58,6 +74,12 @@ fn requested(spool: &Spool) -> Option<WalName> {
 /// fetching with `jobs` in parallel, until no request came for `idle`.
 pub fn serve(repo: &Repository, spool: &Spool, depth: usize, jobs: usize, idle: Duration) -> Result<(), Error> {
     let io = |e: io::Error| Error::Target { path: spool.dir().to_path_buf(), reason: e.to_string() };
+    // Temporary files of a worker that died mid-fetch.
+    for entry in fs::read_dir(spool.dir()).map_err(io)?.flatten() {
+        if entry.file_name().to_str().is_some_and(|n| n.starts_with('.') && n.ends_with(".drctl-fetch")) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
     let mut archived: Vec<WalName> = Vec::new();
     let mut listed_at: Option<Instant> = None;
     let mut last: Option<WalName> = None;

@@ -232,7 +232,7 @@ fn read_all_packs(
                         continue;
                     }
                     let pack = &index.packs[i];
-                    match verify_pack(repo, pack, &expected[i]) {
+                    match verify_pack(repo, index, pack, &expected[i]) {
                         Ok(None) => {}
                         Ok(Some(reason)) => {
                             damaged.lock().expect("poisoned").push((format!("pack {}", pack.id), reason))
@@ -255,7 +255,12 @@ fn read_all_packs(
 
 /// Verifies one pack completely; `Ok(Some(reason))` when it is damaged. Chunks are read in
 /// ranges of about VERIFY_BATCH bytes, so memory stays bounded whatever the pack size.
-fn verify_pack(repo: &Repository, pack: &PackInfo, expected: &[(Id, ChunkLocation)]) -> Result<Option<String>, Error> {
+fn verify_pack(
+    repo: &Repository,
+    index: &index::Index,
+    pack: &PackInfo,
+    expected: &[(Id, ChunkLocation)],
+) -> Result<Option<String>, Error> {
     let object = format!("pack {}", pack.id);
     let damaged = |e: Error| match e {
         Error::Store(e) => Err(Error::Store(e)),
@@ -296,7 +301,9 @@ fn verify_pack(repo: &Repository, pack: &PackInfo, expected: &[(Id, ChunkLocatio
         for e in batch {
             let at = (e.offset as u64 - start) as usize;
             let sealed = &data[at..at + e.sealed_len as usize];
-            if let Err(err) = pack::open_chunk(repo.key(), e.id, sealed, e.raw_len) {
+            if let Err(err) =
+                pack::open_chunk(repo.key(), e.id, sealed, e.raw_len, &mut |base| repo.read_delta_base(index, base))
+            {
                 return Ok(Some(format!("chunk {} at offset {}: {err}", e.id.short(), e.offset)));
             }
         }

@@ -35,6 +35,16 @@ pub fn encode(packs: &[PackRecord]) -> Vec<u8> {
             out.extend_from_slice(&c.raw_len.to_le_bytes());
         }
     }
+    // Deltas and their bases, so prune keeps a base while a delta needs it. Absent when there
+    // are none (index files from before deltas end here).
+    let deltas: Vec<(Id, Id)> = packs.iter().flat_map(|p| &p.chunks).filter_map(|c| Some((c.id, c.base?))).collect();
+    if !deltas.is_empty() {
+        out.extend_from_slice(&(deltas.len() as u32).to_le_bytes());
+        for (chunk, base) in deltas {
+            out.extend_from_slice(&chunk.0);
+            out.extend_from_slice(&base.0);
+        }
+    }
     out
 }
 
@@ -48,9 +58,27 @@ pub fn decode(bytes: &[u8], object: &str) -> Result<Vec<PackRecord>, Error> {
         let count = r.u32()?;
         let mut chunks = Vec::with_capacity(count.min(1 << 20) as usize);
         for _ in 0..count {
-            chunks.push(ChunkEntry { id: r.id()?, offset: r.u32()?, sealed_len: r.u32()?, raw_len: r.u32()? });
+            chunks.push(ChunkEntry {
+                id: r.id()?,
+                offset: r.u32()?,
+                sealed_len: r.u32()?,
+                raw_len: r.u32()?,
+                base: None,
+            });
         }
         packs.push(PackRecord { id, size, chunks });
+    }
+    if r.pos < bytes.len() {
+        let mut bases = HashMap::new();
+        for _ in 0..r.u32()? {
+            bases.insert(r.id()?, r.id()?);
+        }
+        for chunk in packs.iter_mut().flat_map(|p| &mut p.chunks) {
+            chunk.base = bases.remove(&chunk.id);
+        }
+        if !bases.is_empty() {
+            return Err(Error::corrupt(object, "it names a delta it does not hold"));
+        }
     }
     if r.pos != bytes.len() {
         return Err(Error::corrupt(object, "it has trailing bytes"));
@@ -192,7 +220,10 @@ mod tests {
         let packs = vec![PackRecord {
             id: Id([1; 32]),
             size: 1234,
-            chunks: vec![ChunkEntry { id: Id([2; 32]), offset: 0, sealed_len: 50, raw_len: 10 }],
+            chunks: vec![
+                ChunkEntry { id: Id([2; 32]), offset: 0, sealed_len: 50, raw_len: 10, base: None },
+                ChunkEntry { id: Id([4; 32]), offset: 50, sealed_len: 20, raw_len: 10, base: Some(Id([2; 32])) },
+            ],
         }];
         let bytes = encode(&packs);
         assert_eq!(decode(&bytes, "i").unwrap(), packs);

@@ -229,14 +229,49 @@ impl Repository {
 
     /// Reads, authenticates and verifies one chunk.
     pub fn read_chunk(&self, index: &index::Index, id: Id) -> Result<Vec<u8>> {
+        let object = |pack: Id| format!("pack {pack}");
+        let (pack, loc, sealed) = self.read_sealed(index, id)?;
+        pack::open_chunk(&self.key, id, &sealed, loc.raw_len, &mut |base| self.read_delta_base(index, base))
+            .map_err(|e| Error::corrupt(&object(pack), format!("chunk {} at offset {}: {e}", id.short(), loc.offset)))
+    }
+
+    /// The data of a delta's base, which is never a delta itself (chains are one step long).
+    pub fn read_delta_base(&self, index: &index::Index, base: Id) -> std::result::Result<Vec<u8>, pack::ChunkError> {
+        let fail = |e: String| pack::ChunkError::Base(base, e);
+        let (_, loc, sealed) = self.read_sealed(index, base).map_err(|e| fail(e.to_string()))?;
+        pack::open_chunk(&self.key, base, &sealed, loc.raw_len, &mut |_| Err(fail("it is a delta itself".into())))
+            .map_err(|e| fail(e.to_string()))
+    }
+
+    /// A chunk to compress an earlier version of a block against, as (its id, its data): the
+    /// earlier version itself, or, if that is a delta, its base (so chains stay one step long).
+    pub fn read_base_for(&self, index: &index::Index, earlier: Id) -> Result<(Id, Vec<u8>)> {
+        let (pack, loc, sealed) = self.read_sealed(index, earlier)?;
+        let corrupt =
+            |e: pack::ChunkError| Error::corrupt(&format!("pack {pack}"), format!("chunk {}: {e}", earlier.short()));
+        let plaintext = self
+            .key
+            .open(&format::associated_data(format::ObjectType::Chunk, &earlier.0), &sealed)
+            .map_err(|e| corrupt(e.into()))?;
+        match pack::delta_base(&plaintext) {
+            Some(root) => Ok((root, self.read_delta_base(index, root).map_err(corrupt)?)),
+            None => {
+                let mut no_base = |b| Err(pack::ChunkError::Base(b, "not a delta".into()));
+                Ok((
+                    earlier,
+                    pack::decode_chunk(&self.key, earlier, &plaintext, loc.raw_len, &mut no_base).map_err(corrupt)?,
+                ))
+            }
+        }
+    }
+
+    fn read_sealed(&self, index: &index::Index, id: Id) -> Result<(Id, index::ChunkLocation, Vec<u8>)> {
         let (pack, loc) = index.get(&id).ok_or_else(|| Error::Missing { object: format!("chunk {id}") })?;
-        let object = format!("pack {}", pack.id);
         let sealed = self
             .store
             .get_range(&format::pack_key(pack.id), loc.offset as u64, loc.sealed_len as u64)
-            .map_err(|e| Error::missing_or(e, &object))?;
-        pack::open_chunk(&self.key, id, &sealed, loc.raw_len)
-            .map_err(|e| Error::corrupt(&object, format!("chunk {} at offset {}: {e}", id.short(), loc.offset)))
+            .map_err(|e| Error::missing_or(e, &format!("pack {}", pack.id)))?;
+        Ok((pack.id, loc, sealed))
     }
 }
 

@@ -68,6 +68,9 @@ pub struct Summary {
     /// Bytes this backup added to the repository (packs and index; not the manifest itself).
     pub stored_bytes: u64,
     pub new_chunks: u64,
+    /// Of those, chunks stored as deltas against an earlier version of their block.
+    #[serde(default)]
+    pub delta_chunks: u64,
     pub duration_seconds: f64,
 }
 

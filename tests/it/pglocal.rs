@@ -128,6 +128,11 @@ fn local_mode_round_trips_and_reads_only_changed_files() {
         "most files did not change and were not read again: {}",
         second.json
     );
+    assert!(
+        second.json["delta_chunks"].as_u64().unwrap() > 0,
+        "changed relation blocks are stored as deltas against their previous versions: {}",
+        second.json
+    );
     let (full, _) = local(&["--read-all"]);
     assert_eq!(full.json["unchanged_bytes"], 0, "--read-all reads every file");
     assert!(
