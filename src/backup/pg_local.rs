@@ -49,7 +49,9 @@ pub fn backup_pg_local(
     let pgdata =
         std::path::absolute(&local.pgdata).map_err(|source| Error::Source { path: local.pgdata.clone(), source })?;
     let read = |path: &Path| fs::read(path).map_err(|source| Error::Source { path: path.to_path_buf(), source });
-    let on_disk = basebackup::system_identifier(&read(&pgdata.join(datadir::PG_CONTROL))?).unwrap_or(0);
+    let on_disk = basebackup::system_identifier(&read(&pgdata.join(datadir::PG_CONTROL))?).ok_or_else(|| {
+        Error::InvalidRequest(format!("{} has no valid global/pg_control: is it a data directory?", pgdata.display()))
+    })?;
     let pg_version = String::from_utf8_lossy(&read(&pgdata.join("PG_VERSION"))?).trim().to_string();
     let mut session = Session::connect(dsn)?;
     let served = session.query("SELECT system_identifier FROM pg_control_system()")?;

@@ -207,7 +207,14 @@ fn configure_recovery(
     if let Some(pg) = &snap.pg {
         server::check_version(&pg.pg_version)?;
     }
-    let recovered = server::recover(dir, RECOVERY_TIMEOUT)?;
+    let recovered = server::recover(dir, RECOVERY_TIMEOUT);
+    // The prefetch worker restore_command started outlives the server: stop it and remove its
+    // spool before the directory is reported ready (or removed).
+    crate::pg::prefetch::shut_down(
+        &dir.join("pg_wal").join(crate::pg::prefetch::DEFAULT_SPOOL),
+        Duration::from_secs(15),
+    );
+    let recovered = recovered?;
     if !global.quiet {
         println!("recovered to {what}{pg} and promoted; {} is ready to start", dir.display());
         for line in [&recovered.stop, &recovered.last_transaction].into_iter().flatten() {

@@ -24,7 +24,8 @@ pub struct WalFetchArgs {
     /// Segments a background worker fetches ahead of the server, in parallel; 0 turns prefetch off.
     #[arg(long, value_name = "N", default_value_t = 8, env = "DRCTL_PREFETCH")]
     pub prefetch: u16,
-    /// The prefetch spool (default: drctl-prefetch beside the file, inside pg_wal).
+    /// Where prefetched segments wait, in a `prefetch` folder (default: drctl-prefetch beside the
+    /// file, inside pg_wal). One per server.
     #[arg(long, value_name = "DIR", env = "DRCTL_SPOOL_DIR")]
     pub spool_dir: Option<PathBuf>,
     /// Segments the prefetch worker fetches at once.
@@ -46,10 +47,18 @@ pub fn run(args: WalFetchArgs) -> anyhow::Result<u8> {
     // Only segments are prefetched; history and partial files are asked for rarely.
     let spool = if args.prefetch > 0 && name.kind() == WalKind::Segment { open_spool(&args) } else { None };
     if args.worker {
-        let spool = spool.context("the prefetch spool is not usable")?;
-        let Some(_lock) = spool.try_lock()? else { return Ok(0) };
-        let repo = args.repo.open()?;
-        prefetch::serve(&repo, &spool, args.prefetch as usize, args.jobs as usize, prefetch::IDLE_EXIT)?;
+        // Errors are logged, never an exit status: whoever reaps a detached worker (in a container
+        // without an init, the postmaster) must not take it for a crash.
+        let served = (|| -> anyhow::Result<()> {
+            let spool = spool.context("the prefetch spool is not usable")?;
+            let Some(_lock) = spool.try_lock()? else { return Ok(()) };
+            let repo = args.repo.open()?;
+            prefetch::serve(&repo, &spool, args.prefetch as usize, args.jobs as usize, prefetch::IDLE_EXIT)?;
+            Ok(())
+        })();
+        if let Err(e) = served {
+            tracing::error!(error = %format!("{e:#}"), "prefetch worker stopped");
+        }
         return Ok(0);
     }
     if let Some(spool) = &spool

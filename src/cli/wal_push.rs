@@ -22,8 +22,8 @@ pub struct WalPushArgs {
     /// parallel; this call then returns as soon as the worker has stored its file.
     #[arg(long = "async", env = "DRCTL_WAL_ASYNC")]
     pub asynchronous: bool,
-    /// With --async: the spool directory for the worker's markers and log (default: drctl-spool
-    /// beside the WAL file, inside pg_wal).
+    /// With --async: where the worker keeps its markers and log, in an `archive` folder (default:
+    /// drctl-spool beside the WAL file, inside pg_wal). One per server.
     #[arg(long, value_name = "DIR", env = "DRCTL_SPOOL_DIR")]
     pub spool_dir: Option<PathBuf>,
     /// zstd level for WAL files. 1 by default: WAL compresses nearly as well as at 3, twice as
@@ -49,12 +49,19 @@ pub fn run(args: WalPushArgs) -> anyhow::Result<()> {
     })?;
     if args.asynchronous {
         let pg_wal = args.path.parent().unwrap_or(Path::new("."));
-        let dir = args.spool_dir.clone().unwrap_or_else(|| pg_wal.join("drctl-spool"));
+        // The worker is handed the spool itself.
+        let dir = match &args.spool_dir {
+            Some(dir) if args.worker => dir.clone(),
+            Some(dir) => dir.join("archive"),
+            None => pg_wal.join("drctl-spool"),
+        };
         match Spool::open(&dir) {
             Ok(spool) if args.worker => return serve(&args, pg_wal, &spool),
             Ok(spool) => {
                 let worker = worker_args(&args, &spool)?;
-                match async_push::wait_for(&spool, name.as_str(), || spool.ensure_worker(&worker), WAIT_FOR_WORKER) {
+                let data = read_wal(&args.path)?;
+                let start = || spool.ensure_worker(&worker);
+                match async_push::wait_for(&spool, name.as_str(), &data, start, WAIT_FOR_WORKER) {
                     Ok(Waited::Archived) => return Ok(()),
                     Ok(Waited::Failed(reason)) => {
                         tracing::warn!(wal = %name, reason, "the worker failed; pushing directly")
@@ -72,17 +79,21 @@ pub fn run(args: WalPushArgs) -> anyhow::Result<()> {
     push(&args, &name)
 }
 
+fn read_wal(path: &Path) -> anyhow::Result<memmap2::Mmap> {
+    async_push::map_wal_file(path)
+        .with_context(|| format!("cannot read {}", path.display()))
+        .map_err(|e| e.context(repo::Error::InvalidRequest(format!("WAL file {} is not readable", path.display()))))
+}
+
 fn push(args: &WalPushArgs, name: &WalName) -> anyhow::Result<()> {
-    let data =
-        async_push::map_wal_file(&args.path).with_context(|| format!("cannot read {}", args.path.display())).map_err(
-            |e| e.context(repo::Error::InvalidRequest(format!("WAL file {} is not readable", args.path.display()))),
-        )?;
+    let data = read_wal(&args.path)?;
     let repo = args.repo.open()?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let compression = wal::Compression { level: args.compression_level, threads };
-    match wal::push(&repo, name, &data, compression)? {
+    match wal::push(&repo, name, &data, compression, &|| true)? {
         wal::Pushed::Stored(bytes) => tracing::info!(wal = %name, bytes, "archived"),
         wal::Pushed::AlreadyArchived => tracing::info!(wal = %name, "already archived with identical content"),
+        wal::Pushed::Abandoned => unreachable!("a direct push is never abandoned"),
     }
     Ok(())
 }
@@ -100,11 +111,20 @@ fn worker_args(args: &WalPushArgs, spool: &Spool) -> anyhow::Result<Vec<std::ffi
 
 /// The background worker: one per spool; exits at once if another serves it already.
 fn serve(args: &WalPushArgs, pg_wal: &Path, spool: &Spool) -> anyhow::Result<()> {
-    let Some(_lock) = spool.try_lock()? else { return Ok(()) };
-    let repo = args.repo.open()?;
-    tracing::info!(spool = %spool.dir().display(), jobs = args.jobs, "archiving worker started");
-    let compression = wal::Compression { level: args.compression_level, threads: 1 };
-    async_push::serve(&repo, pg_wal, spool, args.jobs as usize, compression, async_push::IDLE_EXIT)?;
-    tracing::info!("archiving worker idle; exiting");
+    // A worker's exit status reaches no one but whoever reaps it (in a container without an
+    // init, the postmaster, which takes unexpected statuses for a crash): errors are logged, and
+    // every archive_command that waited pushes its file itself.
+    let served = (|| -> anyhow::Result<()> {
+        let Some(_lock) = spool.try_lock()? else { return Ok(()) };
+        let repo = args.repo.open()?;
+        tracing::info!(spool = %spool.dir().display(), jobs = args.jobs, "archiving worker started");
+        let compression = wal::Compression { level: args.compression_level, threads: 1 };
+        async_push::serve(&repo, pg_wal, spool, args.jobs as usize, compression, async_push::IDLE_EXIT)?;
+        tracing::info!("archiving worker idle; exiting");
+        Ok(())
+    })();
+    if let Err(e) = served {
+        tracing::error!(error = %format!("{e:#}"), "archiving worker stopped");
+    }
     Ok(())
 }

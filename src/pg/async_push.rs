@@ -31,6 +31,13 @@ fn error_marker(name: &str) -> String {
     format!("{name}.error")
 }
 
+/// What an `.ok` marker holds: the BLAKE3 hash of the file the worker stored. The
+/// archive_command accepts a marker only for its own file's content, so a marker left by
+/// another cluster sharing the spool, or for an earlier file of the same name, never counts.
+fn content_hash(data: &[u8]) -> String {
+    blake3::hash(data).to_hex().to_string()
+}
+
 /// What the archive_command learns from the spool.
 #[derive(Debug)]
 pub enum Waited {
@@ -39,19 +46,28 @@ pub enum Waited {
     TimedOut,
 }
 
-/// Waits until the worker archived `name` (or failed to). `start_worker` is called at once and
-/// then every second, so a worker that died (even mid-push) is replaced.
+/// Waits until the worker archived `name` (whose content is `data`), or failed to.
+/// `start_worker` is called at once and then every second, so a worker that died (even
+/// mid-push) is replaced.
 pub fn wait_for(
     spool: &Spool,
     name: &str,
+    data: &[u8],
     start_worker: impl Fn() -> io::Result<()>,
     timeout: Duration,
 ) -> io::Result<Waited> {
     let deadline = Instant::now() + timeout;
     let mut next_start = Instant::now();
+    let mut expected: Option<String> = None;
     loop {
-        if fs::remove_file(spool.path(&ok_marker(name))).is_ok() {
-            return Ok(Waited::Archived);
+        if let Ok(stored) = fs::read_to_string(spool.path(&ok_marker(name))) {
+            let _ = fs::remove_file(spool.path(&ok_marker(name)));
+            let expected = expected.get_or_insert_with(|| content_hash(data));
+            if stored.trim() == expected.as_str() {
+                return Ok(Waited::Archived);
+            }
+            tracing::warn!(wal = %name, "the spool's marker is for other content; pushing directly");
+            return Ok(Waited::Failed("marker for other content".into()));
         }
         if let Ok(reason) = fs::read_to_string(spool.path(&error_marker(name))) {
             let _ = fs::remove_file(spool.path(&error_marker(name)));
@@ -142,9 +158,20 @@ fn push_one(repo: &Repository, pg_wal: &Path, spool: &Spool, name: &WalName, com
         Err(e) if e.kind() == io::ErrorKind::NotFound => return,
         Err(e) => return mark_failed(spool, name, &format!("cannot read {name}: {e}")),
     };
-    match wal::push(repo, name, &data, compression) {
+    let hash = content_hash(&data);
+    // The server may have archived the file another way meanwhile (a direct push after a
+    // timeout), marked it done and recycled it, so what was read may mix old and new WAL. Its
+    // .ready goes away before any recycling: a file still ready after it was read is intact.
+    let ready = pg_wal.join("archive_status").join(format!("{name}.ready"));
+    let still_ready = || ready.exists();
+    match wal::push(repo, name, &data, compression, &still_ready) {
+        Ok(wal::Pushed::Abandoned) => tracing::info!(wal = %name, "archived another way meanwhile; not stored"),
+        Ok(_) if !still_ready() => tracing::info!(wal = %name, "archived another way meanwhile; no marker"),
         Ok(_) => {
-            if let Err(e) = fs::write(spool.path(&ok_marker(name.as_str())), b"") {
+            let temp = spool.path(&format!(".{name}.ok"));
+            let written =
+                fs::write(&temp, &hash).and_then(|()| fs::rename(&temp, spool.path(&ok_marker(name.as_str()))));
+            if let Err(e) = written {
                 tracing::warn!(wal = %name, error = %e, "archived, but cannot write the marker; archive_command will push it again");
             }
             tracing::info!(wal = %name, "archived");

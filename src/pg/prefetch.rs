@@ -18,7 +18,11 @@ use super::spool::Spool;
 use super::wal::{WalKind, WalName};
 use crate::repo::{Error, Repository, wal};
 
+/// The spool's name beside the file the server asks for: `pg_wal/drctl-prefetch`.
+pub const DEFAULT_SPOOL: &str = "drctl-prefetch";
 const REQUESTED: &str = "requested";
+/// Written by whoever wants the worker gone now (a restore that is done with the directory).
+const STOP: &str = "stop";
 /// The worker exits after this long without a new request.
 pub const IDLE_EXIT: Duration = Duration::from_secs(10);
 /// How often the worker re-lists the archive while it has nothing left to prefetch.
@@ -32,6 +36,11 @@ const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
 /// worker is fetching right now (its temporary file exists) is waited for rather than fetched
 /// a second time.
 pub fn take(spool: &Spool, name: &WalName, dest: &Path) -> io::Result<bool> {
+    // Files are only vouched for by a live worker: it cleared the spool when it started, so
+    // nothing left by a crash (never fsynced, possibly empty) is served.
+    if !spool.has_worker()? {
+        return Ok(false);
+    }
     let source = spool.path(name.as_str());
     let in_flight = spool.path(&format!(".{name}.drctl-fetch"));
     let deadline = Instant::now() + IN_FLIGHT_WAIT;
@@ -74,12 +83,17 @@ fn requested(spool: &Spool) -> Option<WalName> {
 /// fetching with `jobs` in parallel, until no request came for `idle`.
 pub fn serve(repo: &Repository, spool: &Spool, depth: usize, jobs: usize, idle: Duration) -> Result<(), Error> {
     let io = |e: io::Error| Error::Target { path: spool.dir().to_path_buf(), reason: e.to_string() };
-    // Temporary files of a worker that died mid-fetch.
+    // Whatever an earlier worker left (after a crash perhaps, never fsynced) is not trusted.
     for entry in fs::read_dir(spool.dir()).map_err(io)?.flatten() {
-        if entry.file_name().to_str().is_some_and(|n| n.starts_with('.') && n.ends_with(".drctl-fetch")) {
+        let name = entry.file_name();
+        let name = name.to_str().unwrap_or("");
+        if name.ends_with(".drctl-fetch") || WalName::parse(name).is_some() || name == STOP {
             let _ = fs::remove_file(entry.path());
         }
     }
+    // Segments that failed once are not fetched again by this worker (no busy loop on a
+    // damaged object or a full disk); the server's own request reports the error.
+    let mut failed: std::collections::HashSet<WalName> = std::collections::HashSet::new();
     let mut archived: Vec<WalName> = Vec::new();
     let mut listed_at: Option<Instant> = None;
     let mut last: Option<WalName> = None;
@@ -90,7 +104,7 @@ pub fn serve(repo: &Repository, spool: &Spool, depth: usize, jobs: usize, idle: 
             last_request = Instant::now();
             last = current.clone();
         }
-        if last_request.elapsed() >= idle {
+        if last_request.elapsed() >= idle || spool.path(STOP).exists() {
             break;
         }
         let Some(current) = current else {
@@ -100,6 +114,7 @@ pub fn serve(repo: &Repository, spool: &Spool, depth: usize, jobs: usize, idle: 
         let wanted: Vec<&WalName> = archived
             .iter()
             .filter(|n| n.kind() == WalKind::Segment && n.timeline() == current.timeline() && **n > current)
+            .filter(|n| !failed.contains(*n))
             .take(depth)
             .collect();
         let present = spool.files().map_err(io)?;
@@ -120,7 +135,7 @@ pub fn serve(repo: &Repository, spool: &Spool, depth: usize, jobs: usize, idle: 
             std::thread::sleep(POLL);
             continue;
         }
-        fetch_all(repo, spool, missing, jobs);
+        failed.extend(fetch_all(repo, spool, missing, jobs));
     }
     for file in spool.files().map_err(io)? {
         let _ = fs::remove_file(spool.path(&file));
@@ -128,7 +143,23 @@ pub fn serve(repo: &Repository, spool: &Spool, depth: usize, jobs: usize, idle: 
     Ok(())
 }
 
-fn fetch_all(repo: &Repository, spool: &Spool, names: Vec<WalName>, jobs: usize) {
+/// Stops the spool's worker (it clears the spool as it exits) and removes the spool, waiting at
+/// most `timeout`; for a restore that is done with the data directory.
+pub fn shut_down(dir: &Path, timeout: Duration) {
+    let Ok(spool) = Spool::open(dir) else { return };
+    let _ = fs::write(spool.path(STOP), b"");
+    let deadline = Instant::now() + timeout;
+    while spool.has_worker().unwrap_or(false) && Instant::now() < deadline {
+        std::thread::sleep(POLL);
+    }
+    if let Err(e) = fs::remove_dir_all(dir) {
+        tracing::warn!(spool = %dir.display(), error = %e, "cannot remove the prefetch spool");
+    }
+}
+
+/// Fetches `names` into the spool, `jobs` at once; returns those that failed.
+fn fetch_all(repo: &Repository, spool: &Spool, names: Vec<WalName>, jobs: usize) -> Vec<WalName> {
+    let failed = std::sync::Mutex::new(Vec::new());
     let (tx, rx) = bounded::<WalName>(names.len());
     for name in names {
         tx.send(name).expect("sized for all");
@@ -136,18 +167,20 @@ fn fetch_all(repo: &Repository, spool: &Spool, names: Vec<WalName>, jobs: usize)
     drop(tx);
     std::thread::scope(|s| {
         for _ in 0..jobs {
-            let rx = rx.clone();
+            let (rx, failed) = (rx.clone(), &failed);
             s.spawn(move || {
                 for name in rx {
                     // A failure is only logged: the server's own request then fetches directly
                     // and reports the error where it counts.
                     if let Err(e) = fetch_one(repo, spool, &name) {
                         tracing::warn!(wal = %name, error = %e, "prefetch failed");
+                        failed.lock().expect("poisoned").push(name);
                     }
                 }
             });
         }
     });
+    failed.into_inner().expect("poisoned")
 }
 
 fn fetch_one(repo: &Repository, spool: &Spool, name: &WalName) -> Result<(), Error> {

@@ -91,7 +91,12 @@ pub fn recover(dir: &Path, timeout: Duration) -> Result<Recovered, Error> {
                     .map(|l| format!(" (the {l})"))
                     .unwrap_or_default();
                 tracing::debug!(log = %tail(&log), "recovery ended early");
-                Error::OutOfReach { detail: format!("the WAL archive ends before the target time{last}") }
+                Error::OutOfReach {
+                    detail: format!(
+                        "the WAL archive ends before the recovery target{last}; for a transaction id older than the \
+                         base backup used, name an older SNAPSHOT"
+                    ),
+                }
             } else {
                 fail(format!("postgres stopped during recovery ({status}):\n{}", tail(&log)))
             });

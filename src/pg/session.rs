@@ -42,7 +42,11 @@ impl Session {
         let stdin = child.stdin.take().expect("piped");
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
         let stderr = Some(collect_stderr(&mut child));
-        Ok(Session { child, stdin, stdout, stderr })
+        let mut session = Session { child, stdin, stdout, stderr };
+        // The session idles while files are copied: no server-side timeout may end it.
+        session.query("SET idle_session_timeout = 0")?;
+        session.query("SET statement_timeout = 0")?;
+        Ok(session)
     }
 
     /// Runs one statement; returns its unaligned, tuples-only output.

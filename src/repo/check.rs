@@ -136,11 +136,16 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
             }
         };
         let mut missing = 0u64;
-        let use_chunk = |id: &Id, missing: &mut u64, pack_users: &mut Vec<BTreeSet<Id>>| match index.chunks.get(id) {
-            Some(loc) => {
-                pack_users[loc.pack as usize].insert(snap_id);
+        // A delta also uses its base: a lost base makes the snapshot unrestorable too.
+        let use_chunk = |id: &Id, missing: &mut u64, pack_users: &mut Vec<BTreeSet<Id>>| {
+            for id in std::iter::once(id).chain(index.deltas.get(id)) {
+                match index.chunks.get(id) {
+                    Some(loc) => {
+                        pack_users[loc.pack as usize].insert(snap_id);
+                    }
+                    None => *missing += 1,
+                }
             }
-            None => *missing += 1,
         };
         for id in &snap.tree {
             use_chunk(id, &mut missing, &mut pack_users);

@@ -134,6 +134,8 @@ pub struct PackInfo {
 pub struct Index {
     pub packs: Vec<PackInfo>,
     pub chunks: HashMap<Id, ChunkLocation>,
+    /// The chunks read from a delta copy, and their bases.
+    pub deltas: HashMap<Id, Id>,
     pub files: Vec<Id>,
 }
 
@@ -152,13 +154,23 @@ impl Index {
             let pack = self.packs.len() as u32;
             self.packs.push(PackInfo { id: p.id, size: p.size, index_file: file });
             for c in p.chunks {
-                // A chunk stored twice (two backups racing) is read from the first pack listed.
-                self.chunks.entry(c.id).or_insert(ChunkLocation {
-                    pack,
-                    offset: c.offset,
-                    sealed_len: c.sealed_len,
-                    raw_len: c.raw_len,
-                });
+                let location = ChunkLocation { pack, offset: c.offset, sealed_len: c.sealed_len, raw_len: c.raw_len };
+                // A chunk stored twice (two backups racing) is read from the first pack listed,
+                // unless that copy is a delta and this one is not: bases must never be deltas,
+                // whatever order the store lists index files in.
+                match self.chunks.entry(c.id) {
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(location);
+                        if let Some(base) = c.base {
+                            self.deltas.insert(c.id, base);
+                        }
+                    }
+                    std::collections::hash_map::Entry::Occupied(mut slot) => {
+                        if c.base.is_none() && self.deltas.remove(&c.id).is_some() {
+                            slot.insert(location);
+                        }
+                    }
+                }
             }
         }
     }

@@ -22,6 +22,8 @@ pub enum Pushed {
     Stored(u64),
     /// Already in the archive with identical content.
     AlreadyArchived,
+    /// Not stored: `still_current` said the file changed under the pusher.
+    Abandoned,
 }
 
 /// How a WAL file is compressed: a zstd level and how many threads share the work.
@@ -31,8 +33,16 @@ pub struct Compression {
     pub threads: usize,
 }
 
-/// Archives one WAL file.
-pub fn push(repo: &Repository, name: &WalName, data: &[u8], compression: Compression) -> Result<Pushed, Error> {
+/// Archives one WAL file. `still_current` is asked after the data was read and sealed, just
+/// before it is stored: a pusher that cannot be sure the file was not recycled meanwhile (the
+/// async worker) abandons it there rather than store a mix of old and new WAL.
+pub fn push(
+    repo: &Repository,
+    name: &WalName,
+    data: &[u8],
+    compression: Compression,
+    still_current: &dyn Fn() -> bool,
+) -> Result<Pushed, Error> {
     let key = key_of(name);
     if repo.store().exists(&key)? {
         return match fetch(repo, name)? {
@@ -42,6 +52,9 @@ pub fn push(repo: &Repository, name: &WalName, data: &[u8], compression: Compres
     }
     let plaintext = pack::encode_payload_parallel(data, compression.level, compression.threads);
     let sealed = format::seal_file(repo.key(), ObjectType::Wal, name.as_str().as_bytes(), &plaintext);
+    if !still_current() {
+        return Ok(Pushed::Abandoned);
+    }
     repo.store().put(&key, &sealed)?;
     Ok(Pushed::Stored(sealed.len() as u64))
 }

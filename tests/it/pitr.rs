@@ -234,6 +234,7 @@ fn lsn_xid_and_latest_targets_recover_exactly_that_far() {
         }
         let out = cmd.arg("--to").arg(&dir).timeout(Duration::from_secs(300)).run();
         out.ok().mentions("promoted", "the report");
+        assert!(!dir.join("pg_wal/drctl-prefetch").exists(), "the prefetch worker is stopped and its spool removed");
         let mut restored = Cluster::existing(&dir, &[("archive_mode", "off".into())]);
         restored.start();
         assert_eq!(
