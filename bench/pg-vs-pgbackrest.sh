@@ -9,7 +9,9 @@
 #   3. pgbench -c 2 -t $TXNS, then second backup:  drctl local mode (unchanged files skipped,
 #      dedup) | pgbackrest --type=incr
 #   4. restore into empty directories (then, untimed, each restore is started and its rows
-#      compared with the live cluster unless VERIFY=0)
+#      compared with the live cluster unless VERIFY=0); 4b. drctl only: a recovery of the full
+#      backup through the pgbench run's WAL (restore --target-lsn --start), with and without
+#      wal-fetch's prefetch
 #   5. WAL: $WAL_SEGS fresh, never-archived segments (the archive_command is switched to a copy
 #      into a staging directory while they are generated) pushed one process per segment with
 #      drctl wal-push and pgbackrest archive-push (synchronous), then fetched back with
@@ -258,7 +260,10 @@ say "   ${p_wall} s"
 record "incremental backup (bytes added)" "$d_wall" "$pgdata2" "$d_rss" "$d_bytes" "$p_wall" "$pgdata2" "$p_rss" "$p_bytes"
 
 # ---- 4. restores ------------------------------------------------------------------------------
+# The recovery rows of 4b replay up to here: a position with WAL after it, archived.
+recovery_lsn=$(sql "SELECT pg_current_wal_insert_lsn()")
 wait_archived
+pg "${drctl_env[@]}" "$drctl" snapshots --json | python3 -c 'import json,sys; snaps=json.load(sys.stdin); full=sys.argv[1]; print(json.dumps([s for s in snaps if s["id"]==full][0]))' "$(json_field "$work/m/drctl_full.out" snapshot_id)" >"$work/m/drctl_full_snap.json"
 expect=$(sql "SELECT (SELECT count(*) || ':' || sum(abalance) FROM pgbench_accounts) || ':' || (SELECT count(*) || ':' || md5(string_agg(md5(b), '' ORDER BY id)) FROM random_blob)")
 for d in restore-drctl restore-pgbr; do install -d -o postgres -g postgres -m 700 "$work/$d"; done
 say "4. drctl restore latest"
@@ -296,6 +301,23 @@ if [ "$VERIFY" = 1 ]; then
     say "   ${verify_result[-1]}"
   done
 fi
+
+# ---- 4b. a recovery that replays the pgbench run through wal-fetch, with and without prefetch ----
+full_id=$(json_field "$work/m/drctl_full.out" snapshot_id)
+full_start=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pg"]["start_lsn"])' "$work/m/drctl_full_snap.json")
+recovery_segments=$(sql "SELECT ceil(pg_wal_lsn_diff('$recovery_lsn', '$full_start') / 16777216.0)::int")
+for mode in prefetch none; do
+  prefetch_env=()
+  [ "$mode" = none ] && prefetch_env=(DRCTL_PREFETCH=0)
+  say "4b. drctl restore (full backup) --target-lsn $recovery_lsn --start, WAL fetch: $mode ($recovery_segments segments to replay)"
+  install -d -o postgres -g postgres -m 700 "$work/recover-$mode"
+  drop_caches
+  measure "drctl_recover_$mode" "${drctl_env[@]}" "${prefetch_env[@]}" "$drctl" restore "$full_id" --target-lsn "$recovery_lsn" \
+    --start --key-file "$work/keys/drctl.key" --to "$work/recover-$mode"
+  say "   ${WALL} s"
+  eval "recover_$mode=$WALL"
+  rm -rf "$work/recover-$mode"
+done
 
 # ---- 5. WAL push and fetch --------------------------------------------------------------------
 say "5. generating $WAL_SEGS fresh WAL segments (archive_command copies them to a staging directory)"
@@ -444,6 +466,7 @@ echo "repositories at the end: drctl $(bytes_of "$work/drctl-repo") bytes, pgBac
 echo "drctl full backup in stream mode (pg_basebackup, separate repository): ${stream_wall} s, RSS ${stream_rss} KiB, repository $stream_bytes bytes"
 echo "drctl --json: full stored_bytes $(json_field "$work/m/drctl_full.out" stored_bytes) logical_bytes $(json_field "$work/m/drctl_full.out" logical_bytes) duration $(json_field "$work/m/drctl_full.out" duration_seconds) s; second stored_bytes $(json_field "$work/m/drctl_incr.out" stored_bytes) unchanged_bytes (not read) $(json_field "$work/m/drctl_incr.out" unchanged_bytes) new_chunks $(json_field "$work/m/drctl_incr.out" new_chunks) delta_chunks $(json_field "$work/m/drctl_incr.out" delta_chunks) duration $(json_field "$work/m/drctl_incr.out" duration_seconds) s"
 echo "load: pgbench -i $(cut -d' ' -f1 "$work/m/load_pgbench.time" | tail -1) s; phase 3 pgbench -c 2 -t $TXNS: $(tail -1 "$work/m/pgbench_run.time" | cut -d' ' -f1) s, $tps"
+echo "recovery of the full backup through the pgbench run ($recovery_segments WAL segments, restore included): ${recover_prefetch} s with prefetch, ${recover_none} s without"
 echo "WAL fetched back byte-identical: $fetch_ok"
 for v in "${verify_result[@]}"; do echo "restore check: $v"; done
 fail=0
