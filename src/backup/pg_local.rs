@@ -73,7 +73,7 @@ pub fn backup_pg_local(
         let cdc = repo.cdc();
         let rules = WalkRules {
             base: pgdata.clone(),
-            prune: Box::new(datadir::prune),
+            prune: Box::new(datadir::prune_for(&pg_version)),
             follow: Box::new(datadir::follow),
             chunker: Box::new(move |path| {
                 if basebackup::is_relation_file(&path.to_string_lossy()) {

@@ -83,8 +83,12 @@ pub fn run(args: WalFetchArgs) -> anyhow::Result<u8> {
 }
 
 fn open_spool(args: &WalFetchArgs) -> Option<Spool> {
-    let dir =
-        args.spool_dir.clone().unwrap_or_else(|| args.path.parent().unwrap_or(Path::new(".")).join("drctl-prefetch"));
+    // The worker is handed the spool itself.
+    let dir = match &args.spool_dir {
+        Some(dir) if args.worker => dir.clone(),
+        Some(dir) => dir.join("prefetch"),
+        None => args.path.parent().unwrap_or(Path::new(".")).join(prefetch::DEFAULT_SPOOL),
+    };
     Spool::open(&dir)
         .inspect_err(|e| tracing::warn!(spool = %dir.display(), error = %e, "prefetch off: the spool is not usable"))
         .ok()

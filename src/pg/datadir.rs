@@ -29,6 +29,23 @@ const SKIPPED_FILES: &[&str] = &[
 
 pub const PG_CONTROL: &str = "global/pg_control";
 
+/// The pruning rule for a data directory of PostgreSQL `major` (e.g. "15"): in a tablespace,
+/// only this version's `PG_<major>_<catalog version>` folder is copied (an upgraded cluster's
+/// tablespace may still hold the old version's), as pg_basebackup does.
+pub fn prune_for(major: &str) -> impl Fn(&Path, &mut Vec<OsString>) + Send + Sync + 'static {
+    let version_dir = format!("PG_{major}_");
+    move |dir, names| {
+        let mut parts = dir.components();
+        let in_tablespace_root = parts.next().is_some_and(|c| c.as_os_str() == "pg_tblspc")
+            && parts.next().is_some()
+            && parts.next().is_none();
+        if in_tablespace_root {
+            names.retain(|n| n.to_str().is_some_and(|n| n.starts_with(&version_dir)));
+        }
+        prune(dir, names);
+    }
+}
+
 /// Removes from `names` (the sorted listing of `dir`, relative to the data directory) what a
 /// base backup does not copy.
 pub fn prune(dir: &Path, names: &mut Vec<OsString>) {
@@ -128,6 +145,17 @@ mod tests {
         assert_eq!(pruned("base/5", &names), ["16384", "16384_fsm", "16390_init"]);
         assert_eq!(pruned("pg_tblspc/16500/PG_15_202209061/5", &["t12_1", "7"]), ["7"]);
         assert_eq!(pruned("base", &["t3_16400"]), ["t3_16400"], "only inside database directories");
+    }
+
+    #[test]
+    fn a_tablespace_keeps_only_this_versions_folder() {
+        let rule = prune_for("15");
+        let mut names: Vec<OsString> = ["PG_14_202107181", "PG_15_202209061"].iter().map(OsString::from).collect();
+        rule(Path::new("pg_tblspc/16500"), &mut names);
+        assert_eq!(names, ["PG_15_202209061"]);
+        let mut top: Vec<OsString> = ["PG_VERSION", "postmaster.pid"].iter().map(OsString::from).collect();
+        rule(Path::new(""), &mut top);
+        assert_eq!(top, ["PG_VERSION"]);
     }
 
     #[test]

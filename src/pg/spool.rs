@@ -21,7 +21,7 @@ pub struct Spool {
 pub struct WorkerLock(#[allow(dead_code)] File);
 
 const LOCK: &str = "worker.lock";
-pub const LOG: &str = "worker.log";
+const LOG: &str = "worker.log";
 
 impl Spool {
     /// Opens (creating, mode 0700) the spool directory.
