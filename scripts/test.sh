@@ -14,6 +14,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
 fi
 
+# The S3 API the S3 tests talk to through the real AWS SDK: moto's server, from PyPI.
+command -v moto_server >/dev/null || python3 -m pip install --quiet 'moto[server]'
+
 cargo build --all-targets --locked
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --locked --no-fail-fast --test-threads "${DRCTL_TEST_THREADS:-num-cpus}"

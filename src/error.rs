@@ -59,6 +59,12 @@ fn classify_store(e: &store::Error) -> (ExitCode, String) {
         store::Error::Io { .. } => {
             (ExitCode::Storage, "check the disk or mount holding the repository and run the command again")
         }
+        store::Error::Remote { .. } => (
+            ExitCode::Storage,
+            "check the bucket, its region (AWS_REGION), the credentials (AWS default chain: environment, profile, \
+             web identity) and --s3-endpoint / --s3-path-style for S3-compatible services; nothing incomplete was \
+             recorded",
+        ),
     };
     (code, hint.into())
 }
@@ -70,7 +76,9 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
             (ExitCode::Repository, "check --repo / DRCTL_REPO; create a repository with `drctl init --repo LOCATION`")
         }
         E::AlreadyExists { .. } => (ExitCode::Repository, "choose a new or empty location for `drctl init`"),
-        E::UnsupportedLocation { .. } => (ExitCode::Repository, "give a local directory path as the repository"),
+        E::UnsupportedLocation { .. } => {
+            (ExitCode::Repository, "give a local directory path or s3://bucket/prefix as the repository")
+        }
         E::UnsupportedVersion { .. } => (
             ExitCode::Repository,
             "upgrade drctl to a release that reads this repository format; the repository was not changed",

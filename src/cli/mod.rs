@@ -75,7 +75,8 @@ pub enum Command {
 /// Where the repository is and how to unlock it; shared by every command.
 #[derive(Debug, Args)]
 pub struct RepoArgs {
-    /// Repository location: a local directory.
+    /// Repository location: a local directory or s3://bucket/prefix (credentials and region
+    /// from the AWS default chain).
     #[arg(long, env = "DRCTL_REPO", value_name = "LOCATION")]
     pub repo: String,
     /// File whose first line is the passphrase (else DRCTL_PASSWORD, else a prompt on a terminal).
@@ -85,11 +86,19 @@ pub struct RepoArgs {
     /// no argon2 run, for commands PostgreSQL starts once per WAL segment.
     #[arg(long, env = "DRCTL_KEY_FILE", value_name = "FILE")]
     pub key_file: Option<PathBuf>,
+    /// For s3:// repositories: the endpoint of an S3-compatible service.
+    #[arg(long, env = "DRCTL_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// For s3:// repositories: path-style addressing (the bucket in the path), as most
+    /// S3-compatible services want.
+    #[arg(long, env = "DRCTL_S3_PATH_STYLE")]
+    pub s3_path_style: bool,
 }
 
 impl RepoArgs {
     pub fn store(&self) -> anyhow::Result<Arc<dyn store::Store>> {
-        Ok(Arc::from(store::open(&self.repo)?))
+        let s3 = store::S3Options { endpoint: self.s3_endpoint.clone(), path_style: self.s3_path_style };
+        Ok(Arc::from(store::open(&self.repo, &s3)?))
     }
 
     /// The key file if one is given, else the passphrase.
@@ -133,6 +142,12 @@ impl RepoArgs {
         } else {
             std::path::absolute(&self.repo)?.into_os_string()
         });
+        if let Some(endpoint) = &self.s3_endpoint {
+            args.extend(["--s3-endpoint".into(), endpoint.into()]);
+        }
+        if self.s3_path_style {
+            args.push("--s3-path-style".into());
+        }
         for (flag, path) in [("--key-file", &self.key_file), ("--password-file", &self.password_file)] {
             if let Some(path) = path {
                 args.push(flag.into());

@@ -2,8 +2,10 @@
 //! backend) are interchangeable without changing callers.
 
 mod local;
+mod s3;
 
 pub use local::LocalStore;
+pub use s3::{S3Options, S3Store};
 
 use std::path::PathBuf;
 
@@ -18,6 +20,8 @@ pub enum Error {
     NoSpace { path: PathBuf },
     #[error("permission denied on {path}")]
     PermissionDenied { path: PathBuf },
+    #[error("S3 {op} of {key} in {location} failed: {detail}")]
+    Remote { location: String, op: &'static str, key: String, detail: String },
     #[error("storage I/O error: {op} {path}")]
     Io {
         op: &'static str,
@@ -79,9 +83,14 @@ pub trait ObjectWriter: Send {
     fn commit(self: Box<Self>) -> Result<()>;
 }
 
-/// Opens the store a repository location names. Only local directories exist so far; an
-/// `s3://` location gets a clear error rather than being mistaken for a relative path.
-pub fn open(location: &str) -> std::result::Result<Box<dyn Store>, crate::repo::Error> {
+/// Opens the store a repository location names: `s3://bucket/prefix` or a local directory. Any
+/// other scheme gets a clear error rather than being mistaken for a relative path.
+pub fn open(location: &str, s3: &S3Options) -> std::result::Result<Box<dyn Store>, crate::repo::Error> {
+    if location.starts_with("s3://") {
+        let store = S3Store::open(location, s3)
+            .map_err(|reason| crate::repo::Error::InvalidRequest(format!("cannot use {location}: {reason}")))?;
+        return Ok(Box::new(store));
+    }
     if location.contains("://") {
         return Err(crate::repo::Error::UnsupportedLocation { location: location.to_string() });
     }

@@ -21,6 +21,7 @@ mod pgdump;
 mod pglocal;
 mod pitr;
 mod roundtrip;
+mod s3;
 mod selftest;
 mod standby;
 mod stream;
