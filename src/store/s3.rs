@@ -65,6 +65,21 @@ impl S3Store {
         })
     }
 
+    /// GetObject, whole or a byte range, body read to the end.
+    fn read(&self, key: &str, range: Option<String>) -> Result<Vec<u8>> {
+        let request = self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).set_range(range);
+        self.runtime.block_on(async {
+            let out = request.send().await.map_err(|e| self.remote("get", key, e))?;
+            let body = out.body.collect().await.map_err(|e| Error::Remote {
+                location: self.location.clone(),
+                op: "get",
+                key: key.to_string(),
+                detail: e.to_string(),
+            })?;
+            Ok(body.into_bytes().to_vec())
+        })
+    }
+
     fn full_key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
@@ -142,35 +157,14 @@ impl Store for S3Store {
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
-        let request = self.client.get_object().bucket(&self.bucket).key(self.full_key(key));
-        self.runtime.block_on(async {
-            let out = request.send().await.map_err(|e| self.remote("get", key, e))?;
-            let body = out.body.collect().await.map_err(|e| Error::Remote {
-                location: self.location.clone(),
-                op: "get",
-                key: key.to_string(),
-                detail: e.to_string(),
-            })?;
-            Ok(body.into_bytes().to_vec())
-        })
+        self.read(key, None)
     }
 
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         if len == 0 {
             return Ok(Vec::new());
         }
-        let range = format!("bytes={}-{}", offset, offset + len - 1);
-        let request = self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).range(range);
-        let data = self.runtime.block_on(async {
-            let out = request.send().await.map_err(|e| self.remote("get", key, e))?;
-            let body = out.body.collect().await.map_err(|e| Error::Remote {
-                location: self.location.clone(),
-                op: "get",
-                key: key.to_string(),
-                detail: e.to_string(),
-            })?;
-            Ok::<_, Error>(body.into_bytes().to_vec())
-        })?;
+        let data = self.read(key, Some(format!("bytes={}-{}", offset, offset + len - 1)))?;
         if data.len() as u64 != len {
             return Err(Error::OutOfRange { location: self.location.clone(), key: key.to_string(), offset, len });
         }

@@ -181,6 +181,11 @@ impl Cluster {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The libpq connection string drctl is given for this cluster.
+    pub fn dsn(&self) -> String {
+        format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port)
+    }
+
     /// Runs SQL with psql; returns the unaligned, tuples-only output, trimmed.
     pub fn sql(&self, sql: &str) -> String {
         run_ok(
@@ -231,4 +236,9 @@ pub fn repo_for_postgres(ws: &Workspace) -> (Repo, std::path::PathBuf) {
 
 pub fn drctl_env(repo: &Repo, key_file: &Path) -> String {
     format!("DRCTL_REPO={} DRCTL_KEY_FILE={} {}", repo.path.display(), key_file.display(), drctl_bin())
+}
+
+/// postgresql.conf settings that archive every WAL file into `repo` through `drctl wal-push`.
+pub fn archiving_to(repo: &Repo, key_file: &Path) -> Vec<(&'static str, String)> {
+    vec![("archive_mode", "on".into()), ("archive_command", format!("'{} wal-push %p'", drctl_env(repo, key_file)))]
 }

@@ -4,26 +4,18 @@
 use std::time::Duration;
 
 use crate::harness::*;
-use crate::pg::{Cluster, drctl_env, free_port, repo_for_postgres};
-
-fn dsn(cluster: &Cluster) -> String {
-    format!("host=127.0.0.1 port={} user=postgres dbname=postgres", cluster.port)
-}
+use crate::pg::{Cluster, archiving_to, free_port, repo_for_postgres};
 
 #[test]
 fn stream_base_backup_restores_to_its_end_point() {
     let ws = Workspace::new_public();
     let (repo, key_file) = repo_for_postgres(&ws);
-    let env = drctl_env(&repo, &key_file);
-    let mut primary = Cluster::init(
-        &ws.join("primary"),
-        &[("archive_mode", "on".into()), ("archive_command", format!("'{env} wal-push %p'"))],
-    );
+    let mut primary = Cluster::init(&ws.join("primary"), &archiving_to(&repo, &key_file));
     primary.start();
     primary.sql("CREATE TABLE t (n int PRIMARY KEY, phase text)");
     primary.sql("INSERT INTO t SELECT g, 'before' FROM generate_series(1, 5000) g");
 
-    let out = repo.cmd("backup").arg("--pg").arg(dsn(&primary)).arg("--json").timeout(Duration::from_secs(300)).run();
+    let out = repo.cmd("backup").arg("--pg").arg(primary.dsn()).arg("--json").timeout(Duration::from_secs(300)).run();
     out.ok();
     let backup = BackupInfo::parse(&out);
     assert!(backup.files > 500, "a data directory has many files\n{out}");
@@ -97,7 +89,7 @@ fn a_server_that_cannot_be_backed_up_gets_a_clear_error() {
     let mut plain = Cluster::init(&ws.join("plain"), &[]);
     plain.start();
     let before = repo.file_set();
-    repo.cmd("backup").arg("--pg").arg(dsn(&plain)).run().code_is(12).stderr_mentions("archive_mode", "the cause");
+    repo.cmd("backup").arg("--pg").arg(plain.dsn()).run().code_is(12).stderr_mentions("archive_mode", "the cause");
     assert_eq!(repo.file_set(), before, "the repository is unchanged");
     plain.stop();
     // Nothing listening.

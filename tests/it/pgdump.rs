@@ -42,7 +42,7 @@ fn logical_dump_restores_into_a_new_database_identically() {
     app("INSERT INTO accounts SELECT g, md5(g::text), g * 1.5 FROM generate_series(1, 20000) g");
     app("CREATE INDEX ON accounts (owner)");
     app("CREATE VIEW rich AS SELECT * FROM accounts WHERE balance > 1000");
-    let dsn = format!("host=127.0.0.1 port={} user=postgres dbname=postgres", server.port);
+    let dsn = server.dsn();
 
     let out =
         repo.cmd("backup").args(["--pg", &dsn, "--pg-dump", "app", "--json"]).timeout(Duration::from_secs(120)).run();

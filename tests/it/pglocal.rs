@@ -6,11 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::*;
-use crate::pg::{BIN, Cluster, as_postgres, drctl_env, repo_for_postgres};
-
-fn dsn(cluster: &Cluster) -> String {
-    format!("host=127.0.0.1 port={} user=postgres dbname=postgres", cluster.port)
-}
+use crate::pg::{BIN, Cluster, archiving_to, as_postgres, repo_for_postgres};
 
 fn dumpall(cluster: &Cluster) -> String {
     let out = Command::new(format!("{BIN}/pg_dumpall"))
@@ -84,11 +80,7 @@ fn primary_count_hint(dump: &str) -> String {
 }
 
 fn primary_with_tablespace(ws: &Workspace, repo: &Repo, key_file: &std::path::Path) -> Cluster {
-    let env = drctl_env(repo, key_file);
-    let mut primary = Cluster::init(
-        &ws.join("primary"),
-        &[("archive_mode", "on".into()), ("archive_command", format!("'{env} wal-push %p'"))],
-    );
+    let mut primary = Cluster::init(&ws.join("primary"), &archiving_to(repo, key_file));
     primary.start();
     let space = ws.mkdir("space");
     let (uid, gid) = user_ids("postgres");
@@ -111,7 +103,7 @@ fn local_mode_round_trips_and_reads_only_changed_files() {
     // Files are reused only when last written well before the previous backup started.
     std::thread::sleep(Duration::from_secs(6));
     let local = |extra: &[&str]| {
-        let mut cmd = repo.cmd("backup").arg("--pg").arg(dsn(&primary)).args(["--pg-mode", "local", "--pgdata"]);
+        let mut cmd = repo.cmd("backup").arg("--pg").arg(primary.dsn()).args(["--pg-mode", "local", "--pgdata"]);
         cmd = cmd.arg(&primary.data).arg("--json").args(extra).timeout(Duration::from_secs(300));
         let out = cmd.run();
         out.ok();
@@ -157,17 +149,13 @@ fn local_mode_round_trips_and_reads_only_changed_files() {
 fn stream_mode_round_trips() {
     let ws = Workspace::new_public();
     let (repo, key_file) = repo_for_postgres(&ws);
-    let env = drctl_env(&repo, &key_file);
-    let mut primary = Cluster::init(
-        &ws.join("primary"),
-        &[("archive_mode", "on".into()), ("archive_command", format!("'{env} wal-push %p'"))],
-    );
+    let mut primary = Cluster::init(&ws.join("primary"), &archiving_to(&repo, &key_file));
     primary.start();
     primary.sql("CREATE TABLE t (n int PRIMARY KEY, digest text, label text)");
     primary.sql("CREATE TABLE spaced (n int, note text)");
     primary.sql("CREATE DATABASE second");
     workload(&primary, 1);
-    let out = repo.cmd("backup").arg("--pg").arg(dsn(&primary)).arg("--json").timeout(Duration::from_secs(300)).run();
+    let out = repo.cmd("backup").arg("--pg").arg(primary.dsn()).arg("--json").timeout(Duration::from_secs(300)).run();
     out.ok();
     let backup = BackupInfo::parse(&out);
     let dump = dumpall(&primary);
@@ -181,11 +169,7 @@ fn stream_mode_round_trips() {
 fn local_mode_refuses_the_data_directory_of_another_cluster() {
     let ws = Workspace::new_public();
     let (repo, key_file) = repo_for_postgres(&ws);
-    let env = drctl_env(&repo, &key_file);
-    let mut primary = Cluster::init(
-        &ws.join("primary"),
-        &[("archive_mode", "on".into()), ("archive_command", format!("'{env} wal-push %p'"))],
-    );
+    let mut primary = Cluster::init(&ws.join("primary"), &archiving_to(&repo, &key_file));
     primary.start();
     let other = ws.join("other");
     std::fs::create_dir_all(&other).unwrap();
@@ -196,7 +180,7 @@ fn local_mode_refuses_the_data_directory_of_another_cluster() {
     let before = repo.file_set();
     repo.cmd("backup")
         .arg("--pg")
-        .arg(dsn(&primary))
+        .arg(primary.dsn())
         .args(["--pg-mode", "local", "--pgdata"])
         .arg(&other)
         .run()
@@ -206,7 +190,7 @@ fn local_mode_refuses_the_data_directory_of_another_cluster() {
     assert_eq!(repo.file_set(), before, "the repository is unchanged");
     repo.cmd("backup")
         .arg("--pg")
-        .arg(dsn(&primary))
+        .arg(primary.dsn())
         .args(["--pg-mode", "local"])
         .env_remove("PGDATA")
         .run()

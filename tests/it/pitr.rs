@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::harness::*;
-use crate::pg::{Cluster, drctl_env, repo_for_postgres};
+use crate::pg::{Cluster, archiving_to, drctl_env, repo_for_postgres};
 
 /// `restore --point-in-time T --start --key-file K --to DIR`.
 fn restore_to_time(repo: &Repo, target: &str, key_file: &std::path::Path, dir: &std::path::Path) -> Output {
@@ -37,7 +37,7 @@ fn point_in_time_restore_holds_exactly_the_rows_committed_by_the_target() {
     );
     primary.start();
     primary.sql("CREATE TABLE t (n int PRIMARY KEY)");
-    let dsn = format!("host=127.0.0.1 port={} user=postgres dbname=postgres", primary.port);
+    let dsn = primary.dsn();
     let backup = |tag: &str| {
         repo.cmd("backup").args(["--pg", &dsn, "--json", "--tag", tag]).timeout(Duration::from_secs(300)).run()
     };
@@ -145,7 +145,7 @@ fn point_in_time_restore_follows_a_new_timeline() {
     let mut primary = Cluster::init(&ws.join("primary"), &archiving);
     primary.start();
     primary.sql("CREATE TABLE t (n int PRIMARY KEY)");
-    let dsn = format!("host=127.0.0.1 port={} user=postgres dbname=postgres", primary.port);
+    let dsn = primary.dsn();
     repo.cmd("backup").args(["--pg", &dsn]).timeout(Duration::from_secs(300)).run().ok();
     for n in 1..=20 {
         insert(&primary, n);
@@ -197,14 +197,10 @@ fn point_in_time_restore_follows_a_new_timeline() {
 fn lsn_xid_and_latest_targets_recover_exactly_that_far() {
     let ws = Workspace::new_public();
     let (repo, key_file) = repo_for_postgres(&ws);
-    let env = drctl_env(&repo, &key_file);
-    let mut primary = Cluster::init(
-        &ws.join("primary"),
-        &[("archive_mode", "on".into()), ("archive_command", format!("'{env} wal-push %p'"))],
-    );
+    let mut primary = Cluster::init(&ws.join("primary"), &archiving_to(&repo, &key_file));
     primary.start();
     primary.sql("CREATE TABLE t (n int PRIMARY KEY)");
-    let dsn = format!("host=127.0.0.1 port={} user=postgres dbname=postgres", primary.port);
+    let dsn = primary.dsn();
     let backup = || repo.cmd("backup").args(["--pg", &dsn]).timeout(Duration::from_secs(300)).run().ok().clone();
     backup();
     // Row n's transaction id, and the WAL position right after its commit.

@@ -9,10 +9,6 @@ use std::time::Duration;
 use crate::harness::*;
 use crate::pg::{Cluster, drctl_env, repo_for_postgres};
 
-fn dsn(cluster: &Cluster) -> String {
-    format!("host=127.0.0.1 port={} user=postgres dbname=postgres", cluster.port)
-}
-
 /// "16/B374D848" as a number, to compare WAL positions.
 fn lsn(text: &str) -> u64 {
     let (hi, lo) = text.split_once('/').unwrap_or_else(|| panic!("{text:?} is not an LSN"));
@@ -102,12 +98,12 @@ fn base_backups_from_a_standby_restore() {
 
     // Stream mode (pg_basebackup from the standby).
     let first_lsn = write_and_replicate(&primary, &standby, "first", 1, 3000);
-    let stream_cmd = repo.cmd("backup").arg("--pg").arg(dsn(&standby)).arg("--json");
+    let stream_cmd = repo.cmd("backup").arg("--pg").arg(standby.dsn()).arg("--json");
     let (stream, _) = backup_from_standby(&primary, stream_cmd);
 
     // Local mode (pg_backup_start/stop on the standby, its data directory read by drctl).
     let second_lsn = write_and_replicate(&primary, &standby, "second", 3001, 2000);
-    let local_cmd = repo.cmd("backup").arg("--pg").arg(dsn(&standby)).args(["--pg-mode", "local", "--pgdata"]);
+    let local_cmd = repo.cmd("backup").arg("--pg").arg(standby.dsn()).args(["--pg-mode", "local", "--pgdata"]);
     let (local, _) = backup_from_standby(&primary, local_cmd.arg(&standby.data).arg("--json"));
 
     // Rows written after both backups are in neither.

@@ -5,7 +5,7 @@ use std::fs;
 use std::time::Duration;
 
 use crate::harness::*;
-use crate::pg::{Cluster, drctl_env, repo_for_postgres};
+use crate::pg::{Cluster, archiving_to, drctl_env, repo_for_postgres};
 
 #[test]
 fn postgres_archives_through_wal_push_and_recovers_through_wal_fetch() {
@@ -13,8 +13,7 @@ fn postgres_archives_through_wal_push_and_recovers_through_wal_fetch() {
     let (repo, key_file) = repo_for_postgres(&ws);
     let env = drctl_env(&repo, &key_file);
     let data = ws.join("primary");
-    let mut primary =
-        Cluster::init(&data, &[("archive_mode", "on".into()), ("archive_command", format!("'{env} wal-push %p'"))]);
+    let mut primary = Cluster::init(&data, &archiving_to(&repo, &key_file));
     primary.start();
     primary.sql("CREATE TABLE t (n int PRIMARY KEY, pad text)");
     primary.sql("CHECKPOINT");

@@ -31,7 +31,7 @@ fn async_archiving_survives_kill_9_and_loses_no_segment() {
     );
     primary.start();
     primary.sql("CREATE TABLE t (n int PRIMARY KEY, pad text)");
-    let dsn = format!("host=127.0.0.1 port={} user=postgres dbname=postgres", primary.port);
+    let dsn = primary.dsn();
     repo.cmd("backup").args(["--pg", &dsn]).timeout(Duration::from_secs(300)).run().ok();
 
     // 40 segments of WAL while the workers and the waiting archive_commands are killed over and over.
