@@ -59,15 +59,21 @@ pub fn push(
     Ok(Pushed::Stored(sealed.len() as u64))
 }
 
-/// Reads one archived WAL file; `None` when the archive does not hold it.
-pub fn fetch(repo: &Repository, name: &WalName) -> Result<Option<Vec<u8>>, Error> {
-    let object = format!("WAL file {name}");
+/// The authenticated plaintext of an archived WAL file (codec byte and payload); `None` when
+/// the archive does not hold it.
+fn open(repo: &Repository, name: &WalName, object: &str) -> Result<Option<Vec<u8>>, Error> {
     let sealed = match repo.store().get(&key_of(name)) {
         Ok(bytes) => bytes,
         Err(store::Error::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let plaintext = format::open_file(repo.key(), ObjectType::Wal, name.as_str().as_bytes(), &sealed, &object)?;
+    format::open_file(repo.key(), ObjectType::Wal, name.as_str().as_bytes(), &sealed, object).map(Some)
+}
+
+/// Reads one archived WAL file; `None` when the archive does not hold it.
+pub fn fetch(repo: &Repository, name: &WalName) -> Result<Option<Vec<u8>>, Error> {
+    let object = format!("WAL file {name}");
+    let Some(plaintext) = open(repo, name, &object)? else { return Ok(None) };
     pack::decode_payload(&plaintext, None).map(Some).map_err(|e| Error::corrupt(&object, e.to_string()))
 }
 
@@ -75,13 +81,7 @@ pub fn fetch(repo: &Repository, name: &WalName) -> Result<Option<Vec<u8>>, Error
 /// when the archive does not hold it. Everything is authenticated before a byte is written.
 pub fn fetch_to(repo: &Repository, name: &WalName, out: &mut impl std::io::Write) -> Result<Option<u64>, Error> {
     let object = format!("WAL file {name}");
-    let sealed = match repo.store().get(&key_of(name)) {
-        Ok(bytes) => bytes,
-        Err(store::Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let plaintext = format::open_file(repo.key(), ObjectType::Wal, name.as_str().as_bytes(), &sealed, &object)?;
-    drop(sealed);
+    let Some(plaintext) = open(repo, name, &object)? else { return Ok(None) };
     pack::decode_payload_to(&plaintext, out).map(Some).map_err(|e| Error::corrupt(&object, e.to_string()))
 }
 
