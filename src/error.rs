@@ -93,6 +93,11 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
             "check DRCTL_PASSWORD / DRCTL_PASSWORD_FILE / DRCTL_KEY_FILE; it must match one of the repository's key \
              slots (`drctl key list`)",
         ),
+        E::Kms(_) => (
+            ExitCode::Key,
+            "the repository's KMS key slot could not be used (cause above); fix the key or the credentials, or open \
+             the repository with another slot (DRCTL_PASSWORD / DRCTL_KEY_FILE); nothing was changed",
+        ),
         E::Corrupt { .. } | E::Missing { .. } => (
             ExitCode::Damaged,
             "the repository is damaged; nothing unverified was restored. Run `drctl check --read-data` to list every \

@@ -1,6 +1,7 @@
 use clap::Args;
 
 use super::{GlobalArgs, RepoArgs};
+use crate::repo::key::Secret;
 use crate::repo::{InitOptions, Repository};
 
 #[derive(Debug, Args)]
@@ -13,11 +14,18 @@ pub struct InitArgs {
     /// Target size of pack files in MiB.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub pack_size_mib: u64,
+    /// Wrap the master key with this AWS KMS key (ARN, key id or alias/NAME) instead of a
+    /// passphrase: whoever may kms:Decrypt with it opens the repository.
+    #[arg(long, value_name = "ARN")]
+    pub kms_key_id: Option<String>,
 }
 
 pub fn run(args: InitArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let store = args.repo.store()?;
-    let secret = args.repo.secret(true)?;
+    let secret = match &args.kms_key_id {
+        Some(key) => Secret::Kms(Some(key.clone())),
+        None => args.repo.secret(true)?,
+    };
     let options = InitOptions {
         compression_level: args.compression_level,
         pack_size: args.pack_size_mib << 20,

@@ -14,6 +14,9 @@ pub enum KeyCommand {
     Add(AddArgs),
     /// Remove a key slot (never the last one).
     Remove(RemoveArgs),
+    /// Replace the slot this command opens the repository with by a new one (a new passphrase,
+    /// key file or KMS key): the master key is re-wrapped, no data is rewritten.
+    Rotate(AddArgs),
 }
 
 #[derive(Debug, Args)]
@@ -30,8 +33,26 @@ pub struct AddArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
     /// Create this key file (mode 0600; it must not exist) and a slot it opens.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "kms_key_id")]
     pub new_key_file: Option<PathBuf>,
+    /// A slot that AWS KMS opens with this key (ARN, key id or alias/NAME).
+    #[arg(long, value_name = "ARN")]
+    pub kms_key_id: Option<String>,
+}
+
+impl AddArgs {
+    /// The new slot's secret: a new key file, a KMS key, or a new passphrase.
+    fn new_secret(&self) -> anyhow::Result<Secret> {
+        if let Some(key) = &self.kms_key_id {
+            return Ok(Secret::Kms(Some(key.clone())));
+        }
+        match &self.new_key_file {
+            Some(path) => Ok(Secret::create_key_file(path)
+                .with_context(|| format!("cannot create the key file {}", path.display()))
+                .map_err(|e| e.context(crate::repo::Error::InvalidRequest("the key file was not created".into())))?),
+            None => Ok(Secret::Passphrase(new_passphrase()?.into_bytes())),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -47,17 +68,21 @@ pub fn run(command: KeyCommand, global: &GlobalArgs) -> anyhow::Result<()> {
         KeyCommand::List(args) => list(args),
         KeyCommand::Add(args) => {
             let repo = args.repo.open()?;
-            let secret = match &args.new_key_file {
-                Some(path) => Secret::create_key_file(path)
-                    .with_context(|| format!("cannot create the key file {}", path.display()))
-                    .map_err(|e| {
-                        e.context(crate::repo::Error::InvalidRequest("the key file was not created".into()))
-                    })?,
-                None => Secret::Passphrase(new_passphrase()?.into_bytes()),
-            };
-            let id = key::add_slot(repo.store(), repo.key(), &secret)?;
+            let id = key::add_slot(repo.store(), repo.key(), &args.new_secret()?)?;
             if !global.quiet {
                 println!("added key slot {}", id.short());
+            }
+            Ok(())
+        }
+        KeyCommand::Rotate(args) => {
+            let repo = args.repo.open()?;
+            let secret = args.new_secret()?;
+            let id = key::add_slot(repo.store(), repo.key(), &secret)?;
+            // The old slot goes only once the new one is proven to open the repository.
+            key::verify_slot(repo.store(), id, &secret, repo.key())?;
+            key::remove(repo.store(), repo.slot())?;
+            if !global.quiet {
+                println!("rotated: key slot {} replaced by {}", repo.slot().short(), id.short());
             }
             Ok(())
         }
@@ -93,24 +118,26 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
             .iter()
             .map(|(id, s)| {
                 serde_json::json!({"id": id.to_hex(), "kind": s.kind, "created": s.created,
-                    "hostname": s.hostname, "current": *id == repo.slot()})
+                    "hostname": s.hostname, "kms_key_id": s.kms_key_id, "current": *id == repo.slot()})
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
-    println!("   {:<8}  {:<10}  {:<20}  host", "id", "kind", "created (UTC)");
+    println!("   {:<8}  {:<10}  {:<20}  host (KMS key)", "id", "kind", "created (UTC)");
     for (id, s) in &slots {
         let kind = match s.kind {
             SlotKind::Passphrase => "passphrase",
             SlotKind::KeyFile => "key-file",
+            SlotKind::Kms => "kms",
         };
         let current = if *id == repo.slot() { "*" } else { " " };
         println!(
-            "{current}  {:<8}  {kind:<10}  {:<20}  {}",
+            "{current}  {:<8}  {kind:<10}  {:<20}  {}{}",
             id.short(),
             s.created.format("%Y-%m-%d %H:%M:%S"),
-            s.hostname
+            s.hostname,
+            s.kms_key_id.as_deref().map(|k| format!(" ({k})")).unwrap_or_default()
         );
     }
     Ok(())

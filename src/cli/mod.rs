@@ -93,11 +93,29 @@ pub struct RepoArgs {
     /// S3-compatible services want.
     #[arg(long, env = "DRCTL_S3_PATH_STYLE")]
     pub s3_path_style: bool,
+    /// For s3:// repositories: the storage class of new objects (STANDARD, STANDARD_IA,
+    /// ONEZONE_IA, INTELLIGENT_TIERING, GLACIER_IR; classes that need a thaw are refused).
+    #[arg(long, env = "DRCTL_S3_STORAGE_CLASS", value_name = "CLASS")]
+    pub s3_storage_class: Option<String>,
+    /// For s3:// repositories: server-side encryption of new objects with this KMS key, on top of
+    /// drctl's own encryption.
+    #[arg(long, env = "DRCTL_S3_SSE_KMS_KEY_ID", value_name = "ARN")]
+    pub s3_sse_kms_key_id: Option<String>,
+    /// For s3:// repositories in a bucket with Object Lock: retain every new object (locks aside)
+    /// for DAYS in MODE governance or compliance, so nobody can delete a backup before then.
+    #[arg(long, env = "DRCTL_S3_OBJECT_LOCK", value_name = "MODE:DAYS")]
+    pub s3_object_lock: Option<store::ObjectLock>,
 }
 
 impl RepoArgs {
     pub fn store(&self) -> anyhow::Result<Arc<dyn store::Store>> {
-        let s3 = store::S3Options { endpoint: self.s3_endpoint.clone(), path_style: self.s3_path_style };
+        let s3 = store::S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            path_style: self.s3_path_style,
+            storage_class: self.s3_storage_class.as_ref().map(|c| c.to_ascii_uppercase()),
+            sse_kms_key_id: self.s3_sse_kms_key_id.clone(),
+            object_lock: self.s3_object_lock.clone(),
+        };
         Ok(Arc::from(store::open(&self.repo, &s3)?))
     }
 
@@ -109,6 +127,18 @@ impl RepoArgs {
                 .map_err(|e| e.context(repo::Error::NoPassword));
         }
         Ok(Secret::Passphrase(self.passphrase(confirm)?.into_bytes()))
+    }
+
+    /// What opens `store`: a key file or passphrase when one is given; otherwise the KMS key of
+    /// the repository's KMS slot (with the ambient AWS credentials) when it has one; otherwise a
+    /// prompt on a terminal.
+    fn unlock_secret(&self, store: &dyn store::Store) -> anyhow::Result<Secret> {
+        let given =
+            self.key_file.is_some() || self.password_file.is_some() || std::env::var_os("DRCTL_PASSWORD").is_some();
+        if !given && repo::key::list(store)?.iter().any(|(_, slot)| slot.kind == repo::key::SlotKind::Kms) {
+            return Ok(Secret::Kms(None));
+        }
+        self.secret(false)
     }
 
     /// The passphrase from the password file (flag or DRCTL_PASSWORD_FILE), DRCTL_PASSWORD, or a
@@ -148,6 +178,15 @@ impl RepoArgs {
         if self.s3_path_style {
             args.push("--s3-path-style".into());
         }
+        if let Some(class) = &self.s3_storage_class {
+            args.extend(["--s3-storage-class".into(), class.into()]);
+        }
+        if let Some(key) = &self.s3_sse_kms_key_id {
+            args.extend(["--s3-sse-kms-key-id".into(), key.into()]);
+        }
+        if let Some(lock) = &self.s3_object_lock {
+            args.extend(["--s3-object-lock".into(), format!("{}:{}", lock.mode, lock.days).into()]);
+        }
         for (flag, path) in [("--key-file", &self.key_file), ("--password-file", &self.password_file)] {
             if let Some(path) = path {
                 args.push(flag.into());
@@ -159,7 +198,8 @@ impl RepoArgs {
 
     pub fn open(&self) -> anyhow::Result<Repository> {
         let store = self.store()?;
-        Ok(Repository::open(store, &self.secret(false)?)?)
+        let secret = self.unlock_secret(store.as_ref())?;
+        Ok(Repository::open(store, &secret)?)
     }
 }
 

@@ -6,7 +6,8 @@
 //!   BLAKE3 of it, so opening costs microseconds. For `wal-push`/`wal-fetch`, which PostgreSQL runs
 //!   once per WAL segment and cannot pay an argon2 run each time.
 //!
-//! KMS slots come with the S3 work.
+//! - KMS: the master key encrypted by AWS KMS under a key the operator names; whoever may
+//!   `kms:Decrypt` with it opens the repository, with no secret on disk (IRSA in Kubernetes).
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::Error;
 use super::crypto::{self, Id, MasterKey};
 use super::format::{self, ObjectType};
+use super::kms;
 use crate::store::Store;
 
 /// argon2id cost for new slots: 64 MiB and 3 passes, about 0.1-0.2 s on one core. Commands open
@@ -34,7 +36,11 @@ pub struct KeySlot {
     /// Present for passphrase slots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kdf: Option<Kdf>,
-    /// The 64-byte master key sealed with the derived key (12-byte nonce || ciphertext || tag), hex.
+    /// Present for KMS slots: the ARN of the key that wrapped the master key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    /// The 64-byte master key sealed with the derived key (12-byte nonce || ciphertext || tag),
+    /// or for KMS slots the KMS ciphertext; hex.
     pub wrapped_key: String,
 }
 
@@ -44,12 +50,15 @@ pub enum SlotKind {
     Passphrase,
     #[serde(rename = "key-file")]
     KeyFile,
+    Kms,
 }
 
-/// What opens a repository: a passphrase, or the content of a key file.
+/// What opens a repository: a passphrase, the content of a key file, or a KMS key reached with
+/// the ambient AWS credentials (`None`: whichever KMS slot the repository has).
 pub enum Secret {
     Passphrase(Vec<u8>),
     KeyFile([u8; 32]),
+    Kms(Option<String>),
 }
 
 const KEY_FILE_PREFIX: &str = "drctl-key-file-v1:";
@@ -59,6 +68,7 @@ impl Secret {
         match self {
             Secret::Passphrase(_) => SlotKind::Passphrase,
             Secret::KeyFile(_) => SlotKind::KeyFile,
+            Secret::Kms(_) => SlotKind::Kms,
         }
     }
 
@@ -137,13 +147,27 @@ fn key_file_kek(key: &[u8; 32]) -> [u8; 32] {
 
 /// Wraps `master` under `secret` and stores the new slot; returns its id.
 pub fn add_slot(store: &dyn Store, master: &MasterKey, secret: &Secret) -> Result<Id, Error> {
-    let (kdf, kek) = match secret {
+    let mut kdf = None;
+    let mut kms_key_id = None;
+    let wrapped = match secret {
         Secret::Passphrase(passphrase) => {
-            let kdf = Kdf::new_default();
-            let kek = kdf.derive(passphrase, "new key slot")?;
-            (Some(kdf), kek)
+            let new = Kdf::new_default();
+            let kek = new.derive(passphrase, "new key slot")?;
+            kdf = Some(new);
+            crypto::seal_with(&kek, &slot_ad(), &master.to_bytes())
         }
-        Secret::KeyFile(key) => (None, key_file_kek(key)),
+        Secret::KeyFile(key) => crypto::seal_with(&key_file_kek(key), &slot_ad(), &master.to_bytes()),
+        Secret::Kms(key_id) => {
+            let key_id =
+                key_id.as_deref().ok_or_else(|| Error::InvalidRequest("name the KMS key of the new slot".into()))?;
+            let (ciphertext, arn) = kms::encrypt(key_id, &master.to_bytes())?;
+            // Proven now, not at the first restore: the key must also decrypt what it wrapped.
+            if kms::decrypt(&arn, &ciphertext)? != master.to_bytes() {
+                return Err(Error::InvalidRequest(format!("KMS key {arn} did not give back the key it wrapped")));
+            }
+            kms_key_id = Some(arn);
+            ciphertext
+        }
     };
     let slot = KeySlot {
         version: format::VERSION,
@@ -151,7 +175,8 @@ pub fn add_slot(store: &dyn Store, master: &MasterKey, secret: &Secret) -> Resul
         created: chrono::Utc::now(),
         hostname: crate::repo::hostname(),
         kdf,
-        wrapped_key: hex::encode(crypto::seal_with(&kek, &slot_ad(), &master.to_bytes())),
+        kms_key_id,
+        wrapped_key: hex::encode(wrapped),
     };
     let bytes = serde_json::to_vec_pretty(&slot).expect("key slots serialize");
     let id = Id::of_stored(&bytes);
@@ -187,6 +212,21 @@ pub fn remove(store: &dyn Store, id: Id) -> Result<(), Error> {
     Ok(())
 }
 
+/// Proves that slot `id` opens with `secret` and yields `master` (before an old slot is removed).
+pub fn verify_slot(store: &dyn Store, id: Id, secret: &Secret, master: &MasterKey) -> Result<(), Error> {
+    let object = format!("{}{id}", format::KEYS_DIR);
+    let bytes = store.get(&object)?;
+    // A KMS slot opens with its own key, however the operator named that key.
+    let secret = match secret {
+        Secret::Kms(_) => &Secret::Kms(None),
+        other => other,
+    };
+    match try_slot(&bytes, secret, &object)? {
+        Some(key) if key.to_bytes() == master.to_bytes() => Ok(()),
+        _ => Err(Error::InvalidRequest(format!("the new key slot {} does not open the repository", id.short()))),
+    }
+}
+
 /// Tries every slot of the secret's kind; returns the master key and the id of the slot that
 /// opened.
 pub fn unlock(store: &dyn Store, secret: &Secret) -> Result<(MasterKey, Id), Error> {
@@ -194,16 +234,23 @@ pub fn unlock(store: &dyn Store, secret: &Secret) -> Result<(MasterKey, Id), Err
     if slots.is_empty() {
         return Err(Error::corrupt("keys/", "the repository has no key slots"));
     }
+    let mut kms_failure = None;
     for info in slots {
         let bytes = store.get(&info.key)?;
         // A slot this build cannot use (damaged, newer, another kind) must not lock out the others.
         match try_slot(&bytes, secret, &format!("key slot {}", info.key)) {
             Ok(Some(key)) => return Ok((key, format::id_of_key(&info.key).unwrap_or(Id([0; 32])))),
             Ok(None) => {}
+            // KMS said why it would not unwrap: that, not "wrong password", is what to fix.
+            Err(Error::Kms(e)) => kms_failure = Some(Error::Kms(e)),
             Err(e) => tracing::warn!(slot = %info.key, error = %e, "skipping a key slot"),
         }
     }
-    Err(Error::WrongPassword { location: store.location().to_string() })
+    match (kms_failure, secret) {
+        (Some(e), _) => Err(e),
+        (None, Secret::Kms(_)) => Err(Error::NoPassword),
+        (None, _) => Err(Error::WrongPassword { location: store.location().to_string() }),
+    }
 }
 
 /// The master key if `passphrase` opens this slot, `None` if it does not.
@@ -215,6 +262,19 @@ fn try_slot(bytes: &[u8], secret: &Secret, object: &str) -> Result<Option<Master
     }
     let kek = match (secret, &slot.kdf) {
         _ if slot.kind != secret.kind() => return Ok(None),
+        (Secret::Kms(wanted), _) => {
+            let key_id =
+                slot.kms_key_id.as_deref().ok_or_else(|| Error::corrupt(object, "a KMS slot without a key"))?;
+            if wanted.as_deref().is_some_and(|w| w != key_id) {
+                return Ok(None);
+            }
+            let ciphertext =
+                hex::decode(&slot.wrapped_key).map_err(|_| Error::corrupt(object, "wrapped key is not hex"))?;
+            let bytes: [u8; MasterKey::LEN] = kms::decrypt(key_id, &ciphertext)?
+                .try_into()
+                .map_err(|_| Error::corrupt(object, "KMS gave back a key of the wrong length"))?;
+            return Ok(Some(MasterKey::from_bytes(&bytes)));
+        }
         (Secret::Passphrase(passphrase), Some(kdf)) => {
             if kdf.memory_kib > MAX_MEMORY_KIB {
                 return Err(Error::corrupt(object, format!("it asks argon2 for {} KiB of memory", kdf.memory_kib)));

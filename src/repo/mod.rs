@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod format;
 pub mod index;
 pub mod key;
+pub mod kms;
 pub mod lock;
 pub mod pack;
 pub mod snapshot;
@@ -73,6 +74,8 @@ pub enum Error {
     OutOfReach { detail: String },
     #[error("WAL file {name} is already archived with different content")]
     WalConflict { name: String },
+    #[error(transparent)]
+    Kms(#[from] kms::KmsError),
     #[error("{0}")]
     InvalidRequest(String),
     #[error(transparent)]

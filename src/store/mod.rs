@@ -5,7 +5,7 @@ mod local;
 mod s3;
 
 pub use local::LocalStore;
-pub use s3::{S3Options, S3Store};
+pub use s3::{ObjectLock, S3Options, S3Store, retry_config, timeout_config};
 
 use std::path::PathBuf;
 

@@ -1,46 +1,122 @@
-//! The S3 backend (`s3://bucket/prefix`), on the AWS SDK: credentials and region from the default
-//! chain (environment, profile, web identity / IRSA), an optional endpoint and path-style
-//! addressing for S3-compatible services. Large objects (packs) go up as multipart uploads, part
-//! by part as they are written, so a pack never sits in memory whole; an upload that is dropped
-//! before `commit` is aborted, leaving nothing visible. The SDK retries throttling, 5xx and
-//! connection faults with exponential backoff and jitter, and checks the CRC it sends and gets.
+//! The S3 backend (`s3://bucket/prefix[?region=R]`), on the AWS SDK: credentials and region from
+//! the default chain (environment, profile, web identity / IRSA), an optional endpoint and
+//! path-style addressing for S3-compatible services.
+//!
+//! - Large objects (packs) go up as multipart uploads while they are written, a few parts in
+//!   flight at once, so a pack never sits in memory whole; an upload dropped before `commit` is
+//!   aborted, leaving nothing visible.
+//! - The SDK retries throttling, 5xx, timeouts and resets with backoff and jitter; every upload
+//!   carries a CRC32C the service checks, and ranged reads are length-checked.
+//! - Writes can carry a storage class, SSE-KMS, and Object Lock retention (WORM buckets). With
+//!   Object Lock, a delete removes the object's version (not a delete marker that would only
+//!   hide it), so a retained object refuses and drctl says until when.
+//! - Service errors become one sentence naming the cause (expired or missing credentials, access
+//!   denied, wrong region, missing bucket).
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockMode, ServerSideEncryption, StorageClass,
+};
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{Error, ObjectInfo, ObjectWriter, Result, Store};
 
 /// Size of each part of a multipart upload (S3 wants at least 5 MiB but the last).
 const PART_SIZE: usize = 16 << 20;
+/// Parts of one upload in flight at once: enough to keep a link busy while the next part fills,
+/// few enough that memory stays bounded (this many × 16 MiB per open pack).
+const PARTS_IN_FLIGHT: usize = 3;
+/// Locks are written and deleted by every command; they never carry retention.
+const UNRETAINED_PREFIX: &str = "locks/";
 
-/// How to reach an S3-compatible service.
+/// How to reach an S3-compatible service and what every write carries.
 #[derive(Debug, Clone, Default)]
 pub struct S3Options {
     /// A custom endpoint (`--s3-endpoint` / `DRCTL_S3_ENDPOINT`), e.g. a local S3-compatible server.
     pub endpoint: Option<String>,
     /// Path-style addressing (`bucket` in the path, not the host name).
     pub path_style: bool,
+    /// Storage class of stored objects (`--s3-storage-class`).
+    pub storage_class: Option<String>,
+    /// Server-side encryption with this KMS key (`--s3-sse-kms-key-id`), on top of drctl's own.
+    pub sse_kms_key_id: Option<String>,
+    /// Object Lock retention for every object but locks (`--s3-object-lock MODE:DAYS`).
+    pub object_lock: Option<ObjectLock>,
 }
 
-pub struct S3Store {
+/// S3 Object Lock retention applied to each object as it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectLock {
+    /// GOVERNANCE (privileged users may lift it) or COMPLIANCE (nobody may).
+    pub mode: String,
+    pub days: u32,
+}
+
+impl std::str::FromStr for ObjectLock {
+    type Err = String;
+    fn from_str(text: &str) -> std::result::Result<ObjectLock, String> {
+        let usage = || format!("{text:?} is not MODE:DAYS (e.g. governance:30 or compliance:365)");
+        let (mode, days) = text.split_once(':').ok_or_else(usage)?;
+        let mode = mode.to_ascii_uppercase();
+        if mode != "GOVERNANCE" && mode != "COMPLIANCE" {
+            return Err(format!("Object Lock mode {mode:?} is neither governance nor compliance"));
+        }
+        let days: u32 = days.parse().map_err(|_| usage())?;
+        if days == 0 {
+            return Err("Object Lock retention needs at least 1 day".into());
+        }
+        Ok(ObjectLock { mode, days })
+    }
+}
+
+/// Storage classes whose objects read back at once: a restore must never wait hours for a thaw.
+const READABLE_CLASSES: [&str; 6] =
+    ["STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "REDUCED_REDUNDANCY"];
+
+/// What every request needs: shared by the store and its upload writers.
+struct Bucket {
     client: Client,
-    bucket: String,
+    name: String,
     /// Key prefix inside the bucket, empty or ending in `/`.
     prefix: String,
     location: String,
-    runtime: Arc<tokio::runtime::Runtime>,
+    region: String,
+    options: S3Options,
+    runtime: tokio::runtime::Runtime,
+}
+
+pub struct S3Store {
+    bucket: Arc<Bucket>,
 }
 
 impl S3Store {
-    /// Opens `s3://bucket[/prefix]`.
+    /// Opens `s3://bucket[/prefix][?region=R]`; the region parameter overrides the default
+    /// chain's, for a repository in another region than the others (a cross-region copy).
     pub fn open(location: &str, options: &S3Options) -> std::result::Result<S3Store, String> {
         let rest = location.strip_prefix("s3://").ok_or("an S3 location starts with s3://")?;
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut region = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("region", r)) if !r.is_empty() => region = Some(r.to_string()),
+                _ => return Err(format!("unknown location parameter {pair:?} (only region=NAME is known)")),
+            }
+        }
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err("the location names no bucket (write s3://bucket/prefix)".into());
+        }
+        if let Some(class) = &options.storage_class
+            && !READABLE_CLASSES.contains(&class.as_str())
+        {
+            return Err(format!(
+                "storage class {class} is not one drctl writes: restores need objects readable at once ({})",
+                READABLE_CLASSES.join(", ")
+            ));
         }
         let prefix = match prefix.trim_matches('/') {
             "" => String::new(),
@@ -51,40 +127,74 @@ impl S3Store {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
-        let shared = runtime.block_on(aws_config::load_defaults(aws_config::BehaviorVersion::latest()));
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .retry_config(retry_config())
+            .timeout_config(timeout_config());
+        if let Some(region) = region {
+            loader = loader.region(aws_config::Region::new(region));
+        }
+        let shared = runtime.block_on(loader.load());
+        let region = shared.region().map(|r| r.to_string()).unwrap_or_default();
         let mut config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(options.path_style);
         if let Some(endpoint) = &options.endpoint {
             config = config.endpoint_url(endpoint);
         }
         Ok(S3Store {
-            client: Client::from_conf(config.build()),
-            bucket: bucket.to_string(),
-            prefix,
-            location: location.trim_end_matches('/').to_string(),
-            runtime: Arc::new(runtime),
+            bucket: Arc::new(Bucket {
+                client: Client::from_conf(config.build()),
+                name: bucket.to_string(),
+                prefix,
+                location: location.trim_end_matches('/').to_string(),
+                region,
+                options: options.clone(),
+                runtime,
+            }),
         })
     }
+}
 
-    /// GetObject, whole or a byte range, body read to the end.
-    fn read(&self, key: &str, range: Option<String>) -> Result<Vec<u8>> {
-        let request = self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).set_range(range);
-        self.runtime.block_on(async {
-            let out = request.send().await.map_err(|e| self.remote("get", key, e))?;
-            let body = out.body.collect().await.map_err(|e| Error::Remote {
-                location: self.location.clone(),
-                op: "get",
-                key: key.to_string(),
-                detail: e.to_string(),
-            })?;
-            Ok(body.into_bytes().to_vec())
-        })
+/// How many times a request is tried (`DRCTL_S3_MAX_ATTEMPTS`, default 8): throttling (503
+/// SlowDown), 5xx, timeouts and connection resets are retried with exponential backoff and full
+/// jitter, from 0.2 s up to 20 s between attempts, so a backup rides out a minute-long brown-out.
+pub fn retry_config() -> aws_config::retry::RetryConfig {
+    aws_config::retry::RetryConfig::standard()
+        .with_max_attempts(env_number("DRCTL_S3_MAX_ATTEMPTS", 8) as u32)
+        .with_initial_backoff(Duration::from_millis(200))
+        .with_max_backoff(Duration::from_secs(20))
+}
+
+/// A request whose response has not begun within `DRCTL_S3_TIMEOUT` seconds (default 120: a
+/// 16 MiB part on a slow uplink fits) is abandoned and retried; a body that stalls mid-way is cut
+/// by the SDK's stalled-stream protection.
+pub fn timeout_config() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs_f64(env_number("DRCTL_S3_TIMEOUT", 120.0)))
+        .build()
+}
+
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v.parse().unwrap_or_else(|_| {
+            tracing::warn!("{name}={v:?} is not a number; using the default");
+            default
+        }),
+        Err(_) => default,
     }
+}
 
+impl Bucket {
     fn full_key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
 
-    fn remote<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+    fn remote(&self, op: &'static str, key: &str, detail: String) -> Error {
+        Error::Remote { location: self.location.clone(), op, key: key.to_string(), detail }
+    }
+
+    /// A failed request as a store error: a missing object is `NotFound`, anything else one
+    /// sentence naming the cause.
+    fn error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
         &self,
         op: &'static str,
         key: &str,
@@ -92,65 +202,131 @@ impl S3Store {
     ) -> Error {
         let status = err.raw_response().map(|r| r.status().as_u16());
         let code = err.code().map(str::to_string);
-        if code.as_deref() == Some("NoSuchBucket") {
-            return Error::Remote {
-                location: self.location.clone(),
-                op,
-                key: key.to_string(),
-                detail: format!("bucket {} does not exist (create it, or check its name and the region)", self.bucket),
-            };
-        }
         if matches!(code.as_deref(), Some("NoSuchKey" | "NotFound")) || (code.is_none() && status == Some(404)) {
             return Error::NotFound { location: self.location.clone(), key: key.to_string() };
         }
-        Error::Remote { location: self.location.clone(), op, key: key.to_string(), detail: describe(&err) }
+        let moved_to = err.raw_response().and_then(|r| r.headers().get("x-amz-bucket-region")).map(str::to_string);
+        let wrong_region = status == Some(301)
+            || matches!(
+                code.as_deref(),
+                Some("PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException")
+            );
+        let detail = match code.as_deref() {
+            Some("NoSuchBucket") => {
+                format!("bucket {} does not exist (create it, or check its name and the region)", self.name)
+            }
+            _ if wrong_region => format!(
+                "bucket {} is in {}, not {}: set AWS_REGION, or add ?region=NAME to the location",
+                self.name,
+                moved_to.map(|r| format!("region {r}")).unwrap_or_else(|| "another region".into()),
+                self.region
+            ),
+            Some(c @ ("ExpiredToken" | "ExpiredTokenException" | "RequestExpired" | "TokenRefreshRequired")) => {
+                format!(
+                    "the AWS credentials have expired ({c}): refresh the session (or check that the web identity \
+                     token / IRSA is mounted and the role can be assumed)"
+                )
+            }
+            Some(c @ ("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken")) => {
+                format!("the AWS credentials are not valid ({c}): check the access key, secret key and session token")
+            }
+            Some("AccessDenied") => format!(
+                "AccessDenied: the credentials may not {op} in bucket {}; their IAM policy must allow s3:GetObject, \
+                 s3:PutObject, s3:DeleteObject and s3:ListBucket on it (and kms:GenerateDataKey / kms:Decrypt for an \
+                 SSE-KMS key)",
+                self.name
+            ),
+            _ => describe(&err),
+        };
+        self.remote(op, key, detail)
     }
 }
 
-/// The service's error code and message when it sent one (AccessDenied, ExpiredToken, …), else
-/// the transport failure (connection refused, timeout) with its causes.
+/// The service's error code and message when it sent one, else the transport failure
+/// (connection refused, timeout, no credentials) with its causes.
 fn describe<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
     err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
 ) -> String {
     match (err.code(), err.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_string(),
+        (Some(code), Some(message)) if !message.is_empty() => format!("{code}: {message}"),
+        (Some(code), _) => code.to_string(),
         _ => {
             let text = format!("{}", DisplayErrorContext(err));
+            if text.contains("credentials") && (text.contains("provider") || text.contains("no credentials")) {
+                return "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or \
+                        a web identity token (IRSA), or run where an instance role is available"
+                    .into();
+            }
             // Unparsed responses carry the whole raw response; the first clause says enough.
             text.split(" (").next().unwrap_or(&text).to_string()
         }
     }
 }
 
+/// Storage class, server-side encryption and retention of a new object.
+struct WriteSettings {
+    class: Option<StorageClass>,
+    sse: Option<ServerSideEncryption>,
+    sse_key: Option<String>,
+    retention: Option<(ObjectLockMode, aws_sdk_s3::primitives::DateTime)>,
+}
+
+impl WriteSettings {
+    fn for_key(b: &Bucket, key: &str) -> WriteSettings {
+        let retention = b.options.object_lock.as_ref().filter(|_| !key.starts_with(UNRETAINED_PREFIX)).map(|lock| {
+            let until = chrono::Utc::now() + chrono::Duration::days(lock.days.into());
+            (ObjectLockMode::from(lock.mode.as_str()), aws_sdk_s3::primitives::DateTime::from_secs(until.timestamp()))
+        });
+        WriteSettings {
+            class: b.options.storage_class.as_deref().map(StorageClass::from),
+            sse: b.options.sse_kms_key_id.as_ref().map(|_| ServerSideEncryption::AwsKms),
+            sse_key: b.options.sse_kms_key_id.clone(),
+            retention,
+        }
+    }
+}
+
+/// Applies [`WriteSettings`] to a PutObject or CreateMultipartUpload request (same setters,
+/// different builder types).
+macro_rules! with_settings {
+    ($request:expr, $settings:expr) => {{
+        let settings = $settings;
+        let (mode, until) = settings.retention.unzip();
+        $request
+            .set_storage_class(settings.class)
+            .set_server_side_encryption(settings.sse)
+            .set_ssekms_key_id(settings.sse_key)
+            .set_object_lock_mode(mode)
+            .set_object_lock_retain_until_date(until)
+    }};
+}
+
 impl Store for S3Store {
     fn location(&self) -> &str {
-        &self.location
+        &self.bucket.location
     }
 
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
-        let request = self
+        let b = &self.bucket;
+        let request = b
             .client
             .put_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
+            .bucket(&b.name)
+            .key(b.full_key(key))
             .body(ByteStream::from(data.to_vec()))
-            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32C);
-        self.runtime.block_on(request.send()).map_err(|e| self.remote("put", key, e))?;
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C);
+        let request = with_settings!(request, WriteSettings::for_key(b, key));
+        b.runtime.block_on(request.send()).map_err(|e| b.error("put", key, e))?;
         Ok(())
     }
 
     fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
         Ok(Box::new(S3Writer {
-            store: S3Handle {
-                client: self.client.clone(),
-                bucket: self.bucket.clone(),
-                key: self.full_key(key),
-                runtime: self.runtime.clone(),
-                location: self.location.clone(),
-            },
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
             buffer: Vec::new(),
             upload: None,
+            in_flight: VecDeque::new(),
             parts: Vec::new(),
             written: 0,
         }))
@@ -166,20 +342,26 @@ impl Store for S3Store {
         }
         let data = self.read(key, Some(format!("bytes={}-{}", offset, offset + len - 1)))?;
         if data.len() as u64 != len {
-            return Err(Error::OutOfRange { location: self.location.clone(), key: key.to_string(), offset, len });
+            return Err(Error::OutOfRange {
+                location: self.bucket.location.clone(),
+                key: key.to_string(),
+                offset,
+                len,
+            });
         }
         Ok(data)
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let full = self.full_key(prefix);
-        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(&full).into_paginator().send();
-        self.runtime.block_on(async {
+        let b = &self.bucket;
+        let full = b.full_key(prefix);
+        let mut pages = b.client.list_objects_v2().bucket(&b.name).prefix(&full).into_paginator().send();
+        b.runtime.block_on(async {
             let mut found = Vec::new();
             while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| self.remote("list", prefix, e))?;
+                let page = page.map_err(|e| b.error("list", prefix, e))?;
                 for object in page.contents() {
-                    let Some(key) = object.key().and_then(|k| k.strip_prefix(&self.prefix)) else { continue };
+                    let Some(key) = object.key().and_then(|k| k.strip_prefix(&b.prefix)) else { continue };
                     found.push(ObjectInfo { key: key.to_string(), size: object.size().unwrap_or(0) as u64 });
                 }
             }
@@ -188,16 +370,40 @@ impl Store for S3Store {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
-        let request = self.client.delete_object().bucket(&self.bucket).key(self.full_key(key));
-        self.runtime.block_on(request.send()).map_err(|e| self.remote("delete", key, e))?;
-        Ok(())
+        let b = &self.bucket;
+        let mut request = b.client.delete_object().bucket(&b.name).key(b.full_key(key));
+        let retained = b.options.object_lock.is_some() && !key.starts_with(UNRETAINED_PREFIX);
+        let mut retain_until = None;
+        if retained {
+            // In a versioned (WORM) bucket a plain delete only hides the object behind a marker;
+            // deleting its version really removes it, or is refused while it is retained.
+            let head = b.client.head_object().bucket(&b.name).key(b.full_key(key));
+            let head = b.runtime.block_on(head.send()).map_err(|e| b.error("delete", key, e))?;
+            retain_until = head.object_lock_retain_until_date().map(|d| d.to_string());
+            request = request.set_version_id(head.version_id().map(str::to_string));
+        }
+        match b.runtime.block_on(request.send()) {
+            Ok(_) => Ok(()),
+            Err(e) if retained && e.code() == Some("AccessDenied") => Err(b.remote(
+                "delete",
+                key,
+                format!(
+                    "it is under S3 Object Lock retention until {}: it cannot be deleted before then (a \
+                     COMPLIANCE retention cannot be lifted by anyone; GOVERNANCE only with \
+                     s3:BypassGovernanceRetention)",
+                    retain_until.as_deref().unwrap_or("a date S3 did not report")
+                ),
+            )),
+            Err(e) => Err(b.error("delete", key, e)),
+        }
     }
 
     fn exists(&self, key: &str) -> Result<bool> {
-        let request = self.client.head_object().bucket(&self.bucket).key(self.full_key(key));
-        match self.runtime.block_on(request.send()) {
+        let b = &self.bucket;
+        let request = b.client.head_object().bucket(&b.name).key(b.full_key(key));
+        match b.runtime.block_on(request.send()) {
             Ok(_) => Ok(true),
-            Err(e) => match self.remote("head", key, e) {
+            Err(e) => match b.error("head", key, e) {
                 Error::NotFound { .. } => Ok(false),
                 other => Err(other),
             },
@@ -205,68 +411,108 @@ impl Store for S3Store {
     }
 }
 
-/// What a writer needs of its store.
-struct S3Handle {
-    client: Client,
-    bucket: String,
-    key: String,
-    runtime: Arc<tokio::runtime::Runtime>,
-    location: String,
-}
-
-impl S3Handle {
-    fn fail(&self, op: &'static str, detail: String) -> Error {
-        Error::Remote { location: self.location.clone(), op, key: self.key.clone(), detail }
+impl S3Store {
+    /// GetObject, whole or a byte range, body read to the end. The SDK retries the request; a
+    /// body cut off mid-way (a reset, a stall) is retried here, a few times with backoff.
+    fn read(&self, key: &str, range: Option<String>) -> Result<Vec<u8>> {
+        const BODY_ATTEMPTS: u32 = 4;
+        let b = &self.bucket;
+        b.runtime.block_on(async {
+            let mut attempt = 1;
+            loop {
+                let request = b.client.get_object().bucket(&b.name).key(b.full_key(key)).set_range(range.clone());
+                let out = request.send().await.map_err(|e| b.error("get", key, e))?;
+                match out.body.collect().await {
+                    Ok(body) => return Ok(body.into_bytes().to_vec()),
+                    Err(e) if attempt < BODY_ATTEMPTS => {
+                        tracing::warn!(key, error = %e, attempt, "reading an object was cut off; trying again");
+                        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        return Err(b.remote("get", key, format!("the body was cut off {BODY_ATTEMPTS} times: {e}")));
+                    }
+                }
+            }
+        })
     }
 }
 
-/// A pack being uploaded: parts go up as they fill; the object appears only on completion.
+type PartResult = std::result::Result<
+    CompletedPart,
+    SdkError<aws_sdk_s3::operation::upload_part::UploadPartError, aws_sdk_s3::config::http::HttpResponse>,
+>;
+
+/// A pack being uploaded: parts go up as they fill, a few at once; the object appears only on
+/// completion.
 struct S3Writer {
-    store: S3Handle,
+    bucket: Arc<Bucket>,
+    key: String,
     buffer: Vec<u8>,
     upload: Option<String>,
+    in_flight: VecDeque<tokio::task::JoinHandle<PartResult>>,
     parts: Vec<CompletedPart>,
     /// Bytes written so far.
     written: u64,
 }
 
 impl S3Writer {
+    fn upload_id(&mut self) -> Result<String> {
+        if let Some(id) = &self.upload {
+            return Ok(id.clone());
+        }
+        let b = &self.bucket;
+        let request = b
+            .client
+            .create_multipart_upload()
+            .bucket(&b.name)
+            .key(b.full_key(&self.key))
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C);
+        let request = with_settings!(request, WriteSettings::for_key(b, &self.key));
+        let out = b.runtime.block_on(request.send()).map_err(|e| b.error("start upload", &self.key, e))?;
+        let id = out.upload_id().ok_or_else(|| b.remote("start upload", &self.key, "no upload id".into()))?;
+        self.upload = Some(id.to_string());
+        Ok(id.to_string())
+    }
+
+    /// Sends the buffer as the next part, waiting first for the oldest part if enough are in flight.
     fn send_part(&mut self) -> Result<()> {
-        let s = &self.store;
-        let upload = match &self.upload {
-            Some(id) => id.clone(),
-            None => {
-                let request = s
-                    .client
-                    .create_multipart_upload()
-                    .bucket(&s.bucket)
-                    .key(&s.key)
-                    .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32C);
-                let out = s.runtime.block_on(request.send()).map_err(|e| s.fail("start upload", describe(&e)))?;
-                let id = out.upload_id().ok_or_else(|| s.fail("start upload", "no upload id".into()))?.to_string();
-                self.upload = Some(id.clone());
-                id
-            }
-        };
-        let number = self.parts.len() as i32 + 1;
+        let upload = self.upload_id()?;
+        if self.in_flight.len() >= PARTS_IN_FLIGHT {
+            self.wait_oldest()?;
+        }
+        let number = (self.parts.len() + self.in_flight.len()) as i32 + 1;
+        let b = &self.bucket;
         let body = std::mem::take(&mut self.buffer);
-        let request = s
+        let request = b
             .client
             .upload_part()
-            .bucket(&s.bucket)
-            .key(&s.key)
+            .bucket(&b.name)
+            .key(b.full_key(&self.key))
             .upload_id(&upload)
             .part_number(number)
-            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32C)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .body(ByteStream::from(body));
-        let out = s.runtime.block_on(request.send()).map_err(|e| s.fail("upload part", describe(&e)))?;
-        self.parts.push(
-            CompletedPart::builder()
+        let task = b.runtime.spawn(async move {
+            let out = request.send().await?;
+            Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag().map(str::to_string))
                 .set_checksum_crc32_c(out.checksum_crc32_c().map(str::to_string))
-                .build(),
-        );
+                .build())
+        });
+        self.in_flight.push_back(task);
+        Ok(())
+    }
+
+    fn wait_oldest(&mut self) -> Result<()> {
+        let task = self.in_flight.pop_front().expect("a part in flight");
+        let b = &self.bucket;
+        let sent = b
+            .runtime
+            .block_on(task)
+            .map_err(|e| b.remote("upload part", &self.key, format!("the upload task failed: {e}")))?;
+        self.parts.push(sent.map_err(|e| b.error("upload part", &self.key, e))?);
         Ok(())
     }
 }
@@ -284,41 +530,36 @@ impl ObjectWriter for S3Writer {
     fn commit(mut self: Box<Self>) -> Result<()> {
         if self.upload.is_none() {
             // Small enough for one request.
-            let s = &self.store;
-            let request = s
-                .client
-                .put_object()
-                .bucket(&s.bucket)
-                .key(&s.key)
-                .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32C)
-                .body(ByteStream::from(std::mem::take(&mut self.buffer)));
-            s.runtime.block_on(request.send()).map_err(|e| s.fail("put", describe(&e)))?;
-            return Ok(());
+            let data = std::mem::take(&mut self.buffer);
+            return S3Store { bucket: self.bucket.clone() }.put(&self.key, &data);
         }
         if !self.buffer.is_empty() {
             self.send_part()?;
         }
-        let s = &self.store;
+        while !self.in_flight.is_empty() {
+            self.wait_oldest()?;
+        }
+        let b = &self.bucket;
         let parts = CompletedMultipartUpload::builder().set_parts(Some(std::mem::take(&mut self.parts))).build();
-        let request = s
+        let request = b
             .client
             .complete_multipart_upload()
-            .bucket(&s.bucket)
-            .key(&s.key)
+            .bucket(&b.name)
+            .key(b.full_key(&self.key))
             .upload_id(self.upload.clone().expect("started"))
             .multipart_upload(parts);
-        match s.runtime.block_on(request.send()) {
+        match b.runtime.block_on(request.send()) {
             Ok(_) => {}
             // Some S3-compatible servers (moto 5) answer 200 with a body the SDK does not parse:
             // the upload is complete if the object is there with every byte written.
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 200) => {
-                let head = s.client.head_object().bucket(&s.bucket).key(&s.key);
-                let size = s.runtime.block_on(head.send()).ok().and_then(|h| h.content_length());
+                let head = b.client.head_object().bucket(&b.name).key(b.full_key(&self.key));
+                let size = b.runtime.block_on(head.send()).ok().and_then(|h| h.content_length());
                 if size != Some(self.written as i64) {
-                    return Err(s.fail("complete upload", describe(&e)));
+                    return Err(b.error("complete upload", &self.key, e));
                 }
             }
-            Err(e) => return Err(s.fail("complete upload", describe(&e))),
+            Err(e) => return Err(b.error("complete upload", &self.key, e)),
         }
         self.upload = None;
         Ok(())
@@ -328,11 +569,15 @@ impl ObjectWriter for S3Writer {
 impl Drop for S3Writer {
     /// An upload never completed is aborted, so its parts do not linger (and cost) in the bucket.
     fn drop(&mut self) {
+        for task in self.in_flight.drain(..) {
+            task.abort();
+        }
         if let Some(upload) = self.upload.take() {
-            let s = &self.store;
-            let request = s.client.abort_multipart_upload().bucket(&s.bucket).key(&s.key).upload_id(upload);
-            if let Err(e) = s.runtime.block_on(request.send()) {
-                tracing::warn!(key = %s.key, error = %describe(&e), "cannot abort an unfinished upload");
+            let b = &self.bucket;
+            let request =
+                b.client.abort_multipart_upload().bucket(&b.name).key(b.full_key(&self.key)).upload_id(upload);
+            if let Err(e) = b.runtime.block_on(request.send()) {
+                tracing::warn!(key = %self.key, error = %describe(&e), "cannot abort an unfinished upload");
             }
         }
     }

@@ -15,6 +15,8 @@ mod edge;
 mod env;
 mod errors;
 mod keys;
+mod kms;
+mod moto;
 mod pg;
 mod pgbackup;
 mod pgdump;
