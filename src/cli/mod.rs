@@ -3,6 +3,7 @@
 
 mod backup;
 mod check;
+mod copy;
 mod init;
 mod key;
 mod restore;
@@ -63,6 +64,9 @@ pub enum Command {
     Restore(restore::RestoreArgs),
     /// Verify the repository's structure; with --read-data, every stored byte.
     Check(check::CheckArgs),
+    /// Copy snapshots (and WAL) to another repository, e.g. in another region: only what it
+    /// lacks, each object verified.
+    Copy(copy::CopyArgs),
     /// Manage key slots: the passphrases and key files that open the repository.
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -75,10 +79,50 @@ pub enum Command {
 /// Where the repository is and how to unlock it; shared by every command.
 #[derive(Debug, Args)]
 pub struct RepoArgs {
-    /// Repository location: a local directory or s3://bucket/prefix (credentials and region
-    /// from the AWS default chain).
+    /// Repository location: a local directory or s3://bucket/prefix[?region=NAME] (credentials
+    /// and region from the AWS default chain).
     #[arg(long, env = "DRCTL_REPO", value_name = "LOCATION")]
     pub repo: String,
+    #[command(flatten)]
+    pub access: AccessArgs,
+}
+
+impl std::ops::Deref for RepoArgs {
+    type Target = AccessArgs;
+    fn deref(&self) -> &AccessArgs {
+        &self.access
+    }
+}
+
+impl RepoArgs {
+    pub fn store(&self) -> anyhow::Result<Arc<dyn store::Store>> {
+        self.access.store(&self.repo)
+    }
+
+    pub fn open(&self) -> anyhow::Result<Repository> {
+        self.access.open(&self.repo)
+    }
+
+    /// These settings as command-line flags, with absolute paths: for a background worker
+    /// started from another directory.
+    pub fn forward(&self) -> anyhow::Result<Vec<std::ffi::OsString>> {
+        let mut args: Vec<std::ffi::OsString> = vec!["--repo".into(), absolute_location(&self.repo)?.into()];
+        args.extend(self.access.forward()?);
+        Ok(args)
+    }
+}
+
+/// A repository location usable from any directory: URLs as they are, paths made absolute.
+pub fn absolute_location(location: &str) -> anyhow::Result<String> {
+    if location.contains("://") {
+        return Ok(location.to_string());
+    }
+    Ok(std::path::absolute(location)?.to_string_lossy().into_owned())
+}
+
+/// How to unlock a repository and reach its store: everything but its location.
+#[derive(Debug, Args)]
+pub struct AccessArgs {
     /// File whose first line is the passphrase (else DRCTL_PASSWORD, else a prompt on a terminal).
     #[arg(long, env = "DRCTL_PASSWORD_FILE", value_name = "FILE")]
     pub password_file: Option<PathBuf>,
@@ -107,8 +151,8 @@ pub struct RepoArgs {
     pub s3_object_lock: Option<store::ObjectLock>,
 }
 
-impl RepoArgs {
-    pub fn store(&self) -> anyhow::Result<Arc<dyn store::Store>> {
+impl AccessArgs {
+    pub fn store(&self, location: &str) -> anyhow::Result<Arc<dyn store::Store>> {
         let s3 = store::S3Options {
             endpoint: self.s3_endpoint.clone(),
             path_style: self.s3_path_style,
@@ -116,7 +160,7 @@ impl RepoArgs {
             sse_kms_key_id: self.s3_sse_kms_key_id.clone(),
             object_lock: self.s3_object_lock.clone(),
         };
-        Ok(Arc::from(store::open(&self.repo, &s3)?))
+        Ok(Arc::from(store::open(location, &s3)?))
     }
 
     /// The key file if one is given, else the passphrase.
@@ -163,15 +207,9 @@ impl RepoArgs {
         Ok(first)
     }
 
-    /// These settings as command-line flags, with absolute paths: for a background worker
-    /// started from another directory.
+    /// These settings as command-line flags, with absolute paths.
     pub fn forward(&self) -> anyhow::Result<Vec<std::ffi::OsString>> {
-        let mut args: Vec<std::ffi::OsString> = vec!["--repo".into()];
-        args.push(if self.repo.contains("://") {
-            self.repo.clone().into()
-        } else {
-            std::path::absolute(&self.repo)?.into_os_string()
-        });
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
         if let Some(endpoint) = &self.s3_endpoint {
             args.extend(["--s3-endpoint".into(), endpoint.into()]);
         }
@@ -196,8 +234,8 @@ impl RepoArgs {
         Ok(args)
     }
 
-    pub fn open(&self) -> anyhow::Result<Repository> {
-        let store = self.store()?;
+    pub fn open(&self, location: &str) -> anyhow::Result<Repository> {
+        let store = self.store(location)?;
         let secret = self.unlock_secret(store.as_ref())?;
         Ok(Repository::open(store, &secret)?)
     }
@@ -244,6 +282,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Snapshots(args) => snapshots::run(args),
         Command::Restore(args) => restore::run(args, &cli.global),
         Command::Check(args) => check::run(args, &cli.global),
+        Command::Copy(args) => copy::run(args, &cli.global),
         Command::Key(command) => key::run(command, &cli.global),
         Command::WalPush(args) => wal_push::run(args),
         Command::WalFetch(args) => return wal_fetch::run(args),

@@ -180,12 +180,14 @@ fn configure_recovery(
 ) -> anyhow::Result<()> {
     let drctl = std::env::current_exe().context("cannot find the drctl executable")?;
     // The server runs restore_command from its data directory: every path must be absolute.
-    let repo_location = std::path::absolute(&args.repo.repo)?.to_string_lossy().into_owned();
-    let key_file = args.repo.key_file.as_deref().map(std::path::absolute).transpose()?;
-    let access = ArchiveAccess { drctl: &drctl, repo: &repo_location, key_file: key_file.as_deref() };
+    let repo_args: Vec<String> = args.repo.forward()?.into_iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let access = ArchiveAccess { drctl: &drctl, repo_args: &repo_args };
     recovery::prepare(dir, &access, target)?;
-    if access.key_file.is_none() {
-        tracing::warn!("restore_command has no --key-file: the server's environment must set DRCTL_KEY_FILE");
+    if args.repo.key_file.is_none() && args.repo.password_file.is_none() {
+        tracing::warn!(
+            "restore_command has no --key-file: the server's environment must set DRCTL_KEY_FILE, or the \
+             repository must have a KMS slot the server's credentials may use"
+        );
     }
     let what = match &target.target {
         RecoveryTarget::Immediate => "the end of the backup".to_string(),

@@ -34,10 +34,10 @@ pub struct Recovery {
 /// How the server reaches the archive.
 pub struct ArchiveAccess<'a> {
     pub drctl: &'a Path,
-    pub repo: &'a str,
-    /// Embedded in restore_command when given; otherwise the server's environment must provide
-    /// DRCTL_KEY_FILE (or a passphrase).
-    pub key_file: Option<&'a Path>,
+    /// The repository flags for `wal-fetch` (`--repo LOCATION`, `--key-file FILE`, S3 settings),
+    /// with absolute paths. Without a key file or password file in them, the server's
+    /// environment must provide DRCTL_KEY_FILE (or a passphrase), or the repository a KMS slot.
+    pub repo_args: &'a [String],
 }
 
 /// Quotes a word for /bin/sh, which runs restore_command.
@@ -51,10 +51,9 @@ fn conf_string(s: &str) -> String {
 }
 
 pub fn restore_command(access: &ArchiveAccess) -> String {
-    let mut cmd =
-        format!("{} wal-fetch --repo {}", shell_quote(&access.drctl.to_string_lossy()), shell_quote(access.repo));
-    if let Some(key) = access.key_file {
-        let _ = write!(cmd, " --key-file {}", shell_quote(&key.to_string_lossy()));
+    let mut cmd = format!("{} wal-fetch", shell_quote(&access.drctl.to_string_lossy()));
+    for arg in access.repo_args {
+        let _ = write!(cmd, " {}", if arg.starts_with("--") { arg.clone() } else { shell_quote(arg) });
     }
     cmd.push_str(" %f %p");
     cmd
@@ -139,11 +138,9 @@ mod tests {
 
     #[test]
     fn restore_command_quotes_for_the_shell_and_the_config() {
-        let access = ArchiveAccess {
-            drctl: Path::new("/usr/bin/drctl"),
-            repo: "/backups/it's here",
-            key_file: Some(Path::new("/etc/drctl/key")),
-        };
+        let args: Vec<String> =
+            ["--repo", "/backups/it's here", "--key-file", "/etc/drctl/key"].map(String::from).to_vec();
+        let access = ArchiveAccess { drctl: Path::new("/usr/bin/drctl"), repo_args: &args };
         let cmd = restore_command(&access);
         assert_eq!(cmd, r"'/usr/bin/drctl' wal-fetch --repo '/backups/it'\''s here' --key-file '/etc/drctl/key' %f %p");
         assert_eq!(conf_string("a'b"), "'a''b'");

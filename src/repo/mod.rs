@@ -7,6 +7,7 @@
 pub mod check;
 pub mod chunker;
 pub mod config;
+pub mod copy;
 pub mod crypto;
 pub mod format;
 pub mod index;
@@ -151,6 +152,19 @@ impl Repository {
         let sealed = format::seal_file(&key, ObjectType::Config, format::CONFIG_KEY.as_bytes(), &json);
         store.put(format::CONFIG_KEY, &sealed)?;
         Ok(Repository { store, key, slot, config })
+    }
+
+    /// Creates an empty copy of `source` in an empty store: the same master key and config (so
+    /// objects copied byte for byte open in it), under a key slot of its own.
+    pub fn init_copy_of(source: &Repository, store: Arc<dyn Store>, secret: &key::Secret) -> Result<Repository> {
+        if store.exists(format::CONFIG_KEY)? || !store.list("")?.is_empty() {
+            return Err(Error::AlreadyExists { location: store.location().to_string() });
+        }
+        let slot = key::add_slot(store.as_ref(), &source.key, secret)?;
+        let json = serde_json::to_vec(&source.config).expect("config serializes");
+        let sealed = format::seal_file(&source.key, ObjectType::Config, format::CONFIG_KEY.as_bytes(), &json);
+        store.put(format::CONFIG_KEY, &sealed)?;
+        Ok(Repository { store, key: source.key.clone(), slot, config: source.config.clone() })
     }
 
     /// Opens an existing repository with a passphrase or key file.

@@ -9,6 +9,7 @@
 
 mod harness;
 
+mod copy;
 mod crash;
 mod dedup;
 mod edge;

@@ -1,0 +1,130 @@
+use clap::Args;
+use std::path::PathBuf;
+
+use super::{AccessArgs, GlobalArgs, human_bytes};
+use crate::repo::copy::{self, CopyOptions, Selection};
+use crate::repo::key::{self, Secret, SlotKind};
+use crate::repo::{self, Repository, snapshot};
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The repository to copy from (DRCTL_REPO works too).
+    #[arg(long, env = "DRCTL_REPO", value_name = "LOCATION")]
+    pub from: String,
+    /// The repository to copy to: an earlier copy of the source, or an empty location, which
+    /// becomes one (same master key, its own key slot).
+    #[arg(long, value_name = "LOCATION")]
+    pub to: String,
+    /// Snapshots to copy (ids, unique prefixes, or `latest`).
+    #[arg(value_name = "SNAPSHOT", required_unless_present_any = ["all", "wal"], conflicts_with = "all")]
+    pub snapshots: Vec<String>,
+    /// Copy every snapshot.
+    #[arg(long)]
+    pub all: bool,
+    /// Also copy the WAL archive (for point-in-time restores from the copy).
+    #[arg(long)]
+    pub wal: bool,
+    /// Objects copied at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// How to open the source (and, unless the --to-* options say otherwise, the target).
+    #[command(flatten)]
+    pub access: AccessArgs,
+    /// The target's key slot is a KMS key (e.g. one in the target's region).
+    #[arg(long, value_name = "ARN", conflicts_with_all = ["to_key_file", "to_password_file"])]
+    pub to_kms_key_id: Option<String>,
+    /// Open the target with this key file.
+    #[arg(long, value_name = "FILE", conflicts_with = "to_password_file")]
+    pub to_key_file: Option<PathBuf>,
+    /// Open the target with the passphrase in this file.
+    #[arg(long, value_name = "FILE")]
+    pub to_password_file: Option<PathBuf>,
+}
+
+pub fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let source = args.access.open(&args.from)?;
+    let _source_lock = source.lock_for_reading("copy")?;
+    let target_store = args.access.store(&args.to)?;
+    let target = if target_store.exists(repo::format::CONFIG_KEY)? {
+        let secret = match target_secret(&args)? {
+            Some(secret) => secret,
+            // A target in another region usually has a KMS slot of its own; else the source's
+            // passphrase or key file opens it too.
+            None if key::list(target_store.as_ref())?.iter().any(|(_, slot)| slot.kind == SlotKind::Kms) => {
+                Secret::Kms(None)
+            }
+            None => args.access.secret(false)?,
+        };
+        Repository::open(target_store, &secret)?
+    } else {
+        let secret = match target_secret(&args)? {
+            Some(secret) => secret,
+            None => same_secret_as(&args.access, &source)?,
+        };
+        Repository::init_copy_of(&source, target_store, &secret)?
+    };
+    let _target_lock = target.lock_shared("copy")?;
+    let selection = if args.all {
+        Selection::All
+    } else {
+        let ids = args
+            .snapshots
+            .iter()
+            .map(|q| snapshot::find(source.store(), source.key(), q).map(|(id, _)| id))
+            .collect::<Result<Vec<_>, _>>()?;
+        Selection::Snapshots(ids)
+    };
+    let options = CopyOptions { selection, wal: args.wal, jobs: args.jobs.into() };
+    let progress = super::progress(global);
+    let report = copy::copy(&source, &target, &options, progress.as_ref())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if !global.quiet {
+        println!(
+            "copied {} snapshots ({} already there), {} packs ({} already there), {} index files, {} WAL files ({} \
+             already there): {} objects, {}, each read back and verified",
+            report.snapshots_copied,
+            report.snapshots_present,
+            report.packs_copied,
+            report.packs_present,
+            report.index_files_copied,
+            report.wal_copied,
+            report.wal_present,
+            report.objects_copied,
+            human_bytes(report.bytes_copied)
+        );
+    }
+    Ok(())
+}
+
+/// The target's secret from the --to-* options, if any.
+fn target_secret(args: &CopyArgs) -> anyhow::Result<Option<Secret>> {
+    if let Some(key) = &args.to_kms_key_id {
+        return Ok(Some(Secret::Kms(Some(key.clone()))));
+    }
+    if let Some(path) = &args.to_key_file {
+        let secret = Secret::read_key_file(path)
+            .map_err(|e| repo::Error::InvalidRequest(format!("cannot read the key file {}: {e}", path.display())))?;
+        return Ok(Some(secret));
+    }
+    if let Some(path) = &args.to_password_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            repo::Error::InvalidRequest(format!("cannot read the password file {}: {e}", path.display()))
+        })?;
+        return Ok(Some(Secret::Passphrase(text.lines().next().unwrap_or("").as_bytes().to_vec())));
+    }
+    Ok(None)
+}
+
+/// For a new target without --to-* options: a slot like the one that opened the source (the
+/// same passphrase, key file or KMS key).
+fn same_secret_as(access: &AccessArgs, source: &Repository) -> anyhow::Result<Secret> {
+    let slots = key::list(source.store())?;
+    match slots.iter().find(|(id, _)| *id == source.slot()) {
+        Some((_, slot)) if slot.kind == SlotKind::Kms => Ok(Secret::Kms(slot.kms_key_id.clone())),
+        _ => access.secret(false),
+    }
+}
