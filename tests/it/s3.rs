@@ -38,3 +38,78 @@ fn a_missing_bucket_is_named_with_the_fix() {
         .stderr_mentions("no-such-bucket does not exist", "the cause")
         .stderr_mentions("AWS_REGION", "the fix");
 }
+
+#[test]
+fn object_lock_retains_every_object_and_a_delete_before_expiry_is_reported() {
+    let moto = Moto::empty();
+    moto.bucket("worm-backups", "us-east-1", true);
+    let ws = Workspace::new();
+    let src = ws.mkdir("src");
+    TreeBuilder::new(&src).file_gen("data.bin", &mut DataGen::random(5), 2 << 20);
+    let repo = "s3://worm-backups/app";
+    let locked = |sub: &str| moto.drctl(sub).env("DRCTL_S3_OBJECT_LOCK", "governance:2");
+    locked("init").args(["--repo", repo]).run().ok();
+    // Locks come and go under retention: a backup (which takes and drops one) completes.
+    locked("backup").args(["--repo", repo, "--path"]).arg(&src).run().ok();
+    let retention = moto.python(
+        "s3 = client('s3')\n\
+         for o in s3.list_objects_v2(Bucket=args[0])['Contents']:\n    \
+             h = s3.head_object(Bucket=args[0], Key=o['Key'])\n    \
+             days = (h['ObjectLockRetainUntilDate'] - datetime.datetime.now(datetime.timezone.utc)).days\n    \
+             print(o['Key'].split('/')[1], h['ObjectLockMode'], days)",
+        &["worm-backups"],
+    );
+    for line in retention.lines() {
+        assert!(line.ends_with("GOVERNANCE 1"), "every object retained for 2 days: {line}");
+    }
+    assert!(retention.contains("packs GOVERNANCE") && retention.contains("snapshots GOVERNANCE"), "{retention}");
+    assert!(!retention.contains("locks"), "no lock is left behind: {retention}");
+
+    // Removing a key slot deletes an object: refused by S3 until the retention ends.
+    locked("key").env("DRCTL_NEW_PASSWORD", "second").args(["add", "--repo", repo]).run().ok();
+    let slots = moto.drctl("key").args(["list", "--repo", repo, "--json"]).run().json();
+    let first_slot = slots[0]["id"].as_str().unwrap().to_string();
+    locked("key")
+        .args(["remove", "--repo", repo, &first_slot[..8]])
+        .run()
+        .code_is(8)
+        .stderr_mentions("Object Lock retention until", "the cause")
+        .stderr_mentions("GOVERNANCE", "the lift");
+    let after = moto.drctl("key").args(["list", "--repo", repo, "--json"]).run().json();
+    assert_eq!(after.as_array().unwrap().len(), 2, "the slot is still there");
+    moto.drctl("check").args(["--repo", repo, "--read-data"]).run().ok();
+}
+
+#[test]
+fn storage_class_and_sse_kms_apply_to_new_objects_and_a_cold_class_is_refused() {
+    let moto = Moto::start("tiered-backups");
+    let sse_key = moto.kms_key("us-east-1");
+    let ws = Workspace::new();
+    let src = ws.mkdir("src");
+    TreeBuilder::new(&src).file_gen("data.bin", &mut DataGen::random(6), 1 << 20);
+    let repo = "s3://tiered-backups/app";
+    let tiered = |sub: &str| {
+        moto.drctl(sub).env("DRCTL_S3_STORAGE_CLASS", "standard_ia").env("DRCTL_S3_SSE_KMS_KEY_ID", &sse_key)
+    };
+    tiered("init").args(["--repo", repo]).run().ok();
+    tiered("backup").args(["--repo", repo, "--path"]).arg(&src).run().ok();
+    let seen = moto.python(
+        "s3 = client('s3')\n\
+         for o in s3.list_objects_v2(Bucket=args[0])['Contents']:\n    \
+             h = s3.head_object(Bucket=args[0], Key=o['Key'])\n    \
+             print(h.get('StorageClass'), h.get('ServerSideEncryption'), h.get('SSEKMSKeyId') == args[1])",
+        &["tiered-backups", &sse_key],
+    );
+    assert!(!seen.is_empty());
+    for line in seen.lines() {
+        assert_eq!(line, "STANDARD_IA aws:kms True", "every object: {seen}");
+    }
+    moto.drctl("restore").args(["--repo", repo, "latest", "--to"]).arg(ws.join("r")).run().ok();
+    moto.drctl("backup")
+        .env("DRCTL_S3_STORAGE_CLASS", "DEEP_ARCHIVE")
+        .args(["--repo", repo, "--path"])
+        .arg(&src)
+        .run()
+        .code_is(2)
+        .stderr_mentions("readable at once", "why");
+}
