@@ -77,8 +77,31 @@ impl std::str::FromStr for ObjectLock {
 const READABLE_CLASSES: [&str; 6] =
     ["STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "REDUCED_REDUNDANCY"];
 
+/// Counts the HTTP requests sent (retries included) by method, for the cost figure the
+/// benchmark reports (S3 bills per request); logged at debug level when the store closes.
+#[derive(Debug, Default, Clone)]
+struct RequestCounter(Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>);
+
+impl aws_sdk_s3::config::Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        _: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> std::result::Result<(), aws_sdk_s3::error::BoxError> {
+        let method = context.request().method().to_string();
+        *self.0.lock().expect("poisoned").entry(method).or_default() += 1;
+        Ok(())
+    }
+}
+
 /// What every request needs: shared by the store and its upload writers.
 struct Bucket {
+    requests: RequestCounter,
     client: Client,
     name: String,
     /// Key prefix inside the bucket, empty or ending in `/`.
@@ -135,12 +158,16 @@ impl S3Store {
         }
         let shared = runtime.block_on(loader.load());
         let region = shared.region().map(|r| r.to_string()).unwrap_or_default();
-        let mut config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(options.path_style);
+        let requests = RequestCounter::default();
+        let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(options.path_style)
+            .interceptor(requests.clone());
         if let Some(endpoint) = &options.endpoint {
             config = config.endpoint_url(endpoint);
         }
         Ok(S3Store {
             bucket: Arc::new(Bucket {
+                requests,
                 client: Client::from_conf(config.build()),
                 name: bucket.to_string(),
                 prefix,
@@ -180,6 +207,14 @@ fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
             default
         }),
         Err(_) => default,
+    }
+}
+
+impl Drop for Bucket {
+    fn drop(&mut self) {
+        let counts = self.requests.0.lock().expect("poisoned");
+        let total: u64 = counts.values().sum();
+        tracing::debug!(location = %self.location, total, by_method = ?*counts, "S3 requests sent");
     }
 }
 
