@@ -25,6 +25,7 @@ mod pglocal;
 mod pitr;
 mod roundtrip;
 mod s3;
+mod s3pg;
 mod selftest;
 mod standby;
 mod stream;
