@@ -13,13 +13,16 @@ use std::sync::{Arc, Mutex};
 
 use crate::progress::Progress;
 use crate::repo::crypto::Id;
-use crate::repo::index::Index;
+use crate::repo::index::{ChunkLocation, Index};
 use crate::repo::snapshot::{Snapshot, SnapshotKind};
 use crate::repo::tree::{Entry, EntryKind, TreeReader};
 use crate::repo::{Error, Repository};
 
 /// Chunks fetched and decrypted ahead of the writer, per worker.
 const READ_AHEAD: usize = 4;
+/// Chunks that lie next to each other in a pack (as a backup writes a file's chunks) are fetched
+/// with one ranged read of up to this many bytes: one request instead of hundreds on S3.
+const MAX_RUN: u64 = 4 << 20;
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct RestoreSummary {
@@ -141,24 +144,25 @@ fn restore_tree(
     };
     let mut summary = RestoreSummary::default();
     let mut dirs = Vec::new();
-    let (job_tx, job_rx) = bounded::<ChunkJob>(workers() * READ_AHEAD);
+    let (job_tx, job_rx) = bounded::<ReadRun>(workers() * READ_AHEAD);
 
     std::thread::scope(|s| {
         for _ in 0..workers() {
             let jobs = job_rx.clone();
             let (fail, failed) = (&fail, &failed);
             s.spawn(move || {
-                for job in jobs {
+                for run in jobs {
                     if failed.load(Ordering::Relaxed) {
                         continue;
                     }
-                    if let Err(e) = write_chunk(repo, index, &job, is_root, progress) {
+                    if let Err(e) = write_run(repo, index, &run, is_root, progress) {
                         fail(e);
                     }
                 }
             });
         }
         drop(job_rx);
+        let mut pending: Option<ReadRun> = None;
         let walked = (|| {
             let entries = TreeReader::new(&snapshot.tree, |id| repo.read_chunk(index, id));
             let mut last_parent = PathBuf::new();
@@ -206,12 +210,22 @@ fn restore_tree(
                         let open = Arc::new(OpenFile { file, path, remaining: AtomicUsize::new(chunks.len()), entry });
                         let mut offset = 0u64;
                         for id in chunks {
-                            let (_, loc) =
+                            let (pack, loc) =
                                 index.get(&id).ok_or_else(|| Error::Missing { object: format!("chunk {id}") })?;
-                            if job_tx.send(ChunkJob { file: open.clone(), id, offset }).is_err() {
+                            let job = ChunkJob { file: open.clone(), id, offset };
+                            offset += loc.raw_len as u64;
+                            if let Some(run) = &mut pending
+                                && run.extend(pack.id, loc)
+                            {
+                                run.chunks.push((job, loc));
+                                continue;
+                            }
+                            let next = ReadRun::new(pack.id, loc, job);
+                            if let Some(run) = pending.replace(next)
+                                && job_tx.send(run).is_err()
+                            {
                                 break;
                             }
-                            offset += loc.raw_len as u64;
                         }
                         if offset != open.entry.size {
                             return Err(Error::corrupt(
@@ -221,6 +235,9 @@ fn restore_tree(
                         }
                     }
                 }
+            }
+            if let Some(run) = pending.take() {
+                let _ = job_tx.send(run);
             }
             Ok(())
         })();
@@ -239,18 +256,54 @@ fn restore_tree(
     Ok(summary)
 }
 
-fn write_chunk(
+/// Chunks read from one pack with one ranged read.
+struct ReadRun {
+    pack: Id,
+    start: u64,
+    len: u64,
+    chunks: Vec<(ChunkJob, ChunkLocation)>,
+}
+
+impl ReadRun {
+    fn new(pack: Id, loc: ChunkLocation, job: ChunkJob) -> ReadRun {
+        ReadRun { pack, start: loc.offset as u64, len: loc.sealed_len as u64, chunks: vec![(job, loc)] }
+    }
+
+    /// Whether the chunk at `loc` directly follows this run in the same pack and fits; if so,
+    /// the run now covers it (the caller adds the job).
+    fn extend(&mut self, pack: Id, loc: ChunkLocation) -> bool {
+        let fits = pack == self.pack
+            && loc.offset as u64 == self.start + self.len
+            && self.len + loc.sealed_len as u64 <= MAX_RUN;
+        if fits {
+            self.len += loc.sealed_len as u64;
+        }
+        fits
+    }
+}
+
+/// Fetches a run with one read, then opens and writes each of its chunks.
+fn write_run(
     repo: &Repository,
     index: &Index,
-    job: &ChunkJob,
+    run: &ReadRun,
     is_root: bool,
     progress: &dyn Progress,
 ) -> Result<(), Error> {
-    let data = repo.read_chunk(index, job.id)?;
+    let sealed = repo.read_pack_range(run.pack, run.start, run.len)?;
+    for (job, loc) in &run.chunks {
+        let at = (loc.offset as u64 - run.start) as usize;
+        let data = repo.open_chunk(index, run.pack, job.id, *loc, &sealed[at..at + loc.sealed_len as usize])?;
+        write_chunk(&data, job, is_root, progress)?;
+    }
+    Ok(())
+}
+
+fn write_chunk(data: &[u8], job: &ChunkJob, is_root: bool, progress: &dyn Progress) -> Result<(), Error> {
     if data.iter().any(|&b| b != 0) {
         job.file
             .file
-            .write_all_at(&data, job.offset)
+            .write_all_at(data, job.offset)
             .map_err(|e| Error::Target { path: job.file.path.clone(), reason: e.to_string() })?;
     }
     progress.add(data.len() as u64);

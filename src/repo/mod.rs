@@ -246,10 +246,29 @@ impl Repository {
 
     /// Reads, authenticates and verifies one chunk.
     pub fn read_chunk(&self, index: &index::Index, id: Id) -> Result<Vec<u8>> {
-        let object = |pack: Id| format!("pack {pack}");
         let (pack, loc, sealed) = self.read_sealed(index, id)?;
-        pack::open_chunk(&self.key, id, &sealed, loc.raw_len, &mut |base| self.read_delta_base(index, base))
-            .map_err(|e| Error::corrupt(&object(pack), format!("chunk {} at offset {}: {e}", id.short(), loc.offset)))
+        self.open_chunk(index, pack, id, loc, &sealed)
+    }
+
+    /// Authenticates, decodes and verifies chunk `id`, read as `sealed` from `pack` at `loc`.
+    pub fn open_chunk(
+        &self,
+        index: &index::Index,
+        pack: Id,
+        id: Id,
+        loc: index::ChunkLocation,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
+        pack::open_chunk(&self.key, id, sealed, loc.raw_len, &mut |base| self.read_delta_base(index, base)).map_err(
+            |e| Error::corrupt(&format!("pack {pack}"), format!("chunk {} at offset {}: {e}", id.short(), loc.offset)),
+        )
+    }
+
+    /// `len` bytes of a pack from `offset`; a pack shorter than that is damage.
+    pub fn read_pack_range(&self, pack: Id, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.store
+            .get_range(&format::pack_key(pack), offset, len)
+            .map_err(|e| Error::missing_or(e, &format!("pack {pack}")))
     }
 
     /// The data of a delta's base, which is never a delta itself (chains are one step long).
@@ -284,10 +303,7 @@ impl Repository {
 
     fn read_sealed(&self, index: &index::Index, id: Id) -> Result<(Id, index::ChunkLocation, Vec<u8>)> {
         let (pack, loc) = index.get(&id).ok_or_else(|| Error::Missing { object: format!("chunk {id}") })?;
-        let sealed = self
-            .store
-            .get_range(&format::pack_key(pack.id), loc.offset as u64, loc.sealed_len as u64)
-            .map_err(|e| Error::missing_or(e, &format!("pack {}", pack.id)))?;
+        let sealed = self.read_pack_range(pack.id, loc.offset as u64, loc.sealed_len as u64)?;
         Ok((pack.id, loc, sealed))
     }
 }

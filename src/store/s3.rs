@@ -292,6 +292,11 @@ fn describe<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>
                         a web identity token (IRSA), or run where an instance role is available"
                     .into();
             }
+            if text.contains("region must be set") {
+                return "no AWS region is set: set AWS_REGION (or a profile's region), or add ?region=NAME to the \
+                        location"
+                    .into();
+            }
             // Unparsed responses carry the whole raw response; the first clause says enough.
             text.split(" (").next().unwrap_or(&text).to_string()
         }
