@@ -15,6 +15,7 @@ pub mod key;
 pub mod kms;
 pub mod lock;
 pub mod pack;
+mod readahead;
 pub mod snapshot;
 pub mod tree;
 pub mod wal;
@@ -127,6 +128,8 @@ pub struct Repository {
     key: MasterKey,
     slot: Id,
     config: Config,
+    /// For remote stores: windows of packs read ahead of single-chunk reads.
+    readahead: Option<readahead::ReadAhead>,
 }
 
 impl Repository {
@@ -151,7 +154,7 @@ impl Repository {
         let json = serde_json::to_vec(&config).expect("config serializes");
         let sealed = format::seal_file(&key, ObjectType::Config, format::CONFIG_KEY.as_bytes(), &json);
         store.put(format::CONFIG_KEY, &sealed)?;
-        Ok(Repository { store, key, slot, config })
+        Ok(Repository::assemble(store, key, slot, config))
     }
 
     /// Creates an empty copy of `source` in an empty store: the same master key and config (so
@@ -164,7 +167,7 @@ impl Repository {
         let json = serde_json::to_vec(&source.config).expect("config serializes");
         let sealed = format::seal_file(&source.key, ObjectType::Config, format::CONFIG_KEY.as_bytes(), &json);
         store.put(format::CONFIG_KEY, &sealed)?;
-        Ok(Repository { store, key: source.key.clone(), slot, config: source.config.clone() })
+        Ok(Repository::assemble(store, source.key.clone(), slot, source.config.clone()))
     }
 
     /// Opens an existing repository with a passphrase or key file.
@@ -185,7 +188,12 @@ impl Repository {
         let json = format::open_file(&key, ObjectType::Config, format::CONFIG_KEY.as_bytes(), &raw, "config")?;
         let config: Config =
             serde_json::from_slice(&json).map_err(|e| Error::corrupt("config", format!("it does not parse: {e}")))?;
-        Ok(Repository { store, key, slot, config })
+        Ok(Repository::assemble(store, key, slot, config))
+    }
+
+    fn assemble(store: Arc<dyn Store>, key: MasterKey, slot: Id, config: Config) -> Repository {
+        let readahead = store.is_remote().then(readahead::ReadAhead::default);
+        Repository { store, key, slot, config, readahead }
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -303,7 +311,24 @@ impl Repository {
 
     fn read_sealed(&self, index: &index::Index, id: Id) -> Result<(Id, index::ChunkLocation, Vec<u8>)> {
         let (pack, loc) = index.get(&id).ok_or_else(|| Error::Missing { object: format!("chunk {id}") })?;
-        let sealed = self.read_pack_range(pack.id, loc.offset as u64, loc.sealed_len as u64)?;
+        let (offset, len) = (loc.offset as u64, loc.sealed_len as u64);
+        let Some(readahead) = &self.readahead else {
+            return Ok((pack.id, loc, self.read_pack_range(pack.id, offset, len)?));
+        };
+        if let Some(sealed) = readahead.get(pack.id, offset, len) {
+            return Ok((pack.id, loc, sealed));
+        }
+        let window = len.max(readahead::WINDOW.min(pack.size.saturating_sub(offset)));
+        let data = match self.read_pack_range(pack.id, offset, window) {
+            Ok(data) => data,
+            // A pack cut short after this chunk still serves it; the exact read decides.
+            Err(Error::Corrupt { .. }) if window > len => {
+                return Ok((pack.id, loc, self.read_pack_range(pack.id, offset, len)?));
+            }
+            Err(e) => return Err(e),
+        };
+        let sealed = data[..len as usize].to_vec();
+        readahead.keep(pack.id, offset, data);
         Ok((pack.id, loc, sealed))
     }
 }

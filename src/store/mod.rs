@@ -74,6 +74,10 @@ pub trait Store: Send + Sync {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
     fn delete(&self, key: &str) -> Result<()>;
     fn exists(&self, key: &str) -> Result<bool>;
+    /// Whether each request costs a network round trip (and a fee): callers then read ahead.
+    fn is_remote(&self) -> bool {
+        false
+    }
 }
 
 /// An object being written; see [`Store::create`].

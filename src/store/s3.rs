@@ -438,6 +438,10 @@ impl Store for S3Store {
         }
     }
 
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn exists(&self, key: &str) -> Result<bool> {
         let b = &self.bucket;
         let request = b.client.head_object().bucket(&b.name).key(b.full_key(key));
