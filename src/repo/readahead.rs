@@ -6,7 +6,7 @@
 //! served from the windows kept here (a handful, so memory stays bounded).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use super::crypto::Id;
 
@@ -15,26 +15,32 @@ pub const WINDOW: u64 = 1 << 20;
 /// Windows kept, most recent first: a few per reader thread.
 const KEPT: usize = 16;
 
+struct Window {
+    pack: Id,
+    start: u64,
+    data: Vec<u8>,
+}
+
 #[derive(Default)]
 pub struct ReadAhead {
-    windows: Mutex<VecDeque<(Id, u64, Arc<Vec<u8>>)>>,
+    windows: Mutex<VecDeque<Window>>,
 }
 
 impl ReadAhead {
     /// `len` bytes at `offset` of `pack`, if a kept window holds them.
     pub fn get(&self, pack: Id, offset: u64, len: u64) -> Option<Vec<u8>> {
         let windows = self.windows.lock().expect("poisoned");
-        windows.iter().find_map(|(id, start, data)| {
-            let end = start + data.len() as u64;
-            (*id == pack && offset >= *start && offset + len <= end)
-                .then(|| data[(offset - start) as usize..(offset - start + len) as usize].to_vec())
+        windows.iter().find_map(|w| {
+            let end = w.start + w.data.len() as u64;
+            (w.pack == pack && offset >= w.start && offset + len <= end)
+                .then(|| w.data[(offset - w.start) as usize..(offset - w.start + len) as usize].to_vec())
         })
     }
 
     /// Keeps a window read from `pack` at `start`, dropping the oldest beyond the limit.
     pub fn keep(&self, pack: Id, start: u64, data: Vec<u8>) {
         let mut windows = self.windows.lock().expect("poisoned");
-        windows.push_front((pack, start, Arc::new(data)));
+        windows.push_front(Window { pack, start, data });
         windows.truncate(KEPT);
     }
 }

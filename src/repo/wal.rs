@@ -55,7 +55,14 @@ pub fn push(
     if !still_current() {
         return Ok(Pushed::Abandoned);
     }
-    repo.store().put(&key, &sealed)?;
+    // Two servers may push the same name at once (a primary and a standby with archive_mode =
+    // always, or a split brain): the store decides who wins, and the loser compares contents.
+    if !repo.store().put_new(&key, &sealed)? {
+        return match fetch(repo, name)? {
+            Some(existing) if existing == data => Ok(Pushed::AlreadyArchived),
+            _ => Err(Error::WalConflict { name: name.to_string() }),
+        };
+    }
     Ok(Pushed::Stored(sealed.len() as u64))
 }
 

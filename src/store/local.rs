@@ -99,6 +99,29 @@ impl Store for LocalStore {
         writer.commit()
     }
 
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
+        let path = self.path(key);
+        self.ensure_dir(&path)?;
+        let mut suffix = [0u8; 8];
+        getrandom::fill(&mut suffix).expect("the OS random source works");
+        let temp = path.with_file_name(format!("{TEMP_PREFIX}{}", hex::encode(suffix)));
+        let written = (|| {
+            let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
+            file.write_all(data)?;
+            file.sync_all()?;
+            // A hard link, unlike a rename, fails if the name is taken.
+            match fs::hard_link(&temp, &path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+                Err(e) => return Err(e),
+            }
+            File::open(path.parent().expect("object paths always have a parent"))?.sync_all()?;
+            Ok(true)
+        })();
+        let _ = fs::remove_file(&temp);
+        written.map_err(|e| Self::io_err("write", &path, e))
+    }
+
     fn create(&self, key: &str) -> Result<Box<dyn super::ObjectWriter>> {
         let path = self.path(key);
         self.ensure_dir(&path)?;
@@ -242,6 +265,11 @@ mod tests {
         assert_eq!(store.get("packs/cd/y").unwrap(), b"part 1, part 2");
         drop(store.create("packs/cd/z").unwrap());
         assert_eq!(fs::read_dir(dir.path().join("packs/cd")).unwrap().count(), 1);
+        // put_new never replaces what is there.
+        assert!(store.put_new("index/new", b"first").unwrap());
+        assert!(!store.put_new("index/new", b"second").unwrap());
+        assert_eq!(store.get("index/new").unwrap(), b"first");
+        store.delete("index/new").unwrap();
         // A stale temporary file from a crashed write is never listed.
         fs::write(dir.path().join("index/.tmp-dead"), b"partial").unwrap();
         assert_eq!(store.list("index/").unwrap().len(), 1);

@@ -68,6 +68,10 @@ pub trait Store: Send + Sync {
     /// Nothing is visible under `key` until [`ObjectWriter::commit`]; dropping the writer
     /// without committing leaves no trace.
     fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>>;
+    /// Like `put`, but only if nothing is stored under `key` yet, decided by the store itself
+    /// (no window between a check and the write): `false` when an object was already there,
+    /// which is left as it was.
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool>;
     fn get(&self, key: &str) -> Result<Vec<u8>>;
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
     /// Every object whose key starts with `prefix` (a folder such as `"packs/"`), in no set order.

@@ -271,6 +271,19 @@ impl Bucket {
                  SSE-KMS key)",
                 self.name
             ),
+            // HEAD answers carry no error document: the status is all there is to go on.
+            None => match status {
+                Some(403) => format!(
+                    "access denied (HTTP 403): the credentials may not {op} in bucket {}, or they have expired; \
+                     check their IAM policy and refresh them",
+                    self.name
+                ),
+                Some(400) => "the service refused the request (HTTP 400): often expired or malformed credentials; \
+                              refresh them and check AWS_REGION"
+                    .to_string(),
+                Some(s @ 500..=599) => format!("the service kept failing (HTTP {s}) through every retry"),
+                _ => describe(&err),
+            },
             _ => describe(&err),
         };
         self.remote(op, key, detail)
@@ -358,6 +371,25 @@ impl Store for S3Store {
         let request = with_settings!(request, WriteSettings::for_key(b, key));
         b.runtime.block_on(request.send()).map_err(|e| b.error("put", key, e))?;
         Ok(())
+    }
+
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
+        let b = &self.bucket;
+        let request = b
+            .client
+            .put_object()
+            .bucket(&b.name)
+            .key(b.full_key(key))
+            .if_none_match("*")
+            .body(ByteStream::from(data.to_vec()))
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C);
+        let request = with_settings!(request, WriteSettings::for_key(b, key));
+        match b.runtime.block_on(request.send()) {
+            Ok(_) => Ok(true),
+            // S3's conditional write: the key is taken (412), or being written right now (409).
+            Err(e) if e.raw_response().is_some_and(|r| matches!(r.status().as_u16(), 412 | 409)) => Ok(false),
+            Err(e) => Err(b.error("put", key, e)),
+        }
     }
 
     fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
