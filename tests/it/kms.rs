@@ -1,6 +1,7 @@
 //! KMS key slots against moto's KMS API: a repository opened with no passphrase at all, slots
 //! added, rotated and removed without rewriting data, and KMS refusals reported as such.
 
+use crate::faultproxy::{Fault, FaultProxy, Rule};
 use crate::harness::*;
 use crate::moto::Moto;
 
@@ -61,4 +62,45 @@ fn an_unknown_kms_key_is_named_and_nothing_is_created() {
         .stderr_mentions("no such key", "the cause")
         .stderr_mentions(missing, "the key");
     assert!(moto.objects("kms-bad").is_empty(), "nothing written: {:?}", moto.objects("kms-bad"));
+}
+
+/// A KMS refusal (what moto does not model: a disabled key, a key policy that says no) served by
+/// the fault proxy in place of KMS's answer to Decrypt.
+fn kms_refusal(kind: &str, message: &str, causes: &[&str]) {
+    let moto = Moto::start("kms-refused");
+    let key = moto.kms_key("us-east-1");
+    let repo = "s3://kms-refused/app";
+    moto.drctl("init").no_password().args(["--repo", repo, "--kms-key-id", &key]).run().ok();
+    let before = moto.objects("kms-refused");
+    let proxy = FaultProxy::start(&moto.endpoint);
+    let body = format!("{{\"__type\":\"{kind}\",\"message\":\"{message}\"}}");
+    let refusal = proxy.add(
+        Rule::new(Fault::respond(400, &[("Content-Type", "application/x-amz-json-1.1")], &body))
+            .header("X-Amz-Target", "TrentService.Decrypt"),
+    );
+    let out = moto.drctl_via("snapshots", &proxy.endpoint()).no_password().args(["--repo", repo]).run();
+    out.code_is(4);
+    for cause in causes {
+        out.stderr_mentions(cause, "the cause");
+    }
+    out.stderr_mentions(&key, "the key");
+    assert!(proxy.fired(refusal) >= 1, "{proxy}");
+    let mut after = moto.objects("kms-refused");
+    after.retain(|(k, _)| !k.contains("/locks/"));
+    assert_eq!(after, before, "nothing changed");
+}
+
+#[test]
+fn a_disabled_kms_key_is_named_with_the_fix() {
+    kms_refusal("DisabledException", "arn is disabled.", &["disabled", "enable-key"]);
+}
+
+#[test]
+fn a_kms_key_the_credentials_may_not_use_is_named() {
+    kms_refusal("AccessDeniedException", "not authorized", &["AccessDeniedException", "kms:Decrypt"]);
+}
+
+#[test]
+fn expired_credentials_at_kms_are_named() {
+    kms_refusal("ExpiredTokenException", "The security token included in the request is expired", &["expired"]);
 }
