@@ -496,7 +496,16 @@ impl S3Store {
         b.runtime.block_on(async {
             let mut attempt = 1;
             loop {
-                let request = b.client.get_object().bucket(&b.name).key(b.full_key(key)).set_range(range.clone());
+                // Whole objects come back with the checksum stored at upload, which the SDK
+                // verifies (ranges have none; every chunk is authenticated anyway).
+                let checksum = range.is_none().then_some(aws_sdk_s3::types::ChecksumMode::Enabled);
+                let request = b
+                    .client
+                    .get_object()
+                    .bucket(&b.name)
+                    .key(b.full_key(key))
+                    .set_range(range.clone())
+                    .set_checksum_mode(checksum);
                 let out = request.send().await.map_err(|e| b.error("get", key, e))?;
                 match out.body.collect().await {
                     Ok(body) => return Ok(body.into_bytes().to_vec()),
