@@ -113,7 +113,7 @@ impl RepoArgs {
 }
 
 /// A repository location usable from any directory: URLs as they are, paths made absolute.
-pub fn absolute_location(location: &str) -> anyhow::Result<String> {
+fn absolute_location(location: &str) -> anyhow::Result<String> {
     if location.contains("://") {
         return Ok(location.to_string());
     }

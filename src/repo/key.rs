@@ -54,7 +54,7 @@ pub enum SlotKind {
 }
 
 /// What opens a repository: a passphrase, the content of a key file, or a KMS key reached with
-/// the ambient AWS credentials (`None`: whichever KMS slot the repository has).
+/// the ambient AWS credentials (named for a new slot; any KMS slot the credentials can use opens).
 pub enum Secret {
     Passphrase(Vec<u8>),
     KeyFile([u8; 32]),
@@ -216,11 +216,6 @@ pub fn remove(store: &dyn Store, id: Id) -> Result<(), Error> {
 pub fn verify_slot(store: &dyn Store, id: Id, secret: &Secret, master: &MasterKey) -> Result<(), Error> {
     let object = format!("{}{id}", format::KEYS_DIR);
     let bytes = store.get(&object)?;
-    // A KMS slot opens with its own key, however the operator named that key.
-    let secret = match secret {
-        Secret::Kms(_) => &Secret::Kms(None),
-        other => other,
-    };
     match try_slot(&bytes, secret, &object)? {
         Some(key) if key.to_bytes() == master.to_bytes() => Ok(()),
         _ => Err(Error::InvalidRequest(format!("the new key slot {} does not open the repository", id.short()))),
@@ -262,12 +257,10 @@ fn try_slot(bytes: &[u8], secret: &Secret, object: &str) -> Result<Option<Master
     }
     let kek = match (secret, &slot.kdf) {
         _ if slot.kind != secret.kind() => return Ok(None),
-        (Secret::Kms(wanted), _) => {
+        // Any KMS slot the credentials can use opens (the key named for a new slot may be an alias).
+        (Secret::Kms(_), _) => {
             let key_id =
                 slot.kms_key_id.as_deref().ok_or_else(|| Error::corrupt(object, "a KMS slot without a key"))?;
-            if wanted.as_deref().is_some_and(|w| w != key_id) {
-                return Ok(None);
-            }
             let ciphertext =
                 hex::decode(&slot.wrapped_key).map_err(|_| Error::corrupt(object, "wrapped key is not hex"))?;
             let bytes: [u8; MasterKey::LEN] = kms::decrypt(key_id, &ciphertext)?
