@@ -15,6 +15,7 @@ pub mod key;
 pub mod kms;
 pub mod lock;
 pub mod pack;
+pub mod retention;
 mod readahead;
 pub mod snapshot;
 pub mod tree;
