@@ -59,6 +59,11 @@ fn classify_store(e: &store::Error) -> (ExitCode, String) {
         store::Error::Io { .. } => {
             (ExitCode::Storage, "check the disk or mount holding the repository and run the command again")
         }
+        store::Error::Retained { .. } => (
+            ExitCode::Storage,
+            "Object Lock keeps it until then (a COMPLIANCE retention cannot be lifted by anyone; GOVERNANCE only with \
+             s3:BypassGovernanceRetention); run the command again after that date",
+        ),
         store::Error::Remote { .. } => (
             ExitCode::Storage,
             "check the bucket, its region (AWS_REGION), the credentials (AWS default chain: environment, profile, \

@@ -4,8 +4,10 @@
 mod backup;
 mod check;
 mod copy;
+mod forget;
 mod init;
 mod key;
+mod prune;
 mod restore;
 mod snapshots;
 mod wal_fetch;
@@ -67,6 +69,11 @@ pub enum Command {
     /// Copy snapshots (and WAL) to another repository, e.g. in another region: only what it
     /// lacks, each object verified.
     Copy(copy::CopyArgs),
+    /// Remove snapshots (and WAL) retention rules do not keep; with --prune, reclaim space.
+    Forget(forget::ForgetArgs),
+    /// Reclaim the packs no snapshot uses (two phases: marked unused first, deleted a grace
+    /// period later).
+    Prune(prune::PruneArgs),
     /// Manage key slots: the passphrases and key files that open the repository.
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -283,6 +290,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Restore(args) => restore::run(args, &cli.global),
         Command::Check(args) => check::run(args, &cli.global),
         Command::Copy(args) => copy::run(args, &cli.global),
+        Command::Forget(args) => forget::run(args, &cli.global),
+        Command::Prune(args) => prune::run(args, &cli.global),
         Command::Key(command) => key::run(command, &cli.global),
         Command::WalPush(args) => wal_push::run(args),
         Command::WalFetch(args) => return wal_fetch::run(args),

@@ -17,7 +17,6 @@ use serde::Serialize;
 use super::crypto::Id;
 use super::format::{self, ObjectType};
 use super::index::{self, ChunkLocation};
-use super::tree::TreeReader;
 use super::{Error, Repository, snapshot, wal};
 use crate::pg::wal::WalName;
 use crate::progress::Progress;
@@ -196,23 +195,12 @@ pub fn copy(
     Ok(report)
 }
 
-/// The packs holding every chunk the snapshots need: their trees, their files' chunks, and the
-/// bases of deltas among them.
+/// The packs holding every chunk the snapshots need.
 fn packs_used_by(source: &Repository, index: &index::Index, snapshots: &[Id]) -> Result<BTreeSet<u32>, Error> {
     let mut packs = BTreeSet::new();
-    let mut use_chunk = |id: &Id| -> Result<(), Error> {
-        for id in std::iter::once(id).chain(index.deltas.get(id)) {
-            let loc = index.chunks.get(id).ok_or_else(|| Error::Missing { object: format!("chunk {id}") })?;
-            packs.insert(loc.pack);
-        }
-        Ok(())
-    };
-    for &snap_id in snapshots {
-        let snap = snapshot::load(source.store(), source.key(), snap_id)?;
-        snap.tree.iter().try_for_each(&mut use_chunk)?;
-        for entry in TreeReader::new(&snap.tree, |id| source.read_chunk(index, id)) {
-            entry?.chunks.iter().try_for_each(&mut use_chunk)?;
-        }
+    for id in source.chunks_used_by(index, snapshots)? {
+        let loc = index.chunks.get(&id).ok_or_else(|| Error::Missing { object: format!("chunk {id}") })?;
+        packs.insert(loc.pack);
     }
     Ok(packs)
 }

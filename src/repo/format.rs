@@ -25,6 +25,7 @@ pub enum ObjectType {
     Lock = 6,
     KeySlot = 7,
     Wal = 8,
+    PrunePlan = 9,
 }
 
 impl ObjectType {
@@ -38,6 +39,7 @@ impl ObjectType {
             ObjectType::Lock => "lock",
             ObjectType::KeySlot => "key",
             ObjectType::Wal => "WAL file",
+            ObjectType::PrunePlan => "prune plan",
         }
     }
 }

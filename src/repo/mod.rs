@@ -9,12 +9,14 @@ pub mod chunker;
 pub mod config;
 pub mod copy;
 pub mod crypto;
+pub mod forget;
 pub mod format;
 pub mod index;
 pub mod key;
 pub mod kms;
 pub mod lock;
 pub mod pack;
+pub mod prune;
 pub mod retention;
 mod readahead;
 pub mod snapshot;
@@ -271,6 +273,26 @@ impl Repository {
         pack::open_chunk(&self.key, id, sealed, loc.raw_len, &mut |base| self.read_delta_base(index, base)).map_err(
             |e| Error::corrupt(&format!("pack {pack}"), format!("chunk {} at offset {}: {e}", id.short(), loc.offset)),
         )
+    }
+
+    /// Every chunk the snapshots need: their trees, their files' chunks, and the bases of deltas
+    /// among them.
+    pub fn chunks_used_by(&self, index: &index::Index, snapshots: &[Id]) -> Result<std::collections::HashSet<Id>> {
+        let mut used = std::collections::HashSet::new();
+        let mut use_chunk = |id: &Id| {
+            used.insert(*id);
+            if let Some(base) = index.deltas.get(id) {
+                used.insert(*base);
+            }
+        };
+        for &snap_id in snapshots {
+            let snap = snapshot::load(self.store(), &self.key, snap_id)?;
+            snap.tree.iter().for_each(&mut use_chunk);
+            for entry in tree::TreeReader::new(&snap.tree, |id| self.read_chunk(index, id)) {
+                entry?.chunks.iter().for_each(&mut use_chunk);
+            }
+        }
+        Ok(used)
     }
 
     /// `len` bytes of a pack from `offset`; a pack shorter than that is damage.

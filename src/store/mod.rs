@@ -20,6 +20,8 @@ pub enum Error {
     NoSpace { path: PathBuf },
     #[error("permission denied on {path}")]
     PermissionDenied { path: PathBuf },
+    #[error("{key} in {location} is under S3 Object Lock retention until {until}: it cannot be deleted before then")]
+    Retained { location: String, key: String, until: String },
     #[error("S3 {op} of {key} in {location} failed: {detail}")]
     Remote { location: String, op: &'static str, key: String, detail: String },
     #[error("storage I/O error: {op} {path}")]

@@ -456,16 +456,11 @@ impl Store for S3Store {
         }
         match b.runtime.block_on(request.send()) {
             Ok(_) => Ok(()),
-            Err(e) if retained && e.code() == Some("AccessDenied") => Err(b.remote(
-                "delete",
-                key,
-                format!(
-                    "it is under S3 Object Lock retention until {}: it cannot be deleted before then (a \
-                     COMPLIANCE retention cannot be lifted by anyone; GOVERNANCE only with \
-                     s3:BypassGovernanceRetention)",
-                    retain_until.as_deref().unwrap_or("a date S3 did not report")
-                ),
-            )),
+            Err(e) if retained && e.code() == Some("AccessDenied") => Err(Error::Retained {
+                location: b.location.clone(),
+                key: key.to_string(),
+                until: retain_until.unwrap_or_else(|| "a date S3 did not report".into()),
+            }),
             Err(e) => Err(b.error("delete", key, e)),
         }
     }

@@ -1,0 +1,31 @@
+use clap::Args;
+
+use super::forget::{GraceArgs, print_prune};
+use super::{GlobalArgs, RepoArgs};
+use crate::repo::prune;
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[command(flatten)]
+    pub grace: GraceArgs,
+    /// Only report what would be deleted.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: PruneArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let repo = args.repo.open()?;
+    let _lock = repo.lock_exclusive("prune")?;
+    let report = prune::prune(&repo, args.grace.grace, args.dry_run, chrono::Utc::now())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if !global.quiet {
+        print_prune(&report, args.dry_run);
+    }
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Forgetting: applies retention rules to the snapshots of a repository, and removes the WAL no
+//! kept base backup needs. Only manifests and WAL objects go here; the packs their data lived in
+//! are reclaimed by prune, which checks what is still used.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::retention::{self, Item, Rules, Verdict};
+use super::snapshot::{self, Snapshot, SnapshotKind};
+use super::{Error, Repository, wal};
+use crate::pg::wal::{WalKind, WalName, parse_lsn};
+use crate::pg::window::Archive;
+use crate::store;
+
+/// What forgetting would do.
+#[derive(Debug, Serialize)]
+pub struct Plan {
+    /// Every snapshot, oldest first, with whether it stays and why.
+    pub snapshots: Vec<Judged>,
+    /// WAL files older than the oldest kept base backup's start, which nothing can replay.
+    pub wal_to_remove: Vec<String>,
+    /// The first WAL segment kept (the oldest kept base backup's start), if any base backup is.
+    pub wal_kept_from: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Judged {
+    pub short_id: String,
+    pub time: DateTime<Utc>,
+    pub group: String,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+/// What was removed; objects still under Object Lock retention are listed, not removed.
+#[derive(Debug, Default, Serialize)]
+pub struct Applied {
+    pub snapshots_removed: usize,
+    pub wal_removed: usize,
+    pub retained: Vec<String>,
+}
+
+/// The source a snapshot belongs to: retention compares snapshots within it only.
+fn group_of(s: &Snapshot) -> String {
+    let name = s.stdin_name.as_deref().unwrap_or("");
+    match (s.kind, &s.pg) {
+        (SnapshotKind::PgBase, Some(pg)) => format!("pg-base of cluster {}", pg.system_identifier),
+        (SnapshotKind::PgDump, _) => format!("pg-dump {name} from {}", s.hostname),
+        (SnapshotKind::Stream, _) => format!("stream {name} from {}", s.hostname),
+        _ => format!("paths {} from {}", s.paths.join(","), s.hostname),
+    }
+}
+
+pub fn plan(repo: &Repository, rules: &Rules, now: DateTime<Utc>) -> Result<Plan, Error> {
+    let all = snapshot::load_all(repo.store(), repo.key())?;
+    let archived: Vec<WalName> = wal::list(repo.store())?.into_iter().map(|(name, _)| name).collect();
+    let items: Vec<Item> =
+        all.iter()
+            .map(|(id, s)| Item {
+                id: *id,
+                time: s.time,
+                group: group_of(s),
+                restorable_from: s.pg.as_ref().map(|_| {
+                    s.time + chrono::Duration::milliseconds((s.summary.duration_seconds * 1000.0).ceil() as i64)
+                }),
+                good: s
+                    .pg
+                    .as_ref()
+                    .is_none_or(|pg| Archive::new(&archived, pg.wal_segment_size).missing_for(pg).is_empty()),
+            })
+            .collect();
+    let verdicts = retention::decide(rules, &items, now);
+
+    // WAL before the oldest kept base backup's start can never be replayed by any kept backup.
+    let mut oldest: Option<(u64, u64, String)> = None;
+    for ((_, s), v) in all.iter().zip(&verdicts) {
+        let Some(pg) = s.pg.as_ref().filter(|_| v.keep) else { continue };
+        let start = parse_lsn(&pg.start_lsn)
+            .ok_or_else(|| Error::corrupt(&format!("snapshot {}", v.id), "its start LSN does not parse"))?;
+        let segment = start / pg.wal_segment_size;
+        if oldest.as_ref().is_none_or(|(n, _, _)| segment < *n) {
+            oldest = Some((segment, pg.wal_segment_size, pg.start_wal.clone()));
+        }
+    }
+    let wal_to_remove = match &oldest {
+        Some((first, segment_size, _)) => archived
+            .iter()
+            .filter(|n| matches!(n.kind(), WalKind::Segment | WalKind::Partial | WalKind::BackupHistory))
+            .filter(|n| n.segment_number(0x1_0000_0000 / segment_size).is_some_and(|s| s < *first))
+            .map(|n| n.to_string())
+            .collect(),
+        // No base backup is kept: the archive cannot be judged, so nothing of it goes.
+        None => Vec::new(),
+    };
+    let snapshots = all
+        .iter()
+        .zip(verdicts)
+        .map(|((id, s), verdict)| Judged { short_id: id.short(), time: s.time, group: group_of(s), verdict })
+        .collect();
+    Ok(Plan { snapshots, wal_to_remove, wal_kept_from: oldest.map(|(_, _, name)| name) })
+}
+
+/// Removes what the plan does not keep: manifests first, then WAL. An object S3 Object Lock
+/// still retains is listed and left; the next run removes it once the retention ends.
+pub fn apply(repo: &Repository, plan: &Plan) -> Result<Applied, Error> {
+    let mut applied = Applied::default();
+    let mut remove = |key: String, count: &mut usize| match repo.store().delete(&key) {
+        Ok(()) => {
+            *count += 1;
+            Ok(())
+        }
+        Err(store::Error::Retained { key, until, .. }) => {
+            applied.retained.push(format!("{key} (until {until})"));
+            Ok(())
+        }
+        Err(e) => Err(Error::Store(e)),
+    };
+    let mut removed = 0;
+    for judged in plan.snapshots.iter().filter(|j| !j.verdict.keep) {
+        remove(snapshot::key_of(judged.verdict.id), &mut removed)?;
+    }
+    let mut wal_removed = 0;
+    for name in &plan.wal_to_remove {
+        let name = WalName::parse(name).expect("listed names are valid");
+        remove(wal::key_of(&name), &mut wal_removed)?;
+    }
+    applied.snapshots_removed = removed;
+    applied.wal_removed = wal_removed;
+    Ok(applied)
+}

@@ -1,0 +1,161 @@
+//! Prune: reclaims the packs no snapshot uses, in two phases. A pack found unused is first only
+//! marked (in the sealed `prune/plan` object, with the time); a later prune deletes it if it is
+//! still unused and was marked at least the grace period before. A backup that, despite the
+//! exclusive lock (a lock taken over as stale, a clock gone wrong), started before the mark and
+//! reused a chunk of that pack has by then written its snapshot, which makes the pack used
+//! again. Packs left by interrupted backups (in no index) go the same way.
+//!
+//! Order of a deletion, safe at every crash point: the index files listing doomed packs are
+//! replaced by one listing the rest of their packs, then the old index files are deleted, then
+//! the packs. A pack still under S3 Object Lock retention stays marked until a later run.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::crypto::Id;
+use super::format::{self, ObjectType};
+use super::{Error, Repository, index, snapshot};
+use crate::store;
+
+const PLAN_KEY: &str = "prune/plan";
+
+/// Packs marked unused, and since when.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrunePlan {
+    marked: BTreeMap<Id, DateTime<Utc>>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PruneReport {
+    /// Packs deleted now (marked by an earlier run, still unused, grace period over).
+    pub packs_deleted: usize,
+    pub bytes_deleted: u64,
+    /// Packs unused now and marked; deleted by a run after the grace period.
+    pub packs_marked: usize,
+    pub bytes_marked: u64,
+    /// Packs due for deletion that S3 Object Lock still retains.
+    pub packs_retained: usize,
+    /// Packs partly used: kept whole; their unused bytes are reported, not reclaimed.
+    pub packs_partly_used: usize,
+    pub bytes_unused_in_partly_used: u64,
+    pub index_files_rewritten: usize,
+}
+
+fn load_plan(repo: &Repository) -> Result<PrunePlan, Error> {
+    match repo.store().get(PLAN_KEY) {
+        Ok(bytes) => {
+            let json = format::open_file(repo.key(), ObjectType::PrunePlan, PLAN_KEY.as_bytes(), &bytes, PLAN_KEY)?;
+            serde_json::from_slice(&json).map_err(|e| Error::corrupt(PLAN_KEY, format!("it does not parse: {e}")))
+        }
+        Err(store::Error::NotFound { .. }) => Ok(PrunePlan::default()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn save_plan(repo: &Repository, plan: &PrunePlan) -> Result<(), Error> {
+    let json = serde_json::to_vec(plan).expect("plans serialize");
+    let sealed = format::seal_file(repo.key(), ObjectType::PrunePlan, PLAN_KEY.as_bytes(), &json);
+    Ok(repo.store().put(PLAN_KEY, &sealed)?)
+}
+
+/// Runs one prune pass (the caller holds the exclusive lock). With `dry_run`, only reports.
+pub fn prune(
+    repo: &Repository,
+    grace: chrono::Duration,
+    dry_run: bool,
+    now: DateTime<Utc>,
+) -> Result<PruneReport, Error> {
+    let index = repo.load_index()?;
+    let used = repo.chunks_used_by(&index, &snapshot::list(repo.store())?)?;
+    let mut report = PruneReport::default();
+
+    // Usage per indexed pack; unindexed packs are left by interrupted backups.
+    let mut used_bytes = vec![0u64; index.packs.len()];
+    let mut any_used = vec![false; index.packs.len()];
+    for (id, loc) in &index.chunks {
+        if used.contains(id) {
+            any_used[loc.pack as usize] = true;
+            used_bytes[loc.pack as usize] += loc.sealed_len as u64;
+        }
+    }
+    let mut unused: BTreeMap<Id, u64> = BTreeMap::new();
+    for (i, pack) in index.packs.iter().enumerate() {
+        if !any_used[i] {
+            unused.insert(pack.id, pack.size);
+        } else if used_bytes[i] < pack.size {
+            report.packs_partly_used += 1;
+            report.bytes_unused_in_partly_used += pack.size - used_bytes[i];
+        }
+    }
+    let indexed: BTreeSet<Id> = index.packs.iter().map(|p| p.id).collect();
+    for object in repo.store().list(format::PACKS_DIR)? {
+        if let Some(id) = format::id_of_key(&object.key).filter(|id| !indexed.contains(id)) {
+            unused.insert(id, object.size);
+        }
+    }
+
+    let mut plan = load_plan(repo)?;
+    let due: BTreeSet<Id> = plan
+        .marked
+        .iter()
+        .filter(|(id, marked)| unused.contains_key(id) && now - **marked >= grace)
+        .map(|(id, _)| *id)
+        .collect();
+    // What is unused now stays (or becomes) marked; what is used again is unmarked.
+    plan.marked.retain(|id, _| unused.contains_key(id));
+    for id in unused.keys() {
+        plan.marked.entry(*id).or_insert(now);
+    }
+    if dry_run {
+        report.packs_deleted = due.len();
+        report.bytes_deleted = due.iter().map(|id| unused[id]).sum();
+    } else {
+        report.index_files_rewritten = drop_from_index(repo, &index, &due)?;
+        for id in &due {
+            match repo.store().delete(&format::pack_key(*id)) {
+                Ok(()) | Err(store::Error::NotFound { .. }) => {
+                    plan.marked.remove(id);
+                    report.packs_deleted += 1;
+                    report.bytes_deleted += unused[id];
+                }
+                Err(store::Error::Retained { .. }) => report.packs_retained += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        save_plan(repo, &plan)?;
+    }
+    for id in plan.marked.keys().filter(|id| !due.contains(id)) {
+        report.packs_marked += 1;
+        report.bytes_marked += unused[id];
+    }
+    Ok(report)
+}
+
+/// Replaces the index files that list any of `doomed` by one listing the rest of their packs,
+/// then deletes them; returns how many were replaced.
+fn drop_from_index(repo: &Repository, index: &index::Index, doomed: &BTreeSet<Id>) -> Result<usize, Error> {
+    let mut files: HashMap<Id, bool> = HashMap::new();
+    for pack in &index.packs {
+        *files.entry(pack.index_file).or_default() |= doomed.contains(&pack.id);
+    }
+    let affected: Vec<Id> = files.into_iter().filter(|(_, hit)| *hit).map(|(file, _)| file).collect();
+    if affected.is_empty() {
+        return Ok(0);
+    }
+    let mut rest = Vec::new();
+    for file in &affected {
+        let records = index::load_file(repo.store(), repo.key(), *file)?;
+        rest.extend(records.into_iter().filter(|r| !doomed.contains(&r.id)));
+    }
+    if !rest.is_empty() {
+        index::save(repo.store(), repo.key(), &rest)?;
+    }
+    // A file S3 Object Lock still retains fails here, before any pack is deleted: it would go on
+    // listing them, and reading it would then report them missing.
+    for file in &affected {
+        repo.store().delete(&format!("{}{file}", format::INDEX_DIR))?;
+    }
+    Ok(affected.len())
+}
