@@ -59,3 +59,73 @@ fn forget_needs_a_rule_and_refuses_bad_durations() {
     repo.cmd("forget").run().code_is(2).stderr_mentions("no retention rule", "the cause");
     repo.cmd("forget").args(["--keep-within", "a week"]).run().code_is(2);
 }
+
+#[test]
+fn forget_keeps_wal_from_the_oldest_kept_base_backup_and_recovery_still_reaches_the_end() {
+    use crate::pg::{Cluster, archiving_to, repo_for_postgres};
+    use std::time::Duration;
+    let ws = Workspace::new_public();
+    let (repo, key_file) = repo_for_postgres(&ws);
+    let mut primary = Cluster::init(&ws.join("primary"), &archiving_to(&repo, &key_file));
+    primary.start();
+    primary.sql("CREATE TABLE t (n int PRIMARY KEY)");
+    let dsn = primary.dsn();
+    let backup = || repo.cmd("backup").args(["--pg", &dsn, "--json"]).timeout(Duration::from_secs(300)).run();
+    backup().ok();
+    for batch in 0..3 {
+        primary.sql(&format!("INSERT INTO t SELECT generate_series({}, {})", batch * 100 + 1, batch * 100 + 100));
+        primary.sql("SELECT pg_switch_wal()");
+    }
+    backup().ok();
+    primary.sql("INSERT INTO t SELECT generate_series(301, 400)");
+    let last = primary.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    primary.sql("SELECT pg_switch_wal()");
+    primary.wait_for(
+        &format!("SELECT last_archived_wal >= '{last}' AND failed_count = 0 FROM pg_stat_archiver"),
+        "t",
+        Duration::from_secs(60),
+    );
+    primary.stop();
+    let segments = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(repo.path.join("wal/00000001"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.len() == 24)
+            .collect();
+        names.sort();
+        names
+    };
+    let mut bases = repo.snapshots();
+    bases.sort_by_key(|s| s["time"].as_str().unwrap().to_string());
+    let first_wal = bases[0]["pg"]["start_wal"].as_str().unwrap().to_string();
+    let start_wal = bases[1]["pg"]["start_wal"].as_str().unwrap().to_string();
+    assert!(segments().iter().any(|s| *s < start_wal), "WAL older than the second backup exists");
+
+    // A PITR window longer than the history keeps the first backup, and with it all WAL.
+    let kept = json_of(&repo.cmd("forget").args(["--keep-last", "1", "--pitr-window", "1d", "--json"]).run());
+    assert_eq!(json_u64(&kept["applied"], "snapshots_removed", &kept), 0, "{kept}");
+    assert_eq!(kept["plan"]["wal_kept_from"], first_wal.as_str(), "{kept}");
+    assert!(segments().iter().all(|s| *s >= first_wal) && segments().contains(&first_wal));
+
+    let out = json_of(&repo.cmd("forget").args(["--keep-last", "1", "--json"]).run());
+    assert_eq!(json_u64(&out["applied"], "snapshots_removed", &out), 1, "{out}");
+    assert_eq!(out["plan"]["wal_kept_from"], start_wal.as_str());
+    let left = segments();
+    assert!(left.iter().all(|s| *s >= start_wal), "no segment before {start_wal} is left: {left:?}");
+    assert!(left.contains(&start_wal));
+
+    repo.check(true).ok();
+    let dir = ws.join("restored");
+    repo.cmd("restore")
+        .args(["--point-in-time", "latest", "--start", "--key-file"])
+        .arg(&key_file)
+        .arg("--to")
+        .arg(&dir)
+        .timeout(Duration::from_secs(300))
+        .run()
+        .ok();
+    let mut restored = Cluster::existing(&dir, &[("archive_mode", "off".into())]);
+    restored.start();
+    assert_eq!(restored.sql("SELECT count(*) FROM t"), "400");
+    restored.stop();
+}
