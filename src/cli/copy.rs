@@ -66,6 +66,8 @@ pub fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         };
         Repository::init_copy_of(&source, target_store, &secret)?
     };
+    let mut target = target;
+    target.set_lock_wait(args.access.lock_wait.to_std().unwrap_or_default());
     let _target_lock = target.lock_shared("copy")?;
     let selection = if args.all {
         Selection::All

@@ -1,6 +1,6 @@
 use clap::Args;
 
-use super::{GlobalArgs, RepoArgs, human_bytes};
+use super::{GlobalArgs, RepoArgs, human_bytes, parse_duration};
 use crate::repo::prune::{self, PruneReport};
 use crate::repo::retention::Rules;
 use crate::repo::{self, forget};
@@ -59,11 +59,6 @@ pub struct GraceArgs {
     /// it unused, so a backup running meanwhile cannot lose a chunk it reuses.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub grace: chrono::Duration,
-}
-
-pub fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
-    let std = humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 90m, 36h, 7d, 2w)"))?;
-    chrono::Duration::from_std(std).map_err(|_| "too long".to_string())
 }
 
 impl KeepArgs {

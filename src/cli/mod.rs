@@ -156,6 +156,16 @@ pub struct AccessArgs {
     /// for DAYS in MODE governance or compliance, so nobody can delete a backup before then.
     #[arg(long, env = "DRCTL_S3_OBJECT_LOCK", value_name = "MODE:DAYS")]
     pub s3_object_lock: Option<store::ObjectLock>,
+    /// Wait up to this long for a conflicting repository lock (a backup while prune runs)
+    /// instead of failing at once with exit 6.
+    #[arg(long, env = "DRCTL_LOCK_WAIT", value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub lock_wait: chrono::Duration,
+}
+
+/// A duration as people write it: 90s, 15m, 36h, 7d, 2w.
+pub fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
+    let std = humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 90m, 36h, 7d, 2w)"))?;
+    chrono::Duration::from_std(std).map_err(|_| "too long".to_string())
 }
 
 impl AccessArgs {
@@ -244,7 +254,9 @@ impl AccessArgs {
     pub fn open(&self, location: &str) -> anyhow::Result<Repository> {
         let store = self.store(location)?;
         let secret = self.unlock_secret(store.as_ref())?;
-        Ok(Repository::open(store, &secret)?)
+        let mut repo = Repository::open(store, &secret)?;
+        repo.set_lock_wait(self.lock_wait.to_std().unwrap_or_default());
+        Ok(repo)
     }
 }
 

@@ -17,8 +17,8 @@ pub mod kms;
 pub mod lock;
 pub mod pack;
 pub mod prune;
-pub mod retention;
 mod readahead;
+pub mod retention;
 pub mod snapshot;
 pub mod tree;
 pub mod wal;
@@ -133,6 +133,8 @@ pub struct Repository {
     config: Config,
     /// For remote stores: windows of packs read ahead of single-chunk reads.
     readahead: Option<readahead::ReadAhead>,
+    /// How long taking a lock waits for a conflicting one to go.
+    lock_wait: std::time::Duration,
 }
 
 impl Repository {
@@ -196,7 +198,7 @@ impl Repository {
 
     fn assemble(store: Arc<dyn Store>, key: MasterKey, slot: Id, config: Config) -> Repository {
         let readahead = store.is_remote().then(readahead::ReadAhead::default);
-        Repository { store, key, slot, config, readahead }
+        Repository { store, key, slot, config, readahead, lock_wait: std::time::Duration::ZERO }
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -225,8 +227,29 @@ impl Repository {
         Chunker::Cdc { params: self.config.chunking, seed: self.key.chunker_seed() }
     }
 
+    /// Lets lock requests wait up to `wait` for a conflicting lock to be released (a backup
+    /// started while prune runs), instead of failing at once.
+    pub fn set_lock_wait(&mut self, wait: std::time::Duration) {
+        self.lock_wait = wait;
+    }
+
+    fn lock(&self, exclusive: bool, command: &str) -> Result<lock::Lock> {
+        let deadline = std::time::Instant::now() + self.lock_wait;
+        loop {
+            match lock::Lock::acquire(self.store.clone(), &self.key, exclusive, command) {
+                Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    // Jittered, so two waiters that saw each other do not retry in step forever.
+                    let mut jitter = [0u8; 1];
+                    getrandom::fill(&mut jitter).expect("the OS random source works");
+                    std::thread::sleep(std::time::Duration::from_millis(500 + 4 * jitter[0] as u64));
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub fn lock_shared(&self, command: &str) -> Result<lock::Lock> {
-        lock::Lock::acquire(self.store.clone(), &self.key, false, command)
+        self.lock(false, command)
     }
 
     /// A shared lock for commands that only read (restore, check). On a repository this user
@@ -248,7 +271,7 @@ impl Repository {
     }
 
     pub fn lock_exclusive(&self, command: &str) -> Result<lock::Lock> {
-        lock::Lock::acquire(self.store.clone(), &self.key, true, command)
+        self.lock(true, command)
     }
 
     pub fn load_index(&self) -> Result<index::Index> {

@@ -129,3 +129,57 @@ fn forget_keeps_wal_from_the_oldest_kept_base_backup_and_recovery_still_reaches_
     assert_eq!(restored.sql("SELECT count(*) FROM t"), "400");
     restored.stop();
 }
+
+/// Backups and forget --prune running at the same time (each waiting for the other's lock):
+/// afterwards every byte checks out and every snapshot left restores.
+fn backup_and_prune_at_once(ws: &Workspace, drctl: &(dyn Fn(&str) -> Drctl + Sync)) {
+    let src = ws.mkdir("src");
+    let tree = TreeBuilder::new(&src);
+    tree.file_gen("data.bin", &mut DataGen::random(1), 4 << 20);
+    drctl("init").args(["--pack-size-mib", "1"]).run().ok();
+    drctl("backup").arg("--path").arg(&src).run().ok();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for n in 2..6u64 {
+                tree.file_gen("data.bin", &mut DataGen::random(n), 4 << 20);
+                drctl("backup").env("DRCTL_LOCK_WAIT", "120s").arg("--path").arg(&src).run().ok();
+            }
+        });
+        s.spawn(|| {
+            for _ in 0..4 {
+                drctl("forget")
+                    .env("DRCTL_LOCK_WAIT", "120s")
+                    .args(["--keep-last", "2", "--prune", "--grace", "0s"])
+                    .run()
+                    .ok();
+            }
+        });
+    });
+    drctl("forget").args(["--keep-last", "2", "--prune", "--grace", "0s"]).run().ok();
+    drctl("prune").args(["--grace", "0s"]).run().ok();
+    drctl("check").arg("--read-data").run().ok().mentions("no damage found", "check");
+    let snapshots = drctl("snapshots").arg("--json").run().json();
+    let snapshots = snapshots.as_array().unwrap();
+    assert_eq!(snapshots.len(), 2);
+    for snap in snapshots {
+        let id = snap["short_id"].as_str().unwrap();
+        drctl("restore").args([id, "--to"]).arg(ws.join(format!("r-{id}"))).run().ok();
+    }
+    let latest = ws.join("latest");
+    drctl("restore").args(["latest", "--to"]).arg(&latest).run().ok();
+    assert_trees_equal(&src, &restored_path(&latest, &src), CompareOpts { owner: true }, &"latest");
+}
+
+#[test]
+fn backup_and_prune_at_once_on_a_local_repository() {
+    let ws = Workspace::new();
+    let repo = ws.join("repo");
+    backup_and_prune_at_once(&ws, &|sub| Drctl::new().arg(sub).arg("--repo").arg(&repo));
+}
+
+#[test]
+fn backup_and_prune_at_once_on_s3() {
+    let moto = crate::moto::Moto::start("concurrent");
+    let ws = Workspace::new();
+    backup_and_prune_at_once(&ws, &|sub| moto.drctl(sub).args(["--repo", "s3://concurrent/app"]));
+}
