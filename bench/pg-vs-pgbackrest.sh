@@ -21,7 +21,10 @@
 #      archive-get --archive-async
 #   6. a table of wall time, throughput, peak RSS and bytes for both
 #
-# Every timed command runs as the postgres user under /usr/bin/time -f "%e %M" (wall seconds,
+# Helpers (measure, record, drop_caches, the cluster and its data, restore checks) are in
+# bench/lib.sh, shared with bench/s3.sh.
+#
+# Every timed command runs as the postgres user under /usr/bin/time (wall seconds,
 # peak RSS in KiB: the largest single process of the command's tree, not a sum). The page cache
 # is dropped before every timed phase when /proc/sys/vm/drop_caches is writable (the WAL segments
 # of the push rows are then read back in: archiving reads files PostgreSQL has just written) (DROP_CACHES=0 to
@@ -33,93 +36,20 @@
 # Environment: SCALE (pgbench scale, 100), RANDOM_MB (incompressible table, 256), TXNS (pgbench
 # transactions per client in phase 3; 20000 at SCALE>=100, else 200*SCALE, at least 500),
 # WAL_SEGS (32), VERIFY (1), DROP_CACHES (1), KEEP (1 keeps the work directory),
-# DRCTL_BIN (a prebuilt drctl; else `cargo build --release` here), BENCH_DIR (parent of the work
-# directory, /tmp).
+# DRCTL_BIN (a prebuilt drctl; else `cargo build --release` here; DRCTL_REV: what it was built
+# from), BENCH_DIR (parent of the work directory, /tmp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 
-SCALE=${SCALE:-100}
-RANDOM_MB=${RANDOM_MB:-256}
-if [ -z "${TXNS:-}" ]; then
-  if [ "$SCALE" -ge 100 ]; then TXNS=20000; else TXNS=$((SCALE * 200)); [ $TXNS -ge 500 ] || TXNS=500; fi
-fi
 WAL_SEGS=${WAL_SEGS:-32}
-VERIFY=${VERIFY:-1}
-DROP_CACHES=${DROP_CACHES:-1}
-KEEP=${KEEP:-0}
-pgbin=/usr/lib/postgresql/15/bin
 stanza=bench
+bench_init drctl-bench
 
-[ "$(id -u)" = 0 ] || { echo "run as root (PostgreSQL and pgBackRest run as the postgres user)" >&2; exit 2; }
-if ! test -x $pgbin/postgres || ! id postgres >/dev/null 2>&1; then
-  apt-get update -qq && apt-get install -y -qq postgresql-15 >/dev/null
-fi
-if ! command -v pgbackrest >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq pgbackrest >/dev/null
-fi
-[ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
-if [ -z "${DRCTL_BIN:-}" ]; then
-  cargo build --release --quiet
-  DRCTL_BIN=target/release/drctl
-fi
-drctl_rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD 2>/dev/null || drctl_rev="$drctl_rev+uncommitted changes"
-
-work=$(mktemp -d "${BENCH_DIR:-/tmp}/drctl-bench.XXXXXX")
-chmod 755 "$work"
-mkdir "$work/bin" && cp "$DRCTL_BIN" "$work/bin/drctl" && drctl="$work/bin/drctl"
-running=()
-cleanup() {
-  status=$?
-  set +e
-  for d in "${running[@]}"; do
-    [ -f "$d/postmaster.pid" ] && runuser -u postgres -- $pgbin/pg_ctl -D "$d" -m immediate stop >/dev/null 2>&1
-  done
-  if [ "$KEEP" = 1 ]; then echo "work directory kept: $work" >&2; else rm -rf "$work"; fi
-  [ $status -eq 0 ] || echo "benchmark FAILED (exit $status)" >&2
-}
-trap cleanup EXIT
-
-pg() { runuser -u postgres -- "$@"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-bytes_of() { du -sb "$1" | cut -f1; }
-drop_caches() {
-  [ "$DROP_CACHES" = 1 ] || return 0
-  sync
-  echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
-}
-# Archiving reads segments PostgreSQL has just written: drop the cache, then read them back in.
-wal_just_written() {
-  drop_caches
-  cat "$@" >/dev/null
-}
-if [ "$DROP_CACHES" = 1 ] && ! (echo 1 >/proc/sys/vm/drop_caches) 2>/dev/null; then
-  echo "note: /proc/sys/vm/drop_caches is not writable: runs are with a warm page cache" >&2
-  DROP_CACHES=0
-fi
-
-mkdir -p "$work/m" "$work/logs" "$work/sock" "$work/pgdata" "$work/drctl-repo" "$work/drctl-stream" "$work/pgbr-repo" \
-  "$work/pgbr-log" "$work/pgbr-lock" "$work/pgbr-spool" "$work/walstage" "$work/keys"
-chown postgres: "$work/m" "$work/logs" "$work/sock" "$work/pgdata" "$work/drctl-repo" "$work/drctl-stream" "$work/pgbr-repo" \
-  "$work/pgbr-log" "$work/pgbr-lock" "$work/pgbr-spool" "$work/walstage" "$work/keys"
-chmod 700 "$work/pgdata"
-
-# measure NAME CMD...: runs CMD as postgres under /usr/bin/time; NAME.out/.err/.time in $work/m.
-# Sets WALL (s) and RSS (KiB). A failing command stops the benchmark with its output.
-measure() {
-  local name=$1
-  shift
-  if ! pg /usr/bin/time -f "%e %M" -o "$work/m/$name.time" "$@" >"$work/m/$name.out" 2>"$work/m/$name.err"; then
-    echo "FAILED: $name: $*" >&2
-    tail -n 40 "$work/m/$name.out" "$work/m/$name.err" >&2
-    exit 1
-  fi
-  read -r WALL RSS < <(tail -n 1 "$work/m/$name.time")
-}
-# Results: one TSV line per phase, formatted at the end.
-results="$work/results.tsv"
-record() { printf '%s\n' "$(IFS=$'\t'; echo "$*")" >>"$results"; }
+mkdir -p "$work/drctl-repo" "$work/drctl-stream" "$work/pgbr-repo" \
+  "$work/pgbr-log" "$work/pgbr-lock" "$work/pgbr-spool" "$work/walstage"
+chown postgres: "$work/drctl-repo" "$work/drctl-stream" "$work/pgbr-repo" \
+  "$work/pgbr-log" "$work/pgbr-lock" "$work/pgbr-spool" "$work/walstage"
 
 # ---- 1. the cluster and its data ---------------------------------------------------------------
 port=$(free_port)
@@ -156,58 +86,12 @@ say "1. initdb, drctl init + key file, pgBackRest stanza"
 pg env DRCTL_PASSWORD="bench passphrase" "$drctl" -q init --repo "$work/drctl-repo"
 pg env DRCTL_PASSWORD="bench passphrase" "$drctl" -q key add --repo "$work/drctl-repo" --new-key-file "$work/keys/drctl.key"
 pg env DRCTL_PASSWORD="bench passphrase" "$drctl" -q init --repo "$work/drctl-stream"
-pg $pgbin/initdb -U postgres -A trust --no-sync -D "$work/pgdata" >"$work/logs/initdb.log"
-cat >>"$work/pgdata/postgresql.conf" <<CONF
-port = $port
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$work/sock'
-wal_level = replica
-max_wal_senders = 4
-archive_mode = on
-archive_command = '${drctl_env[*]} $drctl -q wal-push %p && ${pgbr[*]} archive-push %p'
-CONF
-pg $pgbin/pg_ctl -D "$work/pgdata" -l "$work/logs/postgres.log" -w start >/dev/null
-running+=("$work/pgdata")
-sql() { $pgbin/psql -X -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres -p "${2:-$port}" -d postgres -c "$1"; }
+cluster_create "$work/pgdata" "$port" "${drctl_env[*]} $drctl -q wal-push %p && ${pgbr[*]} archive-push %p"
 pg "${pgbr[@]}" stanza-create
-sql "CREATE TABLE bench_tick (t timestamptz)" >/dev/null
-# Waits until every WAL segment written so far is archived (by both tools).
-wait_archived() {
-  sql "INSERT INTO bench_tick VALUES (now())" >/dev/null
-  local last
-  last=$(sql "SELECT pg_walfile_name(pg_switch_wal())")
-  for _ in $(seq 1200); do
-    [ "$(sql "SELECT coalesce(last_archived_wal, '') >= '$last' FROM pg_stat_archiver")" = t ] && return 0
-    sleep 0.5
-  done
-  echo "archiving stalled at $last:" >&2
-  sql "SELECT * FROM pg_stat_archiver" >&2
-  tail -n 20 "$work/logs/postgres.log" >&2
-  exit 1
-}
-
-say "1. pgbench -i -s $SCALE"
-measure load_pgbench $pgbin/pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$port" -U postgres postgres
-say "   ${WALL} s"
-say "1. random_blob: $RANDOM_MB MiB of gen_random_bytes (1 KiB per row)"
-sql "CREATE EXTENSION pgcrypto" >/dev/null
-measure load_random $pgbin/psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres -c \
-  "CREATE TABLE random_blob (id int PRIMARY KEY, b bytea); INSERT INTO random_blob SELECT g, gen_random_bytes(1024) FROM generate_series(1, $RANDOM_MB * 1024) g"
-say "   ${WALL} s"
-# pgbench -i vacuums its tables; random_blob too, so autovacuum does not rewrite it (hint bits,
-# visibility map) at a random moment between the backups and make runs incomparable.
-sql "VACUUM ANALYZE random_blob" >/dev/null
-sql "CHECKPOINT" >/dev/null
-say "1. waiting for the archiver (both tools) to catch up"
-wait_archived
-pgdata_total=$(bytes_of "$work/pgdata")
-pgwal=$(bytes_of "$work/pgdata/pg_wal")
-pgdata=$((pgdata_total - pgwal))
-say "   PGDATA $pgdata bytes without pg_wal (pg_wal $pgwal); archived $(sql "SELECT archived_count FROM pg_stat_archiver") segments"
+load_data
 
 # ---- 2. full backups --------------------------------------------------------------------------
 dsn="host=127.0.0.1 port=$port user=postgres"
-json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 
 local_mode=(--pg-mode local --pgdata "$work/pgdata")
 say "2. drctl full backup, stream mode (reference; separate repository)"
@@ -264,7 +148,7 @@ record "incremental backup (bytes added)" "$d_wall" "$pgdata2" "$d_rss" "$d_byte
 recovery_lsn=$(sql "SELECT pg_current_wal_insert_lsn()")
 wait_archived
 pg "${drctl_env[@]}" "$drctl" snapshots --json | python3 -c 'import json,sys; snaps=json.load(sys.stdin); full=sys.argv[1]; print(json.dumps([s for s in snaps if s["id"]==full][0]))' "$(json_field "$work/m/drctl_full.out" snapshot_id)" >"$work/m/drctl_full_snap.json"
-expect=$(sql "SELECT (SELECT count(*) || ':' || sum(abalance) FROM pgbench_accounts) || ':' || (SELECT count(*) || ':' || md5(string_agg(md5(b), '' ORDER BY id)) FROM random_blob)")
+expect=$(sql "$fingerprint_sql")
 for d in restore-drctl restore-pgbr; do install -d -o postgres -g postgres -m 700 "$work/$d"; done
 say "4. drctl restore latest"
 drop_caches
@@ -278,28 +162,9 @@ p_wall=$WALL p_rss=$RSS p_bytes=$(bytes_of "$work/restore-pgbr")
 say "   ${p_wall} s"
 record "restore (bytes restored)" "$d_wall" "$pgdata2" "$d_rss" "$d_bytes" "$p_wall" "$pgdata2" "$p_rss" "$p_bytes"
 
-verify_result=()
 if [ "$VERIFY" = 1 ]; then
-  for d in restore-drctl restore-pgbr; do
-    rport=$(free_port)
-    say "4. verify $d: start it (archive_mode=off, port $rport), recover, compare rows"
-    started=$(date +%s.%N)
-    pg $pgbin/pg_ctl -D "$work/$d" -l "$work/logs/$d.log" -o "-p $rport -c archive_mode=off" -w -t 600 start >/dev/null
-    running+=("$work/$d")
-    for _ in $(seq 1200); do
-      [ "$(sql "SELECT pg_is_in_recovery()" "$rport" 2>/dev/null)" = f ] && break
-      sleep 0.5
-    done
-    got=$(sql "SELECT (SELECT count(*) || ':' || sum(abalance) FROM pgbench_accounts) || ':' || (SELECT count(*) || ':' || md5(string_agg(md5(b), '' ORDER BY id)) FROM random_blob)" "$rport" 2>&1 || true)
-    took=$(python3 -c "import time; print(round(time.time() - $started, 1))")
-    pg $pgbin/pg_ctl -D "$work/$d" -m fast stop >/dev/null
-    if [ "$got" = "$expect" ]; then
-      verify_result+=("$d: rows identical to the source (started and recovered in $took s)")
-    else
-      verify_result+=("$d: MISMATCH: expected $expect, got $got")
-    fi
-    say "   ${verify_result[-1]}"
-  done
+  say "4. verify the restores"
+  for d in restore-drctl restore-pgbr; do verify_restore "$work/$d" "$expect"; done
 fi
 
 # ---- 4b. a recovery that replays the pgbench run through wal-fetch, with and without prefetch ----
@@ -435,7 +300,7 @@ record "wal-fetch prefetch x$WAL_SEGS" "$d_wall" "$wal_bytes" "$d_rss" "$wal_byt
 # ---- 6. the table -----------------------------------------------------------------------------
 echo
 echo "== drctl ($drctl_rev) vs $(pgbackrest version): PostgreSQL 15, pgbench scale $SCALE + $RANDOM_MB MiB random bytea"
-echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -m | awk '/^Mem:/ {print $2 " MiB RAM, " $7 " MiB available"}'), page cache dropped before each timed phase: $([ "$DROP_CACHES" = 1 ] && echo yes || echo no)"
+machine_line
 echo "PGDATA: $pgdata bytes without pg_wal after phase 1 ($pgdata2 after phase 3); pg_wal $pgwal bytes"
 python3 - "$results" "$WAL_SEGS" <<'PY'
 import sys
