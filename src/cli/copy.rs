@@ -49,21 +49,18 @@ pub fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let _source_lock = source.lock_for_reading("copy")?;
     let target_store = args.access.store(&args.to)?;
     let target = if target_store.exists(repo::format::CONFIG_KEY)? {
-        let secret = match target_secret(&args)? {
-            Some(secret) => secret,
-            // A target in another region usually has a KMS slot of its own; else the source's
-            // passphrase or key file opens it too.
-            None if key::list(target_store.as_ref())?.iter().any(|(_, slot)| slot.kind == SlotKind::Kms) => {
-                Secret::Kms(None)
-            }
-            None => args.access.secret(false)?,
-        };
-        Repository::open(target_store, &secret)?
+        open_target(&args, target_store)?
     } else {
         let secret = match target_secret(&args)? {
             Some(secret) => secret,
             None => same_secret_as(&args.access, &source)?,
         };
+        if matches!(secret, Secret::Kms(_)) && args.to_kms_key_id.is_none() {
+            tracing::warn!(
+                "the copy's only key slot uses the source's KMS key: if that key's region is down, the copy cannot \
+                 be opened; give --to-kms-key-id with a key in the copy's region (or add one with `drctl key add`)"
+            );
+        }
         Repository::init_copy_of(&source, target_store, &secret)?
     };
     let mut target = target;
@@ -100,6 +97,26 @@ pub fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// An existing target: with the --to-* secret if given; else with the secret given for the
+/// source, falling back to the target's KMS slot when that does not open it (a copy in another
+/// region usually has one of its own); else with its KMS slot.
+fn open_target(args: &CopyArgs, store: std::sync::Arc<dyn crate::store::Store>) -> anyhow::Result<Repository> {
+    if let Some(secret) = target_secret(args)? {
+        return Ok(Repository::open(store, &secret)?);
+    }
+    let has_kms = key::list(store.as_ref())?.iter().any(|(_, slot)| slot.kind == SlotKind::Kms);
+    let given = args.access.key_file.is_some()
+        || args.access.password_file.is_some()
+        || std::env::var_os("DRCTL_PASSWORD").is_some();
+    if given {
+        match Repository::open(store.clone(), &args.access.secret(false)?) {
+            Err(repo::Error::WrongPassword { .. }) if has_kms => {}
+            other => return Ok(other?),
+        }
+    }
+    Ok(Repository::open(store, &Secret::Kms(None))?)
 }
 
 /// The target's secret from the --to-* options, if any.

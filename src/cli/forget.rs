@@ -87,12 +87,15 @@ impl KeepArgs {
 pub fn run(args: ForgetArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let rules = args.keep.rules()?;
     let repo = args.repo.open()?;
-    let _lock = repo.lock_exclusive("forget")?;
+    let lock = repo.lock_exclusive("forget")?;
     let now = chrono::Utc::now();
     let plan = forget::plan(&repo, &rules, now)?;
     let applied = if args.dry_run { None } else { Some(forget::apply(&repo, &plan)?) };
-    let pruned =
-        if args.prune { Some(prune::prune(&repo, args.grace.grace, args.dry_run, chrono::Utc::now())?) } else { None };
+    let pruned = if args.prune {
+        Some(prune::prune(&repo, &lock, args.grace.grace, args.dry_run, chrono::Utc::now())?)
+    } else {
+        None
+    };
     if args.json {
         let out = serde_json::json!({"plan": plan, "applied": applied, "prune": pruned});
         println!("{}", serde_json::to_string_pretty(&out)?);

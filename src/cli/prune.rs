@@ -20,8 +20,8 @@ pub struct PruneArgs {
 
 pub fn run(args: PruneArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let repo = args.repo.open()?;
-    let _lock = repo.lock_exclusive("prune")?;
-    let report = prune::prune(&repo, args.grace.grace, args.dry_run, chrono::Utc::now())?;
+    let lock = repo.lock_exclusive("prune")?;
+    let report = prune::prune(&repo, &lock, args.grace.grace, args.dry_run, chrono::Utc::now())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if !global.quiet {

@@ -18,7 +18,7 @@ use super::crypto::Id;
 use super::format::{self, ObjectType};
 use super::index::{self, ChunkLocation};
 use super::{Error, Repository, snapshot, wal};
-use crate::pg::wal::WalName;
+use crate::pg::wal::{WalName, parse_lsn, segment_name};
 use crate::progress::Progress;
 use crate::store::Store;
 
@@ -85,11 +85,13 @@ pub fn copy(
             &source.config().id[..8]
         )));
     }
-    let index = source.load_index()?;
+    // Snapshots first, then the index: a manifest is written after its index file, so every
+    // snapshot listed here has its chunks in the index loaded after (backups may be running).
     let snapshots = match &options.selection {
         Selection::All => snapshot::list(source.store())?,
         Selection::Snapshots(ids) => ids.clone(),
     };
+    let index = source.load_index()?;
     let needed_packs: BTreeSet<u32> = match options.selection {
         Selection::All => (0..index.packs.len() as u32).collect(),
         Selection::Snapshots(_) => packs_used_by(source, &index, &snapshots)?,
@@ -114,8 +116,13 @@ pub fn copy(
         }
     }
     let mut items = Vec::new();
+    let mut queued = HashSet::new();
     for &i in &needed_packs {
         let pack = &index.packs[i as usize];
+        // A pack listed by two index files is copied once.
+        if !queued.insert(pack.id) {
+            continue;
+        }
         let key = format::pack_key(pack.id);
         match in_target.get(&key) {
             Some(&size) if size == pack.size => report.packs_present += 1,
@@ -129,8 +136,21 @@ pub fn copy(
         }
     }
     report.packs_copied = items.len();
-    if options.wal {
+    // A base backup restores only with the WAL from its start to its stop: that range goes
+    // along even without --wal.
+    let mut own_wal = HashSet::new();
+    if !options.wal {
+        for &id in &snapshots {
+            if let Some(pg) = snapshot::load(source.store(), source.key(), id)?.pg {
+                own_wal.extend(backup_wal(&pg));
+            }
+        }
+    }
+    if options.wal || !own_wal.is_empty() {
         for (name, size) in wal::list(source.store())? {
+            if !options.wal && !own_wal.contains(name.as_str()) {
+                continue;
+            }
             let key = wal::key_of(&name);
             match in_target.get(&key) {
                 Some(&theirs) if theirs == size => report.wal_present += 1,
@@ -156,6 +176,8 @@ pub fn copy(
     }
     let mut items = Vec::new();
     let mut partial = Vec::new();
+    let target_indexed: HashSet<Id> = target.load_index()?.packs.iter().map(|p| p.id).collect();
+    let mut listed = HashSet::new();
     for (file, packs) in &by_file {
         let key = format!("{}{file}", format::INDEX_DIR);
         if in_target.contains_key(&key) || !packs.iter().any(|p| needed_packs.contains(p)) {
@@ -164,10 +186,16 @@ pub fn copy(
         if packs.iter().all(|&p| target_has(p)) {
             items.push(Item { key, proof: Proof::NamedByHash(*file) });
         } else {
-            let wanted: HashSet<Id> =
-                packs.iter().filter(|p| needed_packs.contains(p)).map(|&p| index.packs[p as usize].id).collect();
+            // Only packs the target does not index yet: resumed and partial copies do not pile
+            // up listings of the same packs.
+            let wanted: HashSet<Id> = packs
+                .iter()
+                .filter(|p| needed_packs.contains(p))
+                .map(|&p| index.packs[p as usize].id)
+                .filter(|id| !target_indexed.contains(id))
+                .collect();
             let records = index::load_file(source.store(), source.key(), *file)?;
-            partial.extend(records.into_iter().filter(|r| wanted.contains(&r.id)));
+            partial.extend(records.into_iter().filter(|r| wanted.contains(&r.id) && listed.insert(r.id)));
         }
     }
     report.index_files_copied = items.len();
@@ -193,6 +221,13 @@ pub fn copy(
     transfer(source, target, items, options.jobs, progress, &mut report)?;
     progress.finish();
     Ok(report)
+}
+
+/// The WAL segments from a base backup's start to its stop.
+fn backup_wal(pg: &snapshot::PgBackup) -> Vec<String> {
+    let (Some(start), Some(stop)) = (parse_lsn(&pg.start_lsn), parse_lsn(&pg.stop_lsn)) else { return Vec::new() };
+    let size = pg.wal_segment_size;
+    (start / size..=stop.saturating_sub(1).max(start) / size).map(|n| segment_name(pg.timeline, n, size)).collect()
 }
 
 /// The packs holding every chunk the snapshots need.

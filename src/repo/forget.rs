@@ -72,8 +72,15 @@ pub fn plan(repo: &Repository, rules: &Rules, now: DateTime<Utc>) -> Result<Plan
     let verdicts = retention::decide(rules, &items, now);
 
     // WAL before the oldest kept base backup's start can never be replayed by any kept backup.
+    // Segment numbers compare only within one cluster and one segment size: a repository that
+    // mixes them keeps all its WAL.
+    let kept_pg: Vec<_> =
+        all.iter().zip(&verdicts).filter_map(|((_, s), v)| s.pg.as_ref().filter(|_| v.keep)).collect();
+    let one_cluster = kept_pg
+        .windows(2)
+        .all(|w| w[0].system_identifier == w[1].system_identifier && w[0].wal_segment_size == w[1].wal_segment_size);
     let mut oldest: Option<(u64, u64, String)> = None;
-    for ((_, s), v) in all.iter().zip(&verdicts) {
+    for ((_, s), v) in all.iter().zip(&verdicts).filter(|_| one_cluster) {
         let Some(pg) = s.pg.as_ref().filter(|_| v.keep) else { continue };
         let start = parse_lsn(&pg.start_lsn)
             .ok_or_else(|| Error::corrupt(&format!("snapshot {}", v.id), "its start LSN does not parse"))?;
@@ -89,7 +96,7 @@ pub fn plan(repo: &Repository, rules: &Rules, now: DateTime<Utc>) -> Result<Plan
             .filter(|n| n.segment_number(0x1_0000_0000 / segment_size).is_some_and(|s| s < *first))
             .map(|n| n.to_string())
             .collect(),
-        // No base backup is kept: the archive cannot be judged, so nothing of it goes.
+        // No base backup is kept (or several clusters are): nothing of the archive goes.
         None => Vec::new(),
     };
     let snapshots = all
@@ -104,27 +111,24 @@ pub fn plan(repo: &Repository, rules: &Rules, now: DateTime<Utc>) -> Result<Plan
 /// still retains is listed and left; the next run removes it once the retention ends.
 pub fn apply(repo: &Repository, plan: &Plan) -> Result<Applied, Error> {
     let mut applied = Applied::default();
-    let mut remove = |key: String, count: &mut usize| match repo.store().delete(&key) {
-        Ok(()) => {
-            *count += 1;
-            Ok(())
-        }
+    // Ok(true) removed, Ok(false) kept by Object Lock (and listed).
+    let remove = |key: String, retained: &mut Vec<String>| match repo.store().delete(&key) {
+        Ok(()) => Ok(true),
         Err(store::Error::Retained { key, until, .. }) => {
-            applied.retained.push(format!("{key} (until {until})"));
-            Ok(())
+            retained.push(format!("{key} (until {until})"));
+            Ok(false)
         }
         Err(e) => Err(Error::Store(e)),
     };
-    let mut removed = 0;
     for judged in plan.snapshots.iter().filter(|j| !j.verdict.keep) {
-        remove(snapshot::key_of(judged.verdict.id), &mut removed)?;
+        applied.snapshots_removed += remove(snapshot::key_of(judged.verdict.id), &mut applied.retained)? as usize;
     }
-    let mut wal_removed = 0;
-    for name in &plan.wal_to_remove {
-        let name = WalName::parse(name).expect("listed names are valid");
-        remove(wal::key_of(&name), &mut wal_removed)?;
+    // A manifest Object Lock kept is still listed: the WAL it needs must stay with it.
+    if applied.retained.is_empty() {
+        for name in &plan.wal_to_remove {
+            let name = WalName::parse(name).expect("listed names are valid");
+            applied.wal_removed += remove(wal::key_of(&name), &mut applied.retained)? as usize;
+        }
     }
-    applied.snapshots_removed = removed;
-    applied.wal_removed = wal_removed;
     Ok(applied)
 }

@@ -51,10 +51,17 @@ fn write(store: &dyn Store, key: &MasterKey, name: &str, info: &LockInfo) -> Res
     Ok(())
 }
 
-fn read(store: &dyn Store, key: &MasterKey, name: &str) -> Option<LockInfo> {
-    let bytes = store.get(name).ok()?;
-    let json = format::open_file(key, ObjectType::Lock, name.as_bytes(), &bytes, name).ok()?;
-    serde_json::from_slice(&json).ok()
+/// A lock's content; `None` when it is gone or not a lock of this repository (foreign, damaged).
+/// A store that fails to answer is an error: a lock that could not be read is not a lock that
+/// may be removed.
+fn read(store: &dyn Store, key: &MasterKey, name: &str) -> Result<Option<LockInfo>, Error> {
+    let bytes = match store.get(name) {
+        Ok(bytes) => bytes,
+        Err(crate::store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Ok(json) = format::open_file(key, ObjectType::Lock, name.as_bytes(), &bytes, name) else { return Ok(None) };
+    Ok(serde_json::from_slice(&json).ok())
 }
 
 impl Lock {
@@ -75,7 +82,7 @@ impl Lock {
             if other.key == lock.name {
                 continue;
             }
-            match read(lock.store.as_ref(), key, &other.key) {
+            match read(lock.store.as_ref(), key, &other.key)? {
                 // Unreadable locks (foreign, damaged, or deleted meanwhile) and stale ones go.
                 None => {
                     let _ = lock.store.delete(&other.key);
@@ -102,6 +109,20 @@ impl Lock {
         }
         lock.refresher = Some(lock.spawn_refresher(key.clone(), info));
         Ok(lock)
+    }
+
+    /// Fails if this lock is gone: another process took it for stale (a refresh that failed, a
+    /// clock gone wrong) and may be working on the repository now. Prune asks before it deletes.
+    pub fn verify(&self) -> Result<(), Error> {
+        if self.store.exists(&self.name)? {
+            return Ok(());
+        }
+        Err(Error::Locked {
+            location: self.store.location().to_string(),
+            holder: "this command's own lock was removed by another process that took it for stale; stopped before \
+                     deleting anything"
+                .into(),
+        })
     }
 
     fn spawn_refresher(&self, key: MasterKey, mut info: LockInfo) -> JoinHandle<()> {

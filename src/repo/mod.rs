@@ -164,11 +164,24 @@ impl Repository {
 
     /// Creates an empty copy of `source` in an empty store: the same master key and config (so
     /// objects copied byte for byte open in it), under a key slot of its own.
+    /// A copy interrupted between its key slot and its config is taken up again when the slot
+    /// opens with `secret` and holds the same master key.
     pub fn init_copy_of(source: &Repository, store: Arc<dyn Store>, secret: &key::Secret) -> Result<Repository> {
-        if store.exists(format::CONFIG_KEY)? || !store.list("")?.is_empty() {
-            return Err(Error::AlreadyExists { location: store.location().to_string() });
+        let taken = || Error::AlreadyExists { location: store.location().to_string() };
+        let objects = store.list("")?;
+        if store.exists(format::CONFIG_KEY)?
+            || objects.iter().any(|o| !o.key.starts_with(format::KEYS_DIR) && !o.key.starts_with(format::LOCKS_DIR))
+        {
+            return Err(taken());
         }
-        let slot = key::add_slot(store.as_ref(), &source.key, secret)?;
+        let slot = if objects.iter().any(|o| o.key.starts_with(format::KEYS_DIR)) {
+            match key::unlock(store.as_ref(), secret) {
+                Ok((key, slot)) if key.to_bytes() == source.key.to_bytes() => slot,
+                _ => return Err(taken()),
+            }
+        } else {
+            key::add_slot(store.as_ref(), &source.key, secret)?
+        };
         let json = serde_json::to_vec(&source.config).expect("config serializes");
         let sealed = format::seal_file(&source.key, ObjectType::Config, format::CONFIG_KEY.as_bytes(), &json);
         store.put(format::CONFIG_KEY, &sealed)?;

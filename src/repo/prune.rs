@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::crypto::Id;
 use super::format::{self, ObjectType};
+use super::lock::Lock;
 use super::{Error, Repository, index, snapshot};
 use crate::store;
 
@@ -60,9 +61,10 @@ fn save_plan(repo: &Repository, plan: &PrunePlan) -> Result<(), Error> {
     Ok(repo.store().put(PLAN_KEY, &sealed)?)
 }
 
-/// Runs one prune pass (the caller holds the exclusive lock). With `dry_run`, only reports.
+/// Runs one prune pass under the exclusive `lock`. With `dry_run`, only reports.
 pub fn prune(
     repo: &Repository,
+    lock: &Lock,
     grace: chrono::Duration,
     dry_run: bool,
     now: DateTime<Utc>,
@@ -71,22 +73,26 @@ pub fn prune(
     let used = repo.chunks_used_by(&index, &snapshot::list(repo.store())?)?;
     let mut report = PruneReport::default();
 
-    // Usage per indexed pack; unindexed packs are left by interrupted backups.
-    let mut used_bytes = vec![0u64; index.packs.len()];
-    let mut any_used = vec![false; index.packs.len()];
+    // Usage per pack id (a pack listed by two index files is one pack; chunks point at one of
+    // its listings); unindexed packs are left by interrupted backups.
+    let mut used_bytes: HashMap<Id, u64> = HashMap::new();
     for (id, loc) in &index.chunks {
         if used.contains(id) {
-            any_used[loc.pack as usize] = true;
-            used_bytes[loc.pack as usize] += loc.sealed_len as u64;
+            *used_bytes.entry(index.packs[loc.pack as usize].id).or_default() += loc.sealed_len as u64;
         }
     }
     let mut unused: BTreeMap<Id, u64> = BTreeMap::new();
-    for (i, pack) in index.packs.iter().enumerate() {
-        if !any_used[i] {
-            unused.insert(pack.id, pack.size);
-        } else if used_bytes[i] < pack.size {
-            report.packs_partly_used += 1;
-            report.bytes_unused_in_partly_used += pack.size - used_bytes[i];
+    let mut seen = BTreeSet::new();
+    for pack in index.packs.iter().filter(|p| seen.insert(p.id)) {
+        match used_bytes.get(&pack.id) {
+            None => {
+                unused.insert(pack.id, pack.size);
+            }
+            Some(&bytes) if bytes < pack.size => {
+                report.packs_partly_used += 1;
+                report.bytes_unused_in_partly_used += pack.size - bytes;
+            }
+            Some(_) => {}
         }
     }
     let indexed: BTreeSet<Id> = index.packs.iter().map(|p| p.id).collect();
@@ -108,10 +114,17 @@ pub fn prune(
     for id in unused.keys() {
         plan.marked.entry(*id).or_insert(now);
     }
+    // Belt and braces: no chunk a snapshot uses may resolve into a pack about to go.
+    if let Some(id) = used.iter().find(|id| index.get(id).is_some_and(|(pack, _)| due.contains(&pack.id))) {
+        return Err(Error::InvalidRequest(format!(
+            "prune stopped: chunk {id} is used but its pack was due for deletion"
+        )));
+    }
     if dry_run {
         report.packs_deleted = due.len();
         report.bytes_deleted = due.iter().map(|id| unused[id]).sum();
     } else {
+        lock.verify()?;
         report.index_files_rewritten = drop_from_index(repo, &index, &due)?;
         for id in &due {
             match repo.store().delete(&format::pack_key(*id)) {

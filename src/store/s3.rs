@@ -375,21 +375,30 @@ impl Store for S3Store {
 
     fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
         let b = &self.bucket;
-        let request = b
-            .client
-            .put_object()
-            .bucket(&b.name)
-            .key(b.full_key(key))
-            .if_none_match("*")
-            .body(ByteStream::from(data.to_vec()))
-            .checksum_algorithm(ChecksumAlgorithm::Crc32C);
-        let request = with_settings!(request, WriteSettings::for_key(b, key));
-        match b.runtime.block_on(request.send()) {
-            Ok(_) => Ok(true),
-            // S3's conditional write: the key is taken (412), or being written right now (409).
-            Err(e) if e.raw_response().is_some_and(|r| matches!(r.status().as_u16(), 412 | 409)) => Ok(false),
-            Err(e) => Err(b.error("put", key, e)),
+        let request = || {
+            let request = b
+                .client
+                .put_object()
+                .bucket(&b.name)
+                .key(b.full_key(key))
+                .if_none_match("*")
+                .body(ByteStream::from(data.to_vec()))
+                .checksum_algorithm(ChecksumAlgorithm::Crc32C);
+            with_settings!(request, WriteSettings::for_key(b, key))
+        };
+        // S3's conditional write answers 412 when the key is taken, 409 while another write of it
+        // is in flight: then wait for that one to land and ask again.
+        for attempt in 0..5u32 {
+            match b.runtime.block_on(request().send()) {
+                Ok(_) => return Ok(true),
+                Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => return Ok(false),
+                Err(e) if attempt < 4 && e.raw_response().is_some_and(|r| r.status().as_u16() == 409) => {
+                    std::thread::sleep(Duration::from_millis(200 << attempt));
+                }
+                Err(e) => return Err(b.error("put", key, e)),
+            }
         }
+        unreachable!("the last attempt returns")
     }
 
     fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
@@ -445,21 +454,26 @@ impl Store for S3Store {
         let b = &self.bucket;
         let mut request = b.client.delete_object().bucket(&b.name).key(b.full_key(key));
         let retained = b.options.object_lock.is_some() && !key.starts_with(UNRETAINED_PREFIX);
-        let mut retain_until = None;
+        // The retention date if it lies in the future (then S3 refuses the delete).
+        let mut retained_until = None;
         if retained {
             // In a versioned (WORM) bucket a plain delete only hides the object behind a marker;
             // deleting its version really removes it, or is refused while it is retained.
             let head = b.client.head_object().bucket(&b.name).key(b.full_key(key));
             let head = b.runtime.block_on(head.send()).map_err(|e| b.error("delete", key, e))?;
-            retain_until = head.object_lock_retain_until_date().map(|d| d.to_string());
+            let now = aws_sdk_s3::primitives::DateTime::from(std::time::SystemTime::now());
+            retained_until =
+                head.object_lock_retain_until_date().filter(|d| d.secs() > now.secs()).map(|d| d.to_string());
             request = request.set_version_id(head.version_id().map(str::to_string));
         }
         match b.runtime.block_on(request.send()) {
             Ok(_) => Ok(()),
-            Err(e) if retained && e.code() == Some("AccessDenied") => Err(Error::Retained {
+            // Refused while retained: Object Lock. Refused otherwise: permissions (e.g. no
+            // s3:DeleteObjectVersion), reported as such.
+            Err(e) if retained_until.is_some() && e.code() == Some("AccessDenied") => Err(Error::Retained {
                 location: b.location.clone(),
                 key: key.to_string(),
-                until: retain_until.unwrap_or_else(|| "a date S3 did not report".into()),
+                until: retained_until.expect("checked"),
             }),
             Err(e) => Err(b.error("delete", key, e)),
         }

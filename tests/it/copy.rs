@@ -169,3 +169,40 @@ fn copying_into_another_repository_is_refused() {
         .stderr_mentions("another repository", "the cause");
     assert_eq!(b.file_set(), before, "the other repository is unchanged");
 }
+
+#[test]
+fn prune_on_a_copy_keeps_packs_listed_by_two_index_files() {
+    // A partial copy writes an index file of its own; a later --all copy brings the source's
+    // index file listing the same packs. Prune must see one pack, used, not two.
+    let ws = Workspace::new();
+    let src = ws.mkdir("src");
+    let tree = TreeBuilder::new(&src);
+    tree.file_gen("shared.bin", &mut DataGen::random(31), 3 << 20);
+    tree.file_gen("only-a.bin", &mut DataGen::random(32), 3 << 20);
+    let source = ws.repo();
+    source.cmd("init").args(["--pack-size-mib", "1"]).run().ok();
+    source.backup(&[&src]);
+    std::fs::remove_file(src.join("only-a.bin")).unwrap();
+    tree.file_gen("only-b.bin", &mut DataGen::random(33), 3 << 20);
+    let (second, _) = source.backup(&[&src]);
+    let target = Repo::new(ws.join("copy"));
+    let copy = |args: &[&str]| {
+        Drctl::new().arg("copy").arg("--from").arg(&source.path).arg("--to").arg(&target.path).args(args).run()
+    };
+    // The second snapshot needs only some packs of the first backup's index file: a partial one.
+    copy(&[&second.short_id]).ok();
+    copy(&["--all"]).ok();
+    assert!(target.indexes().len() >= 3, "the first backup's shared packs are listed twice");
+    for _ in 0..2 {
+        let out = target.cmd("prune").args(["--grace", "0s", "--json"]).run();
+        out.ok();
+        let report = out.json();
+        let touched = json_u64(&report, "packs_marked", &report) + json_u64(&report, "packs_deleted", &report);
+        assert_eq!(touched, 0, "{report}");
+    }
+    target.check(true).ok();
+    for snap in target.snapshots() {
+        let id = snap["short_id"].as_str().unwrap();
+        target.restore(id, &ws.join(format!("r-{id}"))).ok();
+    }
+}
