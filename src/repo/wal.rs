@@ -44,19 +44,14 @@ pub fn push(
     still_current: &dyn Fn() -> bool,
 ) -> Result<Pushed, Error> {
     let key = key_of(name);
-    if repo.store().exists(&key)? {
-        return match fetch(repo, name)? {
-            Some(existing) if existing == data => Ok(Pushed::AlreadyArchived),
-            _ => Err(Error::WalConflict { name: name.to_string() }),
-        };
-    }
     let plaintext = pack::encode_payload_parallel(data, compression.level, compression.threads);
     let sealed = format::seal_file(repo.key(), ObjectType::Wal, name.as_str().as_bytes(), &plaintext);
     if !still_current() {
         return Ok(Pushed::Abandoned);
     }
-    // Two servers may push the same name at once (a primary and a standby with archive_mode =
-    // always, or a split brain): the store decides who wins, and the loser compares contents.
+    // The write is conditional (no request spent on a check first): a name already archived
+    // (a retry after a crash, a standby with archive_mode = always, a split brain) is compared
+    // instead, and the store decides who wins a race.
     if !repo.store().put_new(&key, &sealed)? {
         return match fetch(repo, name)? {
             Some(existing) if existing == data => Ok(Pushed::AlreadyArchived),
