@@ -24,6 +24,30 @@ use crate::store::Store;
 
 /// Objects are read back for verification in pieces of this size, so memory stays bounded.
 const VERIFY_PIECE: u64 = 8 << 20;
+/// Bytes of objects in flight at once, whatever the number of jobs: an object is held while it
+/// is authenticated and again while it is sent (twice its size), so 4 jobs of 32 MiB packs
+/// would otherwise need 256 MiB.
+const MEMORY_BUDGET: u64 = 128 << 20;
+
+/// Admits objects while their bytes fit the budget (an object larger than the budget alone).
+struct Budget {
+    free: Mutex<u64>,
+    freed: std::sync::Condvar,
+}
+
+impl Budget {
+    fn take(&self, bytes: u64) -> u64 {
+        let bytes = bytes.min(MEMORY_BUDGET);
+        let mut free = self.freed.wait_while(self.free.lock().expect("poisoned"), |f| *f < bytes).expect("poisoned");
+        *free -= bytes;
+        bytes
+    }
+
+    fn give(&self, bytes: u64) {
+        *self.free.lock().expect("poisoned") += bytes;
+        self.freed.notify_all();
+    }
+}
 
 /// Which snapshots to copy.
 pub enum Selection {
@@ -252,12 +276,16 @@ fn transfer(
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let outcome: Mutex<(Option<Error>, usize, u64)> = Mutex::new((None, 0, 0));
+    let budget = Budget { free: Mutex::new(MEMORY_BUDGET), freed: std::sync::Condvar::new() };
     std::thread::scope(|s| {
         for _ in 0..jobs.clamp(1, items.len().max(1)) {
             s.spawn(|| {
                 while !failed.load(Ordering::Relaxed) {
                     let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) else { return };
+                    let size = if let Proof::Pack { size, .. } = item.proof { size } else { 1 << 20 };
+                    let held = budget.take(2 * size);
                     let copied = copy_one(source, target.store(), item);
+                    budget.give(held);
                     let mut outcome = outcome.lock().expect("poisoned");
                     match copied {
                         Ok(bytes) => {
