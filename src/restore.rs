@@ -20,9 +20,17 @@ use crate::repo::{Error, Repository};
 
 /// Chunks fetched and decrypted ahead of the writer, per worker.
 const READ_AHEAD: usize = 4;
-/// Chunks that lie next to each other in a pack (as a backup writes a file's chunks) are fetched
-/// with one ranged read of up to this many bytes: one request instead of hundreds on S3.
+/// Chunks that lie near each other in a pack are fetched with one ranged read of up to this many
+/// bytes: one request instead of hundreds on S3.
 const MAX_RUN: u64 = 4 << 20;
+/// Reads of this many chunks (or of chunks of this many files, each an open file) are sorted by
+/// pack and offset before they become runs, so an incremental's chunks, interleaved with its
+/// parent's in file order, still come in a few large reads.
+const PLAN_CHUNKS: usize = 8192;
+const PLAN_FILES: usize = 256;
+/// On a remote store, a run also takes in up to this many unneeded bytes between two chunks: cheaper
+/// than another request.
+const REMOTE_GAP: u64 = 1 << 20;
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct RestoreSummary {
@@ -162,7 +170,8 @@ fn restore_tree(
             });
         }
         drop(job_rx);
-        let mut pending: Option<ReadRun> = None;
+        let gap = if repo.store().is_remote() { REMOTE_GAP } else { 0 };
+        let mut planner = Planner { reads: Vec::new(), files: 0, gap, runs: &job_tx };
         let walked = (|| {
             let entries = TreeReader::new(&snapshot.tree, |id| repo.read_chunk(index, id));
             let mut last_parent = PathBuf::new();
@@ -209,23 +218,15 @@ fn restore_tree(
                         let chunks = entry.chunks.clone();
                         let open = Arc::new(OpenFile { file, path, remaining: AtomicUsize::new(chunks.len()), entry });
                         let mut offset = 0u64;
+                        planner.files += 1;
                         for id in chunks {
                             let (pack, loc) =
                                 index.get(&id).ok_or_else(|| Error::Missing { object: format!("chunk {id}") })?;
-                            let job = ChunkJob { file: open.clone(), id, offset };
+                            planner.reads.push((pack.id, loc, ChunkJob { file: open.clone(), id, offset }));
                             offset += loc.raw_len as u64;
-                            if let Some(run) = &mut pending
-                                && run.extend(pack.id, loc)
-                            {
-                                run.chunks.push((job, loc));
-                                continue;
-                            }
-                            let next = ReadRun::new(pack.id, loc, job);
-                            if let Some(run) = pending.replace(next)
-                                && job_tx.send(run).is_err()
-                            {
-                                break;
-                            }
+                        }
+                        if (planner.reads.len() >= PLAN_CHUNKS || planner.files >= PLAN_FILES) && !planner.flush() {
+                            break;
                         }
                         if offset != open.entry.size {
                             return Err(Error::corrupt(
@@ -236,9 +237,7 @@ fn restore_tree(
                     }
                 }
             }
-            if let Some(run) = pending.take() {
-                let _ = job_tx.send(run);
-            }
+            planner.flush();
             Ok(())
         })();
         drop(job_tx);
@@ -269,16 +268,52 @@ impl ReadRun {
         ReadRun { pack, start: loc.offset as u64, len: loc.sealed_len as u64, chunks: vec![(job, loc)] }
     }
 
-    /// Whether the chunk at `loc` directly follows this run in the same pack and fits; if so,
-    /// the run now covers it (the caller adds the job).
-    fn extend(&mut self, pack: Id, loc: ChunkLocation) -> bool {
+    /// Whether the chunk at `loc` (not before the run's start) lies in the same pack within
+    /// `gap` bytes of the run's end, and the run still fits; if so, the run now covers it (the
+    /// caller adds the job).
+    fn extend(&mut self, pack: Id, loc: ChunkLocation, gap: u64) -> bool {
+        let (offset, end) = (loc.offset as u64, loc.offset as u64 + loc.sealed_len as u64);
         let fits = pack == self.pack
-            && loc.offset as u64 == self.start + self.len
-            && self.len + loc.sealed_len as u64 <= MAX_RUN;
+            && offset >= self.start
+            && offset <= self.start + self.len + gap
+            && end - self.start <= MAX_RUN;
         if fits {
-            self.len += loc.sealed_len as u64;
+            self.len = self.len.max(end - self.start);
         }
         fits
+    }
+}
+
+/// Collects the chunk reads of a stretch of files and sends them as runs in pack order.
+struct Planner<'a> {
+    reads: Vec<(Id, ChunkLocation, ChunkJob)>,
+    /// Files with reads collected (each holds an open file until its chunks are written).
+    files: usize,
+    gap: u64,
+    runs: &'a Sender<ReadRun>,
+}
+
+impl Planner<'_> {
+    /// Sends what was collected; false when the workers stopped (a failure).
+    fn flush(&mut self) -> bool {
+        let mut reads = std::mem::take(&mut self.reads);
+        self.files = 0;
+        reads.sort_by_key(|(pack, loc, _)| (*pack, loc.offset));
+        let mut run: Option<ReadRun> = None;
+        for (pack, loc, job) in reads {
+            if let Some(current) = &mut run
+                && current.extend(pack, loc, self.gap)
+            {
+                current.chunks.push((job, loc));
+                continue;
+            }
+            if let Some(done) = run.replace(ReadRun::new(pack, loc, job))
+                && self.runs.send(done).is_err()
+            {
+                return false;
+            }
+        }
+        run.is_none_or(|last| self.runs.send(last).is_ok())
     }
 }
 
