@@ -11,6 +11,7 @@ pub mod backup;
 pub mod cli;
 pub mod error;
 pub mod pg;
+pub mod policy;
 pub mod progress;
 pub mod repo;
 pub mod restore;

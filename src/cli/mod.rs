@@ -7,6 +7,7 @@ mod copy;
 mod forget;
 mod init;
 mod key;
+mod policy;
 mod prune;
 mod restore;
 mod snapshots;
@@ -81,6 +82,9 @@ pub enum Command {
     WalPush(wal_push::WalPushArgs),
     /// Restore one archived WAL file (PostgreSQL's restore_command: `drctl wal-fetch %f %p`).
     WalFetch(wal_fetch::WalFetchArgs),
+    /// Check policy files (one YAML file per protected system) and say what is wrong, where.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 /// Where the repository is and how to unlock it; shared by every command.
@@ -307,6 +311,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Key(command) => key::run(command, &cli.global),
         Command::WalPush(args) => wal_push::run(args),
         Command::WalFetch(args) => return wal_fetch::run(args),
+        Command::Policy(command) => return policy::run(command),
     };
     done.map(|()| 0)
 }

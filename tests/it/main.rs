@@ -24,6 +24,7 @@ mod pgbackup;
 mod pgdump;
 mod pglocal;
 mod pitr;
+mod policy;
 mod retention;
 mod roundtrip;
 mod s3;

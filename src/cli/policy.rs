@@ -1,0 +1,40 @@
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+use crate::error::ExitCode;
+use crate::policy;
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check policy files: every key known, every value well formed, and the rules across
+    /// sections (a PITR window needs base backups, the RPO must be one the schedules can meet…).
+    /// Prints `FILE: valid` for each good file and every problem of the others as
+    /// `FILE:LINE:COLUMN: message` with a hint; exits 2 if any file is invalid.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The policy files (YAML).
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+pub fn run(command: PolicyCommand) -> anyhow::Result<u8> {
+    let PolicyCommand::Validate(args) = command;
+    let mut invalid = 0;
+    for file in &args.files {
+        match policy::load(file) {
+            Ok(_) => println!("{}: valid", file.display()),
+            Err(problems) => {
+                eprintln!("{problems}");
+                invalid += 1;
+            }
+        }
+    }
+    if invalid == 0 {
+        return Ok(ExitCode::Ok as u8);
+    }
+    eprintln!("{invalid} of {} policy files invalid", args.files.len());
+    Ok(ExitCode::Usage as u8)
+}

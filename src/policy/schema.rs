@@ -1,0 +1,246 @@
+//! The typed policy: what one YAML file in policies/ says about one protected system. Every
+//! field here is a key of the file (policies/README.md is the reference, with examples); a value
+//! of these types has passed validation, so the scheduler and `backup --policy` can act on it
+//! without checking again.
+
+use chrono::Duration;
+use std::path::PathBuf;
+
+use super::schedule::Schedule;
+use crate::repo::retention::Rules;
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// `name`: the protected system, e.g. `api-db` (lowercase letters, digits and hyphens: it
+    /// names CronJobs and metric labels).
+    pub name: String,
+    /// `kind`: `self-managed` or `rds`.
+    pub kind: Kind,
+    /// `database`: how drctl connects to the server.
+    pub database: Database,
+    /// `sources`: what is backed up and when, in the order of the file.
+    pub sources: Vec<Source>,
+    /// `repositories`: where backups go.
+    pub repositories: Repositories,
+    /// `retention`: which snapshots `forget` keeps after each backup.
+    pub retention: Retention,
+    /// `targets`: the recovery objectives drills are measured against.
+    pub targets: Targets,
+    /// `drill.checks`: what a restored database must answer for a drill to pass (may be empty).
+    pub drill: Vec<DrillCheck>,
+    /// `rds`: the instance and its snapshots; present exactly when `kind` is `rds`.
+    pub rds: Option<Rds>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// PostgreSQL that drctl can reach as a server: base backups, WAL archive, logical dumps.
+    SelfManaged,
+    /// Amazon RDS: no replication connection and no archive_command, so logical dumps into the
+    /// repository and RDS snapshots (RDS keeps its own point-in-time recovery).
+    Rds,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Database {
+    pub connection: Connection,
+    /// `password_env` or `password_file`; none when the server trusts the client or a
+    /// `~/.pgpass` or client certificate is used. Never the password itself.
+    pub password: Option<Password>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    /// `dsn`: a libpq connection string or URL, without a password.
+    Dsn(String),
+    /// `host` (a name, an address or a socket directory), `port`, `user`, `dbname`, `sslmode`.
+    Parts { host: String, port: Option<u16>, user: Option<String>, dbname: Option<String>, sslmode: Option<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Password {
+    /// `password_env`: the name of an environment variable holding it (e.g. from a Secret).
+    Env(String),
+    /// `password_file`: a file whose first line is it (e.g. a mounted Secret).
+    File(PathBuf),
+}
+
+/// One entry of `sources`: a name (the key), what it backs up, and when.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The key under `sources`, e.g. `base` (`backup --policy FILE --source NAME` picks it).
+    pub name: String,
+    /// `type` and the keys that go with it.
+    pub what: SourceKind,
+    /// `schedule`: when it runs (5-field crontab, UTC).
+    pub schedule: Schedule,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    /// `type: base-backup`: a physical base backup; WAL is archived into the primary repository
+    /// (drctl refuses a base backup of a server that does not archive), so every moment after the
+    /// oldest kept base backup can be restored. Self-managed only.
+    BaseBackup(BaseMode),
+    /// `type: logical-dump`, `databases`: one `pg_dump` per database.
+    LogicalDump { databases: Vec<String> },
+    /// `type: config-snapshot`, `paths`: files and directories, e.g. mounted ConfigMaps and
+    /// Secrets (absolute paths).
+    ConfigSnapshot { paths: Vec<PathBuf> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaseMode {
+    /// `mode: stream`: over the replication protocol, from anywhere (e.g. a CronJob pod).
+    Stream,
+    /// `mode: local`, `pgdata`: read from the data directory beside the server (a sidecar).
+    Local { pgdata: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repositories {
+    /// `primary`: where every backup and the WAL archive go first.
+    pub primary: Repository,
+    /// `copies`: repositories (e.g. in the DR region) that `drctl copy` keeps in step.
+    pub copies: Vec<Repository>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repository {
+    /// `location`: an absolute directory or `s3://bucket/prefix`.
+    pub location: String,
+    /// `region`: the bucket's AWS region, when it is not the default one.
+    pub region: Option<String>,
+    /// How drctl opens it: exactly one of `password_env`, `password_file`, `key_file`,
+    /// `kms_key_id`.
+    pub key: KeySlot,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySlot {
+    /// `password_env`: an environment variable holding the passphrase.
+    PasswordEnv(String),
+    /// `password_file`: a file whose first line is the passphrase.
+    PasswordFile(PathBuf),
+    /// `key_file`: a key file from `drctl key add --new-key-file`.
+    KeyFile(PathBuf),
+    /// `kms_key_id`: the KMS key (id, ARN or alias) of the repository's KMS slot.
+    Kms(String),
+}
+
+/// `retention`: the rules of `drctl forget`, per source; a snapshot stays if any rule keeps it,
+/// and the newest good one of each source always does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// `keep_last`: the N newest snapshots.
+    pub keep_last: u32,
+    /// `keep_hourly`: the newest of each of the N newest hours that have one.
+    pub keep_hourly: u32,
+    /// `keep_daily`: … of days.
+    pub keep_daily: u32,
+    /// `keep_weekly`: … of ISO weeks.
+    pub keep_weekly: u32,
+    /// `keep_monthly`: … of months.
+    pub keep_monthly: u32,
+    /// `keep_yearly`: … of years.
+    pub keep_yearly: u32,
+    /// `keep_within`: every snapshot taken within this long of the source's newest.
+    pub keep_within: Option<Duration>,
+    /// `pitr_window`: every moment of this last stretch of time stays restorable (the base
+    /// backup it needs and the WAL from it on are kept).
+    pub pitr_window: Option<Duration>,
+}
+
+impl From<&Retention> for Rules {
+    fn from(r: &Retention) -> Rules {
+        Rules {
+            keep_last: r.keep_last,
+            keep_hourly: r.keep_hourly,
+            keep_daily: r.keep_daily,
+            keep_weekly: r.keep_weekly,
+            keep_monthly: r.keep_monthly,
+            keep_yearly: r.keep_yearly,
+            keep_within: r.keep_within,
+            pitr_window: r.pitr_window,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Targets {
+    /// `rto`: the longest a recovery may take, from the start of a restore to a database that
+    /// passes its drill checks.
+    pub rto: Duration,
+    /// `rpo`: the most recent data a failure may lose.
+    pub rpo: Duration,
+}
+
+/// One entry of `drill.checks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrillCheck {
+    /// `name`: how reports refer to it.
+    pub name: String,
+    /// `database`: where to run it; the connection's database when absent.
+    pub database: Option<String>,
+    /// `sql`: the query.
+    pub sql: String,
+    /// `expect`: its output as `psql -At` prints it (columns joined by `|`, rows by newlines;
+    /// booleans as `t` and `f`), compared without leading and trailing whitespace.
+    pub expect: String,
+}
+
+/// `rds`: the instance a `kind: rds` policy protects.
+#[derive(Debug, Clone)]
+pub struct Rds {
+    /// `instance`: the DB instance identifier.
+    pub instance: String,
+    /// `region`: where it runs.
+    pub region: String,
+    /// `dr_region`: where its snapshots are copied.
+    pub dr_region: String,
+    /// `snapshot_schedule`: when drctl takes a manual snapshot and copies it (crontab, UTC).
+    pub snapshot_schedule: Schedule,
+    /// `snapshot_retention`: how long those snapshots and their copies are kept.
+    pub snapshot_retention: Duration,
+}
+
+impl Policy {
+    /// Whether drctl archives the database's WAL: a self-managed server with base backups (drctl
+    /// takes none of a server that does not archive). It makes PITR and a continuous RPO.
+    pub fn archives_wal(&self) -> bool {
+        self.kind == Kind::SelfManaged && self.sources.iter().any(|s| matches!(s.what, SourceKind::BaseBackup(_)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_becomes_forget_rules() {
+        let retention = Retention {
+            keep_last: 1,
+            keep_hourly: 2,
+            keep_daily: 7,
+            keep_weekly: 4,
+            keep_monthly: 12,
+            keep_yearly: 3,
+            keep_within: Some(Duration::hours(36)),
+            pitr_window: Some(Duration::days(7)),
+        };
+        assert_eq!(
+            Rules::from(&retention),
+            Rules {
+                keep_last: 1,
+                keep_hourly: 2,
+                keep_daily: 7,
+                keep_weekly: 4,
+                keep_monthly: 12,
+                keep_yearly: 3,
+                keep_within: Some(Duration::hours(36)),
+                pitr_window: Some(Duration::days(7)),
+            }
+        );
+        assert_eq!(Rules::from(&Retention::default()), Rules::default());
+    }
+}
