@@ -130,6 +130,9 @@ pub fn run(args: ForgetArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     }
     if let Some(report) = &pruned {
         print_prune(report, args.dry_run);
+        if args.dry_run {
+            println!("(a dry run prunes nothing: the figures above do not count the packs this forget would free)");
+        }
     }
     Ok(())
 }
