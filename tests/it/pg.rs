@@ -199,6 +199,18 @@ impl Cluster {
     }
 
     /// Polls `sql` until it returns `expected`.
+    /// Switches to a new WAL segment and waits until every segment written so far is archived,
+    /// with no archiving failure on the way.
+    pub fn archive_all_wal(&self) {
+        let last = self.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+        self.sql("SELECT pg_switch_wal()");
+        self.wait_for(
+            &format!("SELECT last_archived_wal >= '{last}' AND failed_count = 0 FROM pg_stat_archiver"),
+            "t",
+            Duration::from_secs(60),
+        );
+    }
+
     pub fn wait_for(&self, sql: &str, expected: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {

@@ -69,13 +69,7 @@ fn point_in_time_restore_holds_exactly_the_rows_committed_by_the_target() {
         n += 1;
         insert(&primary, n);
     }
-    let last = primary.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
-    primary.sql("SELECT pg_switch_wal()");
-    primary.wait_for(
-        &format!("SELECT last_archived_wal >= '{last}' AND failed_count = 0 FROM pg_stat_archiver"),
-        "t",
-        Duration::from_secs(60),
-    );
+    primary.archive_all_wal();
     // Every row's commit time, microsecond precision, as the recovery target compares them.
     let committed: Vec<(i32, String)> = primary
         .sql("SELECT n, to_char(pg_xact_commit_timestamp(xmin) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM t ORDER BY n")
@@ -173,13 +167,7 @@ fn point_in_time_restore_follows_a_new_timeline() {
         insert(&new_primary, n);
     }
     let on_tl2 = new_primary.sql("SELECT to_char(pg_xact_commit_timestamp(xmin) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00' FROM t WHERE n = 1010");
-    let last = new_primary.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
-    new_primary.sql("SELECT pg_switch_wal()");
-    new_primary.wait_for(
-        &format!("SELECT last_archived_wal >= '{last}' AND failed_count = 0 FROM pg_stat_archiver"),
-        "t",
-        Duration::from_secs(60),
-    );
+    new_primary.archive_all_wal();
     new_primary.stop();
     assert!(repo.path.join("wal/00000002/00000002.history").exists(), "the new timeline's history is archived");
 
@@ -213,13 +201,7 @@ fn lsn_xid_and_latest_targets_recover_exactly_that_far() {
             backup();
         }
     }
-    let last = primary.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
-    primary.sql("SELECT pg_switch_wal()");
-    primary.wait_for(
-        &format!("SELECT last_archived_wal >= '{last}' AND failed_count = 0 FROM pg_stat_archiver"),
-        "t",
-        Duration::from_secs(60),
-    );
+    primary.archive_all_wal();
     primary.stop();
 
     let check = |name: &str, flags: &[&str], snapshot: Option<&str>, rows: i32| {

@@ -78,13 +78,7 @@ fn forget_keeps_wal_from_the_oldest_kept_base_backup_and_recovery_still_reaches_
     }
     backup().ok();
     primary.sql("INSERT INTO t SELECT generate_series(301, 400)");
-    let last = primary.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
-    primary.sql("SELECT pg_switch_wal()");
-    primary.wait_for(
-        &format!("SELECT last_archived_wal >= '{last}' AND failed_count = 0 FROM pg_stat_archiver"),
-        "t",
-        Duration::from_secs(60),
-    );
+    primary.archive_all_wal();
     primary.stop();
     let segments = || -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(repo.path.join("wal/00000001"))

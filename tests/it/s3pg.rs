@@ -33,13 +33,7 @@ fn a_cluster_archives_to_s3_and_recovers_from_it_to_the_latest_commit() {
     primary.sql("INSERT INTO t SELECT generate_series(1, 100)");
     moto.drctl("backup").args(["--repo", repo, "--pg", &primary.dsn()]).timeout(Duration::from_secs(300)).run().ok();
     primary.sql("INSERT INTO t SELECT generate_series(101, 250)");
-    let last = primary.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
-    primary.sql("SELECT pg_switch_wal()");
-    primary.wait_for(
-        &format!("SELECT last_archived_wal >= '{last}' AND failed_count = 0 FROM pg_stat_archiver"),
-        "t",
-        Duration::from_secs(60),
-    );
+    primary.archive_all_wal();
     primary.stop();
 
     let dir = ws.join("restored");
