@@ -107,10 +107,7 @@ fn open_target(args: &CopyArgs, store: std::sync::Arc<dyn crate::store::Store>) 
         return Ok(Repository::open(store, &secret)?);
     }
     let has_kms = key::list(store.as_ref())?.iter().any(|(_, slot)| slot.kind == SlotKind::Kms);
-    let given = args.access.key_file.is_some()
-        || args.access.password_file.is_some()
-        || std::env::var_os("DRCTL_PASSWORD").is_some();
-    if given {
+    if args.access.secret_given() {
         match Repository::open(store.clone(), &args.access.secret(false)?) {
             Err(repo::Error::WrongPassword { .. }) if has_kms => {}
             other => return Ok(other?),
@@ -130,10 +127,10 @@ fn target_secret(args: &CopyArgs) -> anyhow::Result<Option<Secret>> {
         return Ok(Some(secret));
     }
     if let Some(path) = &args.to_password_file {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let passphrase = super::read_password_file(path).map_err(|e| {
             repo::Error::InvalidRequest(format!("cannot read the password file {}: {e}", path.display()))
         })?;
-        return Ok(Some(Secret::Passphrase(text.lines().next().unwrap_or("").as_bytes().to_vec())));
+        return Ok(Some(Secret::Passphrase(passphrase.into_bytes())));
     }
     Ok(None)
 }

@@ -166,6 +166,11 @@ pub struct AccessArgs {
     pub lock_wait: chrono::Duration,
 }
 
+/// The passphrase a password file holds: its first line.
+pub fn read_password_file(path: &std::path::Path) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(path)?.lines().next().unwrap_or("").to_string())
+}
+
 /// A duration as people write it: 90s, 15m, 36h, 7d, 2w.
 pub fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
     let std = humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 90m, 36h, 7d, 2w)"))?;
@@ -198,22 +203,25 @@ impl AccessArgs {
     /// the repository's KMS slot (with the ambient AWS credentials) when it has one; otherwise a
     /// prompt on a terminal.
     fn unlock_secret(&self, store: &dyn store::Store) -> anyhow::Result<Secret> {
-        let given =
-            self.key_file.is_some() || self.password_file.is_some() || std::env::var_os("DRCTL_PASSWORD").is_some();
-        if !given && repo::key::list(store)?.iter().any(|(_, slot)| slot.kind == repo::key::SlotKind::Kms) {
+        if !self.secret_given() && repo::key::list(store)?.iter().any(|(_, slot)| slot.kind == repo::key::SlotKind::Kms)
+        {
             return Ok(Secret::Kms(None));
         }
         self.secret(false)
+    }
+
+    /// Whether a key file or passphrase is given (else a KMS slot or a prompt opens).
+    pub fn secret_given(&self) -> bool {
+        self.key_file.is_some() || self.password_file.is_some() || std::env::var_os("DRCTL_PASSWORD").is_some()
     }
 
     /// The passphrase from the password file (flag or DRCTL_PASSWORD_FILE), DRCTL_PASSWORD, or a
     /// terminal prompt.
     pub fn passphrase(&self, confirm: bool) -> anyhow::Result<String> {
         if let Some(file) = &self.password_file {
-            let text = std::fs::read_to_string(file)
+            return read_password_file(file)
                 .with_context(|| format!("cannot read the password file {}", file.display()))
-                .map_err(|e| e.context(repo::Error::NoPassword))?;
-            return Ok(text.lines().next().unwrap_or("").to_string());
+                .map_err(|e| e.context(repo::Error::NoPassword));
         }
         if let Ok(p) = std::env::var("DRCTL_PASSWORD") {
             return Ok(p);

@@ -354,6 +354,24 @@ macro_rules! with_settings {
     }};
 }
 
+impl Bucket {
+    /// A PutObject of `data` with its CRC32C and this store's write settings.
+    fn put_request(
+        &self,
+        key: &str,
+        data: &[u8],
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.name)
+            .key(self.full_key(key))
+            .body(ByteStream::from(data.to_vec()))
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C);
+        with_settings!(request, WriteSettings::for_key(self, key))
+    }
+}
+
 impl Store for S3Store {
     fn location(&self) -> &str {
         &self.bucket.location
@@ -361,31 +379,13 @@ impl Store for S3Store {
 
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
         let b = &self.bucket;
-        let request = b
-            .client
-            .put_object()
-            .bucket(&b.name)
-            .key(b.full_key(key))
-            .body(ByteStream::from(data.to_vec()))
-            .checksum_algorithm(ChecksumAlgorithm::Crc32C);
-        let request = with_settings!(request, WriteSettings::for_key(b, key));
-        b.runtime.block_on(request.send()).map_err(|e| b.error("put", key, e))?;
+        b.runtime.block_on(b.put_request(key, data).send()).map_err(|e| b.error("put", key, e))?;
         Ok(())
     }
 
     fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
         let b = &self.bucket;
-        let request = || {
-            let request = b
-                .client
-                .put_object()
-                .bucket(&b.name)
-                .key(b.full_key(key))
-                .if_none_match("*")
-                .body(ByteStream::from(data.to_vec()))
-                .checksum_algorithm(ChecksumAlgorithm::Crc32C);
-            with_settings!(request, WriteSettings::for_key(b, key))
-        };
+        let request = || b.put_request(key, data).if_none_match("*");
         // S3's conditional write answers 412 when the key is taken, 409 while another write of it
         // is in flight: then wait for that one to land and ask again.
         for attempt in 0..5u32 {
