@@ -178,7 +178,9 @@ fn prune_on_a_copy_keeps_packs_listed_by_two_index_files() {
     let src = ws.mkdir("src");
     let tree = TreeBuilder::new(&src);
     tree.file_gen("shared.bin", &mut DataGen::random(31), 3 << 20);
-    tree.file_gen("only-a.bin", &mut DataGen::random(32), 3 << 20);
+    // Large enough (about 16 chunks) that some of the first backup's packs hold none of
+    // shared.bin's chunks, whatever order the parallel sealers pack them in.
+    tree.file_gen("only-a.bin", &mut DataGen::random(32), 16 << 20);
     let source = ws.repo();
     source.cmd("init").args(["--pack-size-mib", "1"]).run().ok();
     source.backup(&[&src]);
