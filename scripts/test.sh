@@ -10,6 +10,9 @@ command -v diff >/dev/null || need_apt+=(diffutils)
 # PostgreSQL 15 brings the unprivileged `postgres` user the permission tests run as (and the
 # servers the PostgreSQL tests start).
 test -x /usr/lib/postgresql/15/bin/postgres && id postgres >/dev/null 2>&1 || need_apt+=(postgresql-15)
+# A real Pushgateway for the metrics push, and promtool to check the alert rules and metrics.
+command -v prometheus-pushgateway >/dev/null || need_apt+=(prometheus-pushgateway)
+command -v promtool >/dev/null || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
 fi

@@ -22,6 +22,7 @@ pub enum ExitCode {
     WalConflict = 11,
     Database = 12,
     OutOfReach = 13,
+    Rds = 14,
 }
 
 /// The exit code and the hint for an error, found by looking through its cause chain.
@@ -29,6 +30,18 @@ pub fn classify(err: &anyhow::Error) -> (ExitCode, String) {
     // `downcast_ref` also finds errors attached as context, which `chain()` hides in a wrapper.
     if let Some(e) = err.downcast_ref::<repo::Error>() {
         return classify_repo(e);
+    }
+    if err.downcast_ref::<crate::aws::rds::RdsError>().is_some()
+        || err.chain().any(|cause| cause.is::<crate::aws::rds::RdsError>())
+    {
+        return (
+            ExitCode::Rds,
+            "fix the cause above and run again: check rds.instance, rds.region and rds.dr_region in the policy and \
+             the AWS credentials (default chain: environment, profile, web identity); the role needs \
+             rds:CreateDBSnapshot, rds:CopyDBSnapshot, rds:DeleteDBSnapshot, rds:DescribeDBSnapshots, \
+             rds:ListTagsForResource and rds:AddTagsToResource"
+                .into(),
+        );
     }
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<repo::Error>() {

@@ -178,7 +178,7 @@ pub fn backup_pg_dump(
     progress: &dyn Progress,
 ) -> Result<(Id, Snapshot), Error> {
     let conninfo = basebackup::with_database(dsn, database);
-    let mut child = std::process::Command::new(basebackup::find_program("pg_dump"))
+    let mut child = crate::pg::client("pg_dump")
         .args(["-F", "c", "-Z", "0", "-d", &conninfo])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

@@ -1,14 +1,31 @@
 use clap::Args;
 use std::path::PathBuf;
 
-use super::{GlobalArgs, RepoArgs, human_bytes};
+use super::{AccessArgs, GlobalArgs, MetricsArgs, RepoArgs, human_bytes};
 use crate::backup::{self, BackupOptions, LocalOptions};
+use crate::error::ExitCode;
+use crate::job::{self, JobOptions, JobReport};
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["path", "stdin", "pg"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["path", "stdin", "pg", "policy"])))]
 pub struct BackupArgs {
+    /// Repository location: a local directory or s3://bucket/prefix[?region=NAME] (not with
+    /// --policy, whose repositories are in the policy).
+    #[arg(long, env = "DRCTL_REPO", value_name = "LOCATION", required_unless_present = "policy")]
+    pub repo: Option<String>,
     #[command(flatten)]
-    pub repo: RepoArgs,
+    pub access: AccessArgs,
+    /// Run what a policy file says: its sources that are due by their schedules (or those
+    /// --source names), the RDS snapshot, then the copies to its other repositories and retention.
+    /// Exits with the first failed step's code; --json prints every step.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["path", "stdin", "pg"])]
+    pub policy: Option<PathBuf>,
+    /// With --policy: run this source now, due or not (repeatable; `rds-snapshot` names the RDS
+    /// snapshot of a `kind: rds` policy). Without it, every due source runs.
+    #[arg(long = "source", value_name = "NAME", requires = "policy")]
+    pub sources: Vec<String>,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// A file or directory to back up (repeatable). Stored under its absolute path.
     #[arg(long, value_name = "PATH")]
     pub path: Vec<PathBuf>,
@@ -54,8 +71,11 @@ pub enum PgMode {
     Local,
 }
 
-pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let repo = args.repo.open()?;
+pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<u8> {
+    if let Some(path) = &args.policy {
+        return run_policy(path, &args, global);
+    }
+    let repo = RepoArgs { repo: args.repo.clone().expect("required by clap"), access: args.access }.open()?;
     let options = BackupOptions { tags: args.tags, compression_level: args.compression_level };
     let progress = super::progress(global);
     let (id, snapshot) = match (args.pg, args.stdin_name) {
@@ -106,5 +126,145 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             s.logical_bytes as f64 / 1e6 / s.duration_seconds.max(1e-9),
         );
     }
-    Ok(())
+    Ok(0)
+}
+
+/// `backup --policy FILE`: one job of the policy, its report, and its metrics.
+fn run_policy(path: &std::path::Path, args: &BackupArgs, global: &GlobalArgs) -> anyhow::Result<u8> {
+    let policy = match crate::policy::load(path) {
+        Ok(policy) => policy,
+        Err(invalid) => {
+            eprintln!(
+                "{invalid}\nhint: fix the policy (`drctl policy validate {}` lists every problem)",
+                path.display()
+            );
+            return Ok(ExitCode::Usage as u8);
+        }
+    };
+    let options = JobOptions {
+        sources: args.sources.clone(),
+        s3: args.access.s3_options(),
+        lock_wait: args.access.lock_wait.to_std().unwrap_or_default(),
+    };
+    let report = job::run(&policy, &options)?;
+    args.metrics.publish(&report);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if !global.quiet {
+        print_report(&report);
+    }
+    for (step, error) in failures(&report) {
+        eprintln!("error: {step}: {}\nhint: {}", error.message, error.hint);
+    }
+    Ok(report.exit_code)
+}
+
+/// Each failed step, named, with its error.
+fn failures(report: &JobReport) -> Vec<(String, &job::StepError)> {
+    let mut failed = Vec::new();
+    for s in &report.sources {
+        failed.extend(s.error.as_ref().map(|e| (format!("source {}", s.name), e)));
+    }
+    if let Some(r) = &report.rds {
+        failed.extend(r.error.as_ref().map(|e| (format!("RDS snapshot of {}", r.instance), e)));
+    }
+    if let Some(w) = &report.wal {
+        failed.extend(w.error.as_ref().map(|e| ("WAL archiver status".to_string(), e)));
+    }
+    for c in &report.copies {
+        failed.extend(c.error.as_ref().map(|e| (format!("copy to {}", c.repository), e)));
+    }
+    for r in &report.retention {
+        failed.extend(r.error.as_ref().map(|e| (format!("retention in {}", r.repository), e)));
+    }
+    failed
+}
+
+fn print_report(report: &JobReport) {
+    let failed = failures(report).len();
+    let verdict = match failed {
+        0 => "every step succeeded".to_string(),
+        n => format!("{n} step(s) failed, exit {}", report.exit_code),
+    };
+    println!("policy {}: job took {:.1} s, {verdict}", report.policy, report.duration_seconds);
+    for s in &report.sources {
+        let what = match (&s.error, s.ran) {
+            (Some(_), _) => "FAILED (below)".to_string(),
+            (None, true) => s
+                .snapshots
+                .iter()
+                .map(|t| {
+                    format!(
+                        "snapshot {} ({}: {}, {} new, {:.1} s)",
+                        t.short_id,
+                        t.label,
+                        human_bytes(t.logical_bytes),
+                        human_bytes(t.stored_bytes),
+                        t.duration_seconds
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            (None, false) => match s.next_run {
+                Some(next) => format!("next run {}", next.format("%Y-%m-%d %H:%M UTC")),
+                None => String::new(),
+            },
+        };
+        println!("  source {:<16} {}: {what}", s.name, s.reason);
+    }
+    if let Some(r) = &report.rds {
+        let done = match (&r.error, &r.snapshot) {
+            (Some(_), _) => "FAILED (below)".to_string(),
+            (None, Some(copy)) => format!("snapshot {} copied to {}", copy.snapshot_id, copy.dr_region),
+            (None, None) => r.reason.clone(),
+        };
+        let expired = r.expired.as_ref().map_or(0, |e| e.deleted.len());
+        println!("  RDS {}: {done}; {expired} expired snapshot(s) deleted", r.instance);
+    }
+    if let Some(w) = &report.wal {
+        match (&w.error, &w.last_archived_wal) {
+            (Some(_), _) => println!("  WAL archiver: FAILED (below)"),
+            (None, Some(name)) => println!(
+                "  WAL archiver: last archived {name}, {} complete segment(s) waiting, {} failure(s) since reset",
+                w.segments_behind.map_or("?".to_string(), |n| n.to_string()),
+                w.failed_count
+            ),
+            (None, None) => println!("  WAL archiver: nothing archived yet, {} failure(s)", w.failed_count),
+        }
+    }
+    for c in &report.copies {
+        match &c.error {
+            Some(_) => println!("  copy to {}: FAILED (below)", c.repository),
+            None => println!(
+                "  copy to {}: {} snapshot(s), {} WAL file(s), {} sent; {} snapshot(s) missing",
+                c.repository,
+                c.snapshots_copied,
+                c.wal_copied,
+                human_bytes(c.bytes_copied),
+                c.missing_snapshots
+            ),
+        }
+    }
+    for r in &report.retention {
+        match &r.error {
+            Some(_) => println!("  retention in {}: FAILED (below)", r.repository),
+            None => println!(
+                "  retention in {}: {} snapshot(s) kept, {} removed, {} WAL file(s) removed{}",
+                r.repository,
+                r.snapshots_kept,
+                r.snapshots_removed,
+                r.wal_removed,
+                if r.pruned {
+                    format!(
+                        "; prune deleted {} pack(s) ({}), marked {}",
+                        r.packs_deleted,
+                        human_bytes(r.bytes_deleted),
+                        r.packs_marked
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+        }
+    }
 }

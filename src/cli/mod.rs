@@ -10,6 +10,7 @@ mod key;
 mod policy;
 mod prune;
 mod restore;
+mod schedule;
 mod snapshots;
 mod wal_fetch;
 mod wal_push;
@@ -82,6 +83,9 @@ pub enum Command {
     WalPush(wal_push::WalPushArgs),
     /// Restore one archived WAL file (PostgreSQL's restore_command: `drctl wal-fetch %f %p`).
     WalFetch(wal_fetch::WalFetchArgs),
+    /// Run policies on their cron schedules (for hosts without Kubernetes CronJobs), serving
+    /// /metrics and /healthz.
+    Schedule(schedule::ScheduleArgs),
     /// Check policy files (one YAML file per protected system) and say what is wrong, where.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -179,14 +183,18 @@ pub fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
 
 impl AccessArgs {
     pub fn store(&self, location: &str) -> anyhow::Result<Arc<dyn store::Store>> {
-        let s3 = store::S3Options {
+        Ok(Arc::from(store::open(location, &self.s3_options())?))
+    }
+
+    /// The S3 settings of these flags.
+    pub fn s3_options(&self) -> store::S3Options {
+        store::S3Options {
             endpoint: self.s3_endpoint.clone(),
             path_style: self.s3_path_style,
             storage_class: self.s3_storage_class.as_ref().map(|c| c.to_ascii_uppercase()),
             sse_kms_key_id: self.s3_sse_kms_key_id.clone(),
             object_lock: self.s3_object_lock.clone(),
-        };
-        Ok(Arc::from(store::open(location, &s3)?))
+        }
     }
 
     /// The key file if one is given, else the passphrase.
@@ -272,6 +280,40 @@ impl AccessArgs {
     }
 }
 
+/// Where a policy job's metrics go (both, either or neither).
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Write the job's metrics to this file (Prometheus text format, for node_exporter's textfile
+    /// collector), replaced whole by each job.
+    #[arg(long, env = "DRCTL_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// Push the job's metrics to this Prometheus Pushgateway (e.g. http://pushgateway:9091),
+    /// replacing the policy's group.
+    #[arg(long, env = "DRCTL_PUSHGATEWAY", value_name = "URL")]
+    pub pushgateway: Option<String>,
+}
+
+impl MetricsArgs {
+    /// Publishes `report` where asked. A failure is logged, not fatal: the job's own result
+    /// stands, and the alert on a stale success timestamp still fires.
+    pub fn publish(&self, report: &crate::job::JobReport) {
+        if self.metrics_file.is_none() && self.pushgateway.is_none() {
+            return;
+        }
+        let text = crate::metrics::of_report(report);
+        if let Some(path) = &self.metrics_file
+            && let Err(e) = crate::metrics::write_textfile(path, &text)
+        {
+            tracing::error!("cannot write the metrics file {}: {e}", path.display());
+        }
+        if let Some(gateway) = &self.pushgateway
+            && let Err(e) = crate::metrics::push(gateway, &report.policy, &text)
+        {
+            tracing::error!("{e}");
+        }
+    }
+}
+
 /// A progress bar on a terminal, nothing otherwise.
 pub fn progress(global: &GlobalArgs) -> Box<dyn Progress> {
     if global.quiet || !std::io::stderr().is_terminal() {
@@ -309,7 +351,7 @@ impl Progress for TerminalProgress {
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let done = match cli.command {
         Command::Init(args) => init::run(args, &cli.global),
-        Command::Backup(args) => backup::run(args, &cli.global),
+        Command::Backup(args) => return backup::run(args, &cli.global),
         Command::Snapshots(args) => snapshots::run(args),
         Command::Restore(args) => restore::run(args, &cli.global),
         Command::Check(args) => check::run(args, &cli.global),
@@ -320,6 +362,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::WalPush(args) => wal_push::run(args),
         Command::WalFetch(args) => return wal_fetch::run(args),
         Command::Policy(command) => return policy::run(command),
+        Command::Schedule(args) => return schedule::run(args, &cli.global),
     };
     done.map(|()| 0)
 }

@@ -132,11 +132,11 @@ fn restore_dump(
     dsn: &str,
     progress: &dyn crate::progress::Progress,
 ) -> anyhow::Result<()> {
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     if snap.kind != SnapshotKind::PgDump {
         anyhow::bail!(repo::Error::InvalidRequest("--pg restores logical dumps (backup --pg-dump) only".into()));
     }
-    let mut child = Command::new(crate::pg::basebackup::find_program("pg_restore"))
+    let mut child = crate::pg::client("pg_restore")
         .args(["--exit-on-error", "-d", dsn])
         .stdin(Stdio::piped())
         .spawn()

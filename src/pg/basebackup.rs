@@ -5,7 +5,7 @@
 
 use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::repo::Error;
@@ -51,7 +51,7 @@ fn unreachable(detail: String) -> Error {
 pub fn preflight(dsn: &str) -> Result<ServerInfo, Error> {
     let sql = "SELECT current_setting('archive_mode'), current_setting('server_version_num'), pg_is_in_recovery(), \
                (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')";
-    let out = Command::new(find_program("psql"))
+    let out = super::client("psql")
         .args(["-X", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", sql])
         .stdin(Stdio::null())
         .output()
@@ -95,7 +95,7 @@ pub struct BaseBackupProcess {
 
 impl BaseBackupProcess {
     pub fn start(dsn: &str) -> Result<(BaseBackupProcess, ChildStdout), Error> {
-        let mut child = Command::new(find_program("pg_basebackup"))
+        let mut child = super::client("pg_basebackup")
             .args(["-d", dsn, "-D", "-", "-F", "t", "-X", "none", "--checkpoint=fast", "-v"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -5,10 +5,10 @@
 //! connection closes and the server aborts the backup by itself.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::time::Duration;
 
-use super::basebackup::{collect_stderr, find_program};
+use super::basebackup::collect_stderr;
 use crate::repo::Error;
 
 /// Printed after each statement, so a multi-line answer has a clear end.
@@ -31,7 +31,7 @@ pub struct BackupStop {
 
 impl Session {
     pub fn connect(dsn: &str) -> Result<Session, Error> {
-        let mut child = Command::new(find_program("psql"))
+        let mut child = super::client("psql")
             .args(["-X", "-q", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-d", dsn])
             .env("PGAPPNAME", "drctl")
             .stdin(Stdio::piped())

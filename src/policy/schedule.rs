@@ -6,7 +6,7 @@
 //! of 0, and requires both day fields to match where crontab needs either; the conversion below
 //! bridges the first two and refuses the third rather than change what a schedule means.
 
-use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Timelike, Utc};
 use cron::TimeUnitSpec;
 use std::collections::BTreeSet;
 use std::str::FromStr;
@@ -90,6 +90,20 @@ impl Schedule {
         // A schedule with a single running day in the scan (1 February when it is a Monday, say)
         // waits at least as long as the scan.
         between_days.map_or(Duration::days(SCAN_DAYS), |gap| gap.max(within_day))
+    }
+
+    /// The first run strictly after `t`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.after(&t).next()
+    }
+
+    /// The latest run at or before `t`: a source whose newest snapshot is older than this has
+    /// missed a run and is due.
+    pub fn latest_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // The crate's iterator runs backwards from just after `t` (in whole seconds, which is
+        // all it compares); a run exactly at `t` counts.
+        let whole = t.with_nanosecond(0).unwrap_or(t);
+        self.cron.after(&(whole + Duration::seconds(1))).next_back()
     }
 
     /// The times of day the schedule runs at, earliest first (never empty).
@@ -179,6 +193,17 @@ fn day_number(text: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_before_and_after_a_moment() {
+        let at = |text: &str| DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc);
+        let daily = Schedule::parse("0 2 * * *").unwrap();
+        assert_eq!(daily.latest_at_or_before(at("2026-11-20T02:00:00Z")), Some(at("2026-11-20T02:00:00Z")));
+        assert_eq!(daily.latest_at_or_before(at("2026-11-20T01:59:59.900Z")), Some(at("2026-11-19T02:00:00Z")));
+        assert_eq!(daily.latest_at_or_before(at("2026-11-20T14:03:00.5Z")), Some(at("2026-11-20T02:00:00Z")));
+        assert_eq!(daily.next_after(at("2026-11-20T02:00:00Z")), Some(at("2026-11-21T02:00:00Z")));
+        assert_eq!(daily.next_after(at("2026-11-20T01:59:59.5Z")), Some(at("2026-11-20T02:00:00Z")));
+    }
 
     #[test]
     fn crontab_fields_become_the_cron_crates() {

@@ -41,13 +41,19 @@ pub struct Applied {
 }
 
 /// The source a snapshot belongs to: retention compares snapshots within it only.
+/// Snapshots a policy job takes carry the policy and source as tags, and are grouped by those
+/// rather than by host: each run of a Kubernetes CronJob has a new pod name.
 fn group_of(s: &Snapshot) -> String {
     let name = s.stdin_name.as_deref().unwrap_or("");
+    let origin = match crate::job::policy_source(&s.tags) {
+        Some((policy, source)) => format!("of policy {policy} source {source}"),
+        None => format!("from {}", s.hostname),
+    };
     match (s.kind, &s.pg) {
         (SnapshotKind::PgBase, Some(pg)) => format!("pg-base of cluster {}", pg.system_identifier),
-        (SnapshotKind::PgDump, _) => format!("pg-dump {name} from {}", s.hostname),
-        (SnapshotKind::Stream, _) => format!("stream {name} from {}", s.hostname),
-        _ => format!("paths {} from {}", s.paths.join(","), s.hostname),
+        (SnapshotKind::PgDump, _) => format!("pg-dump {name} {origin}"),
+        (SnapshotKind::Stream, _) => format!("stream {name} {origin}"),
+        _ => format!("paths {} {origin}", s.paths.join(",")),
     }
 }
 

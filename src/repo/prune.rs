@@ -44,6 +44,11 @@ pub struct PruneReport {
     pub index_files_rewritten: usize,
 }
 
+/// Whether an earlier prune marked packs that a later one must judge again.
+pub fn plan_pending(repo: &Repository) -> Result<bool, Error> {
+    Ok(!load_plan(repo)?.marked.is_empty())
+}
+
 fn load_plan(repo: &Repository) -> Result<PrunePlan, Error> {
     match repo.store().get(PLAN_KEY) {
         Ok(bytes) => {

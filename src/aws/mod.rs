@@ -1,0 +1,3 @@
+//! Amazon Web Services beyond storage: RDS snapshots of `kind: rds` policies.
+
+pub mod rds;

@@ -1,0 +1,721 @@
+//! A policy run as one job (`drctl backup --policy FILE`): the sources that are due, the RDS
+//! snapshot, the state of WAL archiving, the cross-region copies, then retention, in that order.
+//!
+//! A source is *due* when its cron schedule has fired since its newest snapshot (or it has none):
+//! the state lives in the repository, so a job can run as often as one likes (a CronJob every 15
+//! minutes, the scheduler at each fire time), a run that was missed is made up by the next job
+//! exactly once, and a source that failed stays due until it succeeds. `--source NAME` runs a
+//! source whether due or not.
+//!
+//! One step failing does not stop the others (a failed dump must not keep the WAL from reaching
+//! the DR region); the job reports every step and exits with the first failure's code.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use crate::aws::rds;
+use crate::backup::{self, BackupOptions, LocalOptions};
+use crate::error;
+use crate::pg::basebackup::find_program;
+use crate::pg::wal::WalName;
+use crate::policy::{self, BaseMode, Connection, KeySlot, Password, Policy, SourceKind};
+use crate::progress::NoProgress;
+use crate::repo::copy::{CopyOptions, Selection};
+use crate::repo::key::Secret;
+use crate::repo::retention::Rules;
+use crate::repo::{self, Repository, forget, format, prune, snapshot};
+use crate::store;
+
+/// The pseudo-source name of a `kind: rds` policy's RDS snapshot, for `--source`.
+pub const RDS_SNAPSHOT: &str = "rds-snapshot";
+/// How long a pack a prune marked unused stays before a later job's prune deletes it.
+const PRUNE_GRACE: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+/// Objects a copy moves at once.
+const COPY_JOBS: usize = 4;
+
+/// What a job is asked to do beyond the policy.
+#[derive(Debug, Clone, Default)]
+pub struct JobOptions {
+    /// Sources to run now whether due or not; when empty, every due source runs.
+    pub sources: Vec<String>,
+    /// S3 settings that are not in the policy (endpoint, path style, storage class…).
+    pub s3: store::S3Options,
+    /// How long to wait for a conflicting repository lock.
+    pub lock_wait: std::time::Duration,
+}
+
+/// Everything a job did, step by step: printed with `--json`, turned into metrics, and read back
+/// by the scheduler from its child processes (fields are only ever added).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobReport {
+    pub policy: String,
+    pub started: DateTime<Utc>,
+    pub duration_seconds: f64,
+    /// 0 when every step succeeded, else the documented exit code of the first that failed.
+    pub exit_code: u8,
+    pub sources: Vec<SourceReport>,
+    pub rds: Option<RdsReport>,
+    pub wal: Option<WalStatus>,
+    pub copies: Vec<CopyStep>,
+    pub retention: Vec<RetentionStep>,
+}
+
+/// A failed step: the error as the command line would print it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepError {
+    pub message: String,
+    pub hint: String,
+    pub exit_code: u8,
+}
+
+impl StepError {
+    fn from(err: anyhow::Error) -> StepError {
+        let (code, hint) = error::classify(&err);
+        StepError { message: format!("{err:#}"), hint, exit_code: code as u8 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceReport {
+    pub name: String,
+    /// `base-backup`, `logical-dump` or `config-snapshot`.
+    pub kind: String,
+    pub schedule: String,
+    /// Whether this job ran it, and why (or why not).
+    pub ran: bool,
+    pub reason: String,
+    pub error: Option<StepError>,
+    /// The snapshots it took (one per database for a logical dump).
+    pub snapshots: Vec<SnapshotTaken>,
+    /// Its newest snapshot after this job.
+    pub newest: Option<DateTime<Utc>>,
+    /// The longest its newest snapshot may get before a run is missing: the longest gap between
+    /// two runs of its schedule.
+    pub max_age_seconds: f64,
+    pub next_run: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotTaken {
+    pub id: String,
+    pub short_id: String,
+    pub time: DateTime<Utc>,
+    /// What it holds: the database of a dump, the paths of a config snapshot, `PGDATA`.
+    pub label: String,
+    pub logical_bytes: u64,
+    pub stored_bytes: u64,
+    pub duration_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RdsReport {
+    pub instance: String,
+    pub region: String,
+    pub dr_region: String,
+    pub ran: bool,
+    pub reason: String,
+    pub error: Option<StepError>,
+    pub snapshot: Option<rds::SnapshotCopy>,
+    pub expired: Option<rds::Expired>,
+    /// The newest snapshot drctl made of the instance, after this job.
+    pub newest: Option<DateTime<Utc>>,
+    pub max_age_seconds: f64,
+}
+
+/// The server's archiver as `pg_stat_archiver` sees it, for a policy whose WAL drctl archives.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WalStatus {
+    pub error: Option<StepError>,
+    pub last_archived_wal: Option<String>,
+    pub last_archived_time: Option<DateTime<Utc>>,
+    pub failed_count: u64,
+    pub last_failed_wal: Option<String>,
+    pub last_failed_time: Option<DateTime<Utc>>,
+    /// Complete WAL segments written but not archived yet.
+    pub segments_behind: Option<u64>,
+    /// How far the archive trails the server: 0 when every complete segment is archived, else
+    /// the time since the last one was.
+    pub lag_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CopyStep {
+    pub repository: String,
+    pub error: Option<StepError>,
+    pub snapshots_copied: usize,
+    pub wal_copied: usize,
+    pub objects_copied: usize,
+    pub bytes_copied: u64,
+    /// Snapshots of the primary the copy does not hold after this job.
+    pub missing_snapshots: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetentionStep {
+    pub repository: String,
+    pub error: Option<StepError>,
+    pub snapshots_removed: usize,
+    pub snapshots_kept: usize,
+    pub wal_removed: usize,
+    /// Objects S3 Object Lock kept past their time; removed by a later job.
+    pub retained_by_object_lock: usize,
+    /// Whether prune ran (after removals, or to finish an earlier prune's second phase).
+    pub pruned: bool,
+    pub packs_deleted: usize,
+    pub bytes_deleted: u64,
+    pub packs_marked: usize,
+}
+
+/// The tags a policy job puts on its snapshots.
+fn tags(policy: &str, source: &str) -> Vec<String> {
+    vec![format!("policy={policy}"), format!("source={source}")]
+}
+
+/// The policy and source a snapshot was taken for, from its tags.
+pub fn policy_source(tags: &[String]) -> Option<(&str, &str)> {
+    let find = |key: &str| tags.iter().find_map(|t| t.strip_prefix(key)?.strip_prefix('='));
+    Some((find("policy")?, find("source")?))
+}
+
+/// Runs `policy` once. Fails only when the job cannot start (an unknown `--source`); every later
+/// failure is in the report.
+pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, repo::Error> {
+    let known = policy.sources.iter().map(|s| s.name.as_str()).chain(policy.rds.as_ref().map(|_| RDS_SNAPSHOT));
+    let known: Vec<&str> = known.collect();
+    if let Some(unknown) = options.sources.iter().find(|s| !known.contains(&s.as_str())) {
+        return Err(repo::Error::InvalidRequest(format!(
+            "policy {} has no source `{unknown}` (its sources: {})",
+            policy.name,
+            known.join(", ")
+        )));
+    }
+    let started = Utc::now();
+    let clock = std::time::Instant::now();
+    let mut report = JobReport {
+        policy: policy.name.clone(),
+        started,
+        duration_seconds: 0.0,
+        exit_code: 0,
+        sources: Vec::new(),
+        rds: None,
+        wal: None,
+        copies: Vec::new(),
+        retention: Vec::new(),
+    };
+    let dsn = connection_string(&policy.database.connection);
+    let password = database_password(&policy.database);
+    if let Ok(Some(password)) = &password {
+        crate::pg::set_client_password(password.clone());
+    }
+    let password = password.map_err(|e| StepError::from(e.into()));
+    let primary = open(&policy.repositories.primary, options).map_err(|e| StepError::from(e.into()));
+
+    // Sources, in the order of the file.
+    let existing = match &primary {
+        Ok(repo) => snapshot::load_all(repo.store(), repo.key()).map_err(|e| StepError::from(e.into())),
+        Err(e) => Err(e.clone()),
+    };
+    for source in &policy.sources {
+        let newest = existing.as_ref().ok().and_then(|all| newest_of(all, &policy.name, &source.name));
+        let mut step = SourceReport {
+            name: source.name.clone(),
+            kind: source_kind(&source.what).into(),
+            schedule: source.schedule.as_str().into(),
+            ran: false,
+            reason: String::new(),
+            error: None,
+            snapshots: Vec::new(),
+            newest,
+            max_age_seconds: source.schedule.longest_gap().num_seconds() as f64,
+            next_run: source.schedule.next_after(Utc::now()),
+        };
+        match decide(&options.sources, &source.name, &source.schedule, newest, Utc::now()) {
+            Decision::Skip(why) => step.reason = why,
+            Decision::Run(why) => {
+                step.ran = true;
+                step.reason = why;
+                let taken = match (&primary, &existing, &password) {
+                    (Err(e), _, _) | (_, Err(e), _) => Err(e.clone()),
+                    (_, _, Err(e)) if !matches!(source.what, SourceKind::ConfigSnapshot { .. }) => Err(e.clone()),
+                    (Ok(repo), Ok(_), _) => {
+                        run_source(repo, policy, source, &dsn, &mut step.snapshots).map_err(StepError::from)
+                    }
+                };
+                if let Err(e) = taken {
+                    tracing::error!(policy = %policy.name, source = %source.name, "{}", e.message);
+                    step.error = Some(e);
+                }
+                if let Some(last) = step.snapshots.last() {
+                    step.newest = Some(last.time);
+                }
+            }
+        }
+        report.sources.push(step);
+    }
+
+    if let Some(config) = &policy.rds {
+        report.rds = Some(run_rds(&policy.name, config, options));
+    }
+    if policy.archives_wal() {
+        report.wal = Some(match &password {
+            Ok(_) => archiver_status(&dsn).unwrap_or_else(|e| WalStatus { error: Some(e), ..Default::default() }),
+            Err(e) => WalStatus { error: Some(e.clone()), ..Default::default() },
+        });
+    }
+
+    let rules = Rules::from(&policy.retention);
+    match &primary {
+        Ok(primary) => {
+            for copy in &policy.repositories.copies {
+                report.copies.push(copy_to(primary, copy, options));
+            }
+            if rules != Rules::default() {
+                report.retention.push(apply_retention(primary, &rules));
+                for copy in &policy.repositories.copies {
+                    let target = open(copy, options);
+                    report.retention.push(match target {
+                        Ok(target) => apply_retention(&target, &rules),
+                        Err(e) => failed_retention(copy_location(copy), StepError::from(e.into())),
+                    });
+                }
+            }
+        }
+        Err(e) => {
+            for copy in &policy.repositories.copies {
+                report.copies.push(CopyStep { error: Some(e.clone()), ..CopyStep::new(copy_location(copy)) });
+            }
+            report.retention.push(failed_retention(copy_location(&policy.repositories.primary), e.clone()));
+        }
+    }
+
+    report.exit_code = first_failure(&report);
+    report.duration_seconds = clock.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+enum Decision {
+    Run(String),
+    Skip(String),
+}
+
+/// Whether a source runs in this job, and why.
+fn decide(
+    forced: &[String],
+    name: &str,
+    schedule: &policy::Schedule,
+    newest: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Decision {
+    if !forced.is_empty() {
+        return match forced.iter().any(|f| f == name) {
+            true => Decision::Run("asked for with --source".into()),
+            false => Decision::Skip("not asked for (--source names others)".into()),
+        };
+    }
+    let fired = schedule.latest_at_or_before(now);
+    match (newest, fired) {
+        (None, _) => Decision::Run("due: no snapshot yet".into()),
+        (Some(newest), Some(fired)) if newest < fired => {
+            Decision::Run(format!("due: scheduled at {fired}, newest snapshot from {newest}"))
+        }
+        (Some(newest), _) => {
+            Decision::Skip(format!("not due: newest snapshot from {newest} is after the last scheduled run"))
+        }
+    }
+}
+
+/// The time of the newest snapshot the job took for `source` of `policy`.
+fn newest_of(all: &[(repo::crypto::Id, snapshot::Snapshot)], policy: &str, source: &str) -> Option<DateTime<Utc>> {
+    all.iter().filter(|(_, s)| policy_source(&s.tags) == Some((policy, source))).map(|(_, s)| s.time).max()
+}
+
+fn source_kind(what: &SourceKind) -> &'static str {
+    match what {
+        SourceKind::BaseBackup(_) => "base-backup",
+        SourceKind::LogicalDump { .. } => "logical-dump",
+        SourceKind::ConfigSnapshot { .. } => "config-snapshot",
+    }
+}
+
+/// Takes the snapshots of one source, appending each to `taken` as it is saved.
+fn run_source(
+    repo: &Repository,
+    policy: &Policy,
+    source: &policy::Source,
+    dsn: &str,
+    taken: &mut Vec<SnapshotTaken>,
+) -> anyhow::Result<()> {
+    let options = BackupOptions { tags: tags(&policy.name, &source.name), compression_level: None };
+    let progress = NoProgress;
+    let mut record = |label: String, (id, snap): (repo::crypto::Id, snapshot::Snapshot)| {
+        tracing::info!(policy = %policy.name, source = %source.name, snapshot = %id.short(), "{label} saved");
+        taken.push(SnapshotTaken {
+            id: id.to_hex(),
+            short_id: id.short(),
+            time: snap.time,
+            label,
+            logical_bytes: snap.summary.logical_bytes,
+            stored_bytes: snap.summary.stored_bytes,
+            duration_seconds: snap.summary.duration_seconds,
+        });
+    };
+    match &source.what {
+        SourceKind::BaseBackup(BaseMode::Stream) => {
+            record("base backup".into(), backup::backup_pg_stream(repo, dsn, &options, &progress)?)
+        }
+        SourceKind::BaseBackup(BaseMode::Local { pgdata }) => {
+            let local = LocalOptions { pgdata: pgdata.clone(), full: false };
+            record(
+                format!("base backup of {}", pgdata.display()),
+                backup::backup_pg_local(repo, dsn, &local, &options, &progress)?,
+            )
+        }
+        SourceKind::LogicalDump { databases } => {
+            for database in databases {
+                record(
+                    format!("dump of {database}"),
+                    backup::backup_pg_dump(repo, dsn, database, &options, &progress)?,
+                );
+            }
+        }
+        SourceKind::ConfigSnapshot { paths } => {
+            let label = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+            record(label, backup::backup_paths(repo, paths, &options, &progress)?)
+        }
+    }
+    Ok(())
+}
+
+/// A libpq connection string for the policy's `database`.
+fn connection_string(connection: &Connection) -> String {
+    match connection {
+        Connection::Dsn(dsn) => dsn.clone(),
+        Connection::Parts { host, port, user, dbname, sslmode } => {
+            let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+            let mut parts = vec![format!("host={}", quote(host))];
+            let optional = [
+                ("port", port.map(|p| p.to_string())),
+                ("user", user.clone()),
+                ("dbname", dbname.clone()),
+                ("sslmode", sslmode.clone()),
+            ];
+            parts.extend(optional.into_iter().filter_map(|(k, v)| Some(format!("{k}={}", quote(&v?)))));
+            parts.join(" ")
+        }
+    }
+}
+
+/// The database password the policy names, if any; an error names the variable or file missing.
+fn database_password(database: &policy::Database) -> Result<Option<String>, repo::Error> {
+    let database_error = |detail: String| repo::Error::Database { detail };
+    match &database.password {
+        None => Ok(None),
+        Some(Password::Env(name)) => std::env::var(name).map(Some).map_err(|_| {
+            database_error(format!(
+                "the policy takes the database password from the environment variable {name}, which is not set \
+                 (set it, e.g. from a Kubernetes Secret)"
+            ))
+        }),
+        Some(Password::File(path)) => crate::cli::read_password_file(path)
+            .map(Some)
+            .map_err(|e| database_error(format!("cannot read the database password file {}: {e}", path.display()))),
+    }
+}
+
+/// A repository location with the policy's region in it, as `--repo` takes it.
+fn copy_location(repository: &policy::Repository) -> String {
+    match &repository.region {
+        Some(region) if repository.location.starts_with("s3://") && !repository.location.contains("region=") => {
+            let separator = if repository.location.contains('?') { '&' } else { '?' };
+            format!("{}{separator}region={region}", repository.location)
+        }
+        _ => repository.location.clone(),
+    }
+}
+
+fn secret_of(slot: &KeySlot) -> Result<Secret, repo::Error> {
+    let no_password = |detail: String| repo::Error::InvalidRequest(detail);
+    match slot {
+        KeySlot::PasswordEnv(name) => std::env::var(name)
+            .map(|p| Secret::Passphrase(p.into_bytes()))
+            .map_err(|_| no_password(format!("the repository passphrase variable {name} the policy names is not set"))),
+        KeySlot::PasswordFile(path) => crate::cli::read_password_file(path)
+            .map(|p| Secret::Passphrase(p.into_bytes()))
+            .map_err(|e| no_password(format!("cannot read the repository password file {}: {e}", path.display()))),
+        KeySlot::KeyFile(path) => Secret::read_key_file(path)
+            .map_err(|e| no_password(format!("cannot read the repository key file {}: {e}", path.display()))),
+        KeySlot::Kms(key) => Ok(Secret::Kms(Some(key.clone()))),
+    }
+}
+
+fn store_of(repository: &policy::Repository, options: &JobOptions) -> Result<Arc<dyn store::Store>, repo::Error> {
+    Ok(Arc::from(store::open(&copy_location(repository), &options.s3)?))
+}
+
+/// Opens a repository of the policy with the key slot the policy names.
+fn open(repository: &policy::Repository, options: &JobOptions) -> Result<Repository, repo::Error> {
+    let mut repo = Repository::open(store_of(repository, options)?, &secret_of(&repository.key)?)?;
+    repo.set_lock_wait(options.lock_wait);
+    Ok(repo)
+}
+
+/// Brings `copy` up to date with `primary`: every snapshot and the WAL archive; an empty location
+/// becomes a copy, opened by the key slot the policy names for it.
+fn copy_to(primary: &Repository, copy: &policy::Repository, options: &JobOptions) -> CopyStep {
+    let mut step = CopyStep::new(copy_location(copy));
+    let result = (|| -> anyhow::Result<()> {
+        let _source_lock = primary.lock_for_reading("copy")?;
+        let store = store_of(copy, options)?;
+        let secret = secret_of(&copy.key)?;
+        let mut target = if store.exists(format::CONFIG_KEY)? {
+            Repository::open(store, &secret)?
+        } else {
+            Repository::init_copy_of(primary, store, &secret)?
+        };
+        target.set_lock_wait(options.lock_wait);
+        let _target_lock = target.lock_shared("copy")?;
+        let copy_options = CopyOptions { selection: Selection::All, wal: true, jobs: COPY_JOBS };
+        let done = repo::copy::copy(primary, &target, &copy_options, &NoProgress)?;
+        step.snapshots_copied = done.snapshots_copied;
+        step.wal_copied = done.wal_copied;
+        step.objects_copied = done.objects_copied;
+        step.bytes_copied = done.bytes_copied;
+        let held = snapshot::list(target.store())?;
+        step.missing_snapshots = snapshot::list(primary.store())?.iter().filter(|id| !held.contains(id)).count();
+        Ok(())
+    })();
+    if let Err(e) = result {
+        tracing::error!(repository = %step.repository, "copy failed: {e:#}");
+        step.error = Some(StepError::from(e));
+    }
+    step
+}
+
+impl CopyStep {
+    fn new(repository: String) -> CopyStep {
+        CopyStep {
+            repository,
+            error: None,
+            snapshots_copied: 0,
+            wal_copied: 0,
+            objects_copied: 0,
+            bytes_copied: 0,
+            missing_snapshots: 0,
+        }
+    }
+}
+
+/// forget with the policy's rules, then prune when forget freed something or an earlier prune
+/// marked packs whose grace period may be over.
+fn apply_retention(repo: &Repository, rules: &Rules) -> RetentionStep {
+    let mut step = RetentionStep::new(repo.store().location().to_string());
+    let result = (|| -> anyhow::Result<()> {
+        let lock = repo.lock_exclusive("forget")?;
+        let plan = forget::plan(repo, rules, Utc::now())?;
+        let applied = forget::apply(repo, &plan)?;
+        step.snapshots_kept = plan.snapshots.iter().filter(|j| j.verdict.keep).count();
+        step.snapshots_removed = applied.snapshots_removed;
+        step.wal_removed = applied.wal_removed;
+        step.retained_by_object_lock = applied.retained.len();
+        if applied.snapshots_removed > 0 || prune::plan_pending(repo)? {
+            let pruned = prune::prune(repo, &lock, PRUNE_GRACE, false, Utc::now())?;
+            step.pruned = true;
+            step.packs_deleted = pruned.packs_deleted;
+            step.bytes_deleted = pruned.bytes_deleted;
+            step.packs_marked = pruned.packs_marked;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        tracing::error!(repository = %step.repository, "retention failed: {e:#}");
+        step.error = Some(StepError::from(e));
+    }
+    step
+}
+
+fn failed_retention(repository: String, error: StepError) -> RetentionStep {
+    RetentionStep { error: Some(error), ..RetentionStep::new(repository) }
+}
+
+impl RetentionStep {
+    fn new(repository: String) -> RetentionStep {
+        RetentionStep {
+            repository,
+            error: None,
+            snapshots_removed: 0,
+            snapshots_kept: 0,
+            wal_removed: 0,
+            retained_by_object_lock: 0,
+            pruned: false,
+            packs_deleted: 0,
+            bytes_deleted: 0,
+            packs_marked: 0,
+        }
+    }
+}
+
+/// The RDS snapshot when due (`rds.snapshot_schedule`) with its copy in the DR region, then the
+/// expiry of drctl's older snapshots in both regions.
+fn run_rds(policy: &str, config: &policy::Rds, options: &JobOptions) -> RdsReport {
+    let mut step = RdsReport {
+        instance: config.instance.clone(),
+        region: config.region.clone(),
+        dr_region: config.dr_region.clone(),
+        ran: false,
+        reason: String::new(),
+        error: None,
+        snapshot: None,
+        expired: None,
+        newest: None,
+        max_age_seconds: config.snapshot_schedule.longest_gap().num_seconds() as f64,
+    };
+    let result = (|| -> anyhow::Result<()> {
+        let client = rds::Rds::connect(config)?;
+        step.newest = client.newest_snapshot(policy)?;
+        match decide(&options.sources, RDS_SNAPSHOT, &config.snapshot_schedule, step.newest, Utc::now()) {
+            Decision::Skip(why) => step.reason = why,
+            Decision::Run(why) => {
+                step.ran = true;
+                step.reason = why;
+                let copy = client.snapshot_and_copy(policy, Utc::now())?;
+                step.newest = Some(copy.created);
+                step.snapshot = Some(copy);
+            }
+        }
+        step.expired = Some(client.expire(policy, config.snapshot_retention, Utc::now())?);
+        Ok(())
+    })();
+    if let Err(e) = result {
+        tracing::error!(instance = %config.instance, "RDS snapshot step failed: {e:#}");
+        step.error = Some(StepError::from(e));
+    }
+    step
+}
+
+/// `pg_stat_archiver` of the server, and how many complete segments wait to be archived.
+fn archiver_status(dsn: &str) -> Result<WalStatus, StepError> {
+    let sql = "SELECT coalesce(last_archived_wal, ''), coalesce(extract(epoch FROM last_archived_time)::text, ''), \
+               failed_count, coalesce(last_failed_wal, ''), coalesce(extract(epoch FROM last_failed_time)::text, ''), \
+               CASE WHEN pg_is_in_recovery() THEN '' ELSE pg_walfile_name(pg_current_wal_lsn()) END, \
+               (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size') FROM pg_stat_archiver";
+    let failed = |detail: String| StepError::from(repo::Error::Database { detail }.into());
+    let out = crate::pg::client("psql")
+        .args(["-X", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", sql])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| failed(format!("cannot run {}: {e}", find_program("psql").display())))?;
+    if !out.status.success() {
+        return Err(failed(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<&str> = text.trim().split('|').collect();
+    let [archived, archived_at, failed_count, failed_wal, failed_at, current, segment_size] = fields.as_slice() else {
+        return Err(failed(format!("unexpected answer from pg_stat_archiver: {text:?}")));
+    };
+    let time = |epoch: &str| -> Option<DateTime<Utc>> {
+        let seconds: f64 = epoch.parse().ok()?;
+        DateTime::from_timestamp_micros((seconds * 1e6) as i64)
+    };
+    let text_or_none = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let mut status = WalStatus {
+        error: None,
+        last_archived_wal: text_or_none(archived),
+        last_archived_time: time(archived_at),
+        failed_count: failed_count.parse().unwrap_or(0),
+        last_failed_wal: text_or_none(failed_wal),
+        last_failed_time: time(failed_at),
+        segments_behind: None,
+        lag_seconds: None,
+    };
+    let per_id = segment_size.parse::<u64>().ok().filter(|&s| s > 0).map(|s| 0x1_0000_0000 / s);
+    let number = |name: &str| WalName::parse(name).and_then(|n| Some((n.timeline(), n.segment_number(per_id?)?)));
+    // Comparable only on one timeline; after a promotion the next archived segment settles it.
+    if let (Some((tli, current)), Some(archived)) = (number(current), status.last_archived_wal.as_deref())
+        && let Some((_, archived)) = number(archived).filter(|(t, _)| *t == tli)
+    {
+        // The segment being written is not complete: everything before it should be archived.
+        let behind = current.saturating_sub(archived + 1);
+        status.segments_behind = Some(behind);
+        status.lag_seconds = match (behind, status.last_archived_time) {
+            (0, _) => Some(0.0),
+            (_, Some(at)) => Some((Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0),
+            _ => None,
+        };
+    }
+    Ok(status)
+}
+
+/// The exit code of the first failed step, in the order the job ran them; 0 if none failed.
+fn first_failure(report: &JobReport) -> u8 {
+    let errors = report
+        .sources
+        .iter()
+        .map(|s| &s.error)
+        .chain(report.rds.iter().map(|r| &r.error))
+        .chain(report.wal.iter().map(|w| &w.error))
+        .chain(report.copies.iter().map(|c| &c.error))
+        .chain(report.retention.iter().map(|r| &r.error));
+    errors.flatten().next().map_or(0, |e| e.exit_code)
+}
+
+impl JobReport {
+    /// Whether every step succeeded.
+    pub fn ok(&self) -> bool {
+        self.exit_code == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_and_source_come_back_from_the_tags() {
+        let t = tags("api-db", "base");
+        assert_eq!(policy_source(&t), Some(("api-db", "base")));
+        assert_eq!(policy_source(&["policy=x".to_string()]), None);
+        assert_eq!(policy_source(&["policyx=a".to_string(), "source=b".to_string()]), None);
+    }
+
+    #[test]
+    fn a_source_is_due_once_its_schedule_fired_after_its_newest_snapshot() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let daily = policy::Schedule::parse("0 2 * * *").unwrap();
+        let now = at("2026-11-20T14:00:00Z");
+        let runs = |newest: Option<&str>| matches!(decide(&[], "b", &daily, newest.map(at), now), Decision::Run(_));
+        assert!(runs(None));
+        assert!(runs(Some("2026-11-20T01:59:00Z")));
+        assert!(!runs(Some("2026-11-20T02:05:00Z")));
+        let forced = vec!["b".to_string()];
+        assert!(matches!(decide(&forced, "b", &daily, Some(now), now), Decision::Run(_)));
+        assert!(matches!(decide(&forced, "a", &daily, None, now), Decision::Skip(_)));
+    }
+
+    #[test]
+    fn connection_parts_become_a_quoted_conninfo() {
+        let parts = Connection::Parts {
+            host: "/var/run/postgresql".into(),
+            port: Some(5432),
+            user: Some("o'brien".into()),
+            dbname: None,
+            sslmode: Some("verify-full".into()),
+        };
+        assert_eq!(
+            connection_string(&parts),
+            r"host='/var/run/postgresql' port='5432' user='o\'brien' sslmode='verify-full'"
+        );
+    }
+
+    #[test]
+    fn a_region_joins_the_location() {
+        let repo = |location: &str, region: Option<&str>| policy::Repository {
+            location: location.into(),
+            region: region.map(String::from),
+            key: KeySlot::Kms("k".into()),
+        };
+        assert_eq!(copy_location(&repo("s3://b/p", Some("us-west-2"))), "s3://b/p?region=us-west-2");
+        assert_eq!(copy_location(&repo("s3://b/p?region=eu-west-1", Some("us-west-2"))), "s3://b/p?region=eu-west-1");
+        assert_eq!(copy_location(&repo("/var/backups", Some("us-west-2"))), "/var/backups");
+    }
+}

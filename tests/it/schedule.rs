@@ -1,0 +1,169 @@
+//! `drctl schedule --policies DIR`: jobs start at their cron fire times, a fire time that comes
+//! while the policy's job still runs is skipped, SIGTERM waits for the running job, and
+//! /metrics and /healthz answer over HTTP.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{Timelike, Utc};
+
+use crate::harness::*;
+use crate::pg::{BIN, Cluster, free_port};
+
+/// GET `path` from the scheduler: (status code, body).
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn policy_file(name: &str, source: &str, repo: &Repo) -> String {
+    format!(
+        "name: {name}\nkind: self-managed\ndatabase:\n  dsn: \"{{DSN}}\"\nsources:\n{source}\
+         repositories:\n  primary:\n    location: {}\n    password_env: TEST_REPO_PASSWORD\n\
+         retention:\n  keep_last: 5\ntargets:\n  rto: 1h\n  rpo: 1h\n",
+        repo.path.display()
+    )
+}
+
+#[test]
+fn jobs_fire_on_time_overlaps_are_skipped_and_sigterm_lets_the_running_job_finish() {
+    let ws = Workspace::new_public();
+    let mut server = Cluster::init(&ws.join("pg"), &[]);
+    server.start();
+    server.sql("CREATE DATABASE app");
+    let psql = |sql: &str| {
+        let out = Command::new(format!("{BIN}/psql"))
+            .args(["-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-d", "app"])
+            .args(["-p", &server.port.to_string(), "-c", sql])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    psql("CREATE TABLE orders AS SELECT g AS id FROM generate_series(1, 100) g");
+
+    // "ticker" snapshots a config directory every minute; "blocked" dumps a database whose table
+    // this test keeps locked, so its first job cannot finish until the test lets it.
+    let ticker_repo = Repo::new(ws.join("ticker-repo"));
+    ticker_repo.init();
+    let blocked_repo = Repo::new(ws.join("blocked-repo"));
+    blocked_repo.init();
+    let config = ws.mkdir("config");
+    std::fs::write(config.join("app.yaml"), "replicas: 3\n").unwrap();
+    let policies = ws.mkdir("policies");
+    let dsn = server.dsn();
+    // (A policy must copy the database's data: the ticker dumps the small `postgres` database too.)
+    let ticker = format!(
+        "  config:\n    type: config-snapshot\n    paths: [{}]\n    schedule: \"* * * * *\"\n\
+         \x20 dump:\n    type: logical-dump\n    databases: [postgres]\n    schedule: \"* * * * *\"\n",
+        config.display()
+    );
+    let config_snapshots =
+        || -> Vec<serde_json::Value> { ticker_repo.snapshots().into_iter().filter(|s| s["kind"] == "paths").collect() };
+    std::fs::write(policies.join("ticker.yaml"), policy_file("ticker", &ticker, &ticker_repo).replace("{DSN}", &dsn))
+        .unwrap();
+    let dump = "  app-dump:\n    type: logical-dump\n    databases: [app]\n    schedule: \"* * * * *\"\n";
+    std::fs::write(policies.join("blocked.yaml"), policy_file("blocked", dump, &blocked_repo).replace("{DSN}", &dsn))
+        .unwrap();
+
+    let mut lock = Command::new(format!("{BIN}/psql"))
+        .args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "app", "-p", &server.port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lock_input = lock.stdin.take().unwrap();
+    writeln!(lock_input, "BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT 1;").unwrap();
+    lock_input.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Start well clear of a minute boundary, so the start-up jobs end before the first fire time.
+    if Utc::now().second() >= 50 {
+        std::thread::sleep(Duration::from_secs(62 - Utc::now().second() as u64));
+    }
+    let port = free_port();
+    let mut scheduler = Drctl::new()
+        .env("TEST_REPO_PASSWORD", PASSWORD)
+        .args(["schedule", "--log-format", "json", "--policies"])
+        .arg(&policies)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .timeout(Duration::from_secs(300))
+        .spawn();
+
+    // Start-up: every policy's job runs once; the ticker's takes its first snapshot.
+    wait_until("the ticker's start-up job", Duration::from_secs(30), || config_snapshots().len() == 1);
+    let (status, body) = get(port, "/healthz");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+
+    // At the next minute the ticker fires on time, and the blocked policy's fire is skipped.
+    let boundary = {
+        let now = Utc::now();
+        now.with_second(0).unwrap().with_nanosecond(0).unwrap() + chrono::Duration::minutes(1)
+    };
+    wait_until("the ticker's scheduled job", Duration::from_secs(90), || config_snapshots().len() == 2);
+    let newest = &config_snapshots()[1];
+    let taken: chrono::DateTime<Utc> = newest["time"].as_str().unwrap().parse().unwrap();
+    assert!(
+        taken >= boundary && taken < boundary + chrono::Duration::seconds(15),
+        "the scheduled snapshot was taken at {taken}, the fire time was {boundary}"
+    );
+    wait_until("the skipped run and the ticker's two jobs in /metrics", Duration::from_secs(20), || {
+        let metrics = get(port, "/metrics").1;
+        metrics.contains("drctl_schedule_skipped_runs_total{policy=\"blocked\"} 1")
+            && metrics.contains("drctl_schedule_runs_total{policy=\"ticker\",result=\"ok\"} 2")
+    });
+    let metrics = get(port, "/metrics").1;
+    assert!(metrics.contains("drctl_schedule_up 1"), "{metrics}");
+    assert!(
+        metrics.contains("drctl_backup_last_success_timestamp_seconds{policy=\"ticker\",source=\"config\"}"),
+        "{metrics}"
+    );
+    assert!(blocked_repo.snapshots().is_empty(), "the dump is still waiting for the lock");
+
+    // SIGTERM: no new jobs, but the running dump is waited for.
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(scheduler.pid(), libc::SIGTERM) };
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!scheduler.has_exited(), "the scheduler waits for the running job");
+    writeln!(lock_input, "COMMIT;").unwrap();
+    drop(lock_input);
+    let _ = lock.wait();
+    let out = scheduler.finish();
+    out.ok();
+    assert!(out.stderr.contains("skipped"), "the skip is logged:\n{}", out.stderr);
+    let dumps = blocked_repo.snapshots();
+    assert_eq!(dumps.len(), 1, "the running dump finished before the scheduler stopped");
+    assert_eq!(dumps[0]["kind"], "pg-dump");
+}
+
+#[test]
+fn an_invalid_policy_stops_the_scheduler_before_it_starts() {
+    let ws = Workspace::new();
+    let policies = ws.mkdir("policies");
+    std::fs::write(policies.join("bad.yaml"), "name: bad\nkind: self-managed\ncolour: blue\n").unwrap();
+    Drctl::new()
+        .args(["schedule", "--policies"])
+        .arg(&policies)
+        .run()
+        .code_is(2)
+        .stderr_mentions("bad.yaml:3:1", "the position of the problem");
+    let empty = ws.mkdir("empty");
+    Drctl::new()
+        .args(["schedule", "--policies"])
+        .arg(&empty)
+        .run()
+        .code_is(2)
+        .stderr_mentions("no policy files", "the cause");
+}
