@@ -1,0 +1,61 @@
+# syntax=docker/dockerfile:1
+#
+# The drctl container image: the drctl binary with the PostgreSQL 15 client programs it drives
+# (psql, pg_basebackup, pg_dump, pg_restore), running as an unprivileged user under tini.
+#
+#   docker build -t ghcr.io/acme/drctl:0.1.0 .
+#   docker run --rm ghcr.io/acme/drctl:0.1.0 backup --policy /etc/drctl/policies/rds-orders.yaml --json
+#
+# The arguments of `docker run` (and the `args` of a Kubernetes container) are drctl's arguments:
+# the entrypoint is tini, then drctl. tini is PID 1: it forwards SIGTERM to drctl (so `drctl
+# schedule` lets a running job finish) and reaps the background workers drctl starts.
+#
+# The same binary also runs inside the postgres:15-bookworm image (k8s/postgres-statefulset.yaml
+# copies it there for archive_command / restore_command): both stages below are Debian bookworm,
+# so the glibc it links against is the one it finds there.
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+# Cargo.toml declares `[[bench]] name = "repo"`: cargo will not read the manifest without
+# benches/repo.rs, even though a release build of the binary never compiles it.
+COPY Cargo.toml Cargo.lock ./
+COPY benches/ benches/
+COPY src/ src/
+# The cache mounts keep the registry and the build directory between builds (BuildKit); the binary
+# is copied out of the cached target directory in the same step.
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,target=/src/target,sharing=locked \
+    cargo build --release --locked \
+    && install -D -m 0755 target/release/drctl /out/drctl
+
+FROM debian:bookworm-slim AS runtime
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="drctl" \
+      org.opencontainers.image.description="Backup and disaster recovery for PostgreSQL-backed services: encrypted, deduplicated snapshots in S3, WAL archiving, point-in-time restore, cross-region copies" \
+      org.opencontainers.image.source="https://github.com/acme/drctl" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.base.name="debian:bookworm-slim"
+# postgresql-client-15: psql (the SQL session of local base backups, WAL archiver status),
+# pg_basebackup, pg_dump, pg_restore. A pg_dump refuses servers of a newer major version than its
+# own: dump PostgreSQL 16+ servers with an image built on that version's client.
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        postgresql-client-15 ca-certificates tini \
+    && rm -rf /var/lib/apt/lists/*
+# The client programs themselves first on PATH, not Debian's pg_wrapper (a Perl script that
+# picks a version per cluster configuration this image does not have).
+ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    HOME=/home/drctl \
+    DRCTL_LOG_FORMAT=json
+RUN groupadd --system --gid 10001 drctl \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /home/drctl --create-home \
+        --shell /usr/sbin/nologin drctl
+COPY --from=build /out/drctl /usr/local/bin/drctl
+# `drctl schedule --listen 0.0.0.0:9187`: /metrics and /healthz.
+EXPOSE 9187
+# Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd. No WORKDIR in
+# the home directory: a pod may run the image as another user (the api-db sidecar runs as
+# postgres, uid 999, to read PGDATA), who could not enter it; the working directory stays /.
+USER 10001:10001
+ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/drctl"]
+CMD ["--help"]
