@@ -24,6 +24,7 @@ use crate::progress::NoProgress;
 use crate::repo::copy::{CopyOptions, Selection};
 use crate::repo::key::Secret;
 use crate::repo::retention::Rules;
+use crate::repo::snapshot::{policy_source, policy_tags};
 use crate::repo::{self, Repository, forget, format, prune, snapshot};
 use crate::store;
 
@@ -120,6 +121,8 @@ pub struct RdsReport {
     pub expired: Option<rds::Expired>,
     /// The newest snapshot drctl made of the instance, after this job.
     pub newest: Option<DateTime<Utc>>,
+    /// When the source of the newest copy in the DR region was taken, after this job.
+    pub newest_copy: Option<DateTime<Utc>>,
     pub max_age_seconds: f64,
 }
 
@@ -167,17 +170,6 @@ pub struct RetentionStep {
     pub packs_marked: usize,
 }
 
-/// The tags a policy job puts on its snapshots.
-fn tags(policy: &str, source: &str) -> Vec<String> {
-    vec![format!("policy={policy}"), format!("source={source}")]
-}
-
-/// The policy and source a snapshot was taken for, from its tags.
-pub fn policy_source(tags: &[String]) -> Option<(&str, &str)> {
-    let find = |key: &str| tags.iter().find_map(|t| t.strip_prefix(key)?.strip_prefix('='));
-    Some((find("policy")?, find("source")?))
-}
-
 /// Runs `policy` once. Fails only when the job cannot start (an unknown `--source`); every later
 /// failure is in the report.
 pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, repo::Error> {
@@ -190,26 +182,15 @@ pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, repo::Err
             known.join(", ")
         )));
     }
-    let started = Utc::now();
     let clock = std::time::Instant::now();
-    let mut report = JobReport {
-        policy: policy.name.clone(),
-        started,
-        duration_seconds: 0.0,
-        exit_code: 0,
-        sources: Vec::new(),
-        rds: None,
-        wal: None,
-        copies: Vec::new(),
-        retention: Vec::new(),
-    };
+    let mut report = JobReport::new(&policy.name, Utc::now());
     let dsn = connection_string(&policy.database.connection);
     let password = database_password(&policy.database);
     if let Ok(Some(password)) = &password {
         crate::pg::set_client_password(password.clone());
     }
     let password = password.map_err(|e| StepError::from(e.into()));
-    let primary = open(&policy.repositories.primary, options).map_err(|e| StepError::from(e.into()));
+    let primary = open(&policy.repositories.primary, options).map_err(StepError::from);
 
     // Sources, in the order of the file.
     let existing = match &primary {
@@ -217,7 +198,7 @@ pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, repo::Err
         Err(e) => Err(e.clone()),
     };
     for source in &policy.sources {
-        let newest = existing.as_ref().ok().and_then(|all| newest_of(all, &policy.name, &source.name));
+        let newest = existing.as_ref().ok().and_then(|all| newest_of(all, &policy.name, source));
         let mut step = SourceReport {
             name: source.name.clone(),
             kind: source_kind(&source.what).into(),
@@ -230,7 +211,12 @@ pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, repo::Err
             max_age_seconds: source.schedule.longest_gap().num_seconds() as f64,
             next_run: source.schedule.next_after(Utc::now()),
         };
-        match decide(&options.sources, &source.name, &source.schedule, newest, Utc::now()) {
+        let decision = match &existing {
+            // Whether it is due cannot be known; trying says why it cannot run.
+            Err(_) => Decision::Run("the repository could not be read".into()),
+            Ok(_) => decide(&options.sources, &source.name, &source.schedule, newest, Utc::now()),
+        };
+        match decision {
             Decision::Skip(why) => step.reason = why,
             Decision::Run(why) => {
                 step.ran = true;
@@ -246,8 +232,9 @@ pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, repo::Err
                     tracing::error!(policy = %policy.name, source = %source.name, "{}", e.message);
                     step.error = Some(e);
                 }
-                if let Some(last) = step.snapshots.last() {
-                    step.newest = Some(last.time);
+                if step.error.is_none() && !step.snapshots.is_empty() {
+                    // Every snapshot of the source was just taken: the oldest of them now counts.
+                    step.newest = step.snapshots.iter().map(|t| t.time).min();
                 }
             }
         }
@@ -271,12 +258,22 @@ pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, repo::Err
                 report.copies.push(copy_to(primary, copy, options));
             }
             if rules != Rules::default() {
-                report.retention.push(apply_retention(primary, &rules));
+                report.retention.push(apply_retention(primary, &rules, &policy.name));
                 for copy in &policy.repositories.copies {
-                    let target = open(copy, options);
+                    let target =
+                        open(copy, options).and_then(|target| match target.config().id == primary.config().id {
+                            true => Ok(target),
+                            false => Err(repo::Error::InvalidRequest(format!(
+                                "{} is not a copy of the primary repository {}: its retention is left alone (fix the \
+                             copy's location in the policy)",
+                                copy_location(copy),
+                                primary.store().location()
+                            ))
+                            .into()),
+                        });
                     report.retention.push(match target {
-                        Ok(target) => apply_retention(&target, &rules),
-                        Err(e) => failed_retention(copy_location(copy), StepError::from(e.into())),
+                        Ok(target) => apply_retention(&target, &rules, &policy.name),
+                        Err(e) => failed_retention(copy_location(copy), StepError::from(e)),
                     });
                 }
             }
@@ -289,7 +286,7 @@ pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, repo::Err
         }
     }
 
-    report.exit_code = first_failure(&report);
+    report.exit_code = report.failures().first().map_or(0, |(_, e)| e.exit_code);
     report.duration_seconds = clock.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -326,8 +323,27 @@ fn decide(
 }
 
 /// The time of the newest snapshot the job took for `source` of `policy`.
-fn newest_of(all: &[(repo::crypto::Id, snapshot::Snapshot)], policy: &str, source: &str) -> Option<DateTime<Utc>> {
-    all.iter().filter(|(_, s)| policy_source(&s.tags) == Some((policy, source))).map(|(_, s)| s.time).max()
+/// For a logical dump, the oldest of its databases' newest dumps (none while one database has
+/// none), so a database whose dump failed keeps the source due.
+fn newest_of(
+    all: &[(repo::crypto::Id, snapshot::Snapshot)],
+    policy: &str,
+    source: &policy::Source,
+) -> Option<DateTime<Utc>> {
+    let newest = |database: Option<&str>| {
+        let name = database.map(|d| format!("{d}.dump"));
+        all.iter()
+            .filter(|(_, s)| policy_source(&s.tags) == Some((policy, source.name.as_str())))
+            .filter(|(_, s)| name.is_none() || s.stdin_name == name)
+            .map(|(_, s)| s.time)
+            .max()
+    };
+    match &source.what {
+        SourceKind::LogicalDump { databases } => {
+            databases.iter().map(|d| newest(Some(d))).collect::<Option<Vec<_>>>()?.into_iter().min()
+        }
+        _ => newest(None),
+    }
 }
 
 fn source_kind(what: &SourceKind) -> &'static str {
@@ -346,7 +362,7 @@ fn run_source(
     dsn: &str,
     taken: &mut Vec<SnapshotTaken>,
 ) -> anyhow::Result<()> {
-    let options = BackupOptions { tags: tags(&policy.name, &source.name), compression_level: None };
+    let options = BackupOptions { tags: policy_tags(&policy.name, &source.name), compression_level: None };
     let progress = NoProgress;
     let mut record = |label: String, (id, snap): (repo::crypto::Id, snapshot::Snapshot)| {
         tracing::info!(policy = %policy.name, source = %source.name, snapshot = %id.short(), "{label} saved");
@@ -372,11 +388,19 @@ fn run_source(
             )
         }
         SourceKind::LogicalDump { databases } => {
+            // One database failing does not keep the others from their dumps.
+            let mut first_error = None;
             for database in databases {
-                record(
-                    format!("dump of {database}"),
-                    backup::backup_pg_dump(repo, dsn, database, &options, &progress)?,
-                );
+                match backup::backup_pg_dump(repo, dsn, database, &options, &progress) {
+                    Ok(done) => record(format!("dump of {database}"), done),
+                    Err(e) => {
+                        tracing::error!(policy = %policy.name, database = %database, "dump failed: {e}");
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = first_error {
+                return Err(e.into());
             }
         }
         SourceKind::ConfigSnapshot { paths } => {
@@ -434,8 +458,9 @@ fn copy_location(repository: &policy::Repository) -> String {
     }
 }
 
-fn secret_of(slot: &KeySlot) -> Result<Secret, repo::Error> {
-    let no_password = |detail: String| repo::Error::InvalidRequest(detail);
+/// The secret of the key slot the policy names. What cannot be read is a key problem (exit 4).
+fn secret_of(slot: &KeySlot) -> anyhow::Result<Secret> {
+    let no_password = |detail: String| anyhow::Error::new(repo::Error::NoPassword).context(detail);
     match slot {
         KeySlot::PasswordEnv(name) => std::env::var(name)
             .map(|p| Secret::Passphrase(p.into_bytes()))
@@ -454,7 +479,7 @@ fn store_of(repository: &policy::Repository, options: &JobOptions) -> Result<Arc
 }
 
 /// Opens a repository of the policy with the key slot the policy names.
-fn open(repository: &policy::Repository, options: &JobOptions) -> Result<Repository, repo::Error> {
+fn open(repository: &policy::Repository, options: &JobOptions) -> anyhow::Result<Repository> {
     let mut repo = Repository::open(store_of(repository, options)?, &secret_of(&repository.key)?)?;
     repo.set_lock_wait(options.lock_wait);
     Ok(repo)
@@ -508,11 +533,24 @@ impl CopyStep {
 
 /// forget with the policy's rules, then prune when forget freed something or an earlier prune
 /// marked packs whose grace period may be over.
-fn apply_retention(repo: &Repository, rules: &Rules) -> RetentionStep {
+///
+/// Only the policy's own snapshots are judged. The plan is made under a shared lock first, so
+/// a job with nothing to remove (most of them) never holds the exclusive lock that would turn a
+/// restore away.
+fn apply_retention(repo: &Repository, rules: &Rules, policy: &str) -> RetentionStep {
     let mut step = RetentionStep::new(repo.store().location().to_string());
     let result = (|| -> anyhow::Result<()> {
+        let first = {
+            let _shared = repo.lock_shared("forget")?;
+            forget::plan(repo, rules, Utc::now(), Some(policy))?
+        };
+        let removes = first.snapshots.iter().any(|j| !j.verdict.keep) || !first.wal_to_remove.is_empty();
+        if !removes && !prune::plan_pending(repo)? {
+            step.snapshots_kept = first.snapshots.len();
+            return Ok(());
+        }
         let lock = repo.lock_exclusive("forget")?;
-        let plan = forget::plan(repo, rules, Utc::now())?;
+        let plan = forget::plan(repo, rules, Utc::now(), Some(policy))?;
         let applied = forget::apply(repo, &plan)?;
         step.snapshots_kept = plan.snapshots.iter().filter(|j| j.verdict.keep).count();
         step.snapshots_removed = applied.snapshots_removed;
@@ -568,18 +606,23 @@ fn run_rds(policy: &str, config: &policy::Rds, options: &JobOptions) -> RdsRepor
         snapshot: None,
         expired: None,
         newest: None,
+        newest_copy: None,
         max_age_seconds: config.snapshot_schedule.longest_gap().num_seconds() as f64,
     };
     let result = (|| -> anyhow::Result<()> {
         let client = rds::Rds::connect(config)?;
         step.newest = client.newest_snapshot(policy)?;
-        match decide(&options.sources, RDS_SNAPSHOT, &config.snapshot_schedule, step.newest, Utc::now()) {
+        step.newest_copy = client.newest_copy(policy)?;
+        // A snapshot whose copy failed leaves the DR region behind: due again until it has one.
+        let complete = step.newest.min(step.newest_copy);
+        match decide(&options.sources, RDS_SNAPSHOT, &config.snapshot_schedule, complete, Utc::now()) {
             Decision::Skip(why) => step.reason = why,
             Decision::Run(why) => {
                 step.ran = true;
                 step.reason = why;
                 let copy = client.snapshot_and_copy(policy, Utc::now())?;
                 step.newest = Some(copy.created);
+                step.newest_copy = Some(copy.created);
                 step.snapshot = Some(copy);
             }
         }
@@ -646,20 +689,43 @@ fn archiver_status(dsn: &str) -> Result<WalStatus, StepError> {
     Ok(status)
 }
 
-/// The exit code of the first failed step, in the order the job ran them; 0 if none failed.
-fn first_failure(report: &JobReport) -> u8 {
-    let errors = report
-        .sources
-        .iter()
-        .map(|s| &s.error)
-        .chain(report.rds.iter().map(|r| &r.error))
-        .chain(report.wal.iter().map(|w| &w.error))
-        .chain(report.copies.iter().map(|c| &c.error))
-        .chain(report.retention.iter().map(|r| &r.error));
-    errors.flatten().next().map_or(0, |e| e.exit_code)
-}
-
 impl JobReport {
+    /// A report of no steps yet.
+    pub fn new(policy: &str, started: DateTime<Utc>) -> JobReport {
+        JobReport {
+            policy: policy.to_string(),
+            started,
+            duration_seconds: 0.0,
+            exit_code: 0,
+            sources: Vec::new(),
+            rds: None,
+            wal: None,
+            copies: Vec::new(),
+            retention: Vec::new(),
+        }
+    }
+
+    /// Each failed step, named, with its error, in the order the job ran them.
+    pub fn failures(&self) -> Vec<(String, &StepError)> {
+        let mut failed = Vec::new();
+        for s in &self.sources {
+            failed.extend(s.error.as_ref().map(|e| (format!("source {}", s.name), e)));
+        }
+        if let Some(r) = &self.rds {
+            failed.extend(r.error.as_ref().map(|e| (format!("RDS snapshot of {}", r.instance), e)));
+        }
+        if let Some(w) = &self.wal {
+            failed.extend(w.error.as_ref().map(|e| ("WAL archiver status".to_string(), e)));
+        }
+        for c in &self.copies {
+            failed.extend(c.error.as_ref().map(|e| (format!("copy to {}", c.repository), e)));
+        }
+        for r in &self.retention {
+            failed.extend(r.error.as_ref().map(|e| (format!("retention in {}", r.repository), e)));
+        }
+        failed
+    }
+
     /// Whether every step succeeded.
     pub fn ok(&self) -> bool {
         self.exit_code == 0
@@ -672,7 +738,7 @@ mod tests {
 
     #[test]
     fn policy_and_source_come_back_from_the_tags() {
-        let t = tags("api-db", "base");
+        let t = policy_tags("api-db", "base");
         assert_eq!(policy_source(&t), Some(("api-db", "base")));
         assert_eq!(policy_source(&["policy=x".to_string()]), None);
         assert_eq!(policy_source(&["policyx=a".to_string(), "source=b".to_string()]), None);

@@ -120,7 +120,7 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
     ("drctl_retention_snapshots_removed", "Snapshots the last retention run removed.", &["policy", "repository"]),
     (
         "drctl_rds_snapshot_last_success_timestamp_seconds",
-        "When drctl's newest RDS snapshot of the instance was taken.",
+        "When drctl's newest RDS snapshot of the instance was taken: in its region, and of the newest copy in the DR region.",
         &["policy", "region"],
     ),
     ("drctl_schedule_up", "1 while drctl schedule runs.", &[]),
@@ -208,14 +208,12 @@ impl Metrics {
             self.set("drctl_retention_last_status", &labels, ok(retention.error.is_some()));
             self.set("drctl_retention_snapshots_removed", &labels, retention.snapshots_removed as f64);
         }
-        if let Some(rds) = &report.rds
-            && let Some(newest) = rds.newest
-        {
-            self.set(
-                "drctl_rds_snapshot_last_success_timestamp_seconds",
-                &[policy, rds.region.as_str()],
-                seconds(newest),
-            );
+        if let Some(rds) = &report.rds {
+            for (region, newest) in [(&rds.region, rds.newest), (&rds.dr_region, rds.newest_copy)] {
+                if let Some(newest) = newest {
+                    self.set("drctl_rds_snapshot_last_success_timestamp_seconds", &[policy, region], seconds(newest));
+                }
+            }
         }
     }
 

@@ -6,10 +6,14 @@
 //! - at start-up, every policy's job runs once: it takes the sources that are due, which makes up
 //!   for the runs missed while the scheduler was down, once each however many were missed;
 //! - then a policy's job starts at every fire time of any of its schedules (sources and RDS
-//!   snapshot), and runs the sources that are due at that moment;
+//!   snapshot), and runs the sources that are due at that moment; with `--every`, also when that
+//!   long has passed since its previous job started, so the copies (WAL included) and the metrics
+//!   stay fresh between a daily base backup and the next;
 //! - a fire time that comes while the policy's previous job still runs is skipped (logged and
 //!   counted in `drctl_schedule_skipped_runs_total`), as a CronJob with `concurrencyPolicy:
 //!   Forbid` does; the source stays due, so the next job takes it;
+//! - a job still running after `--job-timeout` is stopped (SIGTERM, then SIGKILL), so one hung
+//!   on a lock or an unreachable server cannot keep its policy from running for good;
 //! - SIGTERM or SIGINT stops new jobs and waits for the running ones to finish; a second signal
 //!   passes SIGTERM on to them.
 //!
@@ -22,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::job::JobReport;
 use crate::metrics::Metrics;
@@ -36,10 +40,17 @@ pub struct ScheduleOptions {
     pub listen: Option<String>,
     /// The drctl binary the jobs run.
     pub program: PathBuf,
-    /// Flags every job gets before its own (log format, verbosity, Pushgateway).
+    /// Global flags every job gets (log format, verbosity).
     pub job_args: Vec<String>,
+    /// The Pushgateway every job pushes to, handed over in the environment (a URL may hold
+    /// credentials, which do not belong on a command line).
+    pub pushgateway: Option<String>,
     /// A textfile the scheduler rewrites with every policy's metrics after each job.
     pub metrics_file: Option<PathBuf>,
+    /// Also start a policy's job when this long has passed since its previous one started.
+    pub every: Option<Duration>,
+    /// How long a job may run before it is stopped.
+    pub job_timeout: Duration,
 }
 
 /// Why the scheduler cannot start.
@@ -53,6 +64,8 @@ pub enum Error {
     Invalid(policy::Invalid),
     #[error("cannot listen on {addr}: {detail}")]
     Listen { addr: String, detail: String },
+    #[error("{} and {} have the same {what}", first.display(), second.display())]
+    Clash { first: PathBuf, second: PathBuf, what: &'static str },
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -102,10 +115,21 @@ fn load_policies(dir: &Path) -> Result<Vec<Entry>, Error> {
     if paths.is_empty() {
         return Err(Error::NoPolicies(dir.to_path_buf()));
     }
-    paths
+    let entries: Vec<Entry> = paths
         .into_iter()
         .map(|path| policy::load(&path).map(|policy| Entry { path, policy }).map_err(Error::Invalid))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    // One name, one primary repository per policy: jobs, metrics and retention are keyed by them.
+    for (i, a) in entries.iter().enumerate() {
+        for b in &entries[..i] {
+            let same_name = a.policy.name == b.policy.name;
+            if same_name || a.policy.repositories.primary.location == b.policy.repositories.primary.location {
+                let what = if same_name { "name" } else { "primary repository" };
+                return Err(Error::Clash { first: b.path.clone(), second: a.path.clone(), what });
+            }
+        }
+    }
+    Ok(entries)
 }
 
 /// The first fire time after `t` of any of the policy's schedules.
@@ -133,6 +157,7 @@ pub fn run(options: ScheduleOptions) -> Result<(), Error> {
 
     let mut jobs: Vec<std::thread::JoinHandle<()>> = Vec::new();
     let mut next: Vec<Option<DateTime<Utc>>> = entries.iter().map(|e| next_fire(&e.policy, Utc::now())).collect();
+    let mut last_start: Vec<Instant> = entries.iter().map(|_| Instant::now()).collect();
     // Start-up: one job per policy takes whatever was missed.
     for entry in &entries {
         jobs.push(start_job(entry, &options, &state));
@@ -140,18 +165,24 @@ pub fn run(options: ScheduleOptions) -> Result<(), Error> {
     while signals.load(Ordering::SeqCst) == 0 {
         let now = Utc::now();
         state.heartbeat.store(now.timestamp(), Ordering::SeqCst);
-        for (entry, fire) in entries.iter().zip(next.iter_mut()) {
-            let Some(at) = *fire else { continue };
-            if now < at {
+        for ((entry, fire), started) in entries.iter().zip(next.iter_mut()).zip(last_start.iter_mut()) {
+            let fired = fire.is_some_and(|at| now >= at);
+            let interval = options.every.is_some_and(|every| started.elapsed() >= every);
+            if !fired && !interval {
                 continue;
             }
-            *fire = next_fire(&entry.policy, now);
+            if fired {
+                *fire = next_fire(&entry.policy, now);
+            }
             let name = &entry.policy.name;
             if state.running.lock().expect("poisoned").contains_key(name) {
-                tracing::warn!(policy = %name, scheduled = %at, "skipped: the policy's previous job is still running");
-                *state.skipped.lock().expect("poisoned").entry(name.clone()).or_default() += 1;
+                if fired {
+                    tracing::warn!(policy = %name, "skipped a scheduled run: the policy's previous job is still running");
+                    *state.skipped.lock().expect("poisoned").entry(name.clone()).or_default() += 1;
+                }
                 continue;
             }
+            *started = Instant::now();
             jobs.push(start_job(entry, &options, &state));
         }
         jobs.retain(|j| !j.is_finished());
@@ -164,8 +195,9 @@ pub fn run(options: ScheduleOptions) -> Result<(), Error> {
     while jobs.iter().any(|j| !j.is_finished()) {
         if !passed_on && signals.load(Ordering::SeqCst) > 1 {
             for pid in state.running.lock().expect("poisoned").values() {
-                // SAFETY: sending a signal to a child process this scheduler started.
-                unsafe { libc::kill(*pid as libc::pid_t, libc::SIGTERM) };
+                // SAFETY: signalling the process group of a child not yet reaped (each job leads
+                // its own group), so pg_dump or pg_basebackup under it stop too.
+                unsafe { libc::kill(-(*pid as libc::pid_t), libc::SIGTERM) };
             }
             tracing::warn!("second signal: passed SIGTERM on to the running jobs");
             passed_on = true;
@@ -188,12 +220,16 @@ fn start_job(entry: &Entry, options: &ScheduleOptions, state: &Arc<State>) -> st
     command.args(&options.job_args).arg("backup").arg("--policy").arg(&entry.path).arg("--json");
     // The scheduler writes the metrics file for all policies and says where jobs push.
     command.env_remove("DRCTL_METRICS_FILE").env_remove("DRCTL_PUSHGATEWAY");
+    if let Some(gateway) = &options.pushgateway {
+        command.env("DRCTL_PUSHGATEWAY", gateway);
+    }
     // Its own process group: a Ctrl-C meant for the scheduler does not cut a job short.
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
     let child = command.spawn();
     let state = state.clone();
     let metrics_file = options.metrics_file.clone();
+    let started = Utc::now();
     let mut child = match child {
         Ok(child) => child,
         Err(e) => {
@@ -204,29 +240,77 @@ fn start_job(entry: &Entry, options: &ScheduleOptions, state: &Arc<State>) -> st
     };
     tracing::info!(policy = %name, pid = child.id(), "job started");
     state.running.lock().expect("poisoned").insert(name.clone(), child.id());
+    let timeout = options.job_timeout;
     std::thread::spawn(move || {
-        let mut stdout = String::new();
-        if let Some(mut out) = child.stdout.take() {
-            let _ = std::io::Read::read_to_string(&mut out, &mut stdout);
-        }
-        let status = child.wait();
+        let reader = child.stdout.take().map(|mut out| {
+            std::thread::spawn(move || {
+                let mut stdout = String::new();
+                let _ = std::io::Read::read_to_string(&mut out, &mut stdout);
+                stdout
+            })
+        });
+        let status = wait_with_deadline(&mut child, &name, timeout);
+        let stdout = reader.and_then(|r| r.join().ok()).unwrap_or_default();
+        // Reaped: its pid may be reused from here on, so it can no longer be signalled.
+        state.running.lock().expect("poisoned").remove(&name);
         let code = status.as_ref().ok().and_then(|s| s.code());
         let result = if code == Some(0) { "ok" } else { "failed" };
-        match serde_json::from_str::<JobReport>(&stdout) {
+        let report = match serde_json::from_str::<JobReport>(&stdout) {
             Ok(report) => {
                 tracing::info!(policy = %name, exit_code = report.exit_code, seconds = report.duration_seconds, "job finished");
-                state.reports.lock().expect("poisoned").insert(name.clone(), report);
+                report
             }
-            Err(_) => tracing::error!(policy = %name, status = ?status, "job ended without a report"),
-        }
+            Err(_) => {
+                // Killed (out of memory, a signal) or refused before it ran: the job failed,
+                // and the metrics must say so. The rest of the policy's state is as last known.
+                tracing::error!(policy = %name, status = ?status, "job ended without a report");
+                let previous = state.reports.lock().expect("poisoned").get(&name).cloned();
+                let mut report = previous.unwrap_or_else(|| JobReport::new(&name, started));
+                report.started = started;
+                report.duration_seconds = (Utc::now() - started).num_milliseconds() as f64 / 1000.0;
+                report.exit_code = code.and_then(|c| u8::try_from(c).ok()).filter(|&c| c != 0).unwrap_or(1);
+                report
+            }
+        };
+        state.reports.lock().expect("poisoned").insert(name.clone(), report);
         *state.runs.lock().expect("poisoned").entry((name.clone(), result)).or_default() += 1;
-        state.running.lock().expect("poisoned").remove(&name);
         if let Some(path) = metrics_file
             && let Err(e) = crate::metrics::write_textfile(&path, &state.metrics())
         {
             tracing::error!("cannot write the metrics file {}: {e}", path.display());
         }
     })
+}
+
+/// Waits for a job; one still running after `timeout` gets SIGTERM in its process group, and
+/// SIGKILL a minute later, so a job hung on a lock or a dead server cannot block its policy.
+fn wait_with_deadline(
+    child: &mut std::process::Child,
+    policy: &str,
+    timeout: Duration,
+) -> std::io::Result<std::process::ExitStatus> {
+    let start = Instant::now();
+    let mut signalled: Option<Instant> = None;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        let (signal, label) = match signalled {
+            None if start.elapsed() >= timeout => (libc::SIGTERM, "SIGTERM"),
+            Some(at) if at.elapsed() >= Duration::from_secs(60) => (libc::SIGKILL, "SIGKILL"),
+            _ => {
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+        };
+        tracing::error!(policy = %policy, timeout = ?timeout, "the job ran past --job-timeout: sent {label}");
+        // SAFETY: the child is not reaped yet, so its process group is still its own.
+        unsafe { libc::kill(-(child.id() as libc::pid_t), signal) };
+        if signal == libc::SIGKILL {
+            return child.wait();
+        }
+        signalled = Some(Instant::now());
+    }
 }
 
 /// Serves `/metrics` and `/healthz` on `addr` from a thread of its own.

@@ -166,6 +166,13 @@ impl Rds {
         Ok(newest_available(&snaps).and_then(|i| snaps[i].created))
     }
 
+    /// When the source snapshot of the newest *available* copy in the DR region was taken: a
+    /// copy that failed leaves this behind [`Rds::newest_snapshot`], so the next job tries again.
+    pub fn newest_copy(&self, policy: &str) -> Result<Option<DateTime<Utc>>, RdsError> {
+        let snaps = self.drctl_snapshots(&self.dr, policy, None)?;
+        Ok(newest_available(&snaps).and_then(|i| snaps[i].created))
+    }
+
     /// Takes a manual snapshot `drctl-<policy>-<YYYYMMDD-HHMMSS>` (the time of `now`) of the
     /// instance, tagged for `policy`, waits until it is available, copies it to the DR region
     /// under the same name and tags, and waits until the copy is available.

@@ -153,35 +153,14 @@ fn run_policy(path: &std::path::Path, args: &BackupArgs, global: &GlobalArgs) ->
     } else if !global.quiet {
         print_report(&report);
     }
-    for (step, error) in failures(&report) {
+    for (step, error) in report.failures() {
         eprintln!("error: {step}: {}\nhint: {}", error.message, error.hint);
     }
     Ok(report.exit_code)
 }
 
-/// Each failed step, named, with its error.
-fn failures(report: &JobReport) -> Vec<(String, &job::StepError)> {
-    let mut failed = Vec::new();
-    for s in &report.sources {
-        failed.extend(s.error.as_ref().map(|e| (format!("source {}", s.name), e)));
-    }
-    if let Some(r) = &report.rds {
-        failed.extend(r.error.as_ref().map(|e| (format!("RDS snapshot of {}", r.instance), e)));
-    }
-    if let Some(w) = &report.wal {
-        failed.extend(w.error.as_ref().map(|e| ("WAL archiver status".to_string(), e)));
-    }
-    for c in &report.copies {
-        failed.extend(c.error.as_ref().map(|e| (format!("copy to {}", c.repository), e)));
-    }
-    for r in &report.retention {
-        failed.extend(r.error.as_ref().map(|e| (format!("retention in {}", r.repository), e)));
-    }
-    failed
-}
-
 fn print_report(report: &JobReport) {
-    let failed = failures(report).len();
+    let failed = report.failures().len();
     let verdict = match failed {
         0 => "every step succeeded".to_string(),
         n => format!("{n} step(s) failed, exit {}", report.exit_code),

@@ -89,7 +89,7 @@ pub fn run(args: ForgetArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let repo = args.repo.open()?;
     let lock = repo.lock_exclusive("forget")?;
     let now = chrono::Utc::now();
-    let plan = forget::plan(&repo, &rules, now)?;
+    let plan = forget::plan(&repo, &rules, now, None)?;
     let applied = if args.dry_run { None } else { Some(forget::apply(&repo, &plan)?) };
     let pruned = if args.prune {
         Some(prune::prune(&repo, &lock, args.grace.grace, args.dry_run, chrono::Utc::now())?)

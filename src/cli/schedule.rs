@@ -13,6 +13,15 @@ pub struct ScheduleArgs {
     /// Serve /metrics (Prometheus) and /healthz on this address, e.g. 0.0.0.0:9187.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Also run each policy's job when this long has passed since its previous one started
+    /// (`0s`: only at fire times), so the copies receive new WAL and the metrics stay fresh
+    /// between a policy's scheduled runs.
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = super::parse_duration)]
+    pub every: chrono::Duration,
+    /// Stop a job that runs longer than this (SIGTERM, SIGKILL a minute later); its policy's
+    /// next fire time runs it again.
+    #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = super::parse_duration)]
+    pub job_timeout: chrono::Duration,
     #[command(flatten)]
     pub metrics: MetricsArgs,
 }
@@ -28,15 +37,15 @@ pub fn run(args: ScheduleArgs, global: &GlobalArgs) -> anyhow::Result<u8> {
     if global.verbose > 0 {
         job_args.push(format!("-{}", "v".repeat(global.verbose.into())));
     }
-    if let Some(gateway) = &args.metrics.pushgateway {
-        job_args.extend(["--pushgateway".to_string(), gateway.clone()]);
-    }
     let options = ScheduleOptions {
         policies_dir: args.policies,
         listen: args.listen,
         program: std::env::current_exe()?,
         job_args,
+        pushgateway: args.metrics.pushgateway,
         metrics_file: args.metrics.metrics_file,
+        every: args.every.to_std().ok().filter(|every| !every.is_zero()),
+        job_timeout: args.job_timeout.to_std().unwrap_or(std::time::Duration::MAX),
     };
     match schedule::run(options) {
         Ok(()) => Ok(ExitCode::Ok as u8),
@@ -44,6 +53,10 @@ pub fn run(args: ScheduleArgs, global: &GlobalArgs) -> anyhow::Result<u8> {
             eprintln!(
                 "{invalid}\nhint: fix the policy (`drctl policy validate` lists every problem), then start again"
             );
+            Ok(ExitCode::Usage as u8)
+        }
+        Err(e @ schedule::Error::Clash { .. }) => {
+            eprintln!("error: {e}\nhint: give each policy its own name and primary repository location");
             Ok(ExitCode::Usage as u8)
         }
         Err(e @ (schedule::Error::Dir { .. } | schedule::Error::NoPolicies(_))) => {

@@ -45,7 +45,7 @@ pub struct Applied {
 /// rather than by host: each run of a Kubernetes CronJob has a new pod name.
 fn group_of(s: &Snapshot) -> String {
     let name = s.stdin_name.as_deref().unwrap_or("");
-    let origin = match crate::job::policy_source(&s.tags) {
+    let origin = match snapshot::policy_source(&s.tags) {
         Some((policy, source)) => format!("of policy {policy} source {source}"),
         None => format!("from {}", s.hostname),
     };
@@ -57,7 +57,9 @@ fn group_of(s: &Snapshot) -> String {
     }
 }
 
-pub fn plan(repo: &Repository, rules: &Rules, now: DateTime<Utc>) -> Result<Plan, Error> {
+/// Judges every snapshot by `rules`. With `policy`, only that policy's snapshots are judged and
+/// every other one stays: a policy job never applies its rules to snapshots it did not take.
+pub fn plan(repo: &Repository, rules: &Rules, now: DateTime<Utc>, policy: Option<&str>) -> Result<Plan, Error> {
     let all = snapshot::load_all(repo.store(), repo.key())?;
     let archived: Vec<WalName> = wal::list(repo.store())?.into_iter().map(|(name, _)| name).collect();
     let items: Vec<Item> =
@@ -75,7 +77,15 @@ pub fn plan(repo: &Repository, rules: &Rules, now: DateTime<Utc>) -> Result<Plan
                     .is_none_or(|pg| Archive::new(&archived, pg.wal_segment_size).missing_for(pg).is_empty()),
             })
             .collect();
-    let verdicts = retention::decide(rules, &items, now);
+    let mut verdicts = retention::decide(rules, &items, now);
+    if let Some(policy) = policy {
+        for ((_, s), verdict) in all.iter().zip(verdicts.iter_mut()) {
+            if snapshot::policy_source(&s.tags).is_none_or(|(p, _)| p != policy) {
+                verdict.keep = true;
+                verdict.reasons = vec![format!("not taken by policy {policy}")];
+            }
+        }
+    }
 
     // WAL before the oldest kept base backup's start can never be replayed by any kept backup.
     // Segment numbers compare only within one cluster and one segment size: a repository that

@@ -112,6 +112,17 @@ impl Snapshot {
     }
 }
 
+/// The tags a policy job puts on its snapshots: the policy and the source that took them.
+pub fn policy_tags(policy: &str, source: &str) -> Vec<String> {
+    vec![format!("policy={policy}"), format!("source={source}")]
+}
+
+/// The policy and source a snapshot was taken for, from its tags.
+pub fn policy_source(tags: &[String]) -> Option<(&str, &str)> {
+    let find = |key: &str| tags.iter().find_map(|t| t.strip_prefix(key)?.strip_prefix('='));
+    Some((find("policy")?, find("source")?))
+}
+
 pub fn key_of(id: Id) -> String {
     format!("{}{id}", format::SNAPSHOTS_DIR)
 }

@@ -122,7 +122,9 @@ fn a_policy_job_runs_due_sources_copies_and_applies_retention() {
     assert_eq!(second["copies"][0]["snapshots_copied"], 0, "{second}");
 
     // Asked for by name, a source runs whether due or not; keep_last 2 then drops the oldest dump
-    // in both repositories, and nothing else.
+    // in both repositories, and nothing else: not the snapshot someone took by hand, which no
+    // policy's rules judge.
+    repo.backup(&[&config]);
     run(&["--source", "app-dump"]).ok();
     let fourth = job(run(&["--source", "app-dump"]).ok());
     assert_eq!(source(&fourth, "base")["ran"], false);
@@ -130,9 +132,9 @@ fn a_policy_job_runs_due_sources_copies_and_applies_retention() {
         assert_eq!(retention["snapshots_removed"], 1, "{fourth}");
         assert!(retention["error"].is_null(), "{fourth}");
     }
-    assert_eq!(repo.snapshots().len(), 4, "base, config and two dumps");
+    assert_eq!(repo.snapshots().len(), 5, "base, config, two dumps and the one taken by hand");
     let in_copy = Drctl::sub("snapshots", &copy).no_password().arg("--key-file").arg(&key_file).arg("--json").run();
-    assert_eq!(in_copy.ok().json().as_array().unwrap().len(), 4);
+    assert_eq!(in_copy.ok().json().as_array().unwrap().len(), 5);
 
     // An unknown source is a usage error before anything runs.
     run(&["--source", "nope"]).code_is(2).stderr_mentions("app-dump", "the sources there are");
@@ -152,7 +154,7 @@ fn a_failing_source_fails_the_job_but_not_the_other_steps() {
     let text = policy(
         "bad",
         &server,
-        "nosuchdb",
+        "postgres, nosuchdb",
         &config,
         &repo.path.display().to_string(),
         &copy.display().to_string(),
@@ -168,7 +170,9 @@ fn a_failing_source_fails_the_job_but_not_the_other_steps() {
     out.code_is(12).stderr_mentions("nosuchdb", "the failed dump");
     let report = out.json();
     assert_eq!(report["exit_code"], 12);
-    assert!(source(&report, "app-dump")["error"]["message"].as_str().unwrap().contains("nosuchdb"));
+    let dump = source(&report, "app-dump");
+    assert!(dump["error"]["message"].as_str().unwrap().contains("nosuchdb"), "{dump}");
+    assert_eq!(dump["snapshots"].as_array().unwrap().len(), 1, "the other database is still dumped: {dump}");
     assert!(source(&report, "config")["error"].is_null(), "the config snapshot still ran: {report}");
     assert!(source(&report, "base")["error"].is_null(), "{report}");
     assert_eq!(report["copies"][0]["missing_snapshots"], 0, "the copy still ran: {report}");
@@ -178,7 +182,7 @@ fn a_failing_source_fails_the_job_but_not_the_other_steps() {
     let again = again.code_is(12).json();
     assert_eq!(source(&again, "app-dump")["ran"], true);
     assert_eq!(source(&again, "config")["ran"], false);
-    assert_eq!(repo.snapshots().len(), 2);
+    assert_eq!(repo.snapshots().len(), 4, "base, config, and the postgres database's dump twice");
 
     // A database password the policy names but the environment lacks: the database steps fail
     // with the variable named; the config snapshot does not need it.
@@ -258,13 +262,13 @@ fn which(program: &str) -> Result<std::path::PathBuf, ()> {
 }
 
 /// Debian's prometheus-pushgateway on a free loopback port (scripts/test.sh installs it).
-struct Pushgateway {
+pub struct Pushgateway {
     child: std::process::Child,
-    url: String,
+    pub url: String,
 }
 
 impl Pushgateway {
-    fn start(ws: &Workspace) -> Pushgateway {
+    pub fn start(ws: &Workspace) -> Pushgateway {
         let port = crate::pg::free_port();
         let program = which("prometheus-pushgateway").expect("prometheus-pushgateway is installed (scripts/test.sh)");
         let child = Command::new(program)
@@ -283,7 +287,7 @@ impl Pushgateway {
         Pushgateway { child, url }
     }
 
-    fn scrape(&self) -> String {
+    pub fn scrape(&self) -> String {
         let out = Command::new("python3")
             .args(["-c", "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())"])
             .arg(format!("{}/metrics", self.url))

@@ -10,10 +10,18 @@ use chrono::{Timelike, Utc};
 
 use crate::harness::*;
 use crate::pg::{BIN, Cluster, free_port};
+use crate::policyjob::Pushgateway;
 
 /// GET `path` from the scheduler: (status code, body).
 fn get(port: u16, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut stream = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(stream) => break stream,
+            Err(e) => assert!(Instant::now() < deadline, "the scheduler does not listen on {port}: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
@@ -166,4 +174,89 @@ fn an_invalid_policy_stops_the_scheduler_before_it_starts() {
         .run()
         .code_is(2)
         .stderr_mentions("no policy files", "the cause");
+}
+
+#[test]
+fn every_runs_a_policy_between_its_fire_times_without_taking_sources_that_are_not_due() {
+    let ws = Workspace::new_public();
+    let mut server = Cluster::init(&ws.join("pg"), &[]);
+    server.start();
+    let repo = Repo::new(ws.join("repo"));
+    repo.init();
+    let policies = ws.mkdir("policies");
+    // Yearly sources: only the start-up job is due; the later jobs come from --every alone.
+    let yearly = "  dump:\n    type: logical-dump\n    databases: [postgres]\n    schedule: \"0 0 1 1 *\"\n";
+    let text = policy_file("yearly", yearly, &repo).replace("{DSN}", &server.dsn()).replace("rpo: 1h", "rpo: 400d");
+    std::fs::write(policies.join("yearly.yaml"), text).unwrap();
+    let port = free_port();
+    let gateway = Pushgateway::start(&ws);
+    let scheduler = Drctl::new()
+        .env("TEST_REPO_PASSWORD", PASSWORD)
+        .args(["schedule", "--every", "3s", "--policies"])
+        .arg(&policies)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--pushgateway", &gateway.url])
+        .timeout(Duration::from_secs(120))
+        .spawn();
+    wait_until("two jobs more than the start-up one", Duration::from_secs(60), || {
+        get(port, "/metrics").1.contains("drctl_schedule_runs_total{policy=\"yearly\",result=\"ok\"} 3")
+    });
+    assert_eq!(repo.snapshots().len(), 1, "only the start-up job took the dump");
+    let pushed = gateway.scrape();
+    assert!(pushed.contains("drctl_job_last_status{instance=\"\",job=\"drctl\",policy=\"yearly\"} 1"), "{pushed}");
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(scheduler.pid(), libc::SIGTERM) };
+    scheduler.finish().ok();
+}
+
+#[test]
+fn a_job_past_its_timeout_is_stopped_with_its_pg_dump() {
+    let ws = Workspace::new_public();
+    let mut server = Cluster::init(&ws.join("pg"), &[]);
+    server.start();
+    server.sql("CREATE TABLE held AS SELECT 1 AS id");
+    let repo = Repo::new(ws.join("repo"));
+    repo.init();
+    let policies = ws.mkdir("policies");
+    let dump = "  dump:\n    type: logical-dump\n    databases: [postgres]\n    schedule: \"0 0 * * *\"\n";
+    let text = policy_file("stuck", dump, &repo).replace("{DSN}", &server.dsn()).replace("rpo: 1h", "rpo: 2d");
+    std::fs::write(policies.join("stuck.yaml"), text).unwrap();
+    let mut lock = Command::new(format!("{BIN}/psql"))
+        .args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-p", &server.port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lock_input = lock.stdin.take().unwrap();
+    writeln!(lock_input, "BEGIN; LOCK TABLE held IN ACCESS EXCLUSIVE MODE; SELECT 1;").unwrap();
+    lock_input.flush().unwrap();
+
+    let port = free_port();
+    let scheduler = Drctl::new()
+        .env("TEST_REPO_PASSWORD", PASSWORD)
+        .args(["schedule", "--job-timeout", "3s", "--policies"])
+        .arg(&policies)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .timeout(Duration::from_secs(120))
+        .spawn();
+    wait_until("pg_dump waiting for the lock", Duration::from_secs(30), || {
+        server.sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump' AND wait_event_type = 'Lock'",
+        ) == "1"
+    });
+    wait_until("the job stopped as failed", Duration::from_secs(30), || {
+        let metrics = get(port, "/metrics").1;
+        metrics.contains("drctl_schedule_runs_total{policy=\"stuck\",result=\"failed\"} 1")
+            && metrics.contains("drctl_job_last_status{policy=\"stuck\"} 0")
+    });
+    // Its whole process group went: no pg_dump is left waiting on the server.
+    wait_until("pg_dump gone", Duration::from_secs(10), || {
+        server.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump'") == "0"
+    });
+    assert!(repo.snapshots().is_empty(), "no snapshot from a dump cut short");
+    writeln!(lock_input, "COMMIT;").unwrap();
+    drop(lock_input);
+    let _ = lock.wait();
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(scheduler.pid(), libc::SIGTERM) };
+    scheduler.finish().ok().stderr_mentions("--job-timeout", "the reason it was stopped");
 }
