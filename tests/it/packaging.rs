@@ -9,6 +9,7 @@
 //!   password, the paths it backs up, the server's socket and data directory, AWS access), in
 //!   exactly one place;
 //! - CronJob schedules parse as drctl parses cron schedules, and run often enough for the policy;
+//!   every `drctl schedule` passes `--every`, no longer than the RPO of the policies it runs;
 //! - the Dockerfile builds the binary its entrypoint and the manifests use, as a non-root user;
 //! - the alert rules and the dashboard use only metrics drctl exports (`promtool` checks and
 //!   unit-tests the rules when it is installed).
@@ -816,7 +817,6 @@ fn every_manifest_is_yaml_that_kubernetes_reads_as_meant() {
         "serviceaccount.yaml",
         "policies-configmap.yaml",
         "secrets.yaml",
-        "cronjob-api-db.yaml",
         "cronjob-rds-orders.yaml",
         "schedule-deployment.yaml",
         "postgres-statefulset.yaml",
@@ -916,11 +916,11 @@ fn every_drctl_command_line_in_the_manifests_parses_with_drctls_own_cli() {
     let pods = pods(&docs);
     let (found, parsed) = parsed_invocations(&pods);
     let listing: Vec<String> = found.iter().map(|i| format!("{}: drctl {}", i.origin, i.argv.join(" "))).collect();
-    // The CronJobs (2), the scheduler Deployment, the api-db sidecar, archive_command and
+    // The rds-orders CronJob, the scheduler Deployment, the api-db sidecar, archive_command and
     // restore_command: a test that found none would prove nothing.
-    assert!(found.len() >= 6, "too few drctl command lines found:\n{}", listing.join("\n"));
+    assert!(found.len() >= 5, "too few drctl command lines found:\n{}", listing.join("\n"));
     let commands: BTreeSet<String> = parsed.iter().map(Parsed::name).collect();
-    for expected in ["backup", "schedule", "wal-push", "wal-fetch", "copy"] {
+    for expected in ["backup", "schedule", "wal-push", "wal-fetch"] {
         assert!(
             commands.contains(expected),
             "no `drctl {expected}` in k8s/ (found {commands:?}):\n{}",
@@ -1093,13 +1093,14 @@ fn cronjobs_run_on_schedules_drctl_parses_often_enough_for_their_policy() {
         // shortest gap of its schedules.
         let gap = schedule.longest_gap();
         for (inv, p) in found.iter().zip(&parsed).filter(|(i, _)| std::ptr::eq(&pods[i.pod], pod)) {
+            // A policy's job does everything the policy asks, copies (WAL included) too: a CronJob
+            // runs nothing else.
             let policy = match p.name().as_str() {
                 "backup" => {
                     let file = p.value("policy").expect("CronJobs run policies");
                     load_shipped(Path::new(file).file_name().unwrap().to_str().unwrap())
                 }
-                "copy" => policy_of_copy(p, &inv.origin),
-                other => panic!("{}: a CronJob runs `drctl {other}`", inv.origin),
+                other => panic!("{}: a CronJob runs `drctl {other}`, not a policy's job", inv.origin),
             };
             let mut bounds = vec![("the RPO".to_string(), policy.targets.rpo)];
             bounds.extend(policy.sources.iter().map(|s| (format!("source {}", s.name), s.schedule.longest_gap())));
@@ -1114,51 +1115,61 @@ fn cronjobs_run_on_schedules_drctl_parses_often_enough_for_their_policy() {
                     policy.name
                 );
             }
-            if p.name() == "backup" {
-                assert!(
-                    inv.env.contains_key("DRCTL_PUSHGATEWAY") || p.has("pushgateway") || p.has("metrics-file"),
-                    "{}: a CronJob's metrics must go somewhere (DRCTL_PUSHGATEWAY)",
-                    inv.origin
-                );
-            }
+            assert!(
+                inv.env.contains_key("DRCTL_PUSHGATEWAY") || p.has("pushgateway") || p.has("metrics-file"),
+                "{}: a CronJob's metrics must go somewhere (DRCTL_PUSHGATEWAY)",
+                inv.origin
+            );
         }
     }
-    assert!(cronjobs >= 2, "no CronJobs in k8s/");
+    assert!(cronjobs >= 1, "no CronJobs in k8s/");
 }
 
-/// The shipped policy whose repositories a `drctl copy` copies between; its locations, region and
-/// key must be the policy's.
-fn policy_of_copy(p: &Parsed, origin: &str) -> Policy {
-    let split = |location: &str| -> (String, Option<String>) {
-        match location.split_once("?region=") {
-            Some((l, r)) => (l.to_string(), Some(r.to_string())),
-            None => (location.to_string(), None),
+#[test]
+fn schedulers_start_each_policys_job_at_least_once_per_rpo() {
+    let docs = manifests();
+    let pods = pods(&docs);
+    let (found, parsed) = parsed_invocations(&pods);
+    let mut schedulers = 0;
+    let mut policies = BTreeSet::new();
+    for (inv, p) in found.iter().zip(&parsed).filter(|(_, p)| p.name() == "schedule") {
+        schedulers += 1;
+        // Between a policy's fire times (api-db's are up to 6 h apart) only the `--every` jobs bring
+        // the copies, WAL included, and the metrics up to date. Spelled out, not left to the
+        // default: the RPO of the DR copy depends on it.
+        let text = p.value("every").unwrap_or_else(|| {
+            panic!("{}: pass --every (the copies and the metrics stay fresh between fire times)", inv.origin)
+        });
+        let every = drctl::cli::parse_duration(text).unwrap_or_else(|e| panic!("{}: --every {text}: {e}", inv.origin));
+        assert!(
+            every > chrono::Duration::zero(),
+            "{}: --every {text} turns the runs between fire times off: the copies would wait for the schedules",
+            inv.origin
+        );
+        let pod = &pods[inv.pod];
+        let container = &pod.containers[inv.container];
+        let dir = p.value("policies").expect("schedule --policies");
+        let keys = policy_keys(&docs, pod, container, dir, true).unwrap_or_else(|e| panic!("{}: {e}", inv.origin));
+        assert!(!keys.is_empty(), "{}: {dir} holds no policy", inv.origin);
+        for mounted in keys {
+            let Mounted::ConfigMap { key, .. } = mounted else {
+                panic!("{}: {dir} is not a ConfigMap volume", inv.origin)
+            };
+            let policy = load_shipped(&key);
+            let rpo = policy.targets.rpo;
+            assert!(
+                every <= rpo,
+                "{}: --every {text} ({}s) is longer than the RPO of policy {} ({}s)",
+                inv.origin,
+                every.num_seconds(),
+                policy.name,
+                rpo.num_seconds()
+            );
+            policies.insert(policy.name.clone());
         }
-    };
-    let (from, from_region) = split(p.value("from").expect("--from"));
-    let (to, to_region) = split(p.value("to").expect("--to"));
-    let policy = shipped_policies()
-        .keys()
-        .map(|f| load_shipped(f))
-        .find(|policy| policy.repositories.primary.location == from)
-        .unwrap_or_else(|| panic!("{origin}: no shipped policy's primary repository is {from}"));
-    let primary = &policy.repositories.primary;
-    assert!(from_region.is_none() || from_region == primary.region, "{origin}: --from region {from_region:?}");
-    let copy = policy
-        .repositories
-        .copies
-        .iter()
-        .find(|c| c.location == to)
-        .unwrap_or_else(|| panic!("{origin}: {to} is not a copy of policy {}", policy.name));
-    assert_eq!(to_region, copy.region, "{origin}: --to must name the copy's region");
-    let key = match &copy.key {
-        KeySlot::Kms(key) => Some(key.as_str()),
-        _ => None,
-    };
-    assert_eq!(p.value("to-kms-key-id"), key, "{origin}: the copy's KMS key slot of policy {}", policy.name);
-    assert!(p.has("all"), "{origin}: copy every snapshot");
-    assert_eq!(p.has("wal"), policy.archives_wal(), "{origin}: --wal exactly when the policy archives WAL");
-    policy
+    }
+    assert!(schedulers >= 2, "the scheduler Deployment and the api-db sidecar run `drctl schedule`");
+    assert!(policies.len() >= 2, "policies run by a scheduler: {policies:?}");
 }
 
 #[test]
