@@ -188,9 +188,14 @@ impl Cluster {
 
     /// Runs SQL with psql; returns the unaligned, tuples-only output, trimmed.
     pub fn sql(&self, sql: &str) -> String {
+        self.sql_in("postgres", sql)
+    }
+
+    /// Runs SQL in database `db`, as [`Cluster::sql`] does.
+    pub fn sql_in(&self, db: &str, sql: &str) -> String {
         run_ok(
             Command::new(format!("{BIN}/psql"))
-                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-X", "-At", "-v", "ON_ERROR_STOP=1"])
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-X", "-At", "-v", "ON_ERROR_STOP=1"])
                 .args(["-p", &self.port.to_string(), "-c", sql]),
             &format!("psql -c {sql:?}"),
         )

@@ -30,14 +30,7 @@ fn logical_dump_restores_into_a_new_database_identically() {
     let mut server = Cluster::init(&ws.join("pg"), &[]);
     server.start();
     server.sql("CREATE DATABASE app");
-    let app = |sql: &str| {
-        let out = Command::new(format!("{BIN}/psql"))
-            .args(["-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-d", "app"])
-            .args(["-p", &server.port.to_string(), "-c", sql])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    };
+    let app = |sql: &str| server.sql_in("app", sql);
     app("CREATE TABLE accounts (id int PRIMARY KEY, owner text NOT NULL, balance numeric(12,2))");
     app("INSERT INTO accounts SELECT g, md5(g::text), g * 1.5 FROM generate_series(1, 20000) g");
     app("CREATE INDEX ON accounts (owner)");

@@ -29,6 +29,39 @@ fn get(port: u16, path: &str) -> (u16, String) {
     (status, response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
 }
 
+/// An ACCESS EXCLUSIVE lock on a table, held by an open transaction until released, so a
+/// pg_dump of that table waits.
+struct TableLock {
+    psql: std::process::Child,
+}
+
+impl TableLock {
+    fn hold(server: &Cluster, db: &str, table: &str) -> TableLock {
+        let mut psql = Command::new(format!("{BIN}/psql"))
+            .args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-p", &server.port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let input = psql.stdin.as_mut().unwrap();
+        writeln!(input, "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT 1;").unwrap();
+        input.flush().unwrap();
+        let lock = TableLock { psql };
+        let held = format!(
+            "SELECT count(*) FROM pg_locks WHERE relation = '{table}'::regclass AND mode = 'AccessExclusiveLock'"
+        );
+        wait_until("the table lock", Duration::from_secs(10), || server.sql_in(db, &held) == "1");
+        lock
+    }
+
+    fn release(mut self) {
+        let mut input = self.psql.stdin.take().unwrap();
+        writeln!(input, "COMMIT;").unwrap();
+        drop(input);
+        let _ = self.psql.wait();
+    }
+}
+
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
@@ -52,15 +85,7 @@ fn jobs_fire_on_time_overlaps_are_skipped_and_sigterm_lets_the_running_job_finis
     let mut server = Cluster::init(&ws.join("pg"), &[]);
     server.start();
     server.sql("CREATE DATABASE app");
-    let psql = |sql: &str| {
-        let out = Command::new(format!("{BIN}/psql"))
-            .args(["-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-d", "app"])
-            .args(["-p", &server.port.to_string(), "-c", sql])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    };
-    psql("CREATE TABLE orders AS SELECT g AS id FROM generate_series(1, 100) g");
+    server.sql_in("app", "CREATE TABLE orders AS SELECT g AS id FROM generate_series(1, 100) g");
 
     // "ticker" snapshots a config directory every minute; "blocked" dumps a database whose table
     // this test keeps locked, so its first job cannot finish until the test lets it.
@@ -86,16 +111,7 @@ fn jobs_fire_on_time_overlaps_are_skipped_and_sigterm_lets_the_running_job_finis
     std::fs::write(policies.join("blocked.yaml"), policy_file("blocked", dump, &blocked_repo).replace("{DSN}", &dsn))
         .unwrap();
 
-    let mut lock = Command::new(format!("{BIN}/psql"))
-        .args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "app", "-p", &server.port.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lock_input = lock.stdin.take().unwrap();
-    writeln!(lock_input, "BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT 1;").unwrap();
-    lock_input.flush().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let lock = TableLock::hold(&server, "app", "orders");
 
     // Start well clear of a minute boundary, so the start-up jobs end before the first fire time.
     if Utc::now().second() >= 50 {
@@ -145,9 +161,7 @@ fn jobs_fire_on_time_overlaps_are_skipped_and_sigterm_lets_the_running_job_finis
     unsafe { libc::kill(scheduler.pid(), libc::SIGTERM) };
     std::thread::sleep(Duration::from_secs(2));
     assert!(!scheduler.has_exited(), "the scheduler waits for the running job");
-    writeln!(lock_input, "COMMIT;").unwrap();
-    drop(lock_input);
-    let _ = lock.wait();
+    lock.release();
     let out = scheduler.finish();
     out.ok();
     assert!(out.stderr.contains("skipped"), "the skip is logged:\n{}", out.stderr);
@@ -220,15 +234,7 @@ fn a_job_past_its_timeout_is_stopped_with_its_pg_dump() {
     let dump = "  dump:\n    type: logical-dump\n    databases: [postgres]\n    schedule: \"0 0 * * *\"\n";
     let text = policy_file("stuck", dump, &repo).replace("{DSN}", &server.dsn()).replace("rpo: 1h", "rpo: 2d");
     std::fs::write(policies.join("stuck.yaml"), text).unwrap();
-    let mut lock = Command::new(format!("{BIN}/psql"))
-        .args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-p", &server.port.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lock_input = lock.stdin.take().unwrap();
-    writeln!(lock_input, "BEGIN; LOCK TABLE held IN ACCESS EXCLUSIVE MODE; SELECT 1;").unwrap();
-    lock_input.flush().unwrap();
+    let lock = TableLock::hold(&server, "postgres", "held");
 
     let port = free_port();
     let scheduler = Drctl::new()
@@ -253,9 +259,7 @@ fn a_job_past_its_timeout_is_stopped_with_its_pg_dump() {
         server.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump'") == "0"
     });
     assert!(repo.snapshots().is_empty(), "no snapshot from a dump cut short");
-    writeln!(lock_input, "COMMIT;").unwrap();
-    drop(lock_input);
-    let _ = lock.wait();
+    lock.release();
     // SAFETY: signalling the child this test started.
     unsafe { libc::kill(scheduler.pid(), libc::SIGTERM) };
     scheduler.finish().ok().stderr_mentions("--job-timeout", "the reason it was stopped");
