@@ -257,32 +257,19 @@ pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, repo::Err
             for copy in &policy.repositories.copies {
                 report.copies.push(copy_to(primary, copy, options));
             }
-            if rules != Rules::default() {
-                report.retention.push(apply_retention(primary, &rules, &policy.name));
-                for copy in &policy.repositories.copies {
-                    let target =
-                        open(copy, options).and_then(|target| match target.config().id == primary.config().id {
-                            true => Ok(target),
-                            false => Err(repo::Error::InvalidRequest(format!(
-                                "{} is not a copy of the primary repository {}: its retention is left alone (fix the \
-                             copy's location in the policy)",
-                                copy_location(copy),
-                                primary.store().location()
-                            ))
-                            .into()),
-                        });
-                    report.retention.push(match target {
-                        Ok(target) => apply_retention(&target, &rules, &policy.name),
-                        Err(e) => failed_retention(copy_location(copy), StepError::from(e)),
-                    });
-                }
+            report.retention.push(apply_retention(primary, &rules, &policy.name));
+            for copy in &policy.repositories.copies {
+                report.retention.push(match open_copy_of(primary, copy, options) {
+                    Ok(target) => apply_retention(&target, &rules, &policy.name),
+                    Err(e) => failed_retention(location_of(copy), StepError::from(e)),
+                });
             }
         }
         Err(e) => {
             for copy in &policy.repositories.copies {
-                report.copies.push(CopyStep { error: Some(e.clone()), ..CopyStep::new(copy_location(copy)) });
+                report.copies.push(CopyStep { error: Some(e.clone()), ..CopyStep::new(location_of(copy)) });
             }
-            report.retention.push(failed_retention(copy_location(&policy.repositories.primary), e.clone()));
+            report.retention.push(failed_retention(location_of(&policy.repositories.primary), e.clone()));
         }
     }
 
@@ -447,8 +434,8 @@ fn database_password(database: &policy::Database) -> Result<Option<String>, repo
     }
 }
 
-/// A repository location with the policy's region in it, as `--repo` takes it.
-fn copy_location(repository: &policy::Repository) -> String {
+/// A repository's location with the policy's region in it, as `--repo` takes it.
+fn location_of(repository: &policy::Repository) -> String {
     match &repository.region {
         Some(region) if repository.location.starts_with("s3://") && !repository.location.contains("region=") => {
             let separator = if repository.location.contains('?') { '&' } else { '?' };
@@ -475,7 +462,7 @@ fn secret_of(slot: &KeySlot) -> anyhow::Result<Secret> {
 }
 
 fn store_of(repository: &policy::Repository, options: &JobOptions) -> Result<Arc<dyn store::Store>, repo::Error> {
-    Ok(Arc::from(store::open(&copy_location(repository), &options.s3)?))
+    Ok(Arc::from(store::open(&location_of(repository), &options.s3)?))
 }
 
 /// Opens a repository of the policy with the key slot the policy names.
@@ -485,10 +472,25 @@ fn open(repository: &policy::Repository, options: &JobOptions) -> anyhow::Result
     Ok(repo)
 }
 
+/// Opens an existing copy of `primary`; another repository at the copy's location is an error,
+/// so retention never judges snapshots that are not the policy's.
+fn open_copy_of(primary: &Repository, copy: &policy::Repository, options: &JobOptions) -> anyhow::Result<Repository> {
+    let target = open(copy, options)?;
+    if target.config().id != primary.config().id {
+        anyhow::bail!(repo::Error::InvalidRequest(format!(
+            "{} is not a copy of the primary repository {}: its retention is left alone (fix the copy's location \
+             in the policy)",
+            location_of(copy),
+            primary.store().location()
+        )));
+    }
+    Ok(target)
+}
+
 /// Brings `copy` up to date with `primary`: every snapshot and the WAL archive; an empty location
 /// becomes a copy, opened by the key slot the policy names for it.
 fn copy_to(primary: &Repository, copy: &policy::Repository, options: &JobOptions) -> CopyStep {
-    let mut step = CopyStep::new(copy_location(copy));
+    let mut step = CopyStep::new(location_of(copy));
     let result = (|| -> anyhow::Result<()> {
         let _source_lock = primary.lock_for_reading("copy")?;
         let store = store_of(copy, options)?;
@@ -780,8 +782,8 @@ mod tests {
             region: region.map(String::from),
             key: KeySlot::Kms("k".into()),
         };
-        assert_eq!(copy_location(&repo("s3://b/p", Some("us-west-2"))), "s3://b/p?region=us-west-2");
-        assert_eq!(copy_location(&repo("s3://b/p?region=eu-west-1", Some("us-west-2"))), "s3://b/p?region=eu-west-1");
-        assert_eq!(copy_location(&repo("/var/backups", Some("us-west-2"))), "/var/backups");
+        assert_eq!(location_of(&repo("s3://b/p", Some("us-west-2"))), "s3://b/p?region=us-west-2");
+        assert_eq!(location_of(&repo("s3://b/p?region=eu-west-1", Some("us-west-2"))), "s3://b/p?region=eu-west-1");
+        assert_eq!(location_of(&repo("/var/backups", Some("us-west-2"))), "/var/backups");
     }
 }
