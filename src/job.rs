@@ -301,12 +301,17 @@ fn decide(
     match (newest, fired) {
         (None, _) => Decision::Run("due: no snapshot yet".into()),
         (Some(newest), Some(fired)) if newest < fired => {
-            Decision::Run(format!("due: scheduled at {fired}, newest snapshot from {newest}"))
+            Decision::Run(format!("due: scheduled at {}, newest snapshot from {}", when(fired), when(newest)))
         }
         (Some(newest), _) => {
-            Decision::Skip(format!("not due: newest snapshot from {newest} is after the last scheduled run"))
+            Decision::Skip(format!("not due: newest snapshot from {} is after the last scheduled run", when(newest)))
         }
     }
+}
+
+/// A time as a job's report says it: to the second, in UTC.
+fn when(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
 /// The time of the newest snapshot the job took for `source` of `policy`.
