@@ -164,6 +164,9 @@ fn read_tar(
         }
         tree.push(&entry)?;
     }
+    // The tar's end-of-archive blocks may come after its last entry, and pg_basebackup may write
+    // its end padding later still: read to the end, or it dies of SIGPIPE and the backup fails.
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(broken)?;
     tree.finish()
 }
 
