@@ -17,7 +17,6 @@ use std::sync::Arc;
 use crate::aws::rds;
 use crate::backup::{self, BackupOptions, LocalOptions};
 use crate::error;
-use crate::pg::basebackup::find_program;
 use crate::pg::wal::WalName;
 use crate::policy::{self, BaseMode, Connection, KeySlot, Password, Policy, SourceKind};
 use crate::progress::NoProgress;
@@ -649,19 +648,11 @@ fn archiver_status(dsn: &str) -> Result<WalStatus, StepError> {
                failed_count, coalesce(last_failed_wal, ''), coalesce(extract(epoch FROM last_failed_time)::text, ''), \
                CASE WHEN pg_is_in_recovery() THEN '' ELSE pg_walfile_name(pg_current_wal_lsn()) END, \
                (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size') FROM pg_stat_archiver";
-    let failed = |detail: String| StepError::from(repo::Error::Database { detail }.into());
-    let out = crate::pg::client("psql")
-        .args(["-X", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", sql])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| failed(format!("cannot run {}: {e}", find_program("psql").display())))?;
-    if !out.status.success() {
-        return Err(failed(String::from_utf8_lossy(&out.stderr).trim().to_string()));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let fields: Vec<&str> = text.trim().split('|').collect();
+    let failed = |e: repo::Error| StepError::from(e.into());
+    let fields = crate::pg::query_row(dsn, sql).map_err(failed)?;
     let [archived, archived_at, failed_count, failed_wal, failed_at, current, segment_size] = fields.as_slice() else {
-        return Err(failed(format!("unexpected answer from pg_stat_archiver: {text:?}")));
+        let detail = format!("unexpected answer from pg_stat_archiver: {fields:?}");
+        return Err(failed(repo::Error::Database { detail }));
     };
     let time = |epoch: &str| -> Option<DateTime<Utc>> {
         let seconds: f64 = epoch.parse().ok()?;

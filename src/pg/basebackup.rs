@@ -51,18 +51,9 @@ fn unreachable(detail: String) -> Error {
 pub fn preflight(dsn: &str) -> Result<ServerInfo, Error> {
     let sql = "SELECT current_setting('archive_mode'), current_setting('server_version_num'), pg_is_in_recovery(), \
                (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')";
-    let out = super::client("psql")
-        .args(["-X", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", sql])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| unreachable(format!("cannot run psql: {e}")))?;
-    if !out.status.success() {
-        return Err(unreachable(String::from_utf8_lossy(&out.stderr).trim().to_string()));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let fields: Vec<&str> = text.trim().split('|').collect();
+    let fields = super::query_row(dsn, sql)?;
     let [archive_mode, version, in_recovery, segment_size] = fields.as_slice() else {
-        return Err(unreachable(format!("unexpected answer from the server: {text:?}")));
+        return Err(unreachable(format!("unexpected answer from the server: {fields:?}")));
     };
     let info = ServerInfo {
         archive_mode: archive_mode.to_string(),

@@ -34,3 +34,18 @@ pub fn client(program: &str) -> std::process::Command {
     }
     command
 }
+
+/// Runs one query that returns one row with psql, and returns its columns. Unreachable servers,
+/// refused logins and SQL errors come back as [`crate::repo::Error::Database`] with psql's words.
+pub fn query_row(dsn: &str, sql: &str) -> Result<Vec<String>, crate::repo::Error> {
+    let failed = |detail: String| crate::repo::Error::Database { detail };
+    let out = client("psql")
+        .args(["-X", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", sql])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| failed(format!("cannot run {}: {e}", basebackup::find_program("psql").display())))?;
+    if !out.status.success() {
+        return Err(failed(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().split('|').map(str::to_string).collect())
+}
