@@ -478,16 +478,12 @@ where
         Some(_) => format!("{} refused ({cause})", api.name()),
         None => {
             let text = format!("{}", DisplayErrorContext(&err));
-            if text.contains("credentials") {
-                "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a web \
-                 identity token (IRSA)"
-                    .to_string()
-            } else {
+            super::missing_credentials(&text).unwrap_or_else(|| {
                 format!(
                     "cannot reach RDS ({}): check the network, and AWS_ENDPOINT_URL_RDS when it is set",
                     text.split(" (").next().unwrap_or(&text)
                 )
-            }
+            })
         }
     };
     site.fail(what, &detail)

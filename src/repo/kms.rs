@@ -108,13 +108,8 @@ where
         Some(code) => format!("{code}: {}", err.message().unwrap_or("")),
         None => {
             let text = format!("{}", DisplayErrorContext(&err));
-            if text.contains("credentials") {
-                "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a web \
-                 identity token (IRSA)"
-                    .to_string()
-            } else {
-                format!("cannot reach KMS: {}", text.split(" (").next().unwrap_or(&text))
-            }
+            crate::aws::missing_credentials(&text)
+                .unwrap_or_else(|| format!("cannot reach KMS: {}", text.split(" (").next().unwrap_or(&text)))
         }
     };
     fail(key_id, detail)
