@@ -94,6 +94,16 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
             (ExitCode::Repository, "check --repo / DRCTL_REPO; create a repository with `drctl init --repo LOCATION`")
         }
         E::AlreadyExists { .. } => (ExitCode::Repository, "choose a new or empty location for `drctl init`"),
+        E::NotACopyTarget { .. } => (
+            ExitCode::Repository,
+            "give --to a new or empty location (a folder or bucket prefix), or an existing copy of the same \
+             repository, which `drctl copy` brings up to date; nothing was written",
+        ),
+        E::KeyFileExists { .. } => (
+            ExitCode::Usage,
+            "drctl never overwrites a key file (it may open this or another repository): give --new-key-file a path \
+             that does not exist yet, or open with the existing one through --key-file / DRCTL_KEY_FILE",
+        ),
         E::UnsupportedLocation { .. } => {
             (ExitCode::Repository, "give a local directory path or s3://bucket/prefix as the repository")
         }
@@ -105,6 +115,12 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
             ExitCode::Key,
             "set DRCTL_PASSWORD or DRCTL_PASSWORD_FILE (a file whose first line is the passphrase), or DRCTL_KEY_FILE \
              (a key file from `drctl key add --new-key-file`), or run on a terminal to be asked",
+        ),
+        E::EmptyPassphrase => (
+            ExitCode::Key,
+            "an empty passphrase is never accepted: it usually means an unset variable or a Secret that was not \
+             mounted; set DRCTL_PASSWORD / DRCTL_PASSWORD_FILE (DRCTL_NEW_PASSWORD for `key add`) to the real \
+             passphrase; nothing was changed",
         ),
         E::WrongPassword { .. } => (
             ExitCode::Key,
@@ -131,6 +147,9 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
             "wait for the other command to finish; a lock whose process died is removed automatically (at once on the \
              same host, after 30 minutes elsewhere)",
         ),
+        E::BadSnapshotQuery { .. } => {
+            (ExitCode::Usage, "copy the id (or its first 8 characters) from `drctl snapshots`, or give `latest`")
+        }
         E::SnapshotNotFound { .. } | E::AmbiguousSnapshot { .. } | E::NoSnapshots => {
             (ExitCode::NoSnapshot, "list snapshots with `drctl snapshots` and give a longer id prefix, or `latest`")
         }

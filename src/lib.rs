@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod pg;
 pub mod policy;
 pub mod progress;
+pub mod redact;
 pub mod repo;
 pub mod restore;
 pub mod schedule;

@@ -19,7 +19,8 @@ fn main() -> std::process::ExitCode {
         Ok(status) => std::process::ExitCode::from(status),
         Err(err) => {
             let (code, hint) = error::classify(&err);
-            eprintln!("error: {err:#}\nhint: {hint}");
+            // A cause may quote a URL or DSN the user gave, with its password.
+            eprintln!("error: {}\nhint: {hint}", drctl::redact::credentials(&format!("{err:#}")));
             std::process::ExitCode::from(failure_override.unwrap_or(code as u8))
         }
     }

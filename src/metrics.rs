@@ -263,7 +263,7 @@ pub fn push(gateway: &str, policy: &str, text: &str) -> Result<(), String> {
         .header("Content-Type", "text/plain; version=0.0.4")
         .send(text)
         .map(|_| ())
-        .map_err(|e| format!("cannot push metrics to {url}: {e}"))
+        .map_err(|e| crate::redact::credentials(&format!("cannot push metrics to {url}: {e}")))
 }
 
 #[cfg(test)]

@@ -1,4 +1,3 @@
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -47,9 +46,14 @@ impl AddArgs {
             return Ok(Secret::Kms(Some(key.clone())));
         }
         match &self.new_key_file {
-            Some(path) => Ok(Secret::create_key_file(path)
-                .with_context(|| format!("cannot create the key file {}", path.display()))
-                .map_err(|e| e.context(crate::repo::Error::InvalidRequest("the key file was not created".into())))?),
+            Some(path) => Ok(Secret::create_key_file(path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => {
+                    anyhow::Error::new(crate::repo::Error::KeyFileExists { path: path.clone() })
+                }
+                _ => anyhow::Error::new(e)
+                    .context(format!("cannot create the key file {}", path.display()))
+                    .context(crate::repo::Error::InvalidRequest("the key file was not created".into())),
+            })?),
             None => Ok(Secret::Passphrase(new_passphrase()?.into_bytes())),
         }
     }

@@ -23,8 +23,15 @@ use crate::store::Store;
 const DEFAULT_MEMORY_KIB: u32 = 64 * 1024;
 const DEFAULT_ITERATIONS: u32 = 3;
 const DEFAULT_PARALLELISM: u32 = 1;
-/// A slot asking for more is refused rather than allowed to exhaust the machine's memory.
-const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+/// Bounds on a slot's argon2 parameters, checked before any work: a planted slot asking for more
+/// (`iterations: 4294967295`) would otherwise hang or exhaust every command that unlocks. Far
+/// above what drctl writes, so a slot it wrote is never refused.
+const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+const MAX_ITERATIONS: u32 = 16;
+const MAX_PARALLELISM: u32 = 8;
+/// Memory × passes, the cost that sets the run time: 1 GiB × 4 passes, about 20× a default slot
+/// (a few seconds).
+const MAX_COST_KIB_PASSES: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,6 +71,15 @@ pub enum Secret {
 const KEY_FILE_PREFIX: &str = "drctl-key-file-v1:";
 
 impl Secret {
+    /// An empty passphrase is refused wherever a secret is used: it is an unset variable or an
+    /// unmounted Secret far more often than a choice, and it would protect nothing.
+    fn refuse_empty(&self) -> Result<(), Error> {
+        match self {
+            Secret::Passphrase(p) if p.is_empty() => Err(Error::EmptyPassphrase),
+            _ => Ok(()),
+        }
+    }
+
     fn kind(&self) -> SlotKind {
         match self {
             Secret::Passphrase(_) => SlotKind::Passphrase,
@@ -125,6 +141,7 @@ impl Kdf {
         if self.algorithm != "argon2id" || self.argon2_version != 0x13 {
             return Err(Error::corrupt(object, format!("unknown KDF {} v{}", self.algorithm, self.argon2_version)));
         }
+        self.check_bounds().map_err(|reason| Error::corrupt(object, reason))?;
         let salt = hex::decode(&self.salt).map_err(|_| Error::corrupt(object, "its salt is not hex"))?;
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
             .map_err(|e| Error::corrupt(object, format!("bad argon2 parameters: {e}")))?;
@@ -133,6 +150,22 @@ impl Kdf {
             .hash_password_into(passphrase, &salt, &mut kek)
             .map_err(|e| Error::corrupt(object, format!("argon2 failed: {e}")))?;
         Ok(kek)
+    }
+
+    /// Refuses parameters beyond the bounds above, naming the one out of bounds.
+    fn check_bounds(&self) -> Result<(), String> {
+        let cost = u64::from(self.memory_kib) * u64::from(self.iterations);
+        if self.memory_kib > MAX_MEMORY_KIB {
+            Err(format!("it asks argon2 for {} KiB of memory (at most {MAX_MEMORY_KIB})", self.memory_kib))
+        } else if self.iterations == 0 || self.iterations > MAX_ITERATIONS {
+            Err(format!("it asks argon2 for {} passes (1 to {MAX_ITERATIONS})", self.iterations))
+        } else if self.parallelism == 0 || self.parallelism > MAX_PARALLELISM {
+            Err(format!("it asks argon2 for {} lanes (1 to {MAX_PARALLELISM})", self.parallelism))
+        } else if cost > MAX_COST_KIB_PASSES {
+            Err(format!("it asks argon2 for {cost} KiB × passes (at most {MAX_COST_KIB_PASSES})"))
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -147,6 +180,7 @@ fn key_file_kek(key: &[u8; 32]) -> [u8; 32] {
 
 /// Wraps `master` under `secret` and stores the new slot; returns its id.
 pub fn add_slot(store: &dyn Store, master: &MasterKey, secret: &Secret) -> Result<Id, Error> {
+    secret.refuse_empty()?;
     let mut kdf = None;
     let mut kms_key_id = None;
     let wrapped = match secret {
@@ -225,13 +259,23 @@ pub fn verify_slot(store: &dyn Store, id: Id, secret: &Secret, master: &MasterKe
 /// Tries every slot of the secret's kind; returns the master key and the id of the slot that
 /// opened.
 pub fn unlock(store: &dyn Store, secret: &Secret) -> Result<(MasterKey, Id), Error> {
+    secret.refuse_empty()?;
     let slots = store.list(format::KEYS_DIR)?;
     if slots.is_empty() {
         return Err(Error::corrupt("keys/", "the repository has no key slots"));
     }
     let mut kms_failure = None;
     for info in slots {
-        let bytes = store.get(&info.key)?;
+        // A slot this user may not read (added by another user of a shared repository) must not
+        // lock out the others either.
+        let bytes = match store.get(&info.key) {
+            Ok(bytes) => bytes,
+            Err(e @ crate::store::Error::PermissionDenied { .. }) => {
+                tracing::warn!(slot = %info.key, error = %e, "skipping a key slot");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         // A slot this build cannot use (damaged, newer, another kind) must not lock out the others.
         match try_slot(&bytes, secret, &format!("key slot {}", info.key)) {
             Ok(Some(key)) => return Ok((key, format::id_of_key(&info.key).unwrap_or(Id([0; 32])))),
@@ -268,12 +312,7 @@ fn try_slot(bytes: &[u8], secret: &Secret, object: &str) -> Result<Option<Master
                 .map_err(|_| Error::corrupt(object, "KMS gave back a key of the wrong length"))?;
             return Ok(Some(MasterKey::from_bytes(&bytes)));
         }
-        (Secret::Passphrase(passphrase), Some(kdf)) => {
-            if kdf.memory_kib > MAX_MEMORY_KIB {
-                return Err(Error::corrupt(object, format!("it asks argon2 for {} KiB of memory", kdf.memory_kib)));
-            }
-            kdf.derive(passphrase, object)?
-        }
+        (Secret::Passphrase(passphrase), Some(kdf)) => kdf.derive(passphrase, object)?,
         (Secret::Passphrase(_), None) => return Err(Error::corrupt(object, "a passphrase slot without KDF")),
         (Secret::KeyFile(key), _) => key_file_kek(key),
     };

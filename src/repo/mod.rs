@@ -39,12 +39,18 @@ pub enum Error {
     NotARepository { location: String },
     #[error("{location} already exists and is not empty")]
     AlreadyExists { location: String },
+    #[error("{location} holds other data: it is neither empty nor a copy of the source repository")]
+    NotACopyTarget { location: String },
+    #[error("the key file {} already exists", path.display())]
+    KeyFileExists { path: std::path::PathBuf },
     #[error("repository location {location} is not supported by this build")]
     UnsupportedLocation { location: String },
     #[error("the repository uses format version {found}; this drctl reads version {supported} and older")]
     UnsupportedVersion { found: u8, supported: u8 },
     #[error("no password given")]
     NoPassword,
+    #[error("the passphrase is empty")]
+    EmptyPassphrase,
     #[error("wrong password or key file: no key slot of {location} opens with it")]
     WrongPassword { location: String },
     #[error("{object} is damaged: {reason}")]
@@ -55,6 +61,8 @@ pub enum Error {
     Locked { location: String, holder: String },
     #[error("no snapshot matches {query:?}")]
     SnapshotNotFound { query: String },
+    #[error("{query:?} is not a snapshot id: give `latest` or at least 4 hex characters of an id")]
+    BadSnapshotQuery { query: String },
     #[error("{count} snapshots match {query:?}")]
     AmbiguousSnapshot { query: String, count: usize },
     #[error("the repository holds no snapshots")]
@@ -167,7 +175,7 @@ impl Repository {
     /// A copy interrupted between its key slot and its config is taken up again when the slot
     /// opens with `secret` and holds the same master key.
     pub fn init_copy_of(source: &Repository, store: Arc<dyn Store>, secret: &key::Secret) -> Result<Repository> {
-        let taken = || Error::AlreadyExists { location: store.location().to_string() };
+        let taken = || Error::NotACopyTarget { location: store.location().to_string() };
         let objects = store.list("")?;
         if store.exists(format::CONFIG_KEY)?
             || objects.iter().any(|o| !o.key.starts_with(format::KEYS_DIR) && !o.key.starts_with(format::LOCKS_DIR))

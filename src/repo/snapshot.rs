@@ -172,7 +172,7 @@ pub fn find(store: &dyn Store, key: &MasterKey, query: &str) -> Result<(Id, Snap
     }
     let q = query.to_ascii_lowercase();
     if q.len() < 4 || !q.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::SnapshotNotFound { query: query.to_string() });
+        return Err(Error::BadSnapshotQuery { query: query.to_string() });
     }
     let matches: Vec<Id> = list(store)?.into_iter().filter(|id| id.to_hex().starts_with(&q)).collect();
     match matches.as_slice() {

@@ -1,11 +1,13 @@
 //! The local-directory backend, the embedded default. Writes go to a temporary file in the target
 //! folder, are fsynced, renamed into place and the folder is fsynced, so a crash never leaves a
-//! partial object under a real name.
+//! partial object under a real name. Files are 0600 and folders 0700 (as restic's): key slots
+//! and everything else stay out of other users' reach.
 
 use super::{Error, ObjectInfo, Result, Store};
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -16,16 +18,36 @@ const TEMP_PREFIX: &str = ".tmp-";
 /// Open read handles kept for ranged reads: a restore reads many chunks from each pack.
 const OPEN_READERS: usize = 64;
 
+const FILE_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
+
 pub struct LocalStore {
     root: PathBuf,
     location: String,
     readers: Mutex<HashMap<String, Arc<File>>>,
+    dirs: DirSync,
+}
+
+/// Fsyncs folders; in tests it also records each one, in order, so a test can prove the
+/// durability chain.
+#[derive(Clone, Default)]
+struct DirSync {
+    #[cfg(test)]
+    synced: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+impl DirSync {
+    fn sync(&self, dir: &Path) -> std::io::Result<()> {
+        #[cfg(test)]
+        self.synced.lock().expect("poisoned").push(dir.to_path_buf());
+        File::open(dir)?.sync_all()
+    }
 }
 
 impl LocalStore {
     pub fn new(root: impl AsRef<Path>) -> Self {
         let root = root.as_ref().to_path_buf();
-        LocalStore { location: root.display().to_string(), root, readers: Mutex::default() }
+        LocalStore { location: root.display().to_string(), root, readers: Mutex::default(), dirs: DirSync::default() }
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -52,15 +74,36 @@ impl LocalStore {
         })
     }
 
+    /// Creates the object's folder and every missing ancestor (the repository root included),
+    /// each made durable in its parent before the next is made: an object acknowledged as stored
+    /// (a WAL segment PostgreSQL then recycles) must not vanish with a folder whose entry was
+    /// never synced.
     fn ensure_dir(&self, path: &Path) -> Result<()> {
         let dir = path.parent().expect("object paths always have a parent");
-        if !dir.is_dir() {
-            fs::create_dir_all(dir).map_err(|e| Self::io_err("mkdir", dir, e))?;
-            // The new folder's own entry must be durable too, or the object could vanish with it.
-            let parent = dir.parent().unwrap_or(dir);
-            File::open(parent).and_then(|d| d.sync_all()).map_err(|e| Self::io_err("sync", parent, e))?;
+        let mut missing = Vec::new();
+        let mut next = Some(dir);
+        while let Some(d) = next.filter(|d| !d.is_dir()) {
+            missing.push(d);
+            next = d.parent();
+        }
+        for d in missing.into_iter().rev() {
+            match DirBuilder::new().mode(DIR_MODE).create(d) {
+                // Made meanwhile by another process, which may not have synced it yet.
+                Err(e) if e.kind() == ErrorKind::AlreadyExists && d.is_dir() => {}
+                Err(e) => return Err(Self::io_err("mkdir", d, e)),
+                Ok(()) => {}
+            }
+            self.sync_dir(d.parent().unwrap_or(d))?;
         }
         Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> Result<()> {
+        self.dirs.sync(dir).map_err(|e| Self::io_err("sync", dir, e))
+    }
+
+    fn create_temp(temp: &Path) -> std::io::Result<File> {
+        OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(temp)
     }
 
     fn list_dir(&self, dir: &Path, out: &mut Vec<ObjectInfo>) -> Result<()> {
@@ -106,7 +149,7 @@ impl Store for LocalStore {
         getrandom::fill(&mut suffix).expect("the OS random source works");
         let temp = path.with_file_name(format!("{TEMP_PREFIX}{}", hex::encode(suffix)));
         let written = (|| {
-            let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
+            let mut file = Self::create_temp(&temp)?;
             file.write_all(data)?;
             file.sync_all()?;
             // A hard link, unlike a rename, fails if the name is taken.
@@ -115,11 +158,14 @@ impl Store for LocalStore {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
                 Err(e) => return Err(e),
             }
-            File::open(path.parent().expect("object paths always have a parent"))?.sync_all()?;
             Ok(true)
         })();
         let _ = fs::remove_file(&temp);
-        written.map_err(|e| Self::io_err("write", &path, e))
+        let linked = written.map_err(|e| Self::io_err("write", &path, e))?;
+        if linked {
+            self.sync_dir(path.parent().expect("object paths always have a parent"))?;
+        }
+        Ok(linked)
     }
 
     fn create(&self, key: &str) -> Result<Box<dyn super::ObjectWriter>> {
@@ -128,12 +174,8 @@ impl Store for LocalStore {
         let mut suffix = [0u8; 8];
         getrandom::fill(&mut suffix).expect("the OS random source works");
         let temp = path.with_file_name(format!("{TEMP_PREFIX}{}", hex::encode(suffix)));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(|e| Self::io_err("create", &temp, e))?;
-        Ok(Box::new(LocalWriter { file, temp, path, committed: false }))
+        let file = Self::create_temp(&temp).map_err(|e| Self::io_err("create", &temp, e))?;
+        Ok(Box::new(LocalWriter { file, temp, path, committed: false, dirs: self.dirs.clone() }))
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
@@ -204,6 +246,7 @@ struct LocalWriter {
     temp: PathBuf,
     path: PathBuf,
     committed: bool,
+    dirs: DirSync,
 }
 
 impl super::ObjectWriter for LocalWriter {
@@ -213,11 +256,8 @@ impl super::ObjectWriter for LocalWriter {
 
     fn commit(mut self: Box<Self>) -> Result<()> {
         let dir = self.path.parent().expect("object paths always have a parent");
-        let result = self
-            .file
-            .sync_all()
-            .and_then(|()| fs::rename(&self.temp, &self.path))
-            .and_then(|()| File::open(dir)?.sync_all());
+        let result =
+            self.file.sync_all().and_then(|()| fs::rename(&self.temp, &self.path)).and_then(|()| self.dirs.sync(dir));
         result.map_err(|e| LocalStore::io_err("write", &self.path, e))?;
         self.committed = true;
         Ok(())
@@ -273,5 +313,49 @@ mod tests {
         // A stale temporary file from a crashed write is never listed.
         fs::write(dir.path().join("index/.tmp-dead"), b"partial").unwrap();
         assert_eq!(store.list("index/").unwrap().len(), 1);
+    }
+
+    /// A WAL segment in a repository folder that does not exist yet: every folder made on the
+    /// way is durable in its parent, up to the root's own entry, before the write returns.
+    #[test]
+    fn every_new_folder_is_synced_up_to_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        for put_new in [false, true] {
+            let store = LocalStore::new(&root);
+            let key = format!("wal/000000010000000{}/000000010000000000000001", put_new as u8);
+            if put_new {
+                assert!(store.put_new(&key, b"segment").unwrap());
+            } else {
+                store.put(&key, b"segment").unwrap();
+            }
+            let synced = store.dirs.synced.lock().unwrap().clone();
+            let object_dir = store.path(&key).parent().unwrap().to_path_buf();
+            let mut needed = vec![object_dir.parent().unwrap().to_path_buf(), object_dir];
+            if !put_new {
+                needed.insert(0, root.clone());
+                needed.insert(0, dir.path().to_path_buf());
+            }
+            assert_eq!(synced, needed, "folders synced for {key}");
+        }
+    }
+
+    #[test]
+    fn objects_and_folders_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().join("repo"));
+        store.put("keys/abc", b"slot").unwrap();
+        store.put_new("wal/x/y", b"segment").unwrap();
+        let mut w = store.create("packs/ab/p").unwrap();
+        w.write(b"pack").unwrap();
+        w.commit().unwrap();
+        let mode = |p: &str| fs::metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o777;
+        for folder in ["repo", "repo/keys", "repo/wal/x", "repo/packs/ab"] {
+            assert_eq!(mode(folder), 0o700, "{folder}");
+        }
+        for file in ["repo/keys/abc", "repo/wal/x/y", "repo/packs/ab/p"] {
+            assert_eq!(mode(file), 0o600, "{file}");
+        }
     }
 }

@@ -57,7 +57,9 @@ fn a_read_only_repository_can_be_restored_and_checked() {
     let repo = ws.repo();
     repo.init();
     repo.backup(&[&src.root]);
-    // The repository stays root's (0755 folders, 0644 files); the restore runs as postgres.
+    // The repository stays root's, opened for reading to others as an operator sharing it
+    // read-only would (drctl makes it 0700/0600); the restore runs as postgres.
+    std::process::Command::new("chmod").arg("-R").arg("go+rX").arg(&repo.path).status().unwrap();
     let (uid, gid) = user_ids("postgres");
     let mine = ws.mkdir("mine");
     std::os::unix::fs::chown(&mine, Some(uid), Some(gid)).unwrap();

@@ -16,6 +16,7 @@ mod edge;
 mod env;
 mod errors;
 mod faultproxy;
+mod hygiene;
 mod keys;
 mod kms;
 mod moto;
