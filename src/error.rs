@@ -128,8 +128,8 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
         ),
         E::Locked { .. } => (
             ExitCode::Locked,
-            "wait for the other command to finish; a lock whose process died is removed automatically (at once on the \
-             same host, after 30 minutes elsewhere)",
+            "wait for the other command to finish; a lock whose process died is removed automatically (at once by a \
+             command on the same host and in the same PID namespace, else 30 minutes after its last refresh)",
         ),
         E::SnapshotNotFound { .. } | E::AmbiguousSnapshot { .. } | E::NoSnapshots => {
             (ExitCode::NoSnapshot, "list snapshots with `drctl snapshots` and give a longer id prefix, or `latest`")

@@ -49,6 +49,11 @@ pub fn plan_pending(repo: &Repository) -> Result<bool, Error> {
     Ok(!load_plan(repo)?.marked.is_empty())
 }
 
+/// The packs an earlier prune marked for deletion: a backup must not deduplicate against them.
+pub fn marked_packs(repo: &Repository) -> Result<BTreeSet<Id>, Error> {
+    Ok(load_plan(repo)?.marked.into_keys().collect())
+}
+
 fn load_plan(repo: &Repository) -> Result<PrunePlan, Error> {
     match repo.store().get(PLAN_KEY) {
         Ok(bytes) => {
@@ -129,7 +134,7 @@ pub fn prune(
         report.packs_deleted = due.len();
         report.bytes_deleted = due.iter().map(|id| unused[id]).sum();
     } else {
-        lock.verify()?;
+        lock.verify("deleting anything")?;
         report.index_files_rewritten = drop_from_index(repo, &index, &due)?;
         for id in &due {
             match repo.store().delete(&format::pack_key(*id)) {

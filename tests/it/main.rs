@@ -18,6 +18,7 @@ mod errors;
 mod faultproxy;
 mod keys;
 mod kms;
+mod lockprune;
 mod moto;
 mod packaging;
 mod pg;

@@ -1,0 +1,90 @@
+//! Locks and prune under the conditions that used to lose data: a backup in another PID
+//! namespace, a backup whose lock was taken from it.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+fn wait_for_lock(repo: &Repo) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read_dir_sorted(&repo.path.join("locks")).is_empty() {
+        assert!(Instant::now() < deadline, "the backup never took its lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The backup runs in its own PID namespace (a container of the same pod: same host name, other
+/// PIDs) under a pid that does not exist outside, and reuses chunks of a pack prune has marked.
+/// `prune --grace 0s` from outside must neither take its lock for stale nor delete what it uses.
+#[test]
+fn a_backup_in_another_pid_namespace_keeps_its_lock_and_its_chunks() {
+    let ws = Workspace::new();
+    let repo = ws.repo();
+    repo.cmd("init").args(["--pack-size-mib", "1"]).run().ok();
+    let data = DataGen::random(31).take(3 << 20);
+    let stdin_backup =
+        |data: Vec<u8>| repo.cmd("backup").args(["--stdin", "--stdin-name", "data.bin"]).stdin_bytes(data);
+    stdin_backup(data.clone()).run().ok();
+    std::thread::sleep(Duration::from_millis(1100)); // so that keep-last orders them for sure
+    stdin_backup(b"something else".to_vec()).run().ok();
+    repo.cmd("forget").args(["--keep-last", "1"]).run().ok();
+    let marked = repo.cmd("prune").args(["--grace", "0s", "--json"]).run();
+    assert!(json_u64(&marked.ok().json(), "bytes_marked", &marked) >= 3 << 20, "the first snapshot's packs are marked");
+
+    // Inside the namespace the backup gets pid 4000001, above any pid_max outside.
+    assert!(!std::path::Path::new("/proc/4000001").exists());
+    let script = format!(
+        "echo 4000000 > /proc/sys/kernel/ns_last_pid && {} backup --repo {} --stdin --stdin-name data.bin --json",
+        drctl_bin(),
+        repo.path.display()
+    );
+    let mut backup = Command::new("unshare")
+        .args(["-p", "-f", "--mount-proc", "sh", "-c", &script])
+        .env_remove("DRCTL_REPO")
+        .env("DRCTL_PASSWORD", PASSWORD)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = backup.stdin.take().unwrap();
+    stdin.write_all(&data[..2 << 20]).unwrap();
+    wait_for_lock(&repo);
+
+    let prune = repo.cmd("prune").args(["--grace", "0s"]).run();
+
+    stdin.write_all(&data[2 << 20..]).unwrap();
+    drop(stdin);
+    let out = backup.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the backup in its namespace: {stderr}");
+    assert!(!stderr.contains("stale"), "{stderr}");
+
+    repo.check(true).ok().mentions("no damage found", "check --read-data after the backup");
+    prune.code_is(6).stderr_mentions("locked", "a live backup's lock holds prune off");
+    // Its chunks were stored again, not reused from the marked packs: deleting those is safe.
+    repo.cmd("prune").args(["--grace", "0s"]).run().ok();
+    repo.check(true).ok().mentions("no damage found", "check --read-data after prune");
+    let restored = repo.cmd("restore").args(["latest", "--stdout"]).run();
+    assert!(restored.ok().stdout_raw == data, "the snapshot restores byte for byte");
+}
+
+/// A backup whose lock vanished (taken for stale by someone else) writes no snapshot.
+#[test]
+fn a_backup_whose_lock_was_removed_writes_no_snapshot() {
+    let ws = Workspace::new();
+    let repo = ws.repo();
+    repo.init();
+    let mut backup = repo.cmd("backup").args(["--stdin", "--stdin-name", "x.bin"]).stdin_piped().spawn();
+    let mut stdin = backup.child.stdin.take().unwrap();
+    stdin.write_all(&DataGen::random(5).take(1 << 20)).unwrap();
+    wait_for_lock(&repo);
+    for lock in read_dir_sorted(&repo.path.join("locks")) {
+        std::fs::remove_file(lock).unwrap();
+    }
+    drop(stdin);
+    backup.finish().code_is(6).stderr_mentions("own lock was removed", "the cause");
+    assert!(repo.snapshot_files().is_empty(), "no snapshot was written");
+}
