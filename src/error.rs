@@ -126,6 +126,11 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
             "the listed snapshots cannot be fully restored; restore them from a copy of the repository, and take a new \
              backup so the newest state is protected",
         ),
+        E::Unindexed { .. } => (
+            ExitCode::Damaged,
+            "run `drctl repair index` (it lists every pack again from the pack's own header), then prune again; \
+             nothing was deleted",
+        ),
         E::Locked { .. } => (
             ExitCode::Locked,
             "wait for the other command to finish; a lock whose process died is removed automatically (at once by a \

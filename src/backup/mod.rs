@@ -118,7 +118,8 @@ where
 {
     let started = Instant::now();
     let lock = repo.lock_shared("backup")?;
-    let index = repo.load_index()?;
+    // A damaged index file costs only deduplication: what it lists is stored again.
+    let index = repo.load_index_skipping_damaged()?;
     let doomed = prune::marked_packs(repo).unwrap_or_else(|e| {
         // Prune cannot read it either, so it deletes nothing until it is repaired.
         tracing::warn!(error = %e, "cannot read prune's plan; backing up as if no pack were marked");

@@ -165,7 +165,8 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
         if missing > 0 {
             findings.add_for(
                 format!("snapshot {snap_id}"),
-                format!("{missing} of its chunks are in no index (index or pack lost)"),
+                format!("{missing} of its chunks are in no index (index or pack lost; `drctl repair index` finds them in packs \
+                         that are left)"),
                 snap_id,
             );
         }

@@ -80,7 +80,16 @@ pub fn prune(
     now: DateTime<Utc>,
 ) -> Result<PruneReport, Error> {
     let index = repo.load_index()?;
-    let used = repo.chunks_used_by(&index, &snapshot::list(repo.store())?)?;
+    // A used chunk in no index lies in a pack this pass would take for unused (an index file
+    // was lost): refuse until `repair index` lists that pack again.
+    let used = match repo.chunks_used_by(&index, &snapshot::list(repo.store())?) {
+        Err(Error::Missing { object }) if object.starts_with("chunk ") => return Err(Error::Unindexed { count: 1 }),
+        other => other?,
+    };
+    let unindexed = used.iter().filter(|id| !index.contains(id)).count();
+    if unindexed > 0 {
+        return Err(Error::Unindexed { count: unindexed });
+    }
     let mut report = PruneReport::default();
 
     // Usage per pack id (a pack listed by two index files is one pack; chunks point at one of

@@ -1,5 +1,5 @@
-//! Locks and prune under the conditions that used to lose data: a backup in another PID
-//! namespace, a backup whose lock was taken from it.
+//! Locks, prune and the index under the conditions that used to lose data: a backup in another
+//! PID namespace, an index file lost or damaged.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -87,4 +87,73 @@ fn a_backup_whose_lock_was_removed_writes_no_snapshot() {
     drop(stdin);
     backup.finish().code_is(6).stderr_mentions("own lock was removed", "the cause");
     assert!(repo.snapshot_files().is_empty(), "no snapshot was written");
+}
+
+/// An index file lost: prune must not take the packs it listed for unused while a kept snapshot
+/// needs them, and `repair index` lists them again from their headers.
+#[test]
+fn prune_refuses_while_a_kept_snapshot_needs_a_pack_in_no_index_until_repair_index() {
+    let ws = Workspace::new();
+    let src = ws.mkdir("src");
+    let tree = TreeBuilder::new(&src);
+    let repo = ws.repo();
+    repo.cmd("init").args(["--pack-size-mib", "1"]).run().ok();
+    tree.file_gen("big.bin", &mut DataGen::random(41), 4 << 20);
+    tree.file("note.txt", b"first\n");
+    repo.backup(&[&src]);
+    let first_index = repo.indexes();
+    tree.file("note.txt", b"second\n");
+    let (second, _) = repo.backup(&[&src]);
+    assert!(second.stored_bytes < 1 << 20, "the second backup dedups the 4 MB file");
+    assert_eq!(first_index.len(), 1);
+    std::fs::remove_file(&first_index[0].path).unwrap();
+    repo.cmd("forget").args(["--keep-last", "1"]).run().ok();
+
+    for _ in 0..2 {
+        repo.cmd("prune")
+            .args(["--grace", "0s"])
+            .run()
+            .code_is(3)
+            .stderr_mentions("in no index", "the cause")
+            .stderr_mentions("drctl repair index", "the fix");
+    }
+    Drctl::new().args(["repair", "index", "--repo"]).arg(&repo.path).run().ok().mentions("indexed again", "the report");
+    repo.cmd("prune").args(["--grace", "0s"]).run().ok();
+    repo.cmd("prune").args(["--grace", "0s"]).run().ok();
+    repo.check(true).ok().mentions("no damage found", "check --read-data");
+    let out = ws.join("restored");
+    repo.restore("latest", &out).ok();
+    assert_trees_equal(&src, &restored_path(&out, &src), CompareOpts { owner: true }, &"after repair and prune");
+}
+
+/// One damaged index file costs deduplication, not backups: what it lists is stored again.
+#[test]
+fn a_damaged_index_file_does_not_stop_backups() {
+    let ws = Workspace::new();
+    let src = ws.mkdir("src");
+    let tree = TreeBuilder::new(&src);
+    tree.file_gen("data.bin", &mut DataGen::random(51), 1 << 20);
+    let repo = ws.repo();
+    repo.init();
+    repo.backup(&[&src]);
+    let index = repo.indexes().remove(0);
+    let mut bytes = std::fs::read(&index.path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&index.path, bytes).unwrap();
+
+    let (b, out) = repo.backup(&[&src]);
+    out.stderr_mentions(&format!("index file {}", index.id), "the warning names the damaged file");
+    assert!(b.stored_bytes >= 1 << 20, "what the damaged file listed is stored again\n{out}");
+    let restored = ws.join("restored");
+    repo.restore(&b.id, &restored).ok();
+    assert_trees_equal(&src, &restored_path(&restored, &src), CompareOpts { owner: true }, &"after a damaged index");
+    repo.check(false).code_is(3).mentions(&format!("index {}", index.id), "check reports the damage");
+    Drctl::new()
+        .args(["repair", "index", "--repo"])
+        .arg(&repo.path)
+        .run()
+        .ok()
+        .mentions("1 damaged index files removed", "the repair");
+    repo.check(true).ok().mentions("no damage found", "check after repair index");
 }
