@@ -3,7 +3,11 @@
 //! still unused and was marked at least the grace period before. A backup that, despite the
 //! exclusive lock (a lock taken over as stale, a clock gone wrong), started before the mark and
 //! reused a chunk of that pack has by then written its snapshot, which makes the pack used
-//! again. Packs left by interrupted backups (in no index) go the same way.
+//! again. Packs left by interrupted backups or copies (in no index) go the same way, but only
+//! while every chunk the snapshots use is indexed: otherwise an index file was lost, and prune
+//! refuses until `repair index` has listed those packs again. Temporary objects of killed
+//! processes (local `.tmp-*` files, incomplete S3 multipart uploads) older than the grace
+//! period are removed too.
 //!
 //! Order of a deletion, safe at every crash point: the index files listing doomed packs are
 //! replaced by one listing the rest of their packs, then the old index files are deleted, then
@@ -42,6 +46,8 @@ pub struct PruneReport {
     pub packs_partly_used: usize,
     pub bytes_unused_in_partly_used: u64,
     pub index_files_rewritten: usize,
+    /// Leftovers of writes that never finished (temporary files, incomplete uploads) removed.
+    pub leftovers_removed: usize,
 }
 
 /// Whether an earlier prune marked packs that a later one must judge again.
@@ -157,6 +163,9 @@ pub fn prune(
             }
         }
         save_plan(repo, &plan)?;
+        // Writes still running are younger than the grace period: the lock keeps backups and
+        // copies out, and a WAL upload takes seconds.
+        report.leftovers_removed = repo.store().remove_abandoned((now - grace).into())?;
     }
     for id in plan.marked.keys().filter(|id| !due.contains(id)) {
         report.packs_marked += 1;
