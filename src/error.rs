@@ -142,10 +142,15 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
             "the listed snapshots cannot be fully restored; restore them from a copy of the repository, and take a new \
              backup so the newest state is protected",
         ),
+        E::Unindexed { .. } => (
+            ExitCode::Damaged,
+            "run `drctl repair index` (it lists every pack again from the pack's own header), then prune again; \
+             nothing was deleted",
+        ),
         E::Locked { .. } => (
             ExitCode::Locked,
-            "wait for the other command to finish; a lock whose process died is removed automatically (at once on the \
-             same host, after 30 minutes elsewhere)",
+            "wait for the other command to finish; a lock whose process died is removed automatically (at once by a \
+             command on the same host and in the same PID namespace, else 30 minutes after its last refresh)",
         ),
         E::BadSnapshotQuery { .. } => {
             (ExitCode::Usage, "copy the id (or its first 8 characters) from `drctl snapshots`, or give `latest`")

@@ -89,7 +89,7 @@ pub fn restore_to_dir(
     progress: &dyn Progress,
 ) -> Result<RestoreSummary, Error> {
     let _lock = repo.lock_for_reading("restore")?;
-    let index = repo.load_index()?;
+    let index = repo.load_index_skipping_damaged()?;
     let staging = prepare_target(target)?;
     progress.start("restoring", Some(snapshot.summary.logical_bytes));
     let result = restore_tree(repo, &index, snapshot, &staging.dir, progress).and_then(|summary| {
@@ -378,7 +378,7 @@ pub fn restore_to_writer(
         ));
     }
     let _lock = repo.lock_for_reading("restore")?;
-    let index = repo.load_index()?;
+    let index = repo.load_index_skipping_damaged()?;
     let mut entries = TreeReader::new(&snapshot.tree, |id| repo.read_chunk(&index, id));
     let entry = entries.next().ok_or_else(|| Error::corrupt("tree", "a stream snapshot without an entry"))??;
     progress.start("restoring", Some(entry.size));

@@ -23,7 +23,7 @@ use crate::progress::Progress;
 use crate::repo::crypto::Id;
 use crate::repo::snapshot::{self, Snapshot, SnapshotKind};
 use crate::repo::tree::{Entry, EntryKind, TreeWriter};
-use crate::repo::{Error, Repository, index};
+use crate::repo::{Error, Repository, index, prune};
 use pipeline::{Pipeline, Sink};
 
 /// Choices a backup makes beyond its source.
@@ -117,10 +117,16 @@ where
     F: FnOnce(&Sink, &mut Snapshot) -> Result<Vec<Id>, Error> + Send,
 {
     let started = Instant::now();
-    let _lock = repo.lock_shared("backup")?;
-    let index = repo.load_index()?;
+    let lock = repo.lock_shared("backup")?;
+    // A damaged index file costs only deduplication: what it lists is stored again.
+    let index = repo.load_index_skipping_damaged()?;
+    let doomed = prune::marked_packs(repo).unwrap_or_else(|e| {
+        // Prune cannot read it either, so it deletes nothing until it is repaired.
+        tracing::warn!(error = %e, "cannot read prune's plan; backing up as if no pack were marked");
+        Default::default()
+    });
     let level = options.compression_level.unwrap_or(repo.config().compression_level);
-    let pipeline = Pipeline::new(repo, &index, level);
+    let pipeline = Pipeline::new(repo, &index, &doomed, level);
     let outcome = pipeline.run(|sink| produce(sink, &mut snapshot));
     let mut summary = std::mem::take(&mut snapshot.summary);
     progress.finish();
@@ -144,6 +150,9 @@ where
     summary.duration_seconds = started.elapsed().as_secs_f64();
     snapshot.tree = tree;
     snapshot.summary = summary;
+    // Had another process taken the lock for stale, prune may have deleted what this snapshot
+    // reuses: then no snapshot at all, rather than one that cannot be restored.
+    lock.verify("writing the snapshot (what it stored stays for prune to judge)")?;
     let id = snapshot::save(repo.store(), repo.key(), &snapshot)?;
     tracing::info!(snapshot = %id.short(), new_chunks = snapshot.summary.new_chunks, stored_bytes = snapshot.summary.stored_bytes, "snapshot saved");
     Ok((id, snapshot))

@@ -189,10 +189,13 @@ fn earlier_versions<'a>(repo: &'a Repository, sink: &'a Sink, parent: &'a Snapsh
                         old.next();
                         return None;
                     }
+                    // Reused ids must be stored for good: an id whose index file was lost or
+                    // whose pack prune marked would carry a hole into the new snapshot.
                     let same = candidate.size == entry.size
                         && candidate.mtime == entry.mtime
                         && candidate.mtime_nsec == entry.mtime_nsec
-                        && entry.mtime < cutoff;
+                        && entry.mtime < cutoff
+                        && candidate.chunks.iter().all(|id| sink.is_stored(id));
                     let chunks = candidate.chunks.clone();
                     old.next();
                     return Some(if same { Earlier::Unchanged(chunks) } else { Earlier::Changed(chunks) });

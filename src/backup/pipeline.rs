@@ -2,7 +2,7 @@
 //! [`Sink`] by whatever produces chunks.
 
 use crossbeam_channel::{Receiver, Sender, bounded};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -17,6 +17,7 @@ use crate::repo::{Error, Repository};
 pub struct Sink<'a> {
     repo: &'a Repository,
     index: &'a Index,
+    doomed: &'a BTreeSet<Id>,
     in_flight: Mutex<HashSet<Id>>,
     tx: Sender<Plain>,
     stopped: &'a AtomicBool,
@@ -33,6 +34,13 @@ impl Sink<'_> {
         self.index
     }
 
+    /// Whether chunk `id` is stored for good: indexed, and neither it nor its delta base in a
+    /// pack prune has marked for deletion. Only such chunks may be referenced without storing
+    /// them again.
+    pub fn is_stored(&self, id: &Id) -> bool {
+        stored(self.index, self.doomed, id)
+    }
+
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Relaxed)
     }
@@ -45,15 +53,20 @@ impl Sink<'_> {
     /// must be stored, it is compressed against that version too, and the smaller form kept.
     pub fn add_version(&self, data: Vec<u8>, earlier: Option<Id>) -> Result<Id, Error> {
         let id = self.repo.key().chunk_id(&data);
-        if self.index.contains(&id) || !self.in_flight.lock().expect("poisoned").insert(id) {
+        if self.is_stored(&id) || !self.in_flight.lock().expect("poisoned").insert(id) {
             return Ok(id);
         }
-        let earlier = earlier.filter(|e| self.index.contains(e));
+        let earlier = earlier.filter(|e| self.is_stored(e));
         if self.stopped.load(Ordering::Relaxed) || self.tx.send((id, data, earlier)).is_err() {
             return Err(stopped());
         }
         Ok(id)
     }
+}
+
+fn stored(index: &Index, doomed: &BTreeSet<Id>, id: &Id) -> bool {
+    let in_kept_pack = |id: &Id| index.get(id).is_some_and(|(pack, _)| !doomed.contains(&pack.id));
+    in_kept_pack(id) && index.deltas.get(id).is_none_or(in_kept_pack)
 }
 
 /// The error a producer sees when a later stage failed; the stage's own error is reported.
@@ -64,6 +77,8 @@ fn stopped() -> Error {
 pub struct Pipeline<'a> {
     repo: &'a Repository,
     index: &'a Index,
+    /// Packs prune has marked for deletion: never deduplicated against.
+    doomed: &'a BTreeSet<Id>,
     level: i32,
     workers: usize,
 }
@@ -74,9 +89,9 @@ type Plain = (Id, Vec<u8>, Option<Id>);
 type Sealed = (Id, Vec<u8>, u32, Option<Id>);
 
 impl<'a> Pipeline<'a> {
-    pub fn new(repo: &'a Repository, index: &'a Index, level: i32) -> Self {
+    pub fn new(repo: &'a Repository, index: &'a Index, doomed: &'a BTreeSet<Id>, level: i32) -> Self {
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Pipeline { repo, index, level, workers }
+        Pipeline { repo, index, doomed, level, workers }
     }
 
     /// Runs `produce` with a sink while the stages run; returns what it produced and the packs
@@ -108,6 +123,7 @@ impl<'a> Pipeline<'a> {
             let sink = Sink {
                 repo: self.repo,
                 index: self.index,
+                doomed: self.doomed,
                 in_flight: Mutex::new(HashSet::new()),
                 tx: plain_tx,
                 stopped: &stopped,
@@ -145,6 +161,8 @@ impl<'a> Pipeline<'a> {
                         |err| tracing::warn!(chunk = %e.short(), error = %err, "cannot read an earlier block version"),
                     )
                     .ok()
+                    // The earlier version may itself be a delta against a base in a doomed pack.
+                    .filter(|(base, _)| stored(self.index, self.doomed, base))
             });
             let (sealed, base) = match base {
                 Some((base, base_data)) => {

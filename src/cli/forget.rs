@@ -154,4 +154,10 @@ pub fn print_prune(r: &PruneReport, dry_run: bool) {
             String::new()
         }
     );
+    if r.leftovers_removed > 0 {
+        println!(
+            "prune: removed {} leftovers of interrupted writes (temporary files, incomplete uploads)",
+            r.leftovers_removed
+        );
+    }
 }

@@ -9,6 +9,7 @@ mod init;
 mod key;
 mod policy;
 mod prune;
+mod repair;
 mod restore;
 mod schedule;
 mod snapshots;
@@ -76,6 +77,9 @@ pub enum Command {
     /// Reclaim the packs no snapshot uses (two phases: marked unused first, deleted a grace
     /// period later).
     Prune(prune::PruneArgs),
+    /// Rebuild what a damaged repository can prove from what is left.
+    #[command(subcommand)]
+    Repair(repair::RepairCommand),
     /// Manage key slots: the passphrases and key files that open the repository.
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -359,6 +363,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Forget(args) => forget::run(args, &cli.global),
         Command::Prune(args) => prune::run(args, &cli.global),
         Command::Key(command) => key::run(command, &cli.global),
+        Command::Repair(command) => repair::run(command, &cli.global),
         Command::WalPush(args) => wal_push::run(args),
         Command::WalFetch(args) => return wal_fetch::run(args),
         Command::Policy(command) => return policy::run(command),

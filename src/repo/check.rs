@@ -118,7 +118,8 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
     let indexed: BTreeSet<Id> = index.packs.iter().map(|p| p.id).collect();
     for id in stored.keys().filter(|id| !indexed.contains(id)) {
         report.warnings.push(format!(
-            "pack {id} is in no index (left by an interrupted backup, or its index is damaged); prune reclaims it"
+            "pack {id} is in no index: left by an interrupted backup or copy, or its index file was lost or is \
+             damaged; `drctl repair index` lists it again, prune reclaims it if no snapshot needs it"
         ));
     }
 
@@ -165,7 +166,8 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
         if missing > 0 {
             findings.add_for(
                 format!("snapshot {snap_id}"),
-                format!("{missing} of its chunks are in no index (index or pack lost)"),
+                format!("{missing} of its chunks are in no index (index or pack lost; `drctl repair index` finds them in packs \
+                         that are left)"),
                 snap_id,
             );
         }

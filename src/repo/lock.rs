@@ -1,7 +1,8 @@
 //! Repository locks. A backup, restore or check holds a shared lock; maintenance that deletes
 //! (prune) holds an exclusive one. A lock is a small sealed object under locks/, refreshed while
-//! held; a lock whose process is gone (same host) or that was not refreshed for STALE_AFTER is
-//! stale and removed by whoever finds it.
+//! held. A lock not refreshed for STALE_AFTER is stale and removed by whoever finds it, whatever
+//! its host and pid (restic's rule). A missing process makes a lock stale sooner only for a finder
+//! in the same kernel boot and PID namespace: containers of one pod share a host name, not PIDs.
 
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Condvar, Mutex};
@@ -23,6 +24,10 @@ pub struct LockInfo {
     pub pid: u32,
     pub command: String,
     pub time: chrono::DateTime<chrono::Utc>,
+    /// Where `pid` names a process: the holder's kernel boot id and PID namespace. Absent in
+    /// locks of older versions, which then go stale by time only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_scope: Option<String>,
 }
 
 impl LockInfo {
@@ -30,16 +35,34 @@ impl LockInfo {
         if chrono::Utc::now() - self.time > STALE_AFTER {
             return true;
         }
+        if self.hostname != super::hostname() || self.pid_scope.is_none() || self.pid_scope != pid_scope() {
+            return false;
+        }
         // SAFETY: kill with signal 0 only checks whether the process exists.
-        let gone = unsafe { libc::kill(self.pid as libc::pid_t, 0) } != 0
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-        self.hostname == super::hostname() && gone
+        let failed = unsafe { libc::kill(self.pid as libc::pid_t, 0) } != 0;
+        failed && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
     }
+
+    /// Whether `other` is this same lock as written by its holder (its time aside).
+    fn same_holder(&self, other: &LockInfo) -> bool {
+        (self.exclusive, &self.hostname, self.pid, &self.command, &self.pid_scope)
+            == (other.exclusive, &other.hostname, other.pid, &other.command, &other.pid_scope)
+    }
+}
+
+/// This process's kernel boot id and PID namespace: two processes that share both see the same
+/// process under the same pid. `None` where either cannot be read.
+fn pid_scope() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let namespace = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("{}/{}", boot.trim(), namespace.display()))
 }
 
 /// A held lock; released (deleted) on drop.
 pub struct Lock {
     store: Arc<dyn Store>,
+    key: MasterKey,
+    info: LockInfo,
     name: String,
     stop: Arc<(Mutex<bool>, Condvar)>,
     refresher: Option<JoinHandle<()>>,
@@ -75,9 +98,11 @@ impl Lock {
             pid: std::process::id(),
             command: command.to_string(),
             time: chrono::Utc::now(),
+            pid_scope: pid_scope(),
         };
         write(store.as_ref(), key, &name, &info)?;
-        let mut lock = Lock { store, name, stop: Arc::default(), refresher: None };
+        let mut lock =
+            Lock { store, key: key.clone(), info: info.clone(), name, stop: Arc::default(), refresher: None };
         for other in lock.store.list(format::LOCKS_DIR)? {
             if other.key == lock.name {
                 continue;
@@ -111,18 +136,20 @@ impl Lock {
         Ok(lock)
     }
 
-    /// Fails if this lock is gone: another process took it for stale (a refresh that failed, a
-    /// clock gone wrong) and may be working on the repository now. Prune asks before it deletes.
-    pub fn verify(&self) -> Result<(), Error> {
-        if self.store.exists(&self.name)? {
-            return Ok(());
+    /// Fails if this lock is gone or no longer this holder's: another process took it for stale
+    /// (a refresh that failed, a clock gone wrong) and may be working on the repository now.
+    /// Prune asks before it deletes, a backup before it writes its snapshot; `before` says which.
+    pub fn verify(&self, before: &str) -> Result<(), Error> {
+        match read(self.store.as_ref(), &self.key, &self.name)? {
+            Some(info) if info.same_holder(&self.info) => Ok(()),
+            _ => Err(Error::Locked {
+                location: self.store.location().to_string(),
+                holder: format!(
+                    "this command's own lock was removed by another process that took it for stale; stopped before \
+                     {before}"
+                ),
+            }),
         }
-        Err(Error::Locked {
-            location: self.store.location().to_string(),
-            holder: "this command's own lock was removed by another process that took it for stale; stopped before \
-                     deleting anything"
-                .into(),
-        })
     }
 
     fn spawn_refresher(&self, key: MasterKey, mut info: LockInfo) -> JoinHandle<()> {
@@ -193,8 +220,15 @@ mod tests {
             pid: dead_pid,
             command: "prune".into(),
             time: now,
+            pid_scope: pid_scope(),
         };
         write(store.as_ref(), &key, "locks/crashed", &crashed).unwrap();
+        // The same host name but another PID namespace (a container of the same pod): its pid
+        // says nothing here, so only its refresh time counts.
+        let other_namespace = LockInfo { pid_scope: Some("other boot/pid:[1]".into()), ..crashed.clone() };
+        write(store.as_ref(), &key, "locks/neighbour", &other_namespace).unwrap();
+        assert!(matches!(Lock::acquire(store.clone(), &key, true, "prune"), Err(Error::Locked { .. })));
+        store.delete("locks/neighbour").unwrap();
         let old = LockInfo { hostname: "elsewhere".into(), pid: 1, time: now - STALE_AFTER * 2, ..crashed.clone() };
         write(store.as_ref(), &key, "locks/old", &old).unwrap();
         let live = LockInfo { hostname: "elsewhere".into(), pid: 1, ..crashed };
@@ -204,5 +238,12 @@ mod tests {
         let lock = Lock::acquire(store.clone(), &key, false, "backup").unwrap();
         let names: Vec<String> = store.list(format::LOCKS_DIR).unwrap().into_iter().map(|o| o.key).collect();
         assert_eq!(names, vec![lock.name.clone()], "stale locks were removed");
+        lock.verify("testing").unwrap();
+        let mut taken = lock.info.clone();
+        taken.pid += 1;
+        write(store.as_ref(), &key, &lock.name, &taken).unwrap();
+        assert!(matches!(lock.verify("testing"), Err(Error::Locked { .. })), "a lock rewritten by another holder");
+        store.delete(&lock.name).unwrap();
+        assert!(matches!(lock.verify("testing"), Err(Error::Locked { .. })), "a removed lock");
     }
 }

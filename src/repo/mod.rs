@@ -18,6 +18,7 @@ pub mod lock;
 pub mod pack;
 pub mod prune;
 mod readahead;
+pub mod repair_index;
 pub mod retention;
 pub mod snapshot;
 pub mod tree;
@@ -89,6 +90,11 @@ pub enum Error {
     WalConflict { name: String },
     #[error(transparent)]
     Kms(#[from] kms::KmsError),
+    #[error(
+        "prune refused: {count} chunk(s) that kept snapshots use are in no index (an index file is lost or damaged), \
+         so their packs look unused"
+    )]
+    Unindexed { count: usize },
     #[error("{0}")]
     InvalidRequest(String),
     #[error(transparent)]
@@ -297,6 +303,21 @@ impl Repository {
 
     pub fn load_index(&self) -> Result<index::Index> {
         index::load(self.store.as_ref(), &self.key)
+    }
+
+    /// Every readable index file; a damaged one is skipped with a warning naming it (`check`
+    /// reports it, `repair index` replaces it). A chunk only it listed is then unknown: a backup
+    /// stores it again, a restore that needs it fails. Prune and copy load strictly instead.
+    pub fn load_index_skipping_damaged(&self) -> Result<index::Index> {
+        let (index, damaged) = index::load_tolerant(self.store.as_ref(), &self.key)?;
+        for (file, err) in damaged {
+            tracing::warn!(
+                index = %file,
+                "index file {file} cannot be read ({err}); what only it lists counts as not stored. `drctl check` \
+                 reports it, `drctl repair index` rebuilds it"
+            );
+        }
+        Ok(index)
     }
 
     /// Reads, authenticates and verifies one chunk.

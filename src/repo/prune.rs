@@ -3,7 +3,11 @@
 //! still unused and was marked at least the grace period before. A backup that, despite the
 //! exclusive lock (a lock taken over as stale, a clock gone wrong), started before the mark and
 //! reused a chunk of that pack has by then written its snapshot, which makes the pack used
-//! again. Packs left by interrupted backups (in no index) go the same way.
+//! again. Packs left by interrupted backups or copies (in no index) go the same way, but only
+//! while every chunk the snapshots use is indexed: otherwise an index file was lost, and prune
+//! refuses until `repair index` has listed those packs again. Temporary objects of killed
+//! processes (local `.tmp-*` files, incomplete S3 multipart uploads) older than the grace
+//! period are removed too.
 //!
 //! Order of a deletion, safe at every crash point: the index files listing doomed packs are
 //! replaced by one listing the rest of their packs, then the old index files are deleted, then
@@ -42,11 +46,18 @@ pub struct PruneReport {
     pub packs_partly_used: usize,
     pub bytes_unused_in_partly_used: u64,
     pub index_files_rewritten: usize,
+    /// Leftovers of writes that never finished (temporary files, incomplete uploads) removed.
+    pub leftovers_removed: usize,
 }
 
 /// Whether an earlier prune marked packs that a later one must judge again.
 pub fn plan_pending(repo: &Repository) -> Result<bool, Error> {
     Ok(!load_plan(repo)?.marked.is_empty())
+}
+
+/// The packs an earlier prune marked for deletion: a backup must not deduplicate against them.
+pub fn marked_packs(repo: &Repository) -> Result<BTreeSet<Id>, Error> {
+    Ok(load_plan(repo)?.marked.into_keys().collect())
 }
 
 fn load_plan(repo: &Repository) -> Result<PrunePlan, Error> {
@@ -75,7 +86,16 @@ pub fn prune(
     now: DateTime<Utc>,
 ) -> Result<PruneReport, Error> {
     let index = repo.load_index()?;
-    let used = repo.chunks_used_by(&index, &snapshot::list(repo.store())?)?;
+    // A used chunk in no index lies in a pack this pass would take for unused (an index file
+    // was lost): refuse until `repair index` lists that pack again.
+    let used = match repo.chunks_used_by(&index, &snapshot::list(repo.store())?) {
+        Err(Error::Missing { object }) if object.starts_with("chunk ") => return Err(Error::Unindexed { count: 1 }),
+        other => other?,
+    };
+    let unindexed = used.iter().filter(|id| !index.contains(id)).count();
+    if unindexed > 0 {
+        return Err(Error::Unindexed { count: unindexed });
+    }
     let mut report = PruneReport::default();
 
     // Usage per pack id (a pack listed by two index files is one pack; chunks point at one of
@@ -129,7 +149,7 @@ pub fn prune(
         report.packs_deleted = due.len();
         report.bytes_deleted = due.iter().map(|id| unused[id]).sum();
     } else {
-        lock.verify()?;
+        lock.verify("deleting anything")?;
         report.index_files_rewritten = drop_from_index(repo, &index, &due)?;
         for id in &due {
             match repo.store().delete(&format::pack_key(*id)) {
@@ -143,6 +163,9 @@ pub fn prune(
             }
         }
         save_plan(repo, &plan)?;
+        // Writes still running are younger than the grace period: the lock keeps backups and
+        // copies out, and a WAL upload takes seconds.
+        report.leftovers_removed = repo.store().remove_abandoned((now - grace).into())?;
     }
     for id in plan.marked.keys().filter(|id| !due.contains(id)) {
         report.packs_marked += 1;

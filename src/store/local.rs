@@ -230,6 +230,10 @@ impl Store for LocalStore {
         }
     }
 
+    fn remove_abandoned(&self, before: std::time::SystemTime) -> Result<usize> {
+        self.remove_temp_files(&self.root, before)
+    }
+
     fn exists(&self, key: &str) -> Result<bool> {
         let path = self.path(key);
         match fs::metadata(&path) {
@@ -237,6 +241,36 @@ impl Store for LocalStore {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Self::io_err("stat", &path, e)),
         }
+    }
+}
+
+impl LocalStore {
+    /// Deletes the temporary files below `dir` last modified before `before`: a write that was
+    /// killed leaves its `.tmp-*` file, which nothing else would ever remove.
+    fn remove_temp_files(&self, dir: &Path, before: std::time::SystemTime) -> Result<usize> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Self::io_err("list", dir, e)),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry.map_err(|e| Self::io_err("list", dir, e))?;
+            let path = entry.path();
+            let meta = entry.metadata().map_err(|e| Self::io_err("stat", &path, e))?;
+            if meta.is_dir() {
+                removed += self.remove_temp_files(&path, before)?;
+            } else if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+                && meta.modified().map_err(|e| Self::io_err("stat", &path, e))? < before
+            {
+                match fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(Self::io_err("delete", &path, e)),
+                }
+            }
+        }
+        Ok(removed)
     }
 }
 
@@ -313,6 +347,14 @@ mod tests {
         // A stale temporary file from a crashed write is never listed.
         fs::write(dir.path().join("index/.tmp-dead"), b"partial").unwrap();
         assert_eq!(store.list("index/").unwrap().len(), 1);
+        // ... and is removed once older than the bound, while a fresh one (a write in progress) stays.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        File::options().write(true).open(dir.path().join("index/.tmp-dead")).unwrap().set_modified(old).unwrap();
+        fs::write(dir.path().join("packs/cd/.tmp-live"), b"being written").unwrap();
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        assert_eq!(store.remove_abandoned(hour_ago).unwrap(), 1);
+        assert!(!dir.path().join("index/.tmp-dead").exists());
+        assert!(dir.path().join("packs/cd/.tmp-live").exists());
     }
 
     /// A WAL segment in a repository folder that does not exist yet: every folder made on the

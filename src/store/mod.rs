@@ -80,6 +80,10 @@ pub trait Store: Send + Sync {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
     fn delete(&self, key: &str) -> Result<()>;
     fn exists(&self, key: &str) -> Result<bool>;
+    /// Removes what writes started before `before` and never finished left behind (a killed
+    /// process's temporary files, its incomplete multipart uploads); returns how many. Callers
+    /// pick `before` so that no write still running is that old.
+    fn remove_abandoned(&self, before: std::time::SystemTime) -> Result<usize>;
     /// Whether each request costs a network round trip (and a fee): callers then read ahead.
     fn is_remote(&self) -> bool {
         false

@@ -483,6 +483,44 @@ impl Store for S3Store {
         true
     }
 
+    /// Aborts the multipart uploads below the prefix started before `before` (the
+    /// AbortIncompleteMultipartUpload lifecycle rule does the same on AWS): a killed process
+    /// never completes nor aborts its upload, whose parts are billed until then.
+    fn remove_abandoned(&self, before: std::time::SystemTime) -> Result<usize> {
+        let b = &self.bucket;
+        let cutoff = aws_sdk_s3::primitives::DateTime::from(before).secs();
+        b.runtime.block_on(async {
+            let (mut key_marker, mut upload_marker) = (None, None);
+            let mut removed = 0;
+            loop {
+                let request = b.client.list_multipart_uploads().bucket(&b.name).prefix(&b.prefix);
+                let page = request
+                    .set_key_marker(key_marker)
+                    .set_upload_id_marker(upload_marker)
+                    .send()
+                    .await
+                    .map_err(|e| b.error("list uploads", "", e))?;
+                for upload in page.uploads() {
+                    let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else { continue };
+                    if upload.initiated().is_none_or(|t| t.secs() >= cutoff) {
+                        continue;
+                    }
+                    let abort = b.client.abort_multipart_upload().bucket(&b.name).key(key).upload_id(id);
+                    match abort.send().await {
+                        Ok(_) => removed += 1,
+                        Err(e) if e.code() == Some("NoSuchUpload") => {}
+                        Err(e) => return Err(b.error("abort upload", key.strip_prefix(&b.prefix).unwrap_or(key), e)),
+                    }
+                }
+                (key_marker, upload_marker) =
+                    (page.next_key_marker().map(str::to_string), page.next_upload_id_marker().map(str::to_string));
+                if !page.is_truncated().unwrap_or(false) || (key_marker.is_none() && upload_marker.is_none()) {
+                    return Ok(removed);
+                }
+            }
+        })
+    }
+
     fn exists(&self, key: &str) -> Result<bool> {
         let b = &self.bucket;
         let request = b.client.head_object().bucket(&b.name).key(b.full_key(key));

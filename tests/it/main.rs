@@ -19,6 +19,7 @@ mod faultproxy;
 mod hygiene;
 mod keys;
 mod kms;
+mod lockprune;
 mod moto;
 mod packaging;
 mod pg;

@@ -196,3 +196,43 @@ fn local_mode_refuses_the_data_directory_of_another_cluster() {
         .run()
         .code_is(2);
 }
+
+/// A file unchanged since the previous local backup is reused unread only while its chunks are
+/// indexed: with the index file that listed them lost, the next backup reads and stores it again
+/// instead of writing a snapshot that points into no index.
+#[test]
+fn local_mode_does_not_reuse_chunks_that_are_in_no_index() {
+    let ws = Workspace::new_public();
+    let (repo, key_file) = repo_for_postgres(&ws);
+    let mut primary = Cluster::init(&ws.join("primary"), &archiving_to(&repo, &key_file));
+    primary.start();
+    primary.sql("CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+    primary.sql("CHECKPOINT");
+    std::thread::sleep(Duration::from_secs(6));
+    let local = || {
+        let cmd = repo.cmd("backup").arg("--pg").arg(primary.dsn()).args(["--pg-mode", "local", "--pgdata"]);
+        let out = cmd.arg(&primary.data).arg("--json").timeout(Duration::from_secs(300)).run();
+        out.ok();
+        BackupInfo::parse(&out)
+    };
+    local();
+    let first_index = repo.indexes();
+    let second = local();
+    assert!(second.json["unchanged_bytes"].as_u64().unwrap() > 0, "{}", second.json);
+    // The second backup's files point into the first backup's index file: lose it.
+    for index in &first_index {
+        std::fs::remove_file(&index.path).unwrap();
+    }
+    let third = local();
+    let check = repo.cmd("check").arg("--json").run();
+    let report = check.json();
+    for problem in report["problems"].as_array().unwrap() {
+        assert!(
+            !problem["snapshots"].as_array().unwrap().iter().any(|s| s == third.id.as_str()),
+            "the new snapshot reuses chunks in no index: {problem}\n{}",
+            third.json
+        );
+    }
+    repo.restore_cmd(&third.short_id, &ws.join("restored")).arg("--key-file").arg(&key_file).run().ok();
+    primary.stop();
+}
