@@ -9,6 +9,7 @@ mod init;
 mod key;
 mod policy;
 mod prune;
+mod repair;
 mod restore;
 mod schedule;
 mod snapshots;
@@ -79,6 +80,9 @@ pub enum Command {
     /// Manage key slots: the passphrases and key files that open the repository.
     #[command(subcommand)]
     Key(key::KeyCommand),
+    /// Rebuild what a damaged repository can prove, and remove what it cannot.
+    #[command(subcommand)]
+    Repair(repair::RepairCommand),
     /// Archive one WAL file (PostgreSQL's archive_command: `drctl wal-push %p`).
     WalPush(wal_push::WalPushArgs),
     /// Restore one archived WAL file (PostgreSQL's restore_command: `drctl wal-fetch %f %p`).
@@ -359,6 +363,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Forget(args) => forget::run(args, &cli.global),
         Command::Prune(args) => prune::run(args, &cli.global),
         Command::Key(command) => key::run(command, &cli.global),
+        Command::Repair(command) => repair::run(command, &cli.global),
         Command::WalPush(args) => wal_push::run(args),
         Command::WalFetch(args) => return wal_fetch::run(args),
         Command::Policy(command) => return policy::run(command),

@@ -18,6 +18,7 @@ pub mod lock;
 pub mod pack;
 pub mod prune;
 mod readahead;
+pub mod repair_snapshots;
 pub mod retention;
 pub mod snapshot;
 pub mod tree;

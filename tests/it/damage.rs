@@ -1,0 +1,78 @@
+//! One damaged object damages only what depends on it: a damaged snapshot manifest is skipped
+//! (with a warning naming it) by listing, restore, PITR's choice and retention, reported by
+//! `check` and removed by `repair snapshots`.
+
+use std::path::PathBuf;
+
+use crate::harness::*;
+
+/// A repository with three snapshots of one changing tree; the newest manifest is damaged.
+struct Fixture {
+    ws: Workspace,
+    repo: Repo,
+    snaps: Vec<BackupInfo>,
+    scans: Vec<Scan>,
+    src: PathBuf,
+}
+
+fn three_snapshots_newest_damaged() -> Fixture {
+    let ws = Workspace::new();
+    let src = ws.join("src");
+    let t = TreeBuilder::new(&src);
+    let repo = ws.repo();
+    repo.init();
+    let (mut snaps, mut scans) = (Vec::new(), Vec::new());
+    for i in 0..3u64 {
+        t.file_gen("data.bin", &mut DataGen::mixed(i, 4096), 256 * KIB);
+        t.file(format!("f{i}.txt"), format!("version {i}\n").as_bytes());
+        t.stamp_mtimes(i);
+        scans.push(scan(&src));
+        snaps.push(repo.backup(&[&src]).0);
+        // Manifests are ordered by time; keep the three apart.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let newest = repo.snapshot_files().into_iter().find(|o| o.id == snaps[2].id).expect("newest manifest");
+    flip_byte(&newest.path, newest.size / 2);
+    Fixture { ws, repo, snaps, scans, src }
+}
+
+#[test]
+fn a_damaged_manifest_is_skipped_with_a_warning_and_repair_removes_it() {
+    let f = three_snapshots_newest_damaged();
+    let damaged = &f.snaps[2].short_id;
+
+    let out = f.repo.cmd("snapshots").arg("--json").run();
+    out.ok().stderr_mentions(damaged, "the skipped manifest");
+    let listed: Vec<String> = match out.json() {
+        serde_json::Value::Array(a) => a.iter().map(|s| json_str(s, "id", &out)).collect(),
+        other => panic!("not an array: {other}"),
+    };
+    assert_eq!(listed, vec![f.snaps[0].id.clone(), f.snaps[1].id.clone()], "{out}");
+
+    // `latest` is the newest snapshot that can be read.
+    let to = f.ws.join("latest");
+    f.repo.restore("latest", &to).ok().stderr_mentions(damaged, "the skipped manifest");
+    assert_tree_matches(&f.scans[1], &restored_path(&to, &f.src), CompareOpts { owner: true }, &"restore latest");
+
+    // PITR's choice looks past it too: no base backup here, so the answer is "out of reach", not damage.
+    let out = f.repo.cmd("restore").args(["--point-in-time", "latest", "--to"]).arg(f.ws.join("pitr")).run();
+    out.code_is(13).stderr_mentions(damaged, "the skipped manifest");
+
+    // A damaged manifest is never counted as a kept snapshot: the newest readable one stays.
+    let out = f.repo.cmd("forget").args(["--keep-last", "1"]).run();
+    out.ok().stderr_mentions(damaged, "the skipped manifest");
+    let left: Vec<String> = f.repo.snapshot_files().into_iter().map(|o| o.id).collect();
+    assert!(!left.contains(&f.snaps[0].id), "forget kept the oldest\n{out}");
+    assert!(left.contains(&f.snaps[1].id), "forget removed the newest readable snapshot\n{out}");
+    assert!(left.contains(&f.snaps[2].id), "forget removed the damaged manifest, which only repair may do\n{out}");
+
+    f.repo.check(false).code_is(3).mentions(&format!("snapshot {}", f.snaps[2].id), "the damaged manifest");
+    let repair = || Drctl::new().args(["repair", "snapshots", "--repo"]).arg(&f.repo.path);
+    let out = repair().arg("--dry-run").run();
+    out.ok().mentions(&f.snaps[2].id, "the damaged manifest");
+    assert_eq!(f.repo.snapshot_files().len(), 2, "a dry run removed something\n{out}");
+    repair().run().ok().mentions("removed 1", "the count");
+    let left: Vec<String> = f.repo.snapshot_files().into_iter().map(|o| o.id).collect();
+    assert_eq!(left, vec![f.snaps[1].id.clone()]);
+    f.repo.check(true).ok();
+}
