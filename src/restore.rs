@@ -47,6 +47,29 @@ pub struct RestoreSummary {
     pub dirs: u64,
     pub symlinks: u64,
     pub bytes: u64,
+    /// With `skip_damaged`: what was left out because its data could not be read or
+    /// authenticated (relative path, reason). Such a file is not in the target at all.
+    pub not_restored: Vec<(String, String)>,
+}
+
+/// Damage a restore that skips damaged data tolerates: an object that is missing or fails
+/// verification. Anything else (the target, an outage) still stops it.
+fn is_damage(e: &Error) -> bool {
+    matches!(e, Error::Corrupt { .. } | Error::Missing { .. })
+}
+
+/// Files left out of a restore that skips damaged data, each with the first reason found.
+#[derive(Default)]
+struct Skipped(Mutex<Vec<(PathBuf, String, u64)>>);
+
+impl Skipped {
+    /// Counts a chunk of `file` as done without writing it, and marks the file damaged.
+    fn chunk_failed(&self, file: &OpenFile, err: &Error) {
+        if !file.damaged.swap(true, Ordering::AcqRel) {
+            self.0.lock().expect("poisoned").push((file.relative.clone(), err.to_string(), file.entry.size));
+        }
+        file.remaining.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn workers() -> usize {
@@ -90,18 +113,22 @@ fn prepare_target(target: &Path) -> Result<Staging, Error> {
     Ok(Staging { dir, inside_target })
 }
 
-/// Restores every entry of `snapshot` under `target`.
+/// Restores every entry of `snapshot` under `target`. Damaged data stops the restore (and
+/// nothing is left in `target`), unless `skip_damaged`: then every file whose data is intact is
+/// restored, and each file with a chunk that cannot be read or authenticated is left out (never
+/// written in part) and listed in the summary.
 pub fn restore_to_dir(
     repo: &Repository,
     snapshot: &Snapshot,
     target: &Path,
+    skip_damaged: bool,
     progress: &dyn Progress,
 ) -> Result<RestoreSummary, Error> {
     let _lock = repo.lock_for_reading("restore")?;
     let index = repo.load_index()?;
     let staging = prepare_target(target)?;
     progress.start("restoring", Some(snapshot.summary.logical_bytes));
-    let result = restore_tree(repo, &index, snapshot, &staging.dir, progress).and_then(|summary| {
+    let result = restore_tree(repo, &index, snapshot, &staging.dir, skip_damaged, progress).and_then(|summary| {
         finish_target(&staging, target)?;
         Ok(summary)
     });
@@ -135,8 +162,11 @@ fn finish_target(staging: &Staging, target: &Path) -> Result<(), Error> {
 struct OpenFile {
     file: File,
     path: PathBuf,
+    relative: PathBuf,
     entry: Entry,
     remaining: AtomicUsize,
+    /// A chunk of it could not be read or authenticated (when skipping damaged data).
+    damaged: AtomicBool,
 }
 
 struct ChunkJob {
@@ -150,8 +180,12 @@ fn restore_tree(
     index: &Index,
     snapshot: &Snapshot,
     root: &Path,
+    skip_damaged: bool,
     progress: &dyn Progress,
 ) -> Result<RestoreSummary, Error> {
+    let skipped = Skipped::default();
+    let skipping = skip_damaged.then_some(&skipped);
+    let mut tree_lost: Option<(String, String)> = None;
     let is_root = unsafe { libc::geteuid() } == 0;
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
@@ -172,7 +206,7 @@ fn restore_tree(
                     if failed.load(Ordering::Relaxed) {
                         continue;
                     }
-                    if let Err(e) = write_run(repo, index, &run, is_root, progress) {
+                    if let Err(e) = write_run(repo, index, &run, is_root, skipping, progress) {
                         fail(e);
                     }
                 }
@@ -184,12 +218,21 @@ fn restore_tree(
         let walked = (|| {
             let mut dirs_open = DirCache::new(root)?;
             let entries = TreeReader::new(&snapshot.tree, |id| repo.read_chunk(index, id));
+            let mut last = String::from("the first entry");
             for entry in entries {
                 if failed.load(Ordering::Relaxed) {
                     break;
                 }
-                let entry = entry?;
+                let entry = match entry {
+                    Err(e) if skip_damaged && is_damage(&e) => {
+                        // The rest of the tree cannot be read: what was listed before is kept.
+                        tree_lost = Some((format!("every entry after {last}"), e.to_string()));
+                        break;
+                    }
+                    entry => entry?,
+                };
                 let relative = entry.relative_path()?;
+                last = relative.display().to_string();
                 let path = root.join(&relative);
                 let target_err = |e: std::io::Error| Error::Target { path: path.clone(), reason: e.to_string() };
                 let name = relative.file_name().expect("a plain relative path has a name");
@@ -227,13 +270,25 @@ fn restore_tree(
                             apply_metadata(&file, &path, &entry, is_root)?;
                             continue;
                         }
-                        let chunks = entry.chunks.clone();
-                        let open = Arc::new(OpenFile { file, path, remaining: AtomicUsize::new(chunks.len()), entry });
+                        let located = entry
+                            .chunks
+                            .iter()
+                            .map(|id| index.get(id).ok_or_else(|| Error::Missing { object: format!("chunk {id}") }))
+                            .collect::<Result<Vec<_>, _>>();
+                        let located = match located {
+                            Err(e) if skip_damaged => {
+                                // Not one byte of it is written; it is removed below.
+                                skipped.0.lock().expect("poisoned").push((relative, e.to_string(), entry.size));
+                                continue;
+                            }
+                            located => located?,
+                        };
+                        let remaining = AtomicUsize::new(located.len());
+                        let (damaged, chunks) = (AtomicBool::new(false), entry.chunks.clone());
+                        let open = Arc::new(OpenFile { file, path, relative, remaining, entry, damaged });
                         let mut offset = 0u64;
                         planner.files += 1;
-                        for id in chunks {
-                            let (pack, loc) =
-                                index.get(&id).ok_or_else(|| Error::Missing { object: format!("chunk {id}") })?;
+                        for (id, (pack, loc)) in chunks.into_iter().zip(located) {
                             planner.reads.push((pack.id, loc, ChunkJob { file: open.clone(), id, offset }));
                             offset += loc.raw_len as u64;
                         }
@@ -260,8 +315,24 @@ fn restore_tree(
     if let Some(e) = first_error.into_inner().expect("poisoned") {
         return Err(e);
     }
-    // Directory times last, deepest first, since creating entries inside changes them.
+    // Files with damaged data go whole: a restore never leaves a byte it did not authenticate.
     let mut dirs_open = DirCache::new(root)?;
+    let mut left_out = skipped.0.into_inner().expect("poisoned");
+    left_out.sort();
+    for (relative, reason, size) in left_out {
+        let parent = dirs_open.get(relative.parent().unwrap_or(Path::new("")))?;
+        let name = cstr(relative.file_name().expect("a file has a name"))?;
+        // SAFETY: an open directory and a C string; unlinkat never follows a link.
+        if unsafe { libc::unlinkat(parent.as_raw_fd(), name.as_ptr(), 0) } != 0 {
+            let reason = std::io::Error::last_os_error().to_string();
+            return Err(Error::Target { path: root.join(&relative), reason });
+        }
+        summary.files -= 1;
+        summary.bytes -= size;
+        summary.not_restored.push((relative.display().to_string(), reason));
+    }
+    summary.not_restored.extend(tree_lost);
+    // Directory times last, deepest first, since creating entries inside changes them.
     for (path, relative, entry) in dirs.iter().rev() {
         let dir = dirs_open.get(relative)?;
         apply_metadata(dir, path, entry, is_root)?;
@@ -331,19 +402,35 @@ impl Planner<'_> {
     }
 }
 
-/// Fetches a run with one read, then opens and writes each of its chunks.
+/// Fetches a run with one read, then opens and writes each of its chunks. With `skipping`, a
+/// chunk that cannot be read or authenticated marks its file damaged instead of failing.
 fn write_run(
     repo: &Repository,
     index: &Index,
     run: &ReadRun,
     is_root: bool,
+    skipping: Option<&Skipped>,
     progress: &dyn Progress,
 ) -> Result<(), Error> {
-    let sealed = repo.read_pack_range(run.pack, run.start, run.len)?;
+    let sealed = match repo.read_pack_range(run.pack, run.start, run.len) {
+        Ok(sealed) => sealed,
+        Err(e) => match skipping {
+            Some(skipped) if is_damage(&e) => {
+                run.chunks.iter().for_each(|(job, _)| skipped.chunk_failed(&job.file, &e));
+                return Ok(());
+            }
+            _ => return Err(e),
+        },
+    };
     for (job, loc) in &run.chunks {
         let at = (loc.offset as u64 - run.start) as usize;
-        let data = repo.open_chunk(index, run.pack, job.id, *loc, &sealed[at..at + loc.sealed_len as usize])?;
-        write_chunk(&data, job, is_root, progress)?;
+        match repo.open_chunk(index, run.pack, job.id, *loc, &sealed[at..at + loc.sealed_len as usize]) {
+            Ok(data) => write_chunk(&data, job, is_root, progress)?,
+            Err(e) => match skipping {
+                Some(skipped) if is_damage(&e) => skipped.chunk_failed(&job.file, &e),
+                _ => return Err(e),
+            },
+        }
     }
     Ok(())
 }
@@ -356,7 +443,7 @@ fn write_chunk(data: &[u8], job: &ChunkJob, is_root: bool, progress: &dyn Progre
             .map_err(|e| Error::Target { path: job.file.path.clone(), reason: e.to_string() })?;
     }
     progress.add(data.len() as u64);
-    if job.file.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+    if job.file.remaining.fetch_sub(1, Ordering::AcqRel) == 1 && !job.file.damaged.load(Ordering::Acquire) {
         apply_metadata(&job.file.file, &job.file.path, &job.file.entry, is_root)?;
     }
     Ok(())
@@ -662,7 +749,7 @@ mod tests {
         for (what, entries) in cases {
             let snap = crafted(&repo, entries);
             let target = tmp.path().join(format!("target-{}", what.replace(' ', "-")));
-            let err = restore_to_dir(&repo, &snap, &target, &NoProgress).expect_err(what);
+            let err = restore_to_dir(&repo, &snap, &target, false, &NoProgress).expect_err(what);
             assert!(matches!(err, Error::Corrupt { .. }), "{what}: {err}");
             assert_eq!(state(&outside), before, "{what}: the restore changed something outside the target");
             assert!(!target.exists(), "{what}: a refused restore left {}", target.display());
@@ -683,7 +770,7 @@ mod tests {
             ],
         );
         let target = tmp.path().join("t");
-        restore_to_dir(&repo, &snap, &target, &NoProgress).unwrap();
+        restore_to_dir(&repo, &snap, &target, false, &NoProgress).unwrap();
         assert_eq!(fs::read(target.join("d/f")).unwrap(), b"data");
         assert_eq!(fs::read_link(target.join("d/l")).unwrap(), Path::new("/etc/hostname"));
         let mode = |p: &str| fs::symlink_metadata(target.join(p)).unwrap().permissions().mode() & 0o7777;

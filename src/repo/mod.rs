@@ -70,6 +70,8 @@ pub enum Error {
     Target { path: std::path::PathBuf, reason: String },
     #[error("check found {count} damaged object(s)")]
     Damaged { count: usize },
+    #[error("{count} file(s) of the snapshot were not restored to {path}: their data is damaged (listed above)")]
+    PartlyRestored { path: std::path::PathBuf, count: usize },
     #[error("the database cannot be backed up: {detail}")]
     Database { detail: String },
     #[error("WAL archiving is not set up on the database (archive_mode = {archive_mode}{}), so a base backup could never be restored", if *standby { ", a standby" } else { "" })]

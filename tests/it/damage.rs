@@ -76,3 +76,49 @@ fn a_damaged_manifest_is_skipped_with_a_warning_and_repair_removes_it() {
     assert_eq!(left, vec![f.snaps[1].id.clone()]);
     f.repo.check(true).ok();
 }
+
+/// A tree backed up twice; the second backup adds `extra/new.bin`, whose data (first in the
+/// pack that backup writes) is then damaged. Returns (workspace, repo, src, second snapshot,
+/// scan at the second backup).
+fn second_backup_with_damaged_new_file() -> (Workspace, Repo, PathBuf, BackupInfo, Scan) {
+    let ws = Workspace::new();
+    let src = ws.join("src");
+    let t = TreeBuilder::new(&src);
+    t.file_gen("big.bin", &mut DataGen::random(1), 2 * MIB);
+    for i in 0..10 {
+        t.file(format!("d/f{i}.txt"), &DataGen::text(i).take(3000));
+    }
+    t.stamp_mtimes(1);
+    let repo = ws.repo();
+    repo.init();
+    repo.backup(&[&src]);
+    let before = repo.packs();
+    t.file_gen("extra/new.bin", &mut DataGen::random(2), 3 * MIB);
+    t.stamp_mtimes(2);
+    let expected = scan(&src);
+    let (b, _) = repo.backup(&[&src]);
+    let new_pack = repo.packs().into_iter().find(|p| !before.contains(p)).expect("the second backup wrote a pack");
+    flip_byte(&new_pack.path, 100);
+    (ws, repo, src, b, expected)
+}
+
+#[test]
+fn skip_damaged_restores_every_intact_file_and_exits_3() {
+    let (ws, repo, src, b, mut expected) = second_backup_with_damaged_new_file();
+
+    // Without the flag: nothing is left, and the message says so.
+    let to = ws.join("strict");
+    let out = repo.restore(&b.id, &to);
+    out.code_is(3)
+        .stderr_mentions("nothing unverified was restored", "what is true")
+        .stderr_mentions("--skip-damaged", "the way to get the intact files");
+    assert!(!to.exists(), "a failed restore left {}\n{out}", to.display());
+
+    let to = ws.join("partial");
+    let out = repo.restore_cmd(&b.id, &to).arg("--skip-damaged").run();
+    out.code_is(3).mentions("not restored: ", "the list").mentions("new.bin", "the damaged file");
+    let root = restored_path(&to, &src);
+    assert!(!root.join("extra/new.bin").exists(), "a file with a damaged chunk was written\n{out}");
+    expected.remove(std::path::Path::new("extra/new.bin"));
+    assert_tree_matches(&expected, &root, CompareOpts { owner: true }, &out);
+}
