@@ -123,8 +123,9 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
         ),
         E::Damaged { .. } => (
             ExitCode::Damaged,
-            "the listed snapshots cannot be fully restored; restore them from a copy of the repository, and take a new \
-             backup so the newest state is protected",
+            "a snapshot listed under a damaged object (\"affects snapshots\") cannot be fully restored: restore it from a \
+             copy of the repository, and take a new backup so the newest state is protected; an object that lists no \
+             snapshot affects none of them",
         ),
         E::PartlyRestored { .. } => (
             ExitCode::Damaged,

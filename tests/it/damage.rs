@@ -122,3 +122,32 @@ fn skip_damaged_restores_every_intact_file_and_exits_3() {
     expected.remove(std::path::Path::new("extra/new.bin"));
     assert_tree_matches(&expected, &root, CompareOpts { owner: true }, &out);
 }
+
+#[test]
+fn check_and_restore_agree_on_a_pack_cut_in_its_trailer() {
+    let ws = Workspace::new();
+    let src = ws.join("src");
+    let t = TreeBuilder::new(&src);
+    t.file_gen("big.bin", &mut DataGen::random(3), MIB);
+    t.file("small.txt", b"hello\n");
+    t.stamp_mtimes(3);
+    let expected = scan(&src);
+    let repo = ws.repo();
+    repo.init();
+    let (a, _) = repo.backup(&[&src]);
+    for pack in repo.packs() {
+        let f = std::fs::OpenOptions::new().write(true).open(&pack.path).unwrap();
+        f.set_len(pack.size - 2).unwrap();
+    }
+
+    // Every chunk is intact, so the snapshot restores byte for byte ...
+    let to = ws.join("out");
+    repo.restore(&a.id, &to).ok();
+    assert_tree_matches(&expected, &restored_path(&to, &src), CompareOpts { owner: true }, &"restore");
+    // ... and check says the pack is damaged but no snapshot is.
+    for read_data in [false, true] {
+        let out = repo.check(read_data);
+        out.code_is(3).mentions("header was cut off", "what was lost");
+        assert!(!out.stdout.contains("affects snapshots:"), "check blames a snapshot that restores\n{out}");
+    }
+}
