@@ -52,12 +52,6 @@ pub struct RestoreSummary {
     pub not_restored: Vec<(String, String)>,
 }
 
-/// Damage a restore that skips damaged data tolerates: an object that is missing or fails
-/// verification. Anything else (the target, an outage) still stops it.
-fn is_damage(e: &Error) -> bool {
-    matches!(e, Error::Corrupt { .. } | Error::Missing { .. })
-}
-
 /// Files left out of a restore that skips damaged data, each with the first reason found.
 #[derive(Default)]
 struct Skipped(Mutex<Vec<(PathBuf, String, u64)>>);
@@ -224,7 +218,7 @@ fn restore_tree(
                     break;
                 }
                 let entry = match entry {
-                    Err(e) if skip_damaged && is_damage(&e) => {
+                    Err(e) if skip_damaged && e.is_damage() => {
                         // The rest of the tree cannot be read: what was listed before is kept.
                         tree_lost = Some((format!("every entry after {last}"), e.to_string()));
                         break;
@@ -403,7 +397,8 @@ impl Planner<'_> {
 }
 
 /// Fetches a run with one read, then opens and writes each of its chunks. With `skipping`, a
-/// chunk that cannot be read or authenticated marks its file damaged instead of failing.
+/// chunk that cannot be read or authenticated marks its file damaged instead of failing
+/// (anything else, the target or an outage, still stops the restore).
 fn write_run(
     repo: &Repository,
     index: &Index,
@@ -415,7 +410,7 @@ fn write_run(
     let sealed = match repo.read_pack_range(run.pack, run.start, run.len) {
         Ok(sealed) => sealed,
         Err(e) => match skipping {
-            Some(skipped) if is_damage(&e) => {
+            Some(skipped) if e.is_damage() => {
                 run.chunks.iter().for_each(|(job, _)| skipped.chunk_failed(&job.file, &e));
                 return Ok(());
             }
@@ -427,7 +422,7 @@ fn write_run(
         match repo.open_chunk(index, run.pack, job.id, *loc, &sealed[at..at + loc.sealed_len as usize]) {
             Ok(data) => write_chunk(&data, job, is_root, progress)?,
             Err(e) => match skipping {
-                Some(skipped) if is_damage(&e) => skipped.chunk_failed(&job.file, &e),
+                Some(skipped) if e.is_damage() => skipped.chunk_failed(&job.file, &e),
                 _ => return Err(e),
             },
         }

@@ -1,11 +1,14 @@
 use clap::{Args, Subcommand};
 
 use super::{GlobalArgs, RepoArgs};
-use crate::repo::repair_snapshots;
+use crate::repo::crypto::Id;
+use crate::repo::{repair_snapshots, snapshot};
 
 #[derive(Debug, Subcommand)]
 pub enum RepairCommand {
-    /// Remove snapshot manifests that are damaged (fail authentication, cut short, lost).
+    /// Remove snapshot manifests that are damaged (fail authentication, cut short, lost), then
+    /// read every snapshot's data and write, for each snapshot of files whose data is damaged,
+    /// a new one without the damaged files (tagged `repaired`).
     Snapshots(RepairSnapshotsArgs),
 }
 
@@ -13,7 +16,11 @@ pub enum RepairCommand {
 pub struct RepairSnapshotsArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
-    /// Only list what would be removed.
+    /// Also remove each original that was rewritten (it stays by default: a copy of the
+    /// repository may still restore it whole).
+    #[arg(long)]
+    pub forget: bool,
+    /// Only list what would be removed or rewritten.
     #[arg(long)]
     pub dry_run: bool,
     /// Print the result as JSON.
@@ -29,10 +36,24 @@ pub fn run(command: RepairCommand, global: &GlobalArgs) -> anyhow::Result<()> {
 
 fn snapshots(args: RepairSnapshotsArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let repo = args.repo.open()?;
-    let _lock = repo.lock_exclusive("repair snapshots")?;
-    let repaired = repair_snapshots::remove_unreadable(&repo, args.dry_run)?;
+    let repaired = {
+        let _lock = repo.lock_exclusive("repair snapshots")?;
+        repair_snapshots::remove_unreadable(&repo, args.dry_run)?
+    };
+    let progress = super::progress(global);
+    let rewrites = crate::backup::rewrite_damaged(&repo, args.dry_run, progress.as_ref())?;
+    let mut forgotten = 0;
+    if args.forget && !args.dry_run {
+        let _lock = repo.lock_exclusive("repair snapshots")?;
+        for r in rewrites.iter().filter(|r| r.new.is_some()) {
+            let id = Id::from_hex(&r.original).expect("ids listed by the repair are hex");
+            repo.store().delete(&snapshot::key_of(id))?;
+            forgotten += 1;
+        }
+    }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&repaired)?);
+        let out = serde_json::json!({"unreadable": repaired, "rewritten": rewrites, "forgotten": forgotten});
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     if global.quiet {
@@ -47,6 +68,18 @@ fn snapshots(args: RepairSnapshotsArgs, global: &GlobalArgs) -> anyhow::Result<(
     println!("{verb} {count} unreadable snapshot manifest(s)");
     if !repaired.retained.is_empty() {
         println!("kept by S3 Object Lock until their retention ends: {}", repaired.retained.join(", "));
+    }
+    for r in &rewrites {
+        println!("snapshot {} has damaged data:", r.original);
+        r.dropped.iter().for_each(|d| println!("  damaged: {d}"));
+        match (&r.new, &r.not_rewritten) {
+            (Some(new), _) => println!("  rewritten without it as snapshot {new} (tagged repaired)"),
+            (None, Some(why)) => println!("  not rewritten: {why}"),
+            (None, None) => println!("  would be rewritten without it"),
+        }
+    }
+    if forgotten > 0 {
+        println!("removed {forgotten} original(s) that were rewritten");
     }
     Ok(())
 }

@@ -85,7 +85,7 @@ pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     };
     let existed = dir.exists();
     let s = restore::restore_to_dir(&repo, &snap, dir, args.skip_damaged, progress.as_ref()).map_err(|e| {
-        let damage = matches!(e, repo::Error::Corrupt { .. } | repo::Error::Missing { .. });
+        let damage = e.is_damage();
         let e = anyhow::Error::new(e);
         if !damage {
             return e;

@@ -91,6 +91,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this is damage to stored data (an object missing or failing verification), as
+    /// opposed to an outage, a lock or a problem of the caller's.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, Error::Corrupt { .. } | Error::Missing { .. })
+    }
+
     pub fn corrupt(object: &str, reason: impl Into<String>) -> Error {
         Error::Corrupt { object: object.to_string(), reason: reason.into() }
     }

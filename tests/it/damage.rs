@@ -151,3 +151,28 @@ fn check_and_restore_agree_on_a_pack_cut_in_its_trailer() {
         assert!(!out.stdout.contains("affects snapshots:"), "check blames a snapshot that restores\n{out}");
     }
 }
+
+#[test]
+fn repair_snapshots_rewrites_a_snapshot_without_its_damaged_files() {
+    let (ws, repo, src, b, mut expected) = second_backup_with_damaged_new_file();
+    let repair = || Drctl::new().args(["repair", "snapshots", "--repo"]).arg(&repo.path);
+
+    let out = repair().arg("--dry-run").run();
+    out.ok().mentions("extra/new.bin", "the damaged file").mentions("would be rewritten", "the plan");
+    assert_eq!(repo.snapshots().len(), 2, "a dry run wrote something\n{out}");
+
+    let out = repair().arg("--forget").run();
+    out.ok().mentions("rewritten without it", "the rewrite");
+    let snaps = repo.snapshots();
+    assert_eq!(snaps.len(), 2, "expected the first snapshot and the repaired second\n{out}");
+    assert!(!snaps.iter().any(|s| s["id"] == b.id.as_str()), "--forget kept the damaged original\n{out}");
+    assert!(snaps[1]["tags"].as_array().unwrap().iter().any(|t| t == "repaired"), "not tagged\n{out}");
+
+    // A second repair finds nothing left to rewrite; latest restores in full.
+    repair().run().ok();
+    assert_eq!(repo.snapshots().len(), 2);
+    let to = ws.join("out");
+    repo.restore("latest", &to).ok();
+    expected.remove(std::path::Path::new("extra/new.bin"));
+    assert_tree_matches(&expected, &restored_path(&to, &src), CompareOpts { owner: true }, &out);
+}
