@@ -134,13 +134,19 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
         ),
         E::Corrupt { .. } | E::Missing { .. } => (
             ExitCode::Damaged,
-            "the repository is damaged; nothing unverified was restored. Run `drctl check --read-data` to list every \
-             damaged object and the snapshots that depend on it, and restore from a copy of the repository",
+            "the repository is damaged. Run `drctl check --read-data` to list every damaged object and the snapshots \
+             that depend on it, and restore from a copy of the repository",
         ),
         E::Damaged { .. } => (
             ExitCode::Damaged,
-            "the listed snapshots cannot be fully restored; restore them from a copy of the repository, and take a new \
-             backup so the newest state is protected",
+            "a snapshot listed under a damaged object (\"affects snapshots\") cannot be fully restored: restore it from a \
+             copy of the repository, and take a new backup so the newest state is protected; an object that lists no \
+             snapshot affects none of them",
+        ),
+        E::PartlyRestored { .. } => (
+            ExitCode::Damaged,
+            "every other file was restored and verified, and nothing unverified was written; get the listed files from \
+             a copy of the repository or an older snapshot, and run `drctl check --read-data` to see what is damaged",
         ),
         E::Unindexed { .. } => (
             ExitCode::Damaged,

@@ -2,10 +2,19 @@
 //! checked against its id before a byte of it is written. A directory restore is built in a
 //! hidden staging folder beside the target and renamed into place only when complete, so a
 //! failed restore never leaves a tree that looks valid.
+//!
+//! A snapshot's tree is not trusted to be well formed: every entry is created relative to an
+//! open directory descriptor with calls that never follow a symbolic link (`openat` with
+//! `O_NOFOLLOW`, `mkdirat`, `symlinkat`, metadata through the entry's own descriptor or with
+//! `AT_SYMLINK_NOFOLLOW`), and a path given twice is refused. So a tree with `a -> /etc` and then
+//! `a/passwd`, or a symlink and a file at one path, cannot write or chmod outside the target.
 
 use crossbeam_channel::{Receiver, Sender, bounded};
+use std::ffi::{CString, OsStr};
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -38,6 +47,23 @@ pub struct RestoreSummary {
     pub dirs: u64,
     pub symlinks: u64,
     pub bytes: u64,
+    /// With `skip_damaged`: what was left out because its data could not be read or
+    /// authenticated (relative path, reason). Such a file is not in the target at all.
+    pub not_restored: Vec<(String, String)>,
+}
+
+/// Files left out of a restore that skips damaged data, each with the first reason found.
+#[derive(Default)]
+struct Skipped(Mutex<Vec<(PathBuf, String, u64)>>);
+
+impl Skipped {
+    /// Counts a chunk of `file` as done without writing it, and marks the file damaged.
+    fn chunk_failed(&self, file: &OpenFile, err: &Error) {
+        if !file.damaged.swap(true, Ordering::AcqRel) {
+            self.0.lock().expect("poisoned").push((file.relative.clone(), err.to_string(), file.entry.size));
+        }
+        file.remaining.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn workers() -> usize {
@@ -81,18 +107,22 @@ fn prepare_target(target: &Path) -> Result<Staging, Error> {
     Ok(Staging { dir, inside_target })
 }
 
-/// Restores every entry of `snapshot` under `target`.
+/// Restores every entry of `snapshot` under `target`. Damaged data stops the restore (and
+/// nothing is left in `target`), unless `skip_damaged`: then every file whose data is intact is
+/// restored, and each file with a chunk that cannot be read or authenticated is left out (never
+/// written in part) and listed in the summary.
 pub fn restore_to_dir(
     repo: &Repository,
     snapshot: &Snapshot,
     target: &Path,
+    skip_damaged: bool,
     progress: &dyn Progress,
 ) -> Result<RestoreSummary, Error> {
     let _lock = repo.lock_for_reading("restore")?;
     let index = repo.load_index_skipping_damaged()?;
     let staging = prepare_target(target)?;
     progress.start("restoring", Some(snapshot.summary.logical_bytes));
-    let result = restore_tree(repo, &index, snapshot, &staging.dir, progress).and_then(|summary| {
+    let result = restore_tree(repo, &index, snapshot, &staging.dir, skip_damaged, progress).and_then(|summary| {
         finish_target(&staging, target)?;
         Ok(summary)
     });
@@ -126,8 +156,11 @@ fn finish_target(staging: &Staging, target: &Path) -> Result<(), Error> {
 struct OpenFile {
     file: File,
     path: PathBuf,
+    relative: PathBuf,
     entry: Entry,
     remaining: AtomicUsize,
+    /// A chunk of it could not be read or authenticated (when skipping damaged data).
+    damaged: AtomicBool,
 }
 
 struct ChunkJob {
@@ -141,8 +174,12 @@ fn restore_tree(
     index: &Index,
     snapshot: &Snapshot,
     root: &Path,
+    skip_damaged: bool,
     progress: &dyn Progress,
 ) -> Result<RestoreSummary, Error> {
+    let skipped = Skipped::default();
+    let skipping = skip_damaged.then_some(&skipped);
+    let mut tree_lost: Option<(String, String)> = None;
     let is_root = unsafe { libc::geteuid() } == 0;
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
@@ -151,7 +188,7 @@ fn restore_tree(
         first_error.lock().expect("poisoned").get_or_insert(e);
     };
     let mut summary = RestoreSummary::default();
-    let mut dirs = Vec::new();
+    let mut dirs: Vec<(PathBuf, PathBuf, Entry)> = Vec::new();
     let (job_tx, job_rx) = bounded::<ReadRun>(workers() * READ_AHEAD);
 
     std::thread::scope(|s| {
@@ -163,7 +200,7 @@ fn restore_tree(
                     if failed.load(Ordering::Relaxed) {
                         continue;
                     }
-                    if let Err(e) = write_run(repo, index, &run, is_root, progress) {
+                    if let Err(e) = write_run(repo, index, &run, is_root, skipping, progress) {
                         fail(e);
                     }
                 }
@@ -173,35 +210,47 @@ fn restore_tree(
         let gap = if repo.store().is_remote() { REMOTE_GAP } else { 0 };
         let mut planner = Planner { reads: Vec::new(), files: 0, gap, runs: &job_tx };
         let walked = (|| {
+            let mut dirs_open = DirCache::new(root)?;
             let entries = TreeReader::new(&snapshot.tree, |id| repo.read_chunk(index, id));
-            let mut last_parent = PathBuf::new();
+            let mut last = String::from("the first entry");
             for entry in entries {
                 if failed.load(Ordering::Relaxed) {
                     break;
                 }
-                let entry = entry?;
-                let path = root.join(entry.relative_path()?);
+                let entry = match entry {
+                    Err(e) if skip_damaged && e.is_damage() => {
+                        // The rest of the tree cannot be read: what was listed before is kept.
+                        tree_lost = Some((format!("every entry after {last}"), e.to_string()));
+                        break;
+                    }
+                    entry => entry?,
+                };
+                let relative = entry.relative_path()?;
+                last = relative.display().to_string();
+                let path = root.join(&relative);
                 let target_err = |e: std::io::Error| Error::Target { path: path.clone(), reason: e.to_string() };
-                // Trees list parents first; this only covers a tree that does not.
-                if let Some(parent) = path.parent().filter(|p| *p != last_parent) {
-                    fs::create_dir_all(parent).map_err(target_err)?;
-                    last_parent = parent.to_path_buf();
-                }
+                let name = relative.file_name().expect("a plain relative path has a name");
+                let parent = dirs_open.get(relative.parent().unwrap_or(Path::new("")))?;
                 match entry.kind {
                     EntryKind::Dir => {
                         summary.dirs += 1;
-                        fs::create_dir_all(&path).map_err(target_err)?;
-                        dirs.push((path, entry));
+                        make_dir(parent, name, &relative)?;
+                        dirs.push((path, relative, entry));
                     }
                     EntryKind::Symlink => {
                         summary.symlinks += 1;
-                        std::os::unix::fs::symlink(entry.symlink_target()?, &path).map_err(target_err)?;
-                        apply_metadata(&path, &entry, is_root)?;
+                        let link = cstr(entry.symlink_target()?.as_os_str())?;
+                        // SAFETY: valid C strings and an open directory descriptor.
+                        let made = unsafe { libc::symlinkat(link.as_ptr(), parent.as_raw_fd(), cstr(name)?.as_ptr()) };
+                        if made != 0 {
+                            return Err(exists_or(std::io::Error::last_os_error(), &relative, &path));
+                        }
+                        apply_link_metadata(parent, name, &path, &entry, is_root)?;
                     }
                     EntryKind::File => {
                         summary.files += 1;
                         summary.bytes += entry.size;
-                        let file = File::create(&path).map_err(target_err)?;
+                        let file = create_file(parent, name).map_err(|e| exists_or(e, &relative, &path))?;
                         // Sized first: all-zero chunks are then skipped, leaving holes as the
                         // source (often sparse) had.
                         file.set_len(entry.size).map_err(target_err)?;
@@ -212,16 +261,28 @@ fn restore_tree(
                                     format!("{} has a size but no data", path.display()),
                                 ));
                             }
-                            apply_metadata(&path, &entry, is_root)?;
+                            apply_metadata(&file, &path, &entry, is_root)?;
                             continue;
                         }
-                        let chunks = entry.chunks.clone();
-                        let open = Arc::new(OpenFile { file, path, remaining: AtomicUsize::new(chunks.len()), entry });
+                        let located = entry
+                            .chunks
+                            .iter()
+                            .map(|id| index.get(id).ok_or_else(|| Error::Missing { object: format!("chunk {id}") }))
+                            .collect::<Result<Vec<_>, _>>();
+                        let located = match located {
+                            Err(e) if skip_damaged => {
+                                // Not one byte of it is written; it is removed below.
+                                skipped.0.lock().expect("poisoned").push((relative, e.to_string(), entry.size));
+                                continue;
+                            }
+                            located => located?,
+                        };
+                        let remaining = AtomicUsize::new(located.len());
+                        let (damaged, chunks) = (AtomicBool::new(false), entry.chunks.clone());
+                        let open = Arc::new(OpenFile { file, path, relative, remaining, entry, damaged });
                         let mut offset = 0u64;
                         planner.files += 1;
-                        for id in chunks {
-                            let (pack, loc) =
-                                index.get(&id).ok_or_else(|| Error::Missing { object: format!("chunk {id}") })?;
+                        for (id, (pack, loc)) in chunks.into_iter().zip(located) {
                             planner.reads.push((pack.id, loc, ChunkJob { file: open.clone(), id, offset }));
                             offset += loc.raw_len as u64;
                         }
@@ -248,9 +309,27 @@ fn restore_tree(
     if let Some(e) = first_error.into_inner().expect("poisoned") {
         return Err(e);
     }
+    // Files with damaged data go whole: a restore never leaves a byte it did not authenticate.
+    let mut dirs_open = DirCache::new(root)?;
+    let mut left_out = skipped.0.into_inner().expect("poisoned");
+    left_out.sort();
+    for (relative, reason, size) in left_out {
+        let parent = dirs_open.get(relative.parent().unwrap_or(Path::new("")))?;
+        let name = cstr(relative.file_name().expect("a file has a name"))?;
+        // SAFETY: an open directory and a C string; unlinkat never follows a link.
+        if unsafe { libc::unlinkat(parent.as_raw_fd(), name.as_ptr(), 0) } != 0 {
+            let reason = std::io::Error::last_os_error().to_string();
+            return Err(Error::Target { path: root.join(&relative), reason });
+        }
+        summary.files -= 1;
+        summary.bytes -= size;
+        summary.not_restored.push((relative.display().to_string(), reason));
+    }
+    summary.not_restored.extend(tree_lost);
     // Directory times last, deepest first, since creating entries inside changes them.
-    for (path, entry) in dirs.iter().rev() {
-        apply_metadata(path, entry, is_root)?;
+    for (path, relative, entry) in dirs.iter().rev() {
+        let dir = dirs_open.get(relative)?;
+        apply_metadata(dir, path, entry, is_root)?;
     }
     Ok(summary)
 }
@@ -317,19 +396,36 @@ impl Planner<'_> {
     }
 }
 
-/// Fetches a run with one read, then opens and writes each of its chunks.
+/// Fetches a run with one read, then opens and writes each of its chunks. With `skipping`, a
+/// chunk that cannot be read or authenticated marks its file damaged instead of failing
+/// (anything else, the target or an outage, still stops the restore).
 fn write_run(
     repo: &Repository,
     index: &Index,
     run: &ReadRun,
     is_root: bool,
+    skipping: Option<&Skipped>,
     progress: &dyn Progress,
 ) -> Result<(), Error> {
-    let sealed = repo.read_pack_range(run.pack, run.start, run.len)?;
+    let sealed = match repo.read_pack_range(run.pack, run.start, run.len) {
+        Ok(sealed) => sealed,
+        Err(e) => match skipping {
+            Some(skipped) if e.is_damage() => {
+                run.chunks.iter().for_each(|(job, _)| skipped.chunk_failed(&job.file, &e));
+                return Ok(());
+            }
+            _ => return Err(e),
+        },
+    };
     for (job, loc) in &run.chunks {
         let at = (loc.offset as u64 - run.start) as usize;
-        let data = repo.open_chunk(index, run.pack, job.id, *loc, &sealed[at..at + loc.sealed_len as usize])?;
-        write_chunk(&data, job, is_root, progress)?;
+        match repo.open_chunk(index, run.pack, job.id, *loc, &sealed[at..at + loc.sealed_len as usize]) {
+            Ok(data) => write_chunk(&data, job, is_root, progress)?,
+            Err(e) => match skipping {
+                Some(skipped) if e.is_damage() => skipped.chunk_failed(&job.file, &e),
+                _ => return Err(e),
+            },
+        }
     }
     Ok(())
 }
@@ -342,27 +438,147 @@ fn write_chunk(data: &[u8], job: &ChunkJob, is_root: bool, progress: &dyn Progre
             .map_err(|e| Error::Target { path: job.file.path.clone(), reason: e.to_string() })?;
     }
     progress.add(data.len() as u64);
-    if job.file.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-        apply_metadata(&job.file.path, &job.file.entry, is_root)?;
+    if job.file.remaining.fetch_sub(1, Ordering::AcqRel) == 1 && !job.file.damaged.load(Ordering::Acquire) {
+        apply_metadata(&job.file.file, &job.file.path, &job.file.entry, is_root)?;
     }
     Ok(())
 }
 
-/// Sets owner (as root), mode and modification time. Owner first: chown clears setuid bits.
-fn apply_metadata(path: &Path, entry: &Entry, is_root: bool) -> Result<(), Error> {
-    let err = |e: std::io::Error| Error::Target { path: path.to_path_buf(), reason: e.to_string() };
-    let mtime = filetime::FileTime::from_unix_time(entry.mtime, entry.mtime_nsec.min(999_999_999));
-    if entry.kind == EntryKind::Symlink {
-        if is_root {
-            std::os::unix::fs::lchown(path, Some(entry.uid), Some(entry.gid)).map_err(err)?;
+/// Sets owner (as root), mode and modification time through the entry's own descriptor, so no
+/// link is followed. Owner first: chown clears setuid bits.
+fn apply_metadata(fd: &impl AsRawFd, path: &Path, entry: &Entry, is_root: bool) -> Result<(), Error> {
+    let fd = fd.as_raw_fd();
+    let times = [mtime_of(entry); 2];
+    // SAFETY: plain syscalls on an open descriptor; `times` outlives the call.
+    let failed = (is_root && unsafe { libc::fchown(fd, entry.uid, entry.gid) } != 0)
+        || unsafe { libc::fchmod(fd, entry.mode & 0o7777) } != 0
+        || unsafe { libc::futimens(fd, times.as_ptr()) } != 0;
+    if failed {
+        return Err(Error::Target { path: path.to_path_buf(), reason: std::io::Error::last_os_error().to_string() });
+    }
+    Ok(())
+}
+
+/// Owner (as root) and time of the symlink `name` in `dir`, never of what it points to.
+fn apply_link_metadata(dir: &OwnedFd, name: &OsStr, path: &Path, entry: &Entry, is_root: bool) -> Result<(), Error> {
+    let name = cstr(name)?;
+    let times = [mtime_of(entry); 2];
+    let no_follow = libc::AT_SYMLINK_NOFOLLOW;
+    // SAFETY: plain syscalls with an open directory, a C string and `times` outliving the call.
+    let failed = (is_root
+        && unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), entry.uid, entry.gid, no_follow) } != 0)
+        || unsafe { libc::utimensat(dir.as_raw_fd(), name.as_ptr(), times.as_ptr(), no_follow) } != 0;
+    if failed {
+        return Err(Error::Target { path: path.to_path_buf(), reason: std::io::Error::last_os_error().to_string() });
+    }
+    Ok(())
+}
+
+fn mtime_of(entry: &Entry) -> libc::timespec {
+    libc::timespec { tv_sec: entry.mtime, tv_nsec: entry.mtime_nsec.min(999_999_999) as libc::c_long }
+}
+
+fn cstr(name: &OsStr) -> Result<CString, Error> {
+    CString::new(name.as_bytes()).map_err(|_| Error::corrupt("tree", format!("name {name:?} holds a NUL byte")))
+}
+
+/// Opens `name` in `dir` as a directory, refusing a symlink or anything else in its place.
+fn open_dir_at(dir: &OwnedFd, name: &OsStr) -> std::io::Result<OwnedFd> {
+    let name = CString::new(name.as_bytes()).map_err(std::io::Error::other)?;
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: an open directory and a C string; the returned descriptor is owned here.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Creates the new regular file `name` in `dir`; an existing entry (of any kind) is an error.
+fn create_file(dir: &OwnedFd, name: &OsStr) -> std::io::Result<File> {
+    let name = CString::new(name.as_bytes()).map_err(std::io::Error::other)?;
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: an open directory and a C string; the returned descriptor is owned here.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, 0o600 as libc::c_uint) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Creates directory `name` in `dir`. One that exists already may only be a directory (made for
+/// an earlier entry below it): a symlink or file there would be followed or replaced.
+fn make_dir(dir: &OwnedFd, name: &OsStr, relative: &Path) -> Result<(), Error> {
+    let c = cstr(name)?;
+    // SAFETY: an open directory and a C string.
+    if unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o777) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.kind() == std::io::ErrorKind::AlreadyExists && open_dir_at(dir, name).is_ok() {
+        return Ok(());
+    }
+    Err(exists_or(err, relative, relative))
+}
+
+/// A path the tree gives twice is a malformed (or hostile) tree; other failures are the target's.
+fn exists_or(err: std::io::Error, relative: &Path, path: &Path) -> Error {
+    if err.kind() == std::io::ErrorKind::AlreadyExists {
+        return Error::corrupt("tree", format!("{} appears twice in the tree; refused", relative.display()));
+    }
+    Error::Target { path: path.to_path_buf(), reason: err.to_string() }
+}
+
+/// Directories of the staged tree, each reached from the staging folder one component at a
+/// time without following a link, and created if absent. The last one opened is kept: trees list a directory's entries together.
+struct DirCache {
+    root: OwnedFd,
+    last: Option<(PathBuf, OwnedFd)>,
+}
+
+impl DirCache {
+    fn new(root: &Path) -> Result<DirCache, Error> {
+        let root_fd =
+            File::open(root).map_err(|e| Error::Target { path: root.to_path_buf(), reason: e.to_string() })?;
+        Ok(DirCache { root: root_fd.into(), last: None })
+    }
+
+    fn get(&mut self, relative: &Path) -> Result<&OwnedFd, Error> {
+        if relative.as_os_str().is_empty() {
+            return Ok(&self.root);
         }
-        return filetime::set_symlink_file_times(path, mtime, mtime).map_err(err);
+        if self.last.as_ref().is_none_or(|(p, _)| p != relative) {
+            let mut below = PathBuf::new();
+            let mut dir: Option<OwnedFd> = None;
+            for part in relative.components() {
+                let name = part.as_os_str();
+                below.push(name);
+                let at = dir.as_ref().unwrap_or(&self.root);
+                let opened = match open_dir_at(at, name) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        make_dir(at, name, &below)?;
+                        open_dir_at(at, name)
+                    }
+                    other => other,
+                };
+                dir = Some(opened.map_err(|e| match e.raw_os_error() {
+                    Some(libc::ELOOP | libc::ENOTDIR) => Error::corrupt(
+                        "tree",
+                        format!(
+                            "{} lies below {}, which the tree made a symlink or file; refused",
+                            relative.display(),
+                            below.display()
+                        ),
+                    ),
+                    _ => Error::Target { path: below.clone(), reason: e.to_string() },
+                })?);
+            }
+            self.last = Some((relative.to_path_buf(), dir.expect("a non-empty path has a component")));
+        }
+        Ok(&self.last.as_ref().expect("set above").1)
     }
-    if is_root {
-        std::os::unix::fs::chown(path, Some(entry.uid), Some(entry.gid)).map_err(err)?;
-    }
-    fs::set_permissions(path, fs::Permissions::from_mode(entry.mode)).map_err(err)?;
-    filetime::set_file_times(path, mtime, mtime).map_err(err)
 }
 
 /// Writes the one stream of a stream snapshot to `out`, in order, fetching ahead in parallel.
@@ -421,4 +637,140 @@ pub fn restore_to_writer(
         ));
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+    use crate::repo::InitOptions;
+    use crate::repo::key::Secret;
+    use crate::repo::tree::TreeWriter;
+    use std::os::unix::fs::MetadataExt;
+
+    /// Tree entries, each with a file's data.
+    type Tree<'a> = Vec<(Entry, &'a [u8])>;
+
+    fn repository(dir: &Path) -> Repository {
+        let store: Arc<dyn crate::store::Store> = Arc::new(crate::store::LocalStore::new(dir));
+        Repository::init(store, &Secret::KeyFile([7; 32]), &InitOptions::default()).unwrap()
+    }
+
+    fn entry(kind: EntryKind, path: &str, mode: u32) -> Entry {
+        let mut e = Entry::new(kind, Path::new(path));
+        (e.mode, e.uid, e.gid, e.mtime) = (mode, 0, 0, 1_000_000_000);
+        e
+    }
+
+    fn link(path: &str, target: &Path) -> Entry {
+        let mut e = entry(EntryKind::Symlink, path, 0o777);
+        e.set_target(target);
+        e
+    }
+
+    /// Stores a snapshot whose tree is exactly `entries` (a file's data given beside it), as a
+    /// hostile or broken writer could, bypassing the backup walk.
+    fn crafted(repo: &Repository, entries: Tree) -> Snapshot {
+        let snap = Snapshot::new(SnapshotKind::Paths, &[]);
+        let options = crate::backup::BackupOptions::default();
+        crate::backup::run(repo, snap, &options, &NoProgress, |sink, _| {
+            let mut tree = TreeWriter::new(repo.cdc(), repo.config().chunking.max_size as usize, |c| sink.add(c));
+            for (mut e, data) in entries {
+                if !data.is_empty() {
+                    e.size = data.len() as u64;
+                    e.chunks = vec![sink.add(data.to_vec())?];
+                }
+                tree.push(&e)?;
+            }
+            tree.finish()
+        })
+        .unwrap()
+        .1
+    }
+
+    /// Every file below `dir` with its mode and content (symlinks not followed).
+    fn state(dir: &Path) -> Vec<(PathBuf, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let meta = fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                out.push((p.clone(), meta.permissions().mode(), Vec::new()));
+                out.extend(state(&p));
+            } else {
+                let data = if meta.is_file() { fs::read(&p).unwrap() } else { Vec::new() };
+                out.push((p, meta.permissions().mode(), data));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_hostile_tree_cannot_reach_outside_the_target() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = repository(&tmp.path().join("repo"));
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("victim"), b"precious").unwrap();
+        fs::set_permissions(outside.join("victim"), fs::Permissions::from_mode(0o600)).unwrap();
+        let before = state(&outside);
+
+        let cases: Vec<(&str, Tree)> = vec![
+            // A symlink to a directory outside, then a file below it.
+            (
+                "below a symlink",
+                vec![(link("a", &outside), b""), (entry(EntryKind::File, "a/planted", 0o4755), b"evil")],
+            ),
+            // A symlink to a file outside, then a file at the same path.
+            (
+                "file over a symlink",
+                vec![(link("v", &outside.join("victim")), b""), (entry(EntryKind::File, "v", 0o666), b"evil")],
+            ),
+            // A symlink to a directory outside, then a directory entry at the same path: its
+            // mode must not be applied through the link.
+            ("directory over a symlink", vec![(link("d", &outside), b""), (entry(EntryKind::Dir, "d", 0o777), b"")]),
+            // A symlink to a directory outside, then a directory below it.
+            (
+                "directory below a symlink",
+                vec![(link("b", &outside), b""), (entry(EntryKind::Dir, "b/sub", 0o777), b"")],
+            ),
+            // The same file twice.
+            (
+                "duplicate file",
+                vec![(entry(EntryKind::File, "f", 0o644), b"one"), (entry(EntryKind::File, "f", 0o644), b"two")],
+            ),
+        ];
+        for (what, entries) in cases {
+            let snap = crafted(&repo, entries);
+            let target = tmp.path().join(format!("target-{}", what.replace(' ', "-")));
+            let err = restore_to_dir(&repo, &snap, &target, false, &NoProgress).expect_err(what);
+            assert!(matches!(err, Error::Corrupt { .. }), "{what}: {err}");
+            assert_eq!(state(&outside), before, "{what}: the restore changed something outside the target");
+            assert!(!target.exists(), "{what}: a refused restore left {}", target.display());
+        }
+    }
+
+    #[test]
+    fn symlinks_and_directories_restore_without_following() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = repository(&tmp.path().join("repo"));
+        let snap = crafted(
+            &repo,
+            vec![
+                (entry(EntryKind::Dir, "d", 0o750), b""),
+                (entry(EntryKind::File, "d/f", 0o640), b"data"),
+                (link("d/l", Path::new("/etc/hostname")), b""),
+                (entry(EntryKind::Dir, "d/e", 0o500), b""),
+            ],
+        );
+        let target = tmp.path().join("t");
+        restore_to_dir(&repo, &snap, &target, false, &NoProgress).unwrap();
+        assert_eq!(fs::read(target.join("d/f")).unwrap(), b"data");
+        assert_eq!(fs::read_link(target.join("d/l")).unwrap(), Path::new("/etc/hostname"));
+        let mode = |p: &str| fs::symlink_metadata(target.join(p)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!((mode("d"), mode("d/f"), mode("d/e")), (0o750, 0o640, 0o500));
+        let mtime = |p: &str| fs::symlink_metadata(target.join(p)).unwrap().mtime();
+        assert_eq!((mtime("d"), mtime("d/f"), mtime("d/l")), (1_000_000_000, 1_000_000_000, 1_000_000_000));
+    }
 }

@@ -10,10 +10,12 @@
 mod pg;
 mod pg_local;
 mod pipeline;
+mod rewrite;
 mod walk;
 
 pub use pg::{backup_pg_dump, backup_pg_stream};
 pub use pg_local::{LocalOptions, backup_pg_local};
+pub use rewrite::{Rewrite, rewrite_damaged};
 
 use std::io::Read;
 use std::path::PathBuf;

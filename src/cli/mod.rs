@@ -77,12 +77,12 @@ pub enum Command {
     /// Reclaim the packs no snapshot uses (two phases: marked unused first, deleted a grace
     /// period later).
     Prune(prune::PruneArgs),
-    /// Rebuild what a damaged repository can prove from what is left.
-    #[command(subcommand)]
-    Repair(repair::RepairCommand),
     /// Manage key slots: the passphrases and key files that open the repository.
     #[command(subcommand)]
     Key(key::KeyCommand),
+    /// Rebuild what a damaged repository can prove, and remove what it cannot.
+    #[command(subcommand)]
+    Repair(repair::RepairCommand),
     /// Archive one WAL file (PostgreSQL's archive_command: `drctl wal-push %p`).
     WalPush(wal_push::WalPushArgs),
     /// Restore one archived WAL file (PostgreSQL's restore_command: `drctl wal-fetch %f %p`).

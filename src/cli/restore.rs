@@ -44,6 +44,11 @@ pub struct RestoreArgs {
     /// Restore into this directory; it must not exist or be empty.
     #[arg(long, value_name = "DIR")]
     pub to: Option<PathBuf>,
+    /// Restore every file whose data is intact even if some are damaged: a file with a chunk
+    /// that cannot be read or authenticated is left out whole and listed, and the exit code is
+    /// 3. A PostgreSQL base backup restored so is not set up for recovery.
+    #[arg(long, alias = "ignore-damaged", requires = "to", conflicts_with = "start")]
+    pub skip_damaged: bool,
     /// Write a stream snapshot to standard output.
     #[arg(long)]
     pub stdout: bool,
@@ -79,7 +84,18 @@ pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let existed = dir.exists();
-    let s = restore::restore_to_dir(&repo, &snap, dir, progress.as_ref())?;
+    let s = restore::restore_to_dir(&repo, &snap, dir, args.skip_damaged, progress.as_ref()).map_err(|e| {
+        let damage = e.is_damage();
+        let e = anyhow::Error::new(e);
+        if !damage {
+            return e;
+        }
+        e.context(format!(
+            "restore stopped at damaged data and left nothing in {}: nothing unverified was restored \
+             (--skip-damaged restores every file whose data is intact)",
+            dir.display()
+        ))
+    })?;
     if !global.quiet {
         let secs = started.elapsed().as_secs_f64();
         println!(
@@ -93,6 +109,15 @@ pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             secs,
             s.bytes as f64 / 1e6 / secs.max(1e-9)
         );
+    }
+    if !s.not_restored.is_empty() {
+        for (path, reason) in &s.not_restored {
+            println!("not restored: {path}: {reason}");
+        }
+        if snap.kind == SnapshotKind::PgBase {
+            println!("the data directory is incomplete, so recovery was not configured");
+        }
+        anyhow::bail!(repo::Error::PartlyRestored { path: dir.clone(), count: s.not_restored.len() });
     }
     if snap.kind == SnapshotKind::PgBase
         && let Err(e) = configure_recovery(&args, &snap, dir, &target, global)

@@ -19,6 +19,7 @@ pub mod pack;
 pub mod prune;
 mod readahead;
 pub mod repair_index;
+pub mod repair_snapshots;
 pub mod retention;
 pub mod snapshot;
 pub mod tree;
@@ -78,6 +79,8 @@ pub enum Error {
     Target { path: std::path::PathBuf, reason: String },
     #[error("check found {count} damaged object(s)")]
     Damaged { count: usize },
+    #[error("{count} file(s) of the snapshot were not restored to {path}: their data is damaged (listed above)")]
+    PartlyRestored { path: std::path::PathBuf, count: usize },
     #[error("the database cannot be backed up: {detail}")]
     Database { detail: String },
     #[error("WAL archiving is not set up on the database (archive_mode = {archive_mode}{}), so a base backup could never be restored", if *standby { ", a standby" } else { "" })]
@@ -102,6 +105,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this is damage to stored data (an object missing or failing verification), as
+    /// opposed to an outage, a lock or a problem of the caller's.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, Error::Corrupt { .. } | Error::Missing { .. })
+    }
+
     pub fn corrupt(object: &str, reason: impl Into<String>) -> Error {
         Error::Corrupt { object: object.to_string(), reason: reason.into() }
     }

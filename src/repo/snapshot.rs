@@ -145,30 +145,60 @@ pub fn load(store: &dyn Store, key: &MasterKey, id: Id) -> Result<Snapshot, Erro
     serde_json::from_slice(&json).map_err(|e| Error::corrupt(&object, format!("it does not parse: {e}")))
 }
 
+/// Whether manifest `id` is one this repository's key sealed, unchanged: then it is not
+/// damage, even if this drctl cannot parse it (a newer release may have written it).
+pub fn is_authentic(store: &dyn Store, key: &MasterKey, id: Id) -> Result<bool, Error> {
+    let bytes = match store.get(&key_of(id)) {
+        Ok(b) => b,
+        Err(crate::store::Error::NotFound { .. }) => return Ok(false),
+        Err(e) => return Err(Error::Store(e)),
+    };
+    Ok(Id::of_stored(&bytes) == id && format::open_file(key, ObjectType::Snapshot, b"", &bytes, "").is_ok())
+}
+
 pub fn list(store: &dyn Store) -> Result<Vec<Id>, Error> {
     Ok(store.list(format::SNAPSHOTS_DIR)?.iter().filter_map(|o| format::id_of_key(&o.key)).collect())
 }
 
-/// Every snapshot, oldest first. A damaged manifest is an error: the caller cannot tell what it
-/// held, so it must not be silently left out of a listing.
+/// The snapshots of a repository: those that can be read, oldest first, and those that cannot.
+pub struct Loaded {
+    pub good: Vec<(Id, Snapshot)>,
+    pub unreadable: Vec<(Id, Error)>,
+}
+
+/// Every snapshot that can be read, oldest first, and the manifests that cannot (damaged or gone
+/// since the listing), each with its error. An outage is an error: it says nothing about the
+/// manifests, nor does a manifest of a newer format (this drctl must not judge it).
+pub fn load_tolerant(store: &dyn Store, key: &MasterKey) -> Result<Loaded, Error> {
+    let (mut good, mut damaged) = (Vec::new(), Vec::new());
+    for id in list(store)? {
+        match load(store, key, id) {
+            Ok(s) => good.push((id, s)),
+            Err(e @ (Error::Store(_) | Error::UnsupportedVersion { .. })) => return Err(e),
+            Err(e) => damaged.push((id, e)),
+        }
+    }
+    good.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+    Ok(Loaded { good, unreadable: damaged })
+}
+
+/// Every snapshot that can be read, oldest first. One damaged manifest must not block listing,
+/// restoring or retention of the others: it is left out with a warning naming it (`check`
+/// reports it, `repair snapshots` removes it). Left out, it is never counted as a kept snapshot.
 pub fn load_all(store: &dyn Store, key: &MasterKey) -> Result<Vec<(Id, Snapshot)>, Error> {
-    let mut all =
-        list(store)?.into_iter().map(|id| load(store, key, id).map(|s| (id, s))).collect::<Result<Vec<_>, _>>()?;
-    all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-    Ok(all)
+    let Loaded { good, unreadable } = load_tolerant(store, key)?;
+    for (id, err) in unreadable {
+        tracing::warn!(
+            "snapshot {id} is skipped: {err}; run `drctl check` for details and `drctl repair snapshots` to remove it"
+        );
+    }
+    Ok(good)
 }
 
 /// Resolves `latest` or an id prefix (at least 4 hex characters) to one snapshot.
 pub fn find(store: &dyn Store, key: &MasterKey, query: &str) -> Result<(Id, Snapshot), Error> {
     if query == "latest" {
-        let mut newest: Option<(Id, Snapshot)> = None;
-        for id in list(store)? {
-            let snap = load(store, key, id)?;
-            if newest.as_ref().is_none_or(|(_, n)| snap.time > n.time) {
-                newest = Some((id, snap));
-            }
-        }
-        return newest.ok_or(Error::NoSnapshots);
+        return load_all(store, key)?.pop().ok_or(Error::NoSnapshots);
     }
     let q = query.to_ascii_lowercase();
     if q.len() < 4 || !q.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -11,6 +11,7 @@ mod harness;
 
 mod copy;
 mod crash;
+mod damage;
 mod dedup;
 mod edge;
 mod env;
