@@ -59,9 +59,10 @@ pub fn run(args: WalPushArgs) -> anyhow::Result<()> {
             Ok(spool) if args.worker => return serve(&args, pg_wal, &spool),
             Ok(spool) => {
                 let worker = worker_args(&args, &spool)?;
+                let binding = binding(&worker);
                 let data = read_wal(&args.path)?;
-                let start = || spool.ensure_worker(&worker);
-                match async_push::wait_for(&spool, name.as_str(), &data, start, WAIT_FOR_WORKER) {
+                let start = || spool.want(&binding).and_then(|()| spool.ensure_worker(&worker));
+                match async_push::wait_for(&spool, name.as_str(), &data, &binding, start, WAIT_FOR_WORKER) {
                     Ok(Waited::Archived) => return Ok(()),
                     Ok(Waited::Failed(reason)) => {
                         tracing::warn!(wal = %name, reason, "the worker failed; pushing directly")
@@ -109,6 +110,17 @@ fn worker_args(args: &WalPushArgs, spool: &Spool) -> anyhow::Result<Vec<std::ffi
     Ok(worker)
 }
 
+/// What a worker is bound to: a hash of its command line (repository location, S3 settings,
+/// key, compression, spool), without the WAL file it was started for.
+fn binding(worker: &[std::ffi::OsString]) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for arg in &worker[..worker.len() - 1] {
+        hasher.update(arg.as_encoded_bytes());
+        hasher.update(&[0]);
+    }
+    hasher.finalize().to_hex()[..32].to_string()
+}
+
 /// The background worker: one per spool; exits at once if another serves it already.
 fn serve(args: &WalPushArgs, pg_wal: &Path, spool: &Spool) -> anyhow::Result<()> {
     // A worker's exit status reaches no one but whoever reaps it (in a container without an
@@ -116,10 +128,12 @@ fn serve(args: &WalPushArgs, pg_wal: &Path, spool: &Spool) -> anyhow::Result<()>
     // every archive_command that waited pushes its file itself.
     let served = (|| -> anyhow::Result<()> {
         let Some(_lock) = spool.try_lock()? else { return Ok(()) };
+        let binding = binding(&worker_args(args, spool)?);
         let repo = args.repo.open()?;
         tracing::info!(spool = %spool.dir().display(), jobs = args.jobs, "archiving worker started");
         let compression = wal::Compression { level: args.compression_level, threads: 1 };
-        async_push::serve(&repo, pg_wal, spool, args.jobs as usize, compression, async_push::IDLE_EXIT)?;
+        let settings = async_push::Settings { binding, jobs: args.jobs as usize, compression };
+        async_push::serve(&repo, pg_wal, spool, &settings, async_push::IDLE_EXIT)?;
         tracing::info!("archiving worker idle; exiting");
         Ok(())
     })();
