@@ -41,6 +41,11 @@ pub struct RestoreArgs {
     /// the target is reached and the server promoted, report it, and stop the server cleanly.
     #[arg(long, requires = "to")]
     pub start: bool,
+    /// For a PostgreSQL restore: `off` sets archive_mode = off in the restored cluster, so
+    /// starting it (a test, a drill) never archives into the repository it came from; `keep`
+    /// leaves the backup's archive settings, for a cluster that becomes the new primary.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "off")]
+    pub archive_mode: ArchiveMode,
     /// Restore into this directory; it must not exist or be empty.
     #[arg(long, value_name = "DIR")]
     pub to: Option<PathBuf>,
@@ -53,6 +58,12 @@ pub struct RestoreArgs {
     pub pg: Option<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ArchiveMode {
+    Off,
+    Keep,
+}
+
 pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let repo = args.repo.open()?;
     let (target, bound) = recovery_target(&args)?;
@@ -63,7 +74,8 @@ pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             pitr::choose_backup(snapshot::load_all(repo.store(), repo.key())?, &wal, bound)?
         }
     };
-    let target = Recovery { target, timeline: args.target_timeline };
+    let target =
+        Recovery { target, timeline: args.target_timeline, keep_archiving: args.archive_mode == ArchiveMode::Keep };
     if args.start && snap.kind != SnapshotKind::PgBase {
         anyhow::bail!(repo::Error::InvalidRequest("--start applies to PostgreSQL base backups only".into()));
     }

@@ -38,5 +38,6 @@ mod selftest;
 mod standby;
 mod stream;
 mod tamper;
+mod timelines;
 mod wal;
 mod walasync;
