@@ -34,6 +34,12 @@ pub struct WalPushArgs {
     /// With --async: WAL files the worker pushes at once.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
+    /// Archive the history file of timeline TLI even though it leaves its parent timeline before
+    /// the parent's archived end: for the new primary after a deliberate point-in-time restore
+    /// (a restored copy's new timeline is refused, so that restoring the latest point never
+    /// follows it).
+    #[arg(long, value_name = "TLI", env = "DRCTL_ALLOW_FORK")]
+    pub allow_fork: Option<u32>,
     /// Run as the background worker (started by --async itself).
     #[arg(long, hide = true, requires = "asynchronous")]
     pub worker: bool,
@@ -91,7 +97,7 @@ fn push(args: &WalPushArgs, name: &WalName) -> anyhow::Result<()> {
     let repo = args.repo.open()?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let compression = wal::Compression { level: args.compression_level, threads };
-    match wal::push(&repo, name, &data, compression, &|| true)? {
+    match wal::push(&repo, name, &data, compression, &|| true, args.allow_fork)? {
         wal::Pushed::Stored(bytes) => tracing::info!(wal = %name, bytes, "archived"),
         wal::Pushed::AlreadyArchived => tracing::info!(wal = %name, "already archived with identical content"),
         wal::Pushed::Abandoned => unreachable!("a direct push is never abandoned"),
@@ -106,6 +112,9 @@ fn worker_args(args: &WalPushArgs, spool: &Spool) -> anyhow::Result<Vec<std::ffi
     worker.extend(["--spool-dir".into(), spool.dir().as_os_str().to_owned()]);
     worker.extend(["--jobs".into(), args.jobs.to_string().into()]);
     worker.extend(["--compression-level".into(), args.compression_level.to_string().into()]);
+    if let Some(tli) = args.allow_fork {
+        worker.extend(["--allow-fork".into(), tli.to_string().into()]);
+    }
     worker.push(std::path::absolute(&args.path)?.into_os_string());
     Ok(worker)
 }
@@ -132,7 +141,8 @@ fn serve(args: &WalPushArgs, pg_wal: &Path, spool: &Spool) -> anyhow::Result<()>
         let repo = args.repo.open()?;
         tracing::info!(spool = %spool.dir().display(), jobs = args.jobs, "archiving worker started");
         let compression = wal::Compression { level: args.compression_level, threads: 1 };
-        let settings = async_push::Settings { binding, jobs: args.jobs as usize, compression };
+        let settings =
+            async_push::Settings { binding, jobs: args.jobs as usize, compression, allow_fork: args.allow_fork };
         async_push::serve(&repo, pg_wal, spool, &settings, async_push::IDLE_EXIT)?;
         tracing::info!("archiving worker idle; exiting");
         Ok(())

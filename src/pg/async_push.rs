@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::spool::Spool;
-use super::wal::WalName;
+use super::wal::{WalKind, WalName};
 use crate::repo::{Repository, wal};
 
 /// The worker exits after this long without anything to push.
@@ -115,10 +115,14 @@ pub struct Settings {
     /// WAL files pushed at once.
     pub jobs: usize,
     pub compression: wal::Compression,
+    /// A timeline whose history file may fork off its parent's archived past.
+    pub allow_fork: Option<u32>,
 }
 
 /// The worker: pushes ready files in parallel until idle for `idle`, or until the callers want
-/// a worker bound to something else.
+/// a worker bound to something else. History files go first, one by one, and the segments of a
+/// timeline whose history file was refused are not archived either (as PostgreSQL, which
+/// archives a new timeline's history file before anything else).
 pub fn serve(repo: &Repository, pg_wal: &Path, spool: &Spool, settings: &Settings, idle: Duration) -> io::Result<()> {
     let binding = settings.binding.as_str();
     let mut last_work = Instant::now();
@@ -147,9 +151,18 @@ pub fn serve(repo: &Repository, pg_wal: &Path, spool: &Spool, settings: &Setting
             continue;
         }
         last_work = Instant::now();
-        let (tx, rx) = bounded::<WalName>(todo.len());
-        for name in todo {
-            tx.send(name).expect("sized for all");
+        let (histories, others): (Vec<WalName>, Vec<WalName>) =
+            todo.into_iter().partition(|n| n.kind() == WalKind::History);
+        let refused: Vec<u32> =
+            histories.iter().filter(|n| !push_one(repo, pg_wal, spool, settings, n)).map(|n| n.timeline()).collect();
+        let (tx, rx) = bounded::<WalName>(others.len().max(1));
+        for name in others {
+            if refused.contains(&name.timeline()) {
+                let reason = format!("the history file of timeline {} is not archived", name.timeline());
+                mark_failed(spool, &name, &reason);
+            } else {
+                tx.send(name).expect("sized for all");
+            }
         }
         drop(tx);
         std::thread::scope(|s| {
@@ -165,12 +178,16 @@ pub fn serve(repo: &Repository, pg_wal: &Path, spool: &Spool, settings: &Setting
     }
 }
 
-fn push_one(repo: &Repository, pg_wal: &Path, spool: &Spool, settings: &Settings, name: &WalName) {
+/// Pushes one file and leaves its marker; false when it failed.
+fn push_one(repo: &Repository, pg_wal: &Path, spool: &Spool, settings: &Settings, name: &WalName) -> bool {
     let data = match map_wal_file(&pg_wal.join(name.as_str())) {
         Ok(data) => data,
         // Archived another way and removed meanwhile: nothing to do.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-        Err(e) => return mark_failed(spool, name, &format!("cannot read {name}: {e}")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return true,
+        Err(e) => {
+            mark_failed(spool, name, &format!("cannot read {name}: {e}"));
+            return false;
+        }
     };
     let marker = marker_content(&data, &settings.binding);
     // The server may have archived the file another way meanwhile (a direct push after a
@@ -178,7 +195,7 @@ fn push_one(repo: &Repository, pg_wal: &Path, spool: &Spool, settings: &Settings
     // .ready goes away before any recycling: a file still ready after it was read is intact.
     let ready = pg_wal.join("archive_status").join(format!("{name}.ready"));
     let still_ready = || ready.exists();
-    match wal::push(repo, name, &data, settings.compression, &still_ready) {
+    match wal::push(repo, name, &data, settings.compression, &still_ready, settings.allow_fork) {
         Ok(wal::Pushed::Abandoned) => tracing::info!(wal = %name, "archived another way meanwhile; not stored"),
         Ok(_) if !still_ready() => tracing::info!(wal = %name, "archived another way meanwhile; no marker"),
         Ok(_) => {
@@ -190,8 +207,12 @@ fn push_one(repo: &Repository, pg_wal: &Path, spool: &Spool, settings: &Settings
             }
             tracing::info!(wal = %name, "archived");
         }
-        Err(e) => mark_failed(spool, name, &e.to_string()),
+        Err(e) => {
+            mark_failed(spool, name, &e.to_string());
+            return false;
+        }
     }
+    true
 }
 
 fn mark_failed(spool: &Spool, name: &WalName, reason: &str) {

@@ -79,6 +79,13 @@ pub enum Error {
     OutOfReach { detail: String },
     #[error("WAL file {name} is already archived with different content")]
     WalConflict { name: String },
+    #[error(
+        "timeline history file {name} starts a timeline that leaves timeline {parent} at {fork}, but the archive \
+         holds timeline {parent}'s WAL past that point (up to {newest}): the cluster archiving it was restored from \
+         this archive while the original went on, and a restore of the latest point would follow it; it was not \
+         archived"
+    )]
+    TimelineFork { name: String, parent: u32, fork: String, newest: String },
     #[error(transparent)]
     Kms(#[from] kms::KmsError),
     #[error("{0}")]

@@ -1,6 +1,6 @@
 //! Timelines in the WAL archive: a restored copy (a test, a drill) must not archive into the
-//! repository it came from, so that it never becomes the latest point a restore of the original
-//! reaches.
+//! repository it came from, and a timeline forked off the archive's past never becomes the
+//! latest point a restore of the original reaches.
 
 use std::time::Duration;
 
@@ -72,4 +72,37 @@ fn a_restored_copy_never_becomes_the_latest_point_of_its_original() {
     primary.archive_all_wal();
     assert_eq!(rows_at_latest(&repo, &key_file, &ws.join("latest-1")), "production:50");
     assert_eq!(archive_mode, "off", "a restored cluster does not archive by default");
+
+    // Asked to keep archiving, the copy tries to archive its new timeline: refused, loudly.
+    let mut keep = start_copy("copy-keep", &["--archive-mode", "keep"]);
+    assert_eq!(keep.sql("SHOW archive_mode"), "on");
+    keep.sql("SELECT pg_switch_wal()");
+    keep.wait_for(
+        "SELECT failed_count > 0 AND last_failed_wal = '00000002.history' FROM pg_stat_archiver",
+        "t",
+        Duration::from_secs(60),
+    );
+    assert!(keep.log().contains("leaves timeline 1 at"), "the server log says why:\n{}", keep.log());
+    assert!(!repo.path.join("wal/00000002").exists(), "nothing of timeline 2 is archived");
+    keep.stop();
+    primary.sql("INSERT INTO t SELECT 'production', g FROM generate_series(1, 10) g");
+    primary.archive_all_wal();
+    assert_eq!(rows_at_latest(&repo, &key_file, &ws.join("latest-2")), "production:60");
+
+    // The push itself exits 11; `--allow-fork 2` accepts it (the new primary after a
+    // deliberate point-in-time restore), and `snapshots` shows where timeline 2 forks.
+    let history = keep.data.join("pg_wal/00000002.history");
+    let push = |extra: &[&str]| repo.cmd("wal-push").arg("--key-file").arg(&key_file).args(extra).arg(&history).run();
+    push(&[]).code_is(11).stderr_mentions("--allow-fork", "the hint");
+    push(&["--allow-fork", "2"]).ok();
+    let out = repo.cmd("snapshots").arg("--key-file").arg(&key_file).run().ok().stdout.clone();
+    assert!(out.contains("timeline 2 leaves timeline 1 at"), "{out}");
+    assert!(out.contains("timeline 1 goes on past it"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&repo.cmd("snapshots").args(["--json", "--key-file"]).arg(&key_file).run().ok().stdout)
+            .unwrap();
+    let timelines = &json[0]["timelines"];
+    assert_eq!(timelines[1]["timeline"], 2, "{timelines}");
+    assert_eq!(timelines[1]["parent"], 1, "{timelines}");
+    assert_eq!(timelines[1]["parent_goes_on"], true, "{timelines}");
 }
