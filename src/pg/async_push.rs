@@ -16,6 +16,7 @@ use crossbeam_channel::bounded;
 use std::fs;
 use std::io;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::spool::Spool;
@@ -122,7 +123,9 @@ pub struct Settings {
 /// The worker: pushes ready files in parallel until idle for `idle`, or until the callers want
 /// a worker bound to something else. History files go first, one by one, and the segments of a
 /// timeline whose history file was refused are not archived either (as PostgreSQL, which
-/// archives a new timeline's history file before anything else).
+/// archives a new timeline's history file before anything else). Before a batch, and again
+/// before its `.ok` markers are written, the location must still hold the repository the worker
+/// opened (not one deleted and initialised again, which the worker's key cannot serve).
 pub fn serve(repo: &Repository, pg_wal: &Path, spool: &Spool, settings: &Settings, idle: Duration) -> io::Result<()> {
     let binding = settings.binding.as_str();
     let mut last_work = Instant::now();
@@ -151,10 +154,15 @@ pub fn serve(repo: &Repository, pg_wal: &Path, spool: &Spool, settings: &Setting
             continue;
         }
         last_work = Instant::now();
+        if !repo.still_in_store().map_err(io::Error::other)? {
+            tracing::error!("the repository location now holds another repository; this worker stops");
+            return Ok(());
+        }
         let (histories, others): (Vec<WalName>, Vec<WalName>) =
             todo.into_iter().partition(|n| n.kind() == WalKind::History);
-        let refused: Vec<u32> =
-            histories.iter().filter(|n| !push_one(repo, pg_wal, spool, settings, n)).map(|n| n.timeline()).collect();
+        let stored = Mutex::new(Vec::new());
+        let push = |name: &WalName| push_one(repo, pg_wal, spool, settings, name, &stored);
+        let refused: Vec<u32> = histories.iter().filter(|n| !push(n)).map(|n| n.timeline()).collect();
         let (tx, rx) = bounded::<WalName>(others.len().max(1));
         for name in others {
             if refused.contains(&name.timeline()) {
@@ -168,18 +176,39 @@ pub fn serve(repo: &Repository, pg_wal: &Path, spool: &Spool, settings: &Setting
         std::thread::scope(|s| {
             for _ in 0..settings.jobs {
                 let rx = rx.clone();
+                let push = &push;
                 s.spawn(move || {
                     for name in rx {
-                        push_one(repo, pg_wal, spool, settings, &name);
+                        push(&name);
                     }
                 });
             }
         });
+        if !repo.still_in_store().map_err(io::Error::other)? {
+            tracing::error!("the repository location now holds another repository; this worker stops");
+            return Ok(());
+        }
+        for (name, marker) in stored.into_inner().expect("no pusher panicked") {
+            let temp = spool.path(&format!(".{name}.ok"));
+            let written =
+                fs::write(&temp, &marker).and_then(|()| fs::rename(&temp, spool.path(&ok_marker(name.as_str()))));
+            if let Err(e) = written {
+                tracing::warn!(wal = %name, error = %e, "archived, but cannot write the marker; archive_command will push it again");
+            }
+        }
     }
 }
 
-/// Pushes one file and leaves its marker; false when it failed.
-fn push_one(repo: &Repository, pg_wal: &Path, spool: &Spool, settings: &Settings, name: &WalName) -> bool {
+/// Pushes one file; adds its `.ok` marker to `stored`, or leaves an error marker and returns
+/// false.
+fn push_one(
+    repo: &Repository,
+    pg_wal: &Path,
+    spool: &Spool,
+    settings: &Settings,
+    name: &WalName,
+    stored: &Mutex<Vec<(WalName, String)>>,
+) -> bool {
     let data = match map_wal_file(&pg_wal.join(name.as_str())) {
         Ok(data) => data,
         // Archived another way and removed meanwhile: nothing to do.
@@ -199,12 +228,7 @@ fn push_one(repo: &Repository, pg_wal: &Path, spool: &Spool, settings: &Settings
         Ok(wal::Pushed::Abandoned) => tracing::info!(wal = %name, "archived another way meanwhile; not stored"),
         Ok(_) if !still_ready() => tracing::info!(wal = %name, "archived another way meanwhile; no marker"),
         Ok(_) => {
-            let temp = spool.path(&format!(".{name}.ok"));
-            let written =
-                fs::write(&temp, &marker).and_then(|()| fs::rename(&temp, spool.path(&ok_marker(name.as_str()))));
-            if let Err(e) = written {
-                tracing::warn!(wal = %name, error = %e, "archived, but cannot write the marker; archive_command will push it again");
-            }
+            stored.lock().expect("no pusher panicked").push((name.clone(), marker));
             tracing::info!(wal = %name, "archived");
         }
         Err(e) => {

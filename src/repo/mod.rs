@@ -216,6 +216,21 @@ impl Repository {
         Ok(Repository::assemble(store, key, slot, config))
     }
 
+    /// Whether the store still holds the config this repository was opened with: false once
+    /// its location holds another repository (deleted and initialised again), whose objects
+    /// this key cannot seal.
+    pub fn still_in_store(&self) -> Result<bool> {
+        let raw = match self.store.get(format::CONFIG_KEY) {
+            Ok(raw) => raw,
+            Err(store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let config = format::open_file(&self.key, ObjectType::Config, format::CONFIG_KEY.as_bytes(), &raw, "config")
+            .ok()
+            .and_then(|json| serde_json::from_slice::<Config>(&json).ok());
+        Ok(config.is_some_and(|c| c.id == self.config.id))
+    }
+
     fn assemble(store: Arc<dyn Store>, key: MasterKey, slot: Id, config: Config) -> Repository {
         let readahead = store.is_remote().then(readahead::ReadAhead::default);
         Repository { store, key, slot, config, readahead, lock_wait: std::time::Duration::ZERO }

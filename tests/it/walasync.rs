@@ -196,3 +196,42 @@ fn async_archiving_follows_a_new_repository_after_a_reload() {
     assert!(missing.is_empty(), "archived after the switch to B but not in B: {missing:?} (B holds {in_b:?})");
     primary.stop();
 }
+
+#[test]
+fn an_async_worker_stops_when_its_repository_is_initialised_again() {
+    let ws = Workspace::new_public();
+    let (repo, key_file) = repo_for_postgres(&ws);
+    let spool = ws.mkdir("spool");
+    let (uid, gid) = user_ids("postgres");
+    std::os::unix::fs::chown(&spool, Some(uid), Some(gid)).unwrap();
+    let command = format!("'{} wal-push --async --spool-dir {} %p'", drctl_env(&repo, &key_file), spool.display());
+    let mut primary =
+        Cluster::init(&ws.join("primary"), &[("archive_mode", "on".into()), ("archive_command", command)]);
+    primary.start();
+    primary.sql("CREATE TABLE t (n int)");
+    for _ in 0..3 {
+        primary.sql("INSERT INTO t SELECT generate_series(1, 1000)");
+        primary.archive_all_wal();
+    }
+
+    // The repository is deleted and a new one initialised at its location, with a new key file
+    // at the same path: the archive_command is unchanged, the running worker holds the old key.
+    fs::remove_dir_all(&repo.path).unwrap();
+    fs::remove_file(&key_file).unwrap();
+    let (repo, _) = repo_for_postgres(&ws);
+    let mut last = String::new();
+    for _ in 0..10 {
+        primary.sql("INSERT INTO t SELECT generate_series(1, 1000)");
+        last = primary.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+        primary.sql("SELECT pg_switch_wal()");
+    }
+    primary.wait_for(
+        &format!("SELECT last_archived_wal >= '{last}' FROM pg_stat_archiver"),
+        "t",
+        Duration::from_secs(120),
+    );
+    primary.stop();
+    // Every segment the server counts archived opens with the new repository's key.
+    assert!(archived_segments(&repo).contains(&last), "{:?}", archived_segments(&repo));
+    repo.cmd("check").arg("--read-data").run().ok();
+}
