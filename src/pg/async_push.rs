@@ -162,10 +162,21 @@ pub fn serve(repo: &Repository, pg_wal: &Path, spool: &Spool, settings: &Setting
             todo.into_iter().partition(|n| n.kind() == WalKind::History);
         let stored = Mutex::new(Vec::new());
         let push = |name: &WalName| push_one(repo, pg_wal, spool, settings, name, &stored);
-        let refused: Vec<u32> = histories.iter().filter(|n| !push(n)).map(|n| n.timeline()).collect();
+        // Timelines whose history file still waits: ready, not stored by this worker.
+        let mut waiting: Vec<u32> = ready
+            .iter()
+            .filter(|n| n.ends_with(".history") && !spooled.contains(&ok_marker(n)))
+            .filter_map(|n| WalName::parse(n))
+            .map(|n| n.timeline())
+            .collect();
+        for history in &histories {
+            if push(history) {
+                waiting.retain(|&tli| tli != history.timeline());
+            }
+        }
         let (tx, rx) = bounded::<WalName>(others.len().max(1));
         for name in others {
-            if refused.contains(&name.timeline()) {
+            if waiting.contains(&name.timeline()) {
                 let reason = format!("the history file of timeline {} is not archived", name.timeline());
                 mark_failed(spool, &name, &reason);
             } else {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::harness::*;
-use crate::pg::{Cluster, archiving_to, repo_for_postgres};
+use crate::pg::{Cluster, archiving_to, drctl_env, repo_for_postgres};
 
 /// Rows per writer in the restored cluster of `dir`, recovered to the archive's end.
 fn rows_at_latest(repo: &Repo, key_file: &std::path::Path, dir: &std::path::Path) -> String {
@@ -28,9 +28,24 @@ fn rows_at_latest(repo: &Repo, key_file: &std::path::Path, dir: &std::path::Path
 
 #[test]
 fn a_restored_copy_never_becomes_the_latest_point_of_its_original() {
+    restored_copy_scenario(false);
+}
+
+/// The same through `wal-push --async`, whose worker pushes every ready file ahead: it archives
+/// history files first and nothing of a timeline whose history file was refused.
+#[test]
+fn a_restored_copy_archiving_asynchronously_never_becomes_the_latest_point() {
+    restored_copy_scenario(true);
+}
+
+fn restored_copy_scenario(asynchronous: bool) {
     let ws = Workspace::new_public();
     let (repo, key_file) = repo_for_postgres(&ws);
-    let mut primary = Cluster::init(&ws.join("primary"), &archiving_to(&repo, &key_file));
+    let mut archiving = archiving_to(&repo, &key_file);
+    if asynchronous {
+        archiving[1].1 = format!("'{} wal-push --async %p'", drctl_env(&repo, &key_file));
+    }
+    let mut primary = Cluster::init(&ws.join("primary"), &archiving);
     primary.start();
     primary.sql("CREATE TABLE t (who text, n int)");
     primary.sql("INSERT INTO t SELECT 'production', g FROM generate_series(1, 10) g");
@@ -76,14 +91,18 @@ fn a_restored_copy_never_becomes_the_latest_point_of_its_original() {
     // Asked to keep archiving, the copy tries to archive its new timeline: refused, loudly.
     let mut keep = start_copy("copy-keep", &["--archive-mode", "keep"]);
     assert_eq!(keep.sql("SHOW archive_mode"), "on");
+    keep.sql("INSERT INTO t SELECT 'drill', g FROM generate_series(1, 1000) g");
     keep.sql("SELECT pg_switch_wal()");
     keep.wait_for(
-        "SELECT failed_count > 0 AND last_failed_wal = '00000002.history' FROM pg_stat_archiver",
+        "SELECT failed_count >= 3 AND last_failed_wal = '00000002.history' FROM pg_stat_archiver",
         "t",
         Duration::from_secs(60),
     );
     assert!(keep.log().contains("leaves timeline 1 at"), "the server log says why:\n{}", keep.log());
-    assert!(!repo.path.join("wal/00000002").exists(), "nothing of timeline 2 is archived");
+    let tl2: Vec<_> = std::fs::read_dir(repo.path.join("wal/00000002"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(tl2.is_empty(), "nothing of timeline 2 is archived: {tl2:?}");
     keep.stop();
     primary.sql("INSERT INTO t SELECT 'production', g FROM generate_series(1, 10) g");
     primary.archive_all_wal();
