@@ -209,10 +209,14 @@ fn configure_recovery(
         RecoveryTarget::Xid(xid) => format!("the commit of transaction {xid}"),
     };
     let pg = snap.pg.as_ref().map(|pg| format!(" (base backup ended at WAL {})", pg.stop_lsn)).unwrap_or_default();
+    let archiving = match args.archive_mode {
+        ArchiveMode::Off => "archiving is off in it (archive_mode = off; --archive-mode keep leaves the backup's)",
+        ArchiveMode::Keep => "it archives with the backup's settings once started",
+    };
     if !args.start {
         if !global.quiet {
             println!(
-                "recovery configured to {what}{pg}: start PostgreSQL on {} to replay WAL and promote",
+                "recovery configured to {what}{pg}: start PostgreSQL on {} to replay WAL and promote; {archiving}",
                 dir.display()
             );
         }
@@ -230,7 +234,7 @@ fn configure_recovery(
     );
     let recovered = recovered?;
     if !global.quiet {
-        println!("recovered to {what}{pg} and promoted; {} is ready to start", dir.display());
+        println!("recovered to {what}{pg} and promoted; {} is ready to start; {archiving}", dir.display());
         for line in [&recovered.stop, &recovered.last_transaction].into_iter().flatten() {
             println!("  postgres: {line}");
         }
