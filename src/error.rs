@@ -196,6 +196,13 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
             "another cluster (or a restored copy on the same timeline) is archiving into this repository; give each \
              cluster its own repository, and do not remove the archived file: it may be needed for a restore",
         ),
+        E::TimelineFork { .. } => (
+            ExitCode::WalConflict,
+            "a test or drill copy must not archive here: set archive_mode = off in it (`drctl restore` does unless \
+             given --archive-mode keep); if this cluster is the new primary after a point-in-time restore, let its \
+             archive_command accept the new timeline with `--allow-fork TLI` (or DRCTL_ALLOW_FORK=TLI), with TLI the \
+             timeline number the file name starts with",
+        ),
         E::InvalidRequest(_) => (ExitCode::Usage, "see `drctl help` for the command's usage"),
         E::Store(s) => return classify_store(s),
     };

@@ -41,6 +41,11 @@ pub struct RestoreArgs {
     /// the target is reached and the server promoted, report it, and stop the server cleanly.
     #[arg(long, requires = "to")]
     pub start: bool,
+    /// For a PostgreSQL restore: `off` sets archive_mode = off in the restored cluster, so
+    /// starting it (a test, a drill) never archives into the repository it came from; `keep`
+    /// leaves the backup's archive settings, for a cluster that becomes the new primary.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "off")]
+    pub archive_mode: ArchiveMode,
     /// Restore into this directory; it must not exist or be empty.
     #[arg(long, value_name = "DIR")]
     pub to: Option<PathBuf>,
@@ -58,6 +63,12 @@ pub struct RestoreArgs {
     pub pg: Option<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ArchiveMode {
+    Off,
+    Keep,
+}
+
 pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let repo = args.repo.open()?;
     let (target, bound) = recovery_target(&args)?;
@@ -68,7 +79,8 @@ pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             pitr::choose_backup(snapshot::load_all(repo.store(), repo.key())?, &wal, bound)?
         }
     };
-    let target = Recovery { target, timeline: args.target_timeline };
+    let target =
+        Recovery { target, timeline: args.target_timeline, keep_archiving: args.archive_mode == ArchiveMode::Keep };
     if args.start && snap.kind != SnapshotKind::PgBase {
         anyhow::bail!(repo::Error::InvalidRequest("--start applies to PostgreSQL base backups only".into()));
     }
@@ -222,10 +234,14 @@ fn configure_recovery(
         RecoveryTarget::Xid(xid) => format!("the commit of transaction {xid}"),
     };
     let pg = snap.pg.as_ref().map(|pg| format!(" (base backup ended at WAL {})", pg.stop_lsn)).unwrap_or_default();
+    let archiving = match args.archive_mode {
+        ArchiveMode::Off => "archiving is off in it (archive_mode = off; --archive-mode keep leaves the backup's)",
+        ArchiveMode::Keep => "it archives with the backup's settings once started",
+    };
     if !args.start {
         if !global.quiet {
             println!(
-                "recovery configured to {what}{pg}: start PostgreSQL on {} to replay WAL and promote",
+                "recovery configured to {what}{pg}: start PostgreSQL on {} to replay WAL and promote; {archiving}",
                 dir.display()
             );
         }
@@ -243,7 +259,7 @@ fn configure_recovery(
     );
     let recovered = recovered?;
     if !global.quiet {
-        println!("recovered to {what}{pg} and promoted; {} is ready to start", dir.display());
+        println!("recovered to {what}{pg} and promoted; {} is ready to start; {archiving}", dir.display());
         for line in [&recovered.stop, &recovered.last_transaction].into_iter().flatten() {
             println!("  postgres: {line}");
         }

@@ -1,6 +1,7 @@
 use clap::Args;
 
 use super::{RepoArgs, human_bytes};
+use crate::pg::wal::{WalKind, WalName, format_lsn};
 use crate::pg::window::Archive;
 use crate::repo::snapshot::{self, Snapshot, SnapshotKind};
 use crate::repo::{crypto::Id, wal};
@@ -18,6 +19,7 @@ pub fn run(args: SnapshotsArgs) -> anyhow::Result<()> {
     let repo = args.repo.open()?;
     let all = snapshot::load_all(repo.store(), repo.key())?;
     let wal = wal::list(repo.store())?.into_iter().map(|(name, _)| name).collect::<Vec<_>>();
+    let histories = load_histories(&repo, &wal);
     // A base backup's WAL range must be archived whole, or it cannot even reach consistency.
     let missing_wal = |s: &Snapshot| s.pg.as_ref().map(|pg| Archive::new(&wal, pg.wal_segment_size).missing_for(pg));
     if args.json {
@@ -36,6 +38,7 @@ pub fn run(args: SnapshotsArgs) -> anyhow::Result<()> {
                     "summary": s.summary,
                     "pg": s.pg,
                     "missing_wal": missing_wal(s),
+                    "timelines": s.pg.as_ref().map(|pg| timelines_json(&Archive::new(&wal, pg.wal_segment_size), &histories)),
                 })
             })
             .collect();
@@ -71,15 +74,53 @@ pub fn run(args: SnapshotsArgs) -> anyhow::Result<()> {
         );
     }
     println!("{} snapshot(s)", all.len());
-    print_pitr_window(&all, &wal, &missing_wal);
+    print_pitr_window(&all, &wal, &histories, &missing_wal);
     Ok(())
+}
+
+/// The archived timeline history files, as (timeline, content). One that cannot be read is
+/// left out with a warning: it hides where its timeline forks, nothing else.
+fn load_histories(repo: &crate::repo::Repository, wal: &[WalName]) -> Vec<(u32, Vec<u8>)> {
+    let histories = wal.iter().filter(|n| n.kind() == WalKind::History);
+    histories
+        .filter_map(|name| match wal::fetch(repo, name) {
+            Ok(content) => Some((name.timeline(), content?)),
+            Err(e) => {
+                tracing::warn!(wal = %name, error = %e, "cannot read a timeline history file");
+                None
+            }
+        })
+        .collect()
+}
+
+/// The archive's timelines for `--json`: each with its newest segment and, from its history
+/// file, where it leaves its parent and whether the parent goes on past that point.
+fn timelines_json(archive: &Archive, histories: &[(u32, Vec<u8>)]) -> Vec<serde_json::Value> {
+    let segments = archive.timelines();
+    let mut numbers: Vec<u32> = segments.iter().map(|t| t.timeline).chain(histories.iter().map(|h| h.0)).collect();
+    numbers.sort();
+    numbers.dedup();
+    numbers
+        .into_iter()
+        .map(|tli| {
+            let fork = histories.iter().find(|h| h.0 == tli).and_then(|(_, content)| archive.fork(tli, content));
+            serde_json::json!({
+                "timeline": tli,
+                "newest_wal": segments.iter().find(|t| t.timeline == tli).map(|t| t.newest.clone()),
+                "parent": fork.as_ref().map(|f| f.parent),
+                "fork_lsn": fork.as_ref().map(|f| format_lsn(f.at)),
+                "parent_goes_on": fork.as_ref().map(|f| f.parent_goes_on),
+            })
+        })
+        .collect()
 }
 
 /// The point-in-time window per PostgreSQL cluster: from the end of the oldest restorable base
 /// backup to the newest archived WAL, with every gap named.
 fn print_pitr_window(
     all: &[(Id, Snapshot)],
-    wal: &[crate::pg::wal::WalName],
+    wal: &[WalName],
+    histories: &[(u32, Vec<u8>)],
     missing_wal: &dyn Fn(&Snapshot) -> Option<Vec<String>>,
 ) {
     let mut clusters: Vec<&str> =
@@ -103,11 +144,23 @@ fn print_pitr_window(
             }
         }
         let segment_size = backups.iter().find_map(|(_, s)| s.pg.as_ref()).map_or(16 << 20, |pg| pg.wal_segment_size);
-        for tl in Archive::new(wal, segment_size).timelines() {
+        let archive = Archive::new(wal, segment_size);
+        for tl in archive.timelines() {
             println!("  to the end of WAL {} (timeline {}), the newest archived", tl.newest, tl.timeline);
             for (first, last) in tl.gaps {
                 println!("  gap: WAL {first} to {last} is missing; recovery through it stops before {first}");
             }
+        }
+        for fork in histories.iter().filter_map(|(tli, content)| archive.fork(*tli, content)) {
+            let (tli, parent) = (fork.timeline, fork.parent);
+            print!("  timeline {tli} leaves timeline {parent} at {}", format_lsn(fork.at));
+            if fork.parent_goes_on {
+                print!(
+                    "; timeline {parent} goes on past it in the archive: two clusters archived here, and \
+                     `--point-in-time latest` follows the newest timeline (name another with --target-timeline)"
+                );
+            }
+            println!();
         }
     }
 }

@@ -34,6 +34,12 @@ pub struct WalPushArgs {
     /// With --async: WAL files the worker pushes at once.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
+    /// Archive the history file of timeline TLI even though it leaves its parent timeline before
+    /// the parent's archived end: for the new primary after a deliberate point-in-time restore
+    /// (a restored copy's new timeline is refused, so that restoring the latest point never
+    /// follows it).
+    #[arg(long, value_name = "TLI", env = "DRCTL_ALLOW_FORK")]
+    pub allow_fork: Option<u32>,
     /// Run as the background worker (started by --async itself).
     #[arg(long, hide = true, requires = "asynchronous")]
     pub worker: bool,
@@ -59,9 +65,10 @@ pub fn run(args: WalPushArgs) -> anyhow::Result<()> {
             Ok(spool) if args.worker => return serve(&args, pg_wal, &spool),
             Ok(spool) => {
                 let worker = worker_args(&args, &spool)?;
+                let binding = binding(&worker);
                 let data = read_wal(&args.path)?;
-                let start = || spool.ensure_worker(&worker);
-                match async_push::wait_for(&spool, name.as_str(), &data, start, WAIT_FOR_WORKER) {
+                let start = || spool.want(&binding).and_then(|()| spool.ensure_worker(&worker));
+                match async_push::wait_for(&spool, name.as_str(), &data, &binding, start, WAIT_FOR_WORKER) {
                     Ok(Waited::Archived) => return Ok(()),
                     Ok(Waited::Failed(reason)) => {
                         tracing::warn!(wal = %name, reason, "the worker failed; pushing directly")
@@ -90,7 +97,7 @@ fn push(args: &WalPushArgs, name: &WalName) -> anyhow::Result<()> {
     let repo = args.repo.open()?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let compression = wal::Compression { level: args.compression_level, threads };
-    match wal::push(&repo, name, &data, compression, &|| true)? {
+    match wal::push(&repo, name, &data, compression, &|| true, args.allow_fork)? {
         wal::Pushed::Stored(bytes) => tracing::info!(wal = %name, bytes, "archived"),
         wal::Pushed::AlreadyArchived => tracing::info!(wal = %name, "already archived with identical content"),
         wal::Pushed::Abandoned => unreachable!("a direct push is never abandoned"),
@@ -105,8 +112,22 @@ fn worker_args(args: &WalPushArgs, spool: &Spool) -> anyhow::Result<Vec<std::ffi
     worker.extend(["--spool-dir".into(), spool.dir().as_os_str().to_owned()]);
     worker.extend(["--jobs".into(), args.jobs.to_string().into()]);
     worker.extend(["--compression-level".into(), args.compression_level.to_string().into()]);
+    if let Some(tli) = args.allow_fork {
+        worker.extend(["--allow-fork".into(), tli.to_string().into()]);
+    }
     worker.push(std::path::absolute(&args.path)?.into_os_string());
     Ok(worker)
+}
+
+/// What a worker is bound to: a hash of its command line (repository location, S3 settings,
+/// key, compression, spool), without the WAL file it was started for.
+fn binding(worker: &[std::ffi::OsString]) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for arg in &worker[..worker.len() - 1] {
+        hasher.update(arg.as_encoded_bytes());
+        hasher.update(&[0]);
+    }
+    hasher.finalize().to_hex()[..32].to_string()
 }
 
 /// The background worker: one per spool; exits at once if another serves it already.
@@ -116,10 +137,13 @@ fn serve(args: &WalPushArgs, pg_wal: &Path, spool: &Spool) -> anyhow::Result<()>
     // every archive_command that waited pushes its file itself.
     let served = (|| -> anyhow::Result<()> {
         let Some(_lock) = spool.try_lock()? else { return Ok(()) };
+        let binding = binding(&worker_args(args, spool)?);
         let repo = args.repo.open()?;
         tracing::info!(spool = %spool.dir().display(), jobs = args.jobs, "archiving worker started");
         let compression = wal::Compression { level: args.compression_level, threads: 1 };
-        async_push::serve(&repo, pg_wal, spool, args.jobs as usize, compression, async_push::IDLE_EXIT)?;
+        let settings =
+            async_push::Settings { binding, jobs: args.jobs as usize, compression, allow_fork: args.allow_fork };
+        async_push::serve(&repo, pg_wal, spool, &settings, async_push::IDLE_EXIT)?;
         tracing::info!("archiving worker idle; exiting");
         Ok(())
     })();

@@ -29,6 +29,10 @@ pub struct Recovery {
     pub target: RecoveryTarget,
     /// The timeline to follow; the newest one in the archive when `None`.
     pub timeline: Option<u32>,
+    /// Keep the backup's archive settings; else the restored cluster never archives. A restore
+    /// (a test, a drill) that archived into the repository it came from would put a new timeline
+    /// there, which a later restore of the original cluster could follow.
+    pub keep_archiving: bool,
 }
 
 /// How the server reaches the archive.
@@ -102,6 +106,11 @@ pub fn prepare(dir: &Path, access: &ArchiveAccess, recovery: &Recovery) -> Resul
         None => settings.push_str("recovery_target_timeline = 'latest'\n"),
     }
     settings.push_str("recovery_target_action = 'promote'\n");
+    if !recovery.keep_archiving {
+        // postgresql.auto.conf is read last, so this wins over the backup's postgresql.conf.
+        settings.push_str("# Restored clusters do not archive (restore --archive-mode keep leaves it on).\n");
+        settings.push_str("archive_mode = off\n");
+    }
     if has_in_place_tablespaces(dir) {
         // Local-mode backups bring tablespaces back as directories inside pg_tblspc, so a
         // restore never overwrites the original locations (which may still be in use).

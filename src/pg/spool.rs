@@ -22,6 +22,7 @@ pub struct WorkerLock(#[allow(dead_code)] File);
 
 const LOCK: &str = "worker.lock";
 const LOG: &str = "worker.log";
+const BINDING: &str = "worker.binding";
 
 impl Spool {
     /// Opens (creating, mode 0700) the spool directory.
@@ -84,11 +85,32 @@ impl Spool {
         Ok(())
     }
 
-    /// Names of the files in the spool (not the lock or log, not temporary files).
+    /// Records which worker the callers want now (`binding`: what it must be bound to), so a
+    /// worker started for other settings stops serving the spool. Written only when it changes.
+    pub fn want(&self, binding: &str) -> io::Result<()> {
+        if self.wanted()?.as_deref() == Some(binding) {
+            return Ok(());
+        }
+        let temp = self.path(&format!(".{BINDING}.{}", std::process::id()));
+        fs::write(&temp, binding).and_then(|()| fs::rename(&temp, self.path(BINDING))).inspect_err(|_| {
+            let _ = fs::remove_file(&temp);
+        })
+    }
+
+    /// The binding the callers want (see [`Spool::want`]); `None` before any asked.
+    pub fn wanted(&self) -> io::Result<Option<String>> {
+        match fs::read_to_string(self.path(BINDING)) {
+            Ok(binding) => Ok(Some(binding)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Names of the files in the spool (not the lock, log or binding, not temporary files).
     pub fn files(&self) -> io::Result<Vec<String>> {
         let mut names: Vec<String> = fs::read_dir(&self.dir)?
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n != LOCK && n != LOG && !n.starts_with('.'))
+            .filter(|n| n != LOCK && n != LOG && n != BINDING && !n.starts_with('.'))
             .collect();
         names.sort();
         Ok(names)

@@ -76,6 +76,20 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
     Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
 
+/// Where a timeline history file says its timeline begins: the parent timeline and the WAL
+/// position it leaves it at, from its last entry ("1\t0/3000060\tno recovery target specified").
+pub fn fork_point(history: &[u8]) -> Option<(u32, u64)> {
+    let text = std::str::from_utf8(history).ok()?;
+    let line = text.lines().map(str::trim).rfind(|l| !l.is_empty() && !l.starts_with('#'))?;
+    let mut fields = line.split_whitespace();
+    Some((fields.next()?.parse().ok()?, parse_lsn(fields.next()?)?))
+}
+
+/// Prints a WAL position as PostgreSQL does ("16/B374D848").
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}
+
 /// The name of segment number `segno` on `timeline` for segments of `segment_size` bytes.
 pub fn segment_name(timeline: u32, segno: u64, segment_size: u64) -> String {
     let per_log = 0x1_0000_0000 / segment_size;
@@ -113,6 +127,12 @@ mod tests {
         assert_eq!(segment_name(1, parse_lsn("0/2000100").unwrap() / (16 << 20), 16 << 20), "000000010000000000000002");
         assert_eq!(segment_name(2, 0x1FF, 1 << 20), "0000000200000000000001FF");
         assert_eq!(segment_name(1, 0x100, 16 << 20), "000000010000000100000000");
+        assert_eq!(
+            fork_point(b"1\t0/3000060\tno recovery target specified\n\n2\t0/50000A0\tat restore point\n"),
+            Some((2, 0x50000A0))
+        );
+        assert_eq!(fork_point(b"# comment only\n"), None);
+        assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
         let n = WalName::parse("0000000300000001000000FE").unwrap();
         assert_eq!(n.timeline(), 3);
         assert_eq!(n.segment_number(256), Some(256 + 0xFE));

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::wal::{WalKind, WalName, parse_lsn, segment_name};
+use super::wal::{WalKind, WalName, fork_point, parse_lsn, segment_name};
 use crate::repo::snapshot::PgBackup;
 
 /// One timeline of the archive: its number, its newest segment, and its gaps (first and last
@@ -14,6 +14,19 @@ pub struct Timeline {
     pub timeline: u32,
     pub newest: String,
     pub gaps: Vec<(String, String)>,
+}
+
+/// Where a timeline of the archive begins, from its history file.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Fork {
+    pub timeline: u32,
+    pub parent: u32,
+    /// The WAL position where it leaves its parent.
+    pub at: u64,
+    /// The archive holds the parent's WAL past that point: two clusters archived here (a
+    /// restored copy, or a point-in-time restore that became the new primary), and recovery to
+    /// the latest point follows this timeline, not the parent.
+    pub parent_goes_on: bool,
 }
 
 /// The archived segments, per timeline, as segment numbers for one segment size.
@@ -45,6 +58,14 @@ impl Archive {
             .filter(|n| !have.is_some_and(|s| s.contains(n)))
             .map(|n| segment_name(backup.timeline, n, self.segment_size))
             .collect()
+    }
+
+    /// Where `timeline` begins, from the content of its history file.
+    pub fn fork(&self, timeline: u32, history: &[u8]) -> Option<Fork> {
+        let (parent, at) = fork_point(history)?;
+        let parent_goes_on =
+            self.segments.get(&parent).and_then(|s| s.last()).is_some_and(|&n| n * self.segment_size > at);
+        Some(Fork { timeline, parent, at, parent_goes_on })
     }
 
     /// Per timeline: the newest archived segment and the gaps.
@@ -110,5 +131,9 @@ mod tests {
         assert_eq!(timelines[0].gaps, vec![("000000010000000000000004".into(), "000000010000000000000005".into())]);
         assert_eq!((timelines[1].timeline, timelines[1].newest.as_str()), (2, "000000020000000000000006"));
         assert!(timelines[1].gaps.is_empty());
+        // Timeline 2 leaves timeline 1 inside segment 5, but timeline 1 goes on to segment 6.
+        let fork = archive.fork(2, b"1\t0/50A000\tno recovery target specified\n").unwrap();
+        assert_eq!(fork, Fork { timeline: 2, parent: 1, at: 0x50A000, parent_goes_on: true });
+        assert!(!archive.fork(2, b"1\t0/60A000\tno recovery target specified\n").unwrap().parent_goes_on);
     }
 }

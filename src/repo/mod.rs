@@ -91,6 +91,13 @@ pub enum Error {
     OutOfReach { detail: String },
     #[error("WAL file {name} is already archived with different content")]
     WalConflict { name: String },
+    #[error(
+        "timeline history file {name} starts a timeline that leaves timeline {parent} at {fork}, but the archive \
+         holds timeline {parent}'s WAL past that point (up to {newest}): the cluster archiving it was restored from \
+         this archive while the original went on, and a restore of the latest point would follow it; it was not \
+         archived"
+    )]
+    TimelineFork { name: String, parent: u32, fork: String, newest: String },
     #[error(transparent)]
     Kms(#[from] kms::KmsError),
     #[error(
@@ -230,6 +237,21 @@ impl Repository {
         let config: Config =
             serde_json::from_slice(&json).map_err(|e| Error::corrupt("config", format!("it does not parse: {e}")))?;
         Ok(Repository::assemble(store, key, slot, config))
+    }
+
+    /// Whether the store still holds the config this repository was opened with: false once
+    /// its location holds another repository (deleted and initialised again), whose objects
+    /// this key cannot seal.
+    pub fn still_in_store(&self) -> Result<bool> {
+        let raw = match self.store.get(format::CONFIG_KEY) {
+            Ok(raw) => raw,
+            Err(store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let config = format::open_file(&self.key, ObjectType::Config, format::CONFIG_KEY.as_bytes(), &raw, "config")
+            .ok()
+            .and_then(|json| serde_json::from_slice::<Config>(&json).ok());
+        Ok(config.is_some_and(|c| c.id == self.config.id))
     }
 
     fn assemble(store: Arc<dyn Store>, key: MasterKey, slot: Id, config: Config) -> Repository {

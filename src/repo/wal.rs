@@ -3,11 +3,17 @@
 //! associated data binds the file name, so a segment can never be served under another name.
 //! Pushing a file that is already archived with the same content succeeds (PostgreSQL retries
 //! after a crash); with different content it fails loudly.
+//!
+//! The archive also refuses a timeline history file that forks its parent timeline before the
+//! parent's archived end: a restored copy (a test, a drill) archiving here while the original
+//! goes on. Recovery to the latest point follows the newest timeline it finds a history file for,
+//! so accepting it would silently restore the copy's data instead of the original's. The new
+//! primary after a deliberate point-in-time restore names its timeline (`allow_fork`).
 
 use super::format::{self, ObjectType};
 use super::pack;
 use super::{Error, Repository};
-use crate::pg::wal::WalName;
+use crate::pg::wal::{self as pgwal, WalKind, WalName};
 use crate::store::{self, Store};
 
 pub const WAL_DIR: &str = "wal/";
@@ -35,15 +41,20 @@ pub struct Compression {
 
 /// Archives one WAL file. `still_current` is asked after the data was read and sealed, just
 /// before it is stored: a pusher that cannot be sure the file was not recycled meanwhile (the
-/// async worker) abandons it there rather than store a mix of old and new WAL.
+/// async worker) abandons it there rather than store a mix of old and new WAL. A history file
+/// that forks off its parent's archived past is refused unless its timeline is `allow_fork`.
 pub fn push(
     repo: &Repository,
     name: &WalName,
     data: &[u8],
     compression: Compression,
     still_current: &dyn Fn() -> bool,
+    allow_fork: Option<u32>,
 ) -> Result<Pushed, Error> {
     let key = key_of(name);
+    if name.kind() == WalKind::History && allow_fork != Some(name.timeline()) {
+        check_fork(repo, name, data)?;
+    }
     let plaintext = pack::encode_payload_parallel(data, compression.level, compression.threads);
     let sealed = format::seal_file(repo.key(), ObjectType::Wal, name.as_str().as_bytes(), &plaintext);
     if !still_current() {
@@ -59,6 +70,36 @@ pub fn push(
         };
     }
     Ok(Pushed::Stored(sealed.len() as u64))
+}
+
+/// Refuses history file `name` (content `data`) when the archive holds a segment of its parent
+/// timeline that begins after the fork point. A retry of a history file already archived passes.
+fn check_fork(repo: &Repository, name: &WalName, data: &[u8]) -> Result<(), Error> {
+    let Some((parent, fork)) = pgwal::fork_point(data) else { return Ok(()) };
+    let newest = repo
+        .store()
+        .list(&format!("{WAL_DIR}{parent:08X}/"))?
+        .into_iter()
+        .filter_map(|o| WalName::parse(o.key.rsplit('/').next()?))
+        .filter(|n| n.kind() == WalKind::Segment && n.timeline() == parent)
+        .max();
+    let Some(newest) = newest else { return Ok(()) };
+    // Segment names need the segment size to become positions: an archived segment's length.
+    let Some(segment) = fetch(repo, &newest)? else { return Ok(()) };
+    let size = segment.len() as u64;
+    let starts = newest.segment_number(0x1_0000_0000 / size.max(1)).map(|n| n * size);
+    if !size.is_power_of_two() || starts.is_none_or(|start| start <= fork) {
+        return Ok(());
+    }
+    if fetch(repo, name)?.is_some_and(|existing| existing == data) {
+        return Ok(());
+    }
+    Err(Error::TimelineFork {
+        name: name.to_string(),
+        parent,
+        fork: pgwal::format_lsn(fork),
+        newest: newest.to_string(),
+    })
 }
 
 /// The authenticated plaintext of an archived WAL file (codec byte and payload); `None` when

@@ -41,5 +41,6 @@ mod selftest;
 mod standby;
 mod stream;
 mod tamper;
+mod timelines;
 mod wal;
 mod walasync;

@@ -159,7 +159,14 @@ fn point_in_time_restore_follows_a_new_timeline() {
 
     // Restore to row 20 and promote: timeline 2. It becomes the new primary, archiving again.
     let second = ws.join("second");
-    restore_to_time(&repo, &good, &key_file, &second).ok();
+    repo.cmd("restore")
+        .args(["--point-in-time", &good, "--start", "--archive-mode", "keep", "--key-file"])
+        .arg(&key_file)
+        .arg("--to")
+        .arg(&second)
+        .timeout(Duration::from_secs(300))
+        .run()
+        .ok();
     let mut new_primary = Cluster::existing(&second, &archiving);
     new_primary.start();
     assert_eq!(new_primary.sql("SELECT timeline_id FROM pg_control_checkpoint()"), "2");

@@ -136,3 +136,102 @@ fn wal_fetch_prefetches_the_next_segments_and_never_serves_a_damaged_one() {
     // A segment the archive does not hold: exit 1, as PostgreSQL expects at the end of the archive.
     fetch("000000010000000000000063").code_is(1);
 }
+
+/// The segments of timeline 1 archived in `repo`, sorted.
+fn archived_segments(repo: &Repo) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(repo.path.join("wal/00000001"))
+        .map(|dir| dir.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.len() == 24).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn async_archiving_follows_a_new_repository_after_a_reload() {
+    let (ws_a, ws_b) = (Workspace::new_public(), Workspace::new_public());
+    let (repo_a, key_a) = repo_for_postgres(&ws_a);
+    let (repo_b, key_b) = repo_for_postgres(&ws_b);
+    let spool = ws_a.mkdir("spool");
+    let (uid, gid) = user_ids("postgres");
+    std::os::unix::fs::chown(&spool, Some(uid), Some(gid)).unwrap();
+    let command = |repo: &Repo, key: &std::path::Path| {
+        format!(
+            "'{} wal-push --async --spool-dir {} --repo {} --key-file {} %p'",
+            drctl_bin(),
+            spool.display(),
+            repo.path.display(),
+            key.display()
+        )
+    };
+    let mut primary = Cluster::init(
+        &ws_a.join("primary"),
+        &[("archive_mode", "on".into()), ("archive_command", command(&repo_a, &key_a))],
+    );
+    primary.start();
+    primary.sql("CREATE TABLE t (n int)");
+    for _ in 0..3 {
+        primary.sql("INSERT INTO t SELECT generate_series(1, 1000)");
+        primary.archive_all_wal();
+    }
+    assert!(archived_segments(&repo_a).len() >= 3, "the worker archives into A");
+
+    // The server now archives into B; A's worker is still running and WAL keeps coming.
+    primary.sql(&format!("ALTER SYSTEM SET archive_command = {}", command(&repo_b, &key_b)));
+    primary.sql("SELECT pg_reload_conf()");
+    primary.wait_for("SHOW archive_command", command(&repo_b, &key_b).trim_matches('\''), Duration::from_secs(10));
+    let mut switched = Vec::new();
+    for _ in 0..10 {
+        primary.sql("INSERT INTO t SELECT generate_series(1, 1000)");
+        switched.push(primary.sql("SELECT pg_walfile_name(pg_current_wal_lsn())"));
+        primary.sql("SELECT pg_switch_wal()");
+    }
+    primary.wait_for(
+        &format!("SELECT last_archived_wal >= '{}' FROM pg_stat_archiver", switched.last().unwrap()),
+        "t",
+        Duration::from_secs(120),
+    );
+    // pg_stat_archiver counts them archived, all after the reload: B must hold every one.
+    let in_b = archived_segments(&repo_b);
+    let missing: Vec<&String> = switched.iter().filter(|n| !in_b.contains(n)).collect();
+    assert!(missing.is_empty(), "archived after the switch to B but not in B: {missing:?} (B holds {in_b:?})");
+    primary.stop();
+}
+
+#[test]
+fn an_async_worker_stops_when_its_repository_is_initialised_again() {
+    let ws = Workspace::new_public();
+    let (repo, key_file) = repo_for_postgres(&ws);
+    let spool = ws.mkdir("spool");
+    let (uid, gid) = user_ids("postgres");
+    std::os::unix::fs::chown(&spool, Some(uid), Some(gid)).unwrap();
+    let command = format!("'{} wal-push --async --spool-dir {} %p'", drctl_env(&repo, &key_file), spool.display());
+    let mut primary =
+        Cluster::init(&ws.join("primary"), &[("archive_mode", "on".into()), ("archive_command", command)]);
+    primary.start();
+    primary.sql("CREATE TABLE t (n int)");
+    for _ in 0..3 {
+        primary.sql("INSERT INTO t SELECT generate_series(1, 1000)");
+        primary.archive_all_wal();
+    }
+
+    // The repository is deleted and a new one initialised at its location, with a new key file
+    // at the same path: the archive_command is unchanged, the running worker holds the old key.
+    fs::remove_dir_all(&repo.path).unwrap();
+    fs::remove_file(&key_file).unwrap();
+    let (repo, _) = repo_for_postgres(&ws);
+    let mut last = String::new();
+    for _ in 0..10 {
+        primary.sql("INSERT INTO t SELECT generate_series(1, 1000)");
+        last = primary.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+        primary.sql("SELECT pg_switch_wal()");
+    }
+    primary.wait_for(
+        &format!("SELECT last_archived_wal >= '{last}' FROM pg_stat_archiver"),
+        "t",
+        Duration::from_secs(120),
+    );
+    primary.stop();
+    // Every segment the server counts archived opens with the new repository's key.
+    assert!(archived_segments(&repo).contains(&last), "{:?}", archived_segments(&repo));
+    repo.cmd("check").arg("--read-data").run().ok();
+}
