@@ -81,10 +81,11 @@ impl LocalStore {
     fn ensure_dir(&self, path: &Path) -> Result<()> {
         let dir = path.parent().expect("object paths always have a parent");
         let mut missing = Vec::new();
-        let mut next = Some(dir);
+        // A relative root ends in "": the current directory, which exists.
+        let mut next = Some(dir).filter(|d| !d.as_os_str().is_empty());
         while let Some(d) = next.filter(|d| !d.is_dir()) {
             missing.push(d);
-            next = d.parent();
+            next = d.parent().filter(|p| !p.as_os_str().is_empty());
         }
         for d in missing.into_iter().rev() {
             match DirBuilder::new().mode(DIR_MODE).create(d) {
@@ -93,7 +94,7 @@ impl LocalStore {
                 Err(e) => return Err(Self::io_err("mkdir", d, e)),
                 Ok(()) => {}
             }
-            self.sync_dir(d.parent().unwrap_or(d))?;
+            self.sync_dir(d.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;
         }
         Ok(())
     }

@@ -143,6 +143,12 @@ impl Drctl {
         self
     }
 
+    pub fn current_dir(mut self, dir: &Path) -> Drctl {
+        self.envs.push(format!("(cwd={})", dir.display()));
+        self.cmd.current_dir(dir);
+        self
+    }
+
     pub fn timeout(mut self, t: Duration) -> Drctl {
         self.timeout = t;
         self

@@ -41,6 +41,19 @@ fn local_repositories_and_their_copies_are_private() {
     }
 }
 
+/// A repository named by a relative path is made where the command runs (the folder chain
+/// down from the current directory).
+#[test]
+fn a_relative_repository_path_works() {
+    let ws = Workspace::new();
+    let src = TreeBuilder::new(ws.join("src"));
+    src.file("a.txt", b"relative");
+    let here = |d: Drctl| d.current_dir(ws.path()).run();
+    here(Drctl::new().args(["init", "--repo", "backups/repo"])).ok();
+    here(Drctl::new().args(["backup", "--repo", "backups/repo", "--path"]).arg(&src.root)).ok();
+    assert_eq!(Repo::new(ws.join("backups/repo")).snapshots().len(), 1);
+}
+
 /// An empty passphrase (an unset Secret mounted as an empty file, `DRCTL_PASSWORD=`) is refused
 /// with exit 4 at init, key add and unlock, and nothing is created.
 #[test]
