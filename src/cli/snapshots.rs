@@ -1,4 +1,5 @@
 use clap::Args;
+use std::collections::BTreeMap;
 
 use super::{RepoArgs, human_bytes};
 use crate::pg::wal::{WalKind, WalName, format_lsn};
@@ -20,9 +21,17 @@ pub fn run(args: SnapshotsArgs) -> anyhow::Result<()> {
     let all = snapshot::load_all(repo.store(), repo.key())?;
     let wal = wal::list(repo.store())?.into_iter().map(|(name, _)| name).collect::<Vec<_>>();
     let histories = load_histories(&repo, &wal);
+    // One view of the archive per WAL segment size the base backups use (usually one), not one
+    // per snapshot.
+    let mut archives = BTreeMap::new();
+    for pg in all.iter().filter_map(|(_, s)| s.pg.as_ref()) {
+        archives.entry(pg.wal_segment_size).or_insert_with(|| Archive::new(&wal, pg.wal_segment_size));
+    }
     // A base backup's WAL range must be archived whole, or it cannot even reach consistency.
-    let missing_wal = |s: &Snapshot| s.pg.as_ref().map(|pg| Archive::new(&wal, pg.wal_segment_size).missing_for(pg));
+    let missing_wal = |s: &Snapshot| s.pg.as_ref().map(|pg| archives[&pg.wal_segment_size].missing_for(pg));
     if args.json {
+        let timelines: BTreeMap<u64, Vec<serde_json::Value>> =
+            archives.iter().map(|(size, archive)| (*size, timelines_json(archive, &histories))).collect();
         let list: Vec<_> = all
             .iter()
             .map(|(id, s)| {
@@ -38,7 +47,7 @@ pub fn run(args: SnapshotsArgs) -> anyhow::Result<()> {
                     "summary": s.summary,
                     "pg": s.pg,
                     "missing_wal": missing_wal(s),
-                    "timelines": s.pg.as_ref().map(|pg| timelines_json(&Archive::new(&wal, pg.wal_segment_size), &histories)),
+                    "timelines": s.pg.as_ref().map(|pg| &timelines[&pg.wal_segment_size]),
                 })
             })
             .collect();

@@ -216,7 +216,7 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
     // Blame each damaged pack on the snapshots that use it.
     // A pack that lost only its header is blamed for a damaged chunk, not for the header.
     for (i, pack) in index.packs.iter().enumerate() {
-        let object = if header_cut[i] { format!("pack {} (chunks)", pack.id) } else { format!("pack {}", pack.id) };
+        let object = damaged_pack_object(pack, header_cut[i]);
         for snap in &pack_users[i] {
             findings.blame(&object, *snap);
         }
@@ -230,6 +230,13 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
 }
 
 /// Reads every present pack in parallel; returns (object, reason) for each damaged one.
+/// The name a pack's damaged chunks are reported and blamed under. A pack that lost only its
+/// header has that loss reported as "pack ID" already (no snapshot depends on it): a damaged
+/// chunk in it is news, under its own name.
+fn damaged_pack_object(pack: &PackInfo, header_cut: bool) -> String {
+    if header_cut { format!("pack {} (chunks)", pack.id) } else { format!("pack {}", pack.id) }
+}
+
 fn read_all_packs(
     repo: &Repository,
     index: &index::Index,
@@ -263,12 +270,8 @@ fn read_all_packs(
                     let pack = &index.packs[i];
                     match verify_pack(repo, index, pack, &expected[i], header_cut[i]) {
                         Ok(None) => {}
-                        // Its header loss is reported already; a damaged chunk is news.
-                        Ok(Some(reason)) if header_cut[i] => {
-                            damaged.lock().expect("poisoned").push((format!("pack {} (chunks)", pack.id), reason))
-                        }
                         Ok(Some(reason)) => {
-                            damaged.lock().expect("poisoned").push((format!("pack {}", pack.id), reason))
+                            damaged.lock().expect("poisoned").push((damaged_pack_object(pack, header_cut[i]), reason))
                         }
                         Err(e) => *fatal.lock().expect("poisoned") = Some(e),
                     }

@@ -137,23 +137,27 @@ pub fn save(store: &dyn Store, key: &MasterKey, snapshot: &Snapshot) -> Result<I
 
 pub fn load(store: &dyn Store, key: &MasterKey, id: Id) -> Result<Snapshot, Error> {
     let object = format!("snapshot {id}");
-    let bytes = store.get(&key_of(id)).map_err(|e| Error::missing_or(e, &object))?;
-    if Id::of_stored(&bytes) != id {
-        return Err(Error::corrupt(&object, "its content does not match its name"));
-    }
-    let json = format::open_file(key, ObjectType::Snapshot, b"", &bytes, &object)?;
+    let json = open(store, key, id, &object)?;
     serde_json::from_slice(&json).map_err(|e| Error::corrupt(&object, format!("it does not parse: {e}")))
+}
+
+/// The authenticated JSON of manifest `id`, checked against its name.
+fn open(store: &dyn Store, key: &MasterKey, id: Id, object: &str) -> Result<Vec<u8>, Error> {
+    let bytes = store.get(&key_of(id)).map_err(|e| Error::missing_or(e, object))?;
+    if Id::of_stored(&bytes) != id {
+        return Err(Error::corrupt(object, "its content does not match its name"));
+    }
+    format::open_file(key, ObjectType::Snapshot, b"", &bytes, object)
 }
 
 /// Whether manifest `id` is one this repository's key sealed, unchanged: then it is not
 /// damage, even if this drctl cannot parse it (a newer release may have written it).
 pub fn is_authentic(store: &dyn Store, key: &MasterKey, id: Id) -> Result<bool, Error> {
-    let bytes = match store.get(&key_of(id)) {
-        Ok(b) => b,
-        Err(crate::store::Error::NotFound { .. }) => return Ok(false),
-        Err(e) => return Err(Error::Store(e)),
-    };
-    Ok(Id::of_stored(&bytes) == id && format::open_file(key, ObjectType::Snapshot, b"", &bytes, "").is_ok())
+    match open(store, key, id, "") {
+        Ok(_) => Ok(true),
+        Err(Error::Store(e)) => Err(Error::Store(e)),
+        Err(_) => Ok(false),
+    }
 }
 
 pub fn list(store: &dyn Store) -> Result<Vec<Id>, Error> {
