@@ -179,17 +179,7 @@ fn async_archiving_follows_a_new_repository_after_a_reload() {
     primary.sql(&format!("ALTER SYSTEM SET archive_command = {}", command(&repo_b, &key_b)));
     primary.sql("SELECT pg_reload_conf()");
     primary.wait_for("SHOW archive_command", command(&repo_b, &key_b).trim_matches('\''), Duration::from_secs(10));
-    let mut switched = Vec::new();
-    for _ in 0..10 {
-        primary.sql("INSERT INTO t SELECT generate_series(1, 1000)");
-        switched.push(primary.sql("SELECT pg_walfile_name(pg_current_wal_lsn())"));
-        primary.sql("SELECT pg_switch_wal()");
-    }
-    primary.wait_for(
-        &format!("SELECT last_archived_wal >= '{}' FROM pg_stat_archiver", switched.last().unwrap()),
-        "t",
-        Duration::from_secs(120),
-    );
+    let switched = write_and_switch(&primary, 10);
     // pg_stat_archiver counts them archived, all after the reload: B must hold every one.
     let in_b = archived_segments(&repo_b);
     let missing: Vec<&String> = switched.iter().filter(|n| !in_b.contains(n)).collect();
@@ -219,19 +209,27 @@ fn an_async_worker_stops_when_its_repository_is_initialised_again() {
     fs::remove_dir_all(&repo.path).unwrap();
     fs::remove_file(&key_file).unwrap();
     let (repo, _) = repo_for_postgres(&ws);
-    let mut last = String::new();
-    for _ in 0..10 {
+    let last = write_and_switch(&primary, 10).pop().unwrap();
+    primary.stop();
+    // Every segment the server counts archived opens with the new repository's key.
+    assert!(archived_segments(&repo).contains(&last), "{:?}", archived_segments(&repo));
+    repo.cmd("check").arg("--read-data").run().ok();
+}
+
+/// Writes to `t` and switches WAL `n` times; returns the segments written, oldest first, once
+/// the server counts the last one archived.
+fn write_and_switch(primary: &Cluster, n: usize) -> Vec<String> {
+    let mut written = Vec::new();
+    for _ in 0..n {
         primary.sql("INSERT INTO t SELECT generate_series(1, 1000)");
-        last = primary.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+        written.push(primary.sql("SELECT pg_walfile_name(pg_current_wal_lsn())"));
         primary.sql("SELECT pg_switch_wal()");
     }
+    let last = written.last().expect("n > 0");
     primary.wait_for(
         &format!("SELECT last_archived_wal >= '{last}' FROM pg_stat_archiver"),
         "t",
         Duration::from_secs(120),
     );
-    primary.stop();
-    // Every segment the server counts archived opens with the new repository's key.
-    assert!(archived_segments(&repo).contains(&last), "{:?}", archived_segments(&repo));
-    repo.cmd("check").arg("--read-data").run().ok();
+    written
 }
