@@ -52,9 +52,13 @@ fn dedup_unchanged_tree_and_one_mib_change() {
         fmt_bytes(b3.stored_bytes),
         b3.new_chunks
     );
+    // The gear table is keyed by each repository's own key, so where chunks are cut differs from
+    // run to run. Over 3000 keys, this change stored a median of 2.9 MiB, 8 MiB at the 99th
+    // percentile and 9.9 MiB at most; chunking that never resynchronised after the change
+    // would store the whole rest of the file, over 16 MiB. 12 MiB tells the two apart.
     assert!(
-        b3.stored_bytes < 6 * MIB,
-        "changing 1 MiB of a 32 MiB file stored {} (>= 6 MiB): chunking does not resynchronise?\n{o3}",
+        b3.stored_bytes < 12 * MIB,
+        "changing 1 MiB of a 32 MiB file stored {} (>= 12 MiB): chunking does not resynchronise?\n{o3}",
         fmt_bytes(b3.stored_bytes)
     );
     assert!(
