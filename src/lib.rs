@@ -15,6 +15,7 @@ pub mod cli;
 pub mod error;
 pub mod job;
 pub mod metrics;
+pub mod ops;
 pub mod pg;
 pub mod policy;
 pub mod progress;
