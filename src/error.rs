@@ -1,6 +1,7 @@
 //! The user-facing side of errors: every failure becomes one paragraph (the cause, then a hint
 //! saying what to do) and a documented exit code that scripts and CronJobs can act on.
 
+use crate::ops;
 use crate::repo;
 use crate::store;
 
@@ -31,6 +32,9 @@ pub fn classify(err: &anyhow::Error) -> (ExitCode, String) {
     if let Some(e) = err.downcast_ref::<repo::Error>() {
         return classify_repo(e);
     }
+    if let Some(e) = err.downcast_ref::<ops::Error>() {
+        return classify_ops(e);
+    }
     if err.downcast_ref::<crate::aws::rds::RdsError>().is_some()
         || err.chain().any(|cause| cause.is::<crate::aws::rds::RdsError>())
     {
@@ -44,6 +48,9 @@ pub fn classify(err: &anyhow::Error) -> (ExitCode, String) {
         );
     }
     for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<ops::Error>() {
+            return classify_ops(e);
+        }
         if let Some(e) = cause.downcast_ref::<repo::Error>() {
             return classify_repo(e);
         }
@@ -52,6 +59,15 @@ pub fn classify(err: &anyhow::Error) -> (ExitCode, String) {
         }
     }
     (ExitCode::Internal, "this is unexpected; run again with -v and report the output".into())
+}
+
+fn classify_ops(e: &ops::Error) -> (ExitCode, String) {
+    match e {
+        // Not opening at all is what a missing secret means, and has the same fix.
+        ops::Error::UnreadableSecret { .. } | ops::Error::UnsetSecret { .. } => classify_repo(&repo::Error::NoPassword),
+        ops::Error::Repo(e) => classify_repo(e),
+        ops::Error::Store(e) => classify_store(e),
+    }
 }
 
 fn classify_store(e: &store::Error) -> (ExitCode, String) {

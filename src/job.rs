@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use crate::aws::rds;
-use crate::backup::{self, BackupOptions, LocalOptions};
 use crate::error;
+use crate::ops;
+use crate::ops::backup::{self, BackupOptions, LocalOptions};
+use crate::ops::unlock::{Access, SecretSource};
 use crate::pg::wal::WalName;
 use crate::policy::{self, BaseMode, Connection, KeySlot, Password, Policy, SourceKind};
 use crate::progress::NoProgress;
@@ -432,7 +434,7 @@ fn database_password(database: &policy::Database) -> Result<Option<String>, repo
                  (set it, e.g. from a Kubernetes Secret)"
             ))
         }),
-        Some(Password::File(path)) => crate::cli::read_password_file(path)
+        Some(Password::File(path)) => ops::unlock::read_password_file(path)
             .map(Some)
             .map_err(|e| database_error(format!("cannot read the database password file {}: {e}", path.display()))),
     }
@@ -449,31 +451,39 @@ fn location_of(repository: &policy::Repository) -> String {
     }
 }
 
-/// The secret of the key slot the policy names. What cannot be read is a key problem (exit 4).
-fn secret_of(slot: &KeySlot) -> anyhow::Result<Secret> {
-    let no_password = |detail: String| anyhow::Error::new(repo::Error::NoPassword).context(detail);
-    match slot {
-        KeySlot::PasswordEnv(name) => std::env::var(name)
-            .map(|p| Secret::Passphrase(p.into_bytes()))
-            .map_err(|_| no_password(format!("the repository passphrase variable {name} the policy names is not set"))),
-        KeySlot::PasswordFile(path) => crate::cli::read_password_file(path)
-            .map(|p| Secret::Passphrase(p.into_bytes()))
-            .map_err(|e| no_password(format!("cannot read the repository password file {}: {e}", path.display()))),
-        KeySlot::KeyFile(path) => Secret::read_key_file(path)
-            .map_err(|e| no_password(format!("cannot read the repository key file {}: {e}", path.display()))),
-        KeySlot::Kms(key) => Ok(Secret::Kms(Some(key.clone()))),
+/// How a job reaches one of the policy's repositories, opened by the key slot the policy names.
+fn access_of(repository: &policy::Repository, options: &JobOptions) -> Access {
+    Access {
+        location: location_of(repository),
+        s3: options.s3.clone(),
+        secret: Some(secret_source(&repository.key)),
+        lock_wait: options.lock_wait,
     }
 }
 
-fn store_of(repository: &policy::Repository, options: &JobOptions) -> Result<Arc<dyn store::Store>, repo::Error> {
-    Ok(Arc::from(store::open(&location_of(repository), &options.s3)?))
+/// Where the secret of the key slot the policy names comes from.
+fn secret_source(slot: &KeySlot) -> SecretSource {
+    match slot {
+        KeySlot::PasswordEnv(name) => SecretSource::PasswordEnv(name.clone()),
+        KeySlot::PasswordFile(path) => SecretSource::PasswordFile(path.clone()),
+        KeySlot::KeyFile(path) => SecretSource::KeyFile(path.clone()),
+        KeySlot::Kms(key) => SecretSource::Kms(Some(key.clone())),
+    }
+}
+
+/// The secret of the key slot the policy names. What cannot be read is a key problem (exit 4).
+fn secret_of(slot: &KeySlot) -> Result<Secret, ops::Error> {
+    secret_source(slot).secret()
+}
+
+fn store_of(repository: &policy::Repository, options: &JobOptions) -> Result<Arc<dyn store::Store>, ops::Error> {
+    access_of(repository, options).store()
 }
 
 /// Opens a repository of the policy with the key slot the policy names.
 fn open(repository: &policy::Repository, options: &JobOptions) -> anyhow::Result<Repository> {
-    let mut repo = Repository::open(store_of(repository, options)?, &secret_of(&repository.key)?)?;
-    repo.set_lock_wait(options.lock_wait);
-    Ok(repo)
+    let no_secret = || -> Result<Secret, ops::Error> { Err(repo::Error::NoPassword.into()) };
+    Ok(access_of(repository, options).open(no_secret)?)
 }
 
 /// Opens an existing copy of `primary`; another repository at the copy's location is an error,

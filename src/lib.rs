@@ -10,7 +10,6 @@
 //! - [`cli`]: one file per command, each a thin layer over the library.
 
 pub mod aws;
-pub mod backup;
 pub mod cli;
 pub mod error;
 pub mod job;
@@ -21,6 +20,5 @@ pub mod policy;
 pub mod progress;
 pub mod redact;
 pub mod repo;
-pub mod restore;
 pub mod schedule;
 pub mod store;

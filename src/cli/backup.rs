@@ -2,9 +2,9 @@ use clap::Args;
 use std::path::PathBuf;
 
 use super::{AccessArgs, GlobalArgs, MetricsArgs, RepoArgs, human_bytes};
-use crate::backup::{self, BackupOptions, LocalOptions};
 use crate::error::ExitCode;
 use crate::job::{self, JobOptions, JobReport};
+use crate::ops::backup::{self, BackupOptions, LocalOptions};
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["path", "stdin", "pg", "policy"])))]

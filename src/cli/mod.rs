@@ -16,12 +16,12 @@ mod snapshots;
 mod wal_fetch;
 mod wal_push;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::ops::unlock::{Access, SecretSource};
 use crate::progress::{NoProgress, Progress};
 use crate::repo::key::Secret;
 use crate::repo::{self, Repository};
@@ -114,8 +114,12 @@ impl std::ops::Deref for RepoArgs {
 }
 
 impl RepoArgs {
+    pub fn access(&self) -> Access {
+        self.access.access(&self.repo)
+    }
+
     pub fn store(&self) -> anyhow::Result<Arc<dyn store::Store>> {
-        self.access.store(&self.repo)
+        Ok(self.access().store()?)
     }
 
     pub fn open(&self) -> anyhow::Result<Repository> {
@@ -125,18 +129,8 @@ impl RepoArgs {
     /// These settings as command-line flags, with absolute paths: for a background worker
     /// started from another directory.
     pub fn forward(&self) -> anyhow::Result<Vec<std::ffi::OsString>> {
-        let mut args: Vec<std::ffi::OsString> = vec!["--repo".into(), absolute_location(&self.repo)?.into()];
-        args.extend(self.access.forward()?);
-        Ok(args)
+        Ok(self.access().forward()?)
     }
-}
-
-/// A repository location usable from any directory: URLs as they are, paths made absolute.
-fn absolute_location(location: &str) -> anyhow::Result<String> {
-    if location.contains("://") {
-        return Ok(location.to_string());
-    }
-    Ok(std::path::absolute(location)?.to_string_lossy().into_owned())
 }
 
 /// How to unlock a repository and reach its store: everything but its location.
@@ -174,10 +168,7 @@ pub struct AccessArgs {
     pub lock_wait: chrono::Duration,
 }
 
-/// The passphrase a password file holds: its first line.
-pub fn read_password_file(path: &std::path::Path) -> std::io::Result<String> {
-    Ok(std::fs::read_to_string(path)?.lines().next().unwrap_or("").to_string())
-}
+pub use crate::ops::unlock::read_password_file;
 
 /// A duration as people write it: 90s, 15m, 36h, 7d, 2w.
 pub fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
@@ -186,8 +177,30 @@ pub fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
 }
 
 impl AccessArgs {
+    /// Where these flags (and DRCTL_PASSWORD) say the secret comes from: a key file first, then
+    /// a password file, then the variable; `None` leaves it to a KMS slot or a prompt.
+    pub fn secret_source(&self) -> Option<SecretSource> {
+        if let Some(path) = &self.key_file {
+            return Some(SecretSource::KeyFile(path.clone()));
+        }
+        if let Some(path) = &self.password_file {
+            return Some(SecretSource::PasswordFile(path.clone()));
+        }
+        std::env::var_os("DRCTL_PASSWORD").map(|_| SecretSource::PasswordEnv("DRCTL_PASSWORD".into()))
+    }
+
+    /// The repository at `location` as these flags reach it.
+    pub fn access(&self, location: &str) -> Access {
+        Access {
+            location: location.to_string(),
+            s3: self.s3_options(),
+            secret: self.secret_source(),
+            lock_wait: self.lock_wait.to_std().unwrap_or_default(),
+        }
+    }
+
     pub fn store(&self, location: &str) -> anyhow::Result<Arc<dyn store::Store>> {
-        Ok(Arc::from(store::open(location, &self.s3_options())?))
+        Ok(self.access(location).store()?)
     }
 
     /// The S3 settings of these flags.
@@ -201,87 +214,34 @@ impl AccessArgs {
         }
     }
 
-    /// The key file if one is given, else the passphrase.
+    /// The secret these flags give, else a passphrase typed at a terminal (twice with `confirm`).
     pub fn secret(&self, confirm: bool) -> anyhow::Result<Secret> {
-        if let Some(path) = &self.key_file {
-            return Secret::read_key_file(path)
-                .with_context(|| format!("cannot read the key file {}", path.display()))
-                .map_err(|e| e.context(repo::Error::NoPassword));
+        match self.secret_source() {
+            Some(source) => Ok(source.secret()?),
+            None => Ok(Secret::Passphrase(prompt_passphrase(confirm)?.into_bytes())),
         }
-        Ok(Secret::Passphrase(self.passphrase(confirm)?.into_bytes()))
-    }
-
-    /// What opens `store`: a key file or passphrase when one is given; otherwise the KMS key of
-    /// the repository's KMS slot (with the ambient AWS credentials) when it has one; otherwise a
-    /// prompt on a terminal.
-    fn unlock_secret(&self, store: &dyn store::Store) -> anyhow::Result<Secret> {
-        if !self.secret_given() && repo::key::list(store)?.iter().any(|(_, slot)| slot.kind == repo::key::SlotKind::Kms)
-        {
-            return Ok(Secret::Kms(None));
-        }
-        self.secret(false)
     }
 
     /// Whether a key file or passphrase is given (else a KMS slot or a prompt opens).
     pub fn secret_given(&self) -> bool {
-        self.key_file.is_some() || self.password_file.is_some() || std::env::var_os("DRCTL_PASSWORD").is_some()
-    }
-
-    /// The passphrase from the password file (flag or DRCTL_PASSWORD_FILE), DRCTL_PASSWORD, or a
-    /// terminal prompt.
-    pub fn passphrase(&self, confirm: bool) -> anyhow::Result<String> {
-        if let Some(file) = &self.password_file {
-            return read_password_file(file)
-                .with_context(|| format!("cannot read the password file {}", file.display()))
-                .map_err(|e| e.context(repo::Error::NoPassword));
-        }
-        if let Ok(p) = std::env::var("DRCTL_PASSWORD") {
-            return Ok(p);
-        }
-        if !std::io::stderr().is_terminal() {
-            return Err(repo::Error::NoPassword.into());
-        }
-        let first = rpassword::prompt_password("repository passphrase: ")?;
-        if confirm && rpassword::prompt_password("repeat passphrase: ")? != first {
-            anyhow::bail!(repo::Error::InvalidRequest("the two passphrases differ".into()));
-        }
-        Ok(first)
-    }
-
-    /// These settings as command-line flags, with absolute paths.
-    pub fn forward(&self) -> anyhow::Result<Vec<std::ffi::OsString>> {
-        let mut args: Vec<std::ffi::OsString> = Vec::new();
-        if let Some(endpoint) = &self.s3_endpoint {
-            args.extend(["--s3-endpoint".into(), endpoint.into()]);
-        }
-        if self.s3_path_style {
-            args.push("--s3-path-style".into());
-        }
-        if let Some(class) = &self.s3_storage_class {
-            args.extend(["--s3-storage-class".into(), class.into()]);
-        }
-        if let Some(key) = &self.s3_sse_kms_key_id {
-            args.extend(["--s3-sse-kms-key-id".into(), key.into()]);
-        }
-        if let Some(lock) = &self.s3_object_lock {
-            args.extend(["--s3-object-lock".into(), format!("{}:{}", lock.mode, lock.days).into()]);
-        }
-        for (flag, path) in [("--key-file", &self.key_file), ("--password-file", &self.password_file)] {
-            if let Some(path) = path {
-                args.push(flag.into());
-                args.push(std::path::absolute(path)?.into_os_string());
-            }
-        }
-        Ok(args)
+        self.secret_source().is_some()
     }
 
     pub fn open(&self, location: &str) -> anyhow::Result<Repository> {
-        let store = self.store(location)?;
-        let secret = self.unlock_secret(store.as_ref())?;
-        let mut repo = Repository::open(store, &secret)?;
-        repo.set_lock_wait(self.lock_wait.to_std().unwrap_or_default());
-        Ok(repo)
+        self.access(location).open(|| Ok(Secret::Passphrase(prompt_passphrase(false)?.into_bytes())))
     }
+}
+
+/// A passphrase typed at a terminal; without one, the error that no secret was given.
+fn prompt_passphrase(confirm: bool) -> anyhow::Result<String> {
+    if !std::io::stderr().is_terminal() {
+        return Err(repo::Error::NoPassword.into());
+    }
+    let first = rpassword::prompt_password("repository passphrase: ")?;
+    if confirm && rpassword::prompt_password("repeat passphrase: ")? != first {
+        anyhow::bail!(repo::Error::InvalidRequest("the two passphrases differ".into()));
+    }
+    Ok(first)
 }
 
 /// Where a policy job's metrics go (both, either or neither).

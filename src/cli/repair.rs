@@ -78,7 +78,7 @@ fn snapshots(args: RepairSnapshotsArgs, global: &GlobalArgs) -> anyhow::Result<(
         repair_snapshots::remove_unreadable(&repo, args.dry_run)?
     };
     let progress = super::progress(global);
-    let rewrites = crate::backup::rewrite_damaged(&repo, args.dry_run, progress.as_ref())?;
+    let rewrites = crate::ops::backup::rewrite_damaged(&repo, args.dry_run, progress.as_ref())?;
     let mut forgotten = 0;
     if args.forget && !args.dry_run {
         let _lock = repo.lock_exclusive("repair snapshots")?;

@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{GlobalArgs, RepoArgs, human_bytes};
+use crate::ops::restore::{self as restore, select as pitr};
 use crate::pg::recovery::{self, ArchiveAccess, Recovery, RecoveryTarget};
-use crate::pg::{pitr, server};
+use crate::pg::server;
 use crate::repo;
 use crate::repo::snapshot::{self, Snapshot, SnapshotKind};
-use crate::restore;
 
 /// How long `--start` lets PostgreSQL replay WAL before giving up.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(6 * 3600);

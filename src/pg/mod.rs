@@ -4,7 +4,6 @@
 pub mod async_push;
 pub mod basebackup;
 pub mod datadir;
-pub mod pitr;
 pub mod prefetch;
 pub mod recovery;
 pub mod server;

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::wal::{WalName, parse_lsn};
-use super::window::Archive;
+use crate::pg::wal::{WalName, parse_lsn};
+use crate::pg::window::Archive;
 use crate::repo::Error;
 use crate::repo::crypto::Id;
 use crate::repo::snapshot::{Snapshot, SnapshotKind};

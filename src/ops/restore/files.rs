@@ -672,8 +672,8 @@ mod tests {
     /// hostile or broken writer could, bypassing the backup walk.
     fn crafted(repo: &Repository, entries: Tree) -> Snapshot {
         let snap = Snapshot::new(SnapshotKind::Paths, &[]);
-        let options = crate::backup::BackupOptions::default();
-        crate::backup::run(repo, snap, &options, &NoProgress, |sink, _| {
+        let options = crate::ops::backup::BackupOptions::default();
+        crate::ops::backup::run(repo, snap, &options, &NoProgress, |sink, _| {
             let mut tree = TreeWriter::new(repo.cdc(), repo.config().chunking.max_size as usize, |c| sink.add(c));
             for (mut e, data) in entries {
                 if !data.is_empty() {
