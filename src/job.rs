@@ -16,17 +16,16 @@ use std::sync::Arc;
 
 use crate::aws::rds;
 use crate::error;
-use crate::ops;
+use crate::ops::{self, retention::ForgetOptions};
 use crate::ops::backup::{self, BackupOptions, LocalOptions};
 use crate::ops::unlock::{Access, SecretSource};
 use crate::pg::wal::WalName;
 use crate::policy::{self, BaseMode, Connection, KeySlot, Password, Policy, SourceKind};
 use crate::progress::NoProgress;
-use crate::repo::copy::{CopyOptions, Selection};
 use crate::repo::key::Secret;
 use crate::repo::retention::Rules;
 use crate::repo::snapshot::{policy_source, policy_tags};
-use crate::repo::{self, Repository, forget, format, prune, snapshot};
+use crate::repo::{self, Repository, snapshot};
 use crate::store;
 
 /// The pseudo-source name of a `kind: rds` policy's RDS snapshot, for `--source`.
@@ -252,7 +251,7 @@ pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, repo::Err
         });
     }
 
-    let rules = Rules::from(&policy.retention);
+    let rules = policy.retention.clone();
     match &primary {
         Ok(primary) => {
             for copy in &policy.repositories.copies {
@@ -506,24 +505,19 @@ fn open_copy_of(primary: &Repository, copy: &policy::Repository, options: &JobOp
 fn copy_to(primary: &Repository, copy: &policy::Repository, options: &JobOptions) -> CopyStep {
     let mut step = CopyStep::new(location_of(copy));
     let result = (|| -> anyhow::Result<()> {
-        let _source_lock = primary.lock_for_reading("copy")?;
-        let store = store_of(copy, options)?;
-        let secret = secret_of(&copy.key)?;
-        let mut target = if store.exists(format::CONFIG_KEY)? {
-            Repository::open(store, &secret)?
-        } else {
-            Repository::init_copy_of(primary, store, &secret)?
+        let target = ops::copy::Target {
+            store: store_of(copy, options)?,
+            open: &|store| Ok(Repository::open(store, &secret_of(&copy.key)?)?),
+            new_secret: &|| Ok(secret_of(&copy.key)?),
+            lock_wait: options.lock_wait,
         };
-        target.set_lock_wait(options.lock_wait);
-        let _target_lock = target.lock_shared("copy")?;
-        let copy_options = CopyOptions { selection: Selection::All, wal: true, jobs: COPY_JOBS };
-        let done = repo::copy::copy(primary, &target, &copy_options, &NoProgress)?;
-        step.snapshots_copied = done.snapshots_copied;
-        step.wal_copied = done.wal_copied;
-        step.objects_copied = done.objects_copied;
-        step.bytes_copied = done.bytes_copied;
-        let held = snapshot::list(target.store())?;
-        step.missing_snapshots = snapshot::list(primary.store())?.iter().filter(|id| !held.contains(id)).count();
+        let copy_options = ops::copy::Options { snapshots: None, wal: true, jobs: COPY_JOBS };
+        let done = ops::copy::copy(primary, target, &copy_options, &NoProgress)?;
+        step.snapshots_copied = done.report.snapshots_copied;
+        step.wal_copied = done.report.wal_copied;
+        step.objects_copied = done.report.objects_copied;
+        step.bytes_copied = done.report.bytes_copied;
+        step.missing_snapshots = done.missing_snapshots;
         Ok(())
     })();
     if let Err(e) = result {
@@ -555,35 +549,27 @@ impl CopyStep {
 /// restore away.
 fn apply_retention(repo: &Repository, rules: &Rules, policy: &str) -> RetentionStep {
     let mut step = RetentionStep::new(repo.store().location().to_string());
-    let result = (|| -> anyhow::Result<()> {
-        let first = {
-            let _shared = repo.lock_shared("forget")?;
-            forget::plan(repo, rules, Utc::now(), Some(policy))?
-        };
-        let removes = first.snapshots.iter().any(|j| !j.verdict.keep) || !first.wal_to_remove.is_empty();
-        if !removes && !prune::plan_pending(repo)? {
-            step.snapshots_kept = first.snapshots.len();
-            return Ok(());
+    let options =
+        ForgetOptions { rules, policy: Some(policy), dry_run: false, prune: Some(PRUNE_GRACE), when_needed: true };
+    match ops::retention::forget(repo, &options) {
+        Ok(done) => {
+            step.snapshots_kept = done.plan.snapshots.iter().filter(|j| j.verdict.keep).count();
+            if let Some(applied) = done.applied {
+                step.snapshots_removed = applied.snapshots_removed;
+                step.wal_removed = applied.wal_removed;
+                step.retained_by_object_lock = applied.retained.len();
+            }
+            if let Some(pruned) = done.prune {
+                step.pruned = true;
+                step.packs_deleted = pruned.packs_deleted;
+                step.bytes_deleted = pruned.bytes_deleted;
+                step.packs_marked = pruned.packs_marked;
+            }
         }
-        let lock = repo.lock_exclusive("forget")?;
-        let plan = forget::plan(repo, rules, Utc::now(), Some(policy))?;
-        let applied = forget::apply(repo, &plan)?;
-        step.snapshots_kept = plan.snapshots.iter().filter(|j| j.verdict.keep).count();
-        step.snapshots_removed = applied.snapshots_removed;
-        step.wal_removed = applied.wal_removed;
-        step.retained_by_object_lock = applied.retained.len();
-        if applied.snapshots_removed > 0 || prune::plan_pending(repo)? {
-            let pruned = prune::prune(repo, &lock, PRUNE_GRACE, false, Utc::now())?;
-            step.pruned = true;
-            step.packs_deleted = pruned.packs_deleted;
-            step.bytes_deleted = pruned.bytes_deleted;
-            step.packs_marked = pruned.packs_marked;
+        Err(e) => {
+            tracing::error!(repository = %step.repository, "retention failed: {e:#}");
+            step.error = Some(StepError::from(e.into()));
         }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        tracing::error!(repository = %step.repository, "retention failed: {e:#}");
-        step.error = Some(StepError::from(e));
     }
     step
 }

@@ -2,9 +2,9 @@ use clap::Args;
 use std::path::PathBuf;
 
 use super::{AccessArgs, GlobalArgs, human_bytes};
-use crate::repo::copy::{self, CopyOptions, Selection};
+use crate::ops;
 use crate::repo::key::{self, Secret, SlotKind};
-use crate::repo::{self, Repository, snapshot};
+use crate::repo::{self, Repository};
 
 #[derive(Debug, Args)]
 pub struct CopyArgs {
@@ -46,11 +46,7 @@ pub struct CopyArgs {
 
 pub fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let source = args.access.open(&args.from)?;
-    let _source_lock = source.lock_for_reading("copy")?;
-    let target_store = args.access.store(&args.to)?;
-    let target = if target_store.exists(repo::format::CONFIG_KEY)? {
-        open_target(&args, target_store)?
-    } else {
+    let new_secret = || {
         let secret = match target_secret(&args)? {
             Some(secret) => secret,
             None => same_secret_as(&args.access, &source)?,
@@ -61,24 +57,21 @@ pub fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                  be opened; give --to-kms-key-id with a key in the copy's region (or add one with `drctl key add`)"
             );
         }
-        Repository::init_copy_of(&source, target_store, &secret)?
+        Ok(secret)
     };
-    let mut target = target;
-    target.set_lock_wait(args.access.lock_wait.to_std().unwrap_or_default());
-    let _target_lock = target.lock_shared("copy")?;
-    let selection = if args.all {
-        Selection::All
-    } else {
-        let ids = args
-            .snapshots
-            .iter()
-            .map(|q| snapshot::find(source.store(), source.key(), q).map(|(id, _)| id))
-            .collect::<Result<Vec<_>, _>>()?;
-        Selection::Snapshots(ids)
+    let target = ops::copy::Target {
+        store: args.access.store(&args.to)?,
+        open: &|store| open_target(&args, store),
+        new_secret: &new_secret,
+        lock_wait: args.access.lock_wait.to_std().unwrap_or_default(),
     };
-    let options = CopyOptions { selection, wal: args.wal, jobs: args.jobs.into() };
+    let options = ops::copy::Options {
+        snapshots: (!args.all).then(|| args.snapshots.clone()),
+        wal: args.wal,
+        jobs: args.jobs.into(),
+    };
     let progress = super::progress(global);
-    let report = copy::copy(&source, &target, &options, progress.as_ref())?;
+    let report = ops::copy::copy(&source, target, &options, progress.as_ref())?.report;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if !global.quiet {

@@ -1,16 +1,16 @@
 use clap::Args;
 
 use super::{GlobalArgs, RepoArgs, human_bytes, parse_duration};
-use crate::repo::prune::{self, PruneReport};
+use crate::ops::retention::{self, ForgetOptions};
+use crate::repo::prune::PruneReport;
 use crate::repo::retention::Rules;
-use crate::repo::{self, forget};
 
 #[derive(Debug, Args)]
 pub struct ForgetArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
     #[command(flatten)]
-    pub keep: KeepArgs,
+    pub keep: Rules,
     /// Only show what would be removed, and why the rest stays.
     #[arg(long)]
     pub dry_run: bool,
@@ -24,35 +24,6 @@ pub struct ForgetArgs {
     pub json: bool,
 }
 
-/// Retention rules; a snapshot stays if any rule keeps it, and the newest good one always does.
-#[derive(Debug, Args)]
-pub struct KeepArgs {
-    /// Keep the N newest snapshots of each source.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub keep_last: u32,
-    /// Keep the newest snapshot of each of the N newest hours that have one.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub keep_hourly: u32,
-    /// … of each of the N newest days.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub keep_daily: u32,
-    /// … of each of the N newest ISO weeks.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub keep_weekly: u32,
-    /// … of each of the N newest months.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub keep_monthly: u32,
-    /// … of each of the N newest years.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub keep_yearly: u32,
-    /// Keep every snapshot taken within this long of the newest (e.g. 7d, 36h).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub keep_within: Option<chrono::Duration>,
-    /// Keep base backups and WAL so that any moment of the last DURATION can be restored.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub pitr_window: Option<chrono::Duration>,
-}
-
 #[derive(Debug, Args)]
 pub struct GraceArgs {
     /// A pack found unused is deleted by a prune at least this long after the one that marked
@@ -61,41 +32,17 @@ pub struct GraceArgs {
     pub grace: chrono::Duration,
 }
 
-impl KeepArgs {
-    fn rules(&self) -> anyhow::Result<Rules> {
-        let rules = Rules {
-            keep_last: self.keep_last,
-            keep_hourly: self.keep_hourly,
-            keep_daily: self.keep_daily,
-            keep_weekly: self.keep_weekly,
-            keep_monthly: self.keep_monthly,
-            keep_yearly: self.keep_yearly,
-            keep_within: self.keep_within,
-            pitr_window: self.pitr_window,
-        };
-        if rules == Rules::default() {
-            anyhow::bail!(repo::Error::InvalidRequest(
-                "no retention rule given: name at least one --keep-* option or --pitr-window (without one, every \
-                 snapshot but the newest would go)"
-                    .into()
-            ));
-        }
-        Ok(rules)
-    }
-}
-
 pub fn run(args: ForgetArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let rules = args.keep.rules()?;
+    retention::check_rules(&args.keep)?;
     let repo = args.repo.open()?;
-    let lock = repo.lock_exclusive("forget")?;
-    let now = chrono::Utc::now();
-    let plan = forget::plan(&repo, &rules, now, None)?;
-    let applied = if args.dry_run { None } else { Some(forget::apply(&repo, &plan)?) };
-    let pruned = if args.prune {
-        Some(prune::prune(&repo, &lock, args.grace.grace, args.dry_run, chrono::Utc::now())?)
-    } else {
-        None
+    let options = ForgetOptions {
+        rules: &args.keep,
+        policy: None,
+        dry_run: args.dry_run,
+        prune: args.prune.then_some(args.grace.grace),
+        when_needed: false,
     };
+    let retention::ForgetReport { plan, applied, prune: pruned } = retention::forget(&repo, &options)?;
     if args.json {
         let out = serde_json::json!({"plan": plan, "applied": applied, "prune": pruned});
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -170,11 +170,7 @@ pub struct AccessArgs {
 
 pub use crate::ops::unlock::read_password_file;
 
-/// A duration as people write it: 90s, 15m, 36h, 7d, 2w.
-pub fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
-    let std = humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 90m, 36h, 7d, 2w)"))?;
-    chrono::Duration::from_std(std).map_err(|_| "too long".to_string())
-}
+pub use crate::repo::retention::parse_duration;
 
 impl AccessArgs {
     /// Where these flags (and DRCTL_PASSWORD) say the secret comes from: a key file first, then

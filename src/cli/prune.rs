@@ -2,7 +2,7 @@ use clap::Args;
 
 use super::forget::{GraceArgs, print_prune};
 use super::{GlobalArgs, RepoArgs};
-use crate::repo::prune;
+use crate::ops::retention;
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
@@ -20,8 +20,7 @@ pub struct PruneArgs {
 
 pub fn run(args: PruneArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let repo = args.repo.open()?;
-    let lock = repo.lock_exclusive("prune")?;
-    let report = prune::prune(&repo, &lock, args.grace.grace, args.dry_run, chrono::Utc::now())?;
+    let report = retention::prune(&repo, args.grace.grace, args.dry_run)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if !global.quiet {

@@ -4,7 +4,9 @@
 //! for its caller to print.
 
 pub mod backup;
+pub mod copy;
 pub mod restore;
+pub mod retention;
 pub mod unlock;
 
 use std::path::PathBuf;

@@ -6,6 +6,7 @@ use marked_yaml::types::MarkedMappingNode;
 
 use super::schema::*;
 use super::yaml::{Found, Map, Value, all, optional};
+use crate::repo::retention::Rules;
 
 const KINDS: [(&str, Kind); 2] = [("self-managed", Kind::SelfManaged), ("rds", Kind::Rds)];
 
@@ -330,7 +331,7 @@ fn aws_region(v: &Value) -> Option<String> {
     Some(text.to_string())
 }
 
-fn retention(v: Value) -> Option<Retention> {
+fn retention(v: Value) -> Option<Rules> {
     let mut m = v.map()?;
     let mut count = |key| optional(m.get(key), |v| v.whole::<u32>()).map(Option::unwrap_or_default);
     let keep_last = count("keep_last");
@@ -341,7 +342,7 @@ fn retention(v: Value) -> Option<Retention> {
     let keep_yearly = count("keep_yearly");
     let keep_within = optional(m.get("keep_within"), Value::duration);
     let pitr_window = optional(m.get("pitr_window"), Value::duration);
-    let retention = Retention {
+    let retention = Rules {
         keep_last: keep_last?,
         keep_hourly: keep_hourly?,
         keep_daily: keep_daily?,
@@ -351,7 +352,7 @@ fn retention(v: Value) -> Option<Retention> {
         keep_within: keep_within?,
         pitr_window: pitr_window?,
     };
-    if retention == Retention::default() {
+    if retention.is_empty() {
         m.problem(
             "`retention` keeps nothing but each source's newest snapshot",
             "set at least one rule, e.g. `keep_daily: 7` (as `drctl forget` requires)",

@@ -22,8 +22,9 @@ pub struct Policy {
     pub sources: Vec<Source>,
     /// `repositories`: where backups go.
     pub repositories: Repositories,
-    /// `retention`: which snapshots `forget` keeps after each backup.
-    pub retention: Retention,
+    /// `retention`: which snapshots `forget` keeps after each backup (the keys are the names of
+    /// `forget`'s flags).
+    pub retention: Rules,
     /// `targets`: the recovery objectives drills are measured against.
     pub targets: Targets,
     /// `drill.checks`: what a restored database must answer for a drill to pass (may be empty).
@@ -128,44 +129,6 @@ pub enum KeySlot {
     Kms(String),
 }
 
-/// `retention`: the rules of `drctl forget`, per source; a snapshot stays if any rule keeps it,
-/// and the newest good one of each source always does.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Retention {
-    /// `keep_last`: the N newest snapshots.
-    pub keep_last: u32,
-    /// `keep_hourly`: the newest of each of the N newest hours that have one.
-    pub keep_hourly: u32,
-    /// `keep_daily`: … of days.
-    pub keep_daily: u32,
-    /// `keep_weekly`: … of ISO weeks.
-    pub keep_weekly: u32,
-    /// `keep_monthly`: … of months.
-    pub keep_monthly: u32,
-    /// `keep_yearly`: … of years.
-    pub keep_yearly: u32,
-    /// `keep_within`: every snapshot taken within this long of the source's newest.
-    pub keep_within: Option<Duration>,
-    /// `pitr_window`: every moment of this last stretch of time stays restorable (the base
-    /// backup it needs and the WAL from it on are kept).
-    pub pitr_window: Option<Duration>,
-}
-
-impl From<&Retention> for Rules {
-    fn from(r: &Retention) -> Rules {
-        Rules {
-            keep_last: r.keep_last,
-            keep_hourly: r.keep_hourly,
-            keep_daily: r.keep_daily,
-            keep_weekly: r.keep_weekly,
-            keep_monthly: r.keep_monthly,
-            keep_yearly: r.keep_yearly,
-            keep_within: r.keep_within,
-            pitr_window: r.pitr_window,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Targets {
     /// `rto`: the longest a recovery may take, from the start of a restore to a database that
@@ -209,38 +172,5 @@ impl Policy {
     /// takes none of a server that does not archive). It makes PITR and a continuous RPO.
     pub fn archives_wal(&self) -> bool {
         self.kind == Kind::SelfManaged && self.sources.iter().any(|s| matches!(s.what, SourceKind::BaseBackup(_)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retention_becomes_forget_rules() {
-        let retention = Retention {
-            keep_last: 1,
-            keep_hourly: 2,
-            keep_daily: 7,
-            keep_weekly: 4,
-            keep_monthly: 12,
-            keep_yearly: 3,
-            keep_within: Some(Duration::hours(36)),
-            pitr_window: Some(Duration::days(7)),
-        };
-        assert_eq!(
-            Rules::from(&retention),
-            Rules {
-                keep_last: 1,
-                keep_hourly: 2,
-                keep_daily: 7,
-                keep_weekly: 4,
-                keep_monthly: 12,
-                keep_yearly: 3,
-                keep_within: Some(Duration::hours(36)),
-                pitr_window: Some(Duration::days(7)),
-            }
-        );
-        assert_eq!(Rules::from(&Retention::default()), Rules::default());
     }
 }

@@ -18,16 +18,43 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::crypto::Id;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Retention rules; a snapshot stays if any rule keeps it, and the newest good one always does.
+///
+/// One type for `drctl forget`'s flags (the doc comments below are their help), a policy's
+/// `retention` section (same names as keys) and `decide`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct Rules {
+    /// Keep the N newest snapshots of each source.
+    #[arg(long, value_name = "N", default_value_t = 0)]
     pub keep_last: u32,
+    /// Keep the newest snapshot of each of the N newest hours that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
     pub keep_hourly: u32,
+    /// … of each of the N newest days.
+    #[arg(long, value_name = "N", default_value_t = 0)]
     pub keep_daily: u32,
+    /// … of each of the N newest ISO weeks.
+    #[arg(long, value_name = "N", default_value_t = 0)]
     pub keep_weekly: u32,
+    /// … of each of the N newest months.
+    #[arg(long, value_name = "N", default_value_t = 0)]
     pub keep_monthly: u32,
+    /// … of each of the N newest years.
+    #[arg(long, value_name = "N", default_value_t = 0)]
     pub keep_yearly: u32,
+    /// Keep every snapshot taken within this long of the newest (e.g. 7d, 36h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub keep_within: Option<Duration>,
+    /// Keep base backups and WAL so that any moment of the last DURATION can be restored.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub pitr_window: Option<Duration>,
+}
+
+/// A duration as people write it (90s, 15m, 36h, 7d, 2w): retention flags and every other
+/// duration flag.
+pub fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
+    let std = humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 90m, 36h, 7d, 2w)"))?;
+    chrono::Duration::from_std(std).map_err(|_| "too long".to_string())
 }
 
 /// A snapshot as retention sees it.
@@ -65,6 +92,12 @@ const CALENDAR: [(&str, Bucket); 5] = [
 ];
 
 impl Rules {
+    /// No rule given: only each source's newest good snapshot would stay. Both `forget` and a
+    /// policy refuse it, each in its own words.
+    pub fn is_empty(&self) -> bool {
+        *self == Rules::default()
+    }
+
     fn calendar_counts(&self) -> [u32; 5] {
         [self.keep_hourly, self.keep_daily, self.keep_weekly, self.keep_monthly, self.keep_yearly]
     }
