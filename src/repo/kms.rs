@@ -61,8 +61,8 @@ fn client_for(key_id: &str) -> Result<(aws_sdk_kms::Client, tokio::runtime::Runt
         .build()
         .map_err(|e| fail(key_id, format!("cannot start the I/O runtime: {e}")))?;
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .retry_config(crate::store::retry_config())
-        .timeout_config(crate::store::timeout_config());
+        .retry_config(crate::aws::sdk::retry_config())
+        .timeout_config(crate::aws::sdk::timeout_config());
     if let Some(region) = region_of(key_id) {
         loader = loader.region(aws_config::Region::new(region.to_string()));
     }

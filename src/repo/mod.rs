@@ -45,8 +45,6 @@ pub enum Error {
     NotACopyTarget { location: String },
     #[error("the key file {} already exists", path.display())]
     KeyFileExists { path: std::path::PathBuf },
-    #[error("repository location {location} is not supported by this build")]
-    UnsupportedLocation { location: String },
     #[error("the repository uses format version {found}; this drctl reads version {supported} and older")]
     UnsupportedVersion { found: u8, supported: u8 },
     #[error("no password given")]
