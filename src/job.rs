@@ -461,7 +461,7 @@ fn secret_of(slot: &KeySlot) -> anyhow::Result<Secret> {
             .map_err(|e| no_password(format!("cannot read the repository password file {}: {e}", path.display()))),
         KeySlot::KeyFile(path) => Secret::read_key_file(path)
             .map_err(|e| no_password(format!("cannot read the repository key file {}: {e}", path.display()))),
-        KeySlot::Kms(key) => Ok(Secret::Kms(Some(key.clone()))),
+        KeySlot::Kms(key) => Ok(Secret::Kms(Some(key.clone()), &crate::aws::kms::Kms)),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Amazon Web Services beyond storage: one shared SDK configuration, KMS key slots, RDS snapshots
 //! of `kind: rds` policies. Takes plain values, never policy or repository types.
 
+pub mod kms;
 pub mod rds;
 pub mod sdk;
 

@@ -55,7 +55,7 @@ pub fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             Some(secret) => secret,
             None => same_secret_as(&args.access, &source)?,
         };
-        if matches!(secret, Secret::Kms(_)) && args.to_kms_key_id.is_none() {
+        if matches!(secret, Secret::Kms(..)) && args.to_kms_key_id.is_none() {
             tracing::warn!(
                 "the copy's only key slot uses the source's KMS key: if that key's region is down, the copy cannot \
                  be opened; give --to-kms-key-id with a key in the copy's region (or add one with `drctl key add`)"
@@ -113,13 +113,13 @@ fn open_target(args: &CopyArgs, store: std::sync::Arc<dyn crate::store::Store>) 
             other => return Ok(other?),
         }
     }
-    Ok(Repository::open(store, &Secret::Kms(None))?)
+    Ok(Repository::open(store, &Secret::Kms(None, &crate::aws::kms::Kms))?)
 }
 
 /// The target's secret from the --to-* options, if any.
 fn target_secret(args: &CopyArgs) -> anyhow::Result<Option<Secret>> {
     if let Some(key) = &args.to_kms_key_id {
-        return Ok(Some(Secret::Kms(Some(key.clone()))));
+        return Ok(Some(Secret::Kms(Some(key.clone()), &crate::aws::kms::Kms)));
     }
     if let Some(path) = &args.to_key_file {
         let secret = Secret::read_key_file(path)
@@ -140,7 +140,9 @@ fn target_secret(args: &CopyArgs) -> anyhow::Result<Option<Secret>> {
 fn same_secret_as(access: &AccessArgs, source: &Repository) -> anyhow::Result<Secret> {
     let slots = key::list(source.store())?;
     match slots.iter().find(|(id, _)| *id == source.slot()) {
-        Some((_, slot)) if slot.kind == SlotKind::Kms => Ok(Secret::Kms(slot.kms_key_id.clone())),
+        Some((_, slot)) if slot.kind == SlotKind::Kms => {
+            Ok(Secret::Kms(slot.kms_key_id.clone(), &crate::aws::kms::Kms))
+        }
         _ => access.secret(false),
     }
 }

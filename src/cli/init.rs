@@ -23,7 +23,7 @@ pub struct InitArgs {
 pub fn run(args: InitArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let store = args.repo.store()?;
     let secret = match &args.kms_key_id {
-        Some(key) => Secret::Kms(Some(key.clone())),
+        Some(key) => Secret::Kms(Some(key.clone()), &crate::aws::kms::Kms),
         None => args.repo.secret(true)?,
     };
     let options = InitOptions {

@@ -219,7 +219,7 @@ impl AccessArgs {
     fn unlock_secret(&self, store: &dyn store::Store) -> anyhow::Result<Secret> {
         if !self.secret_given() && repo::key::list(store)?.iter().any(|(_, slot)| slot.kind == repo::key::SlotKind::Kms)
         {
-            return Ok(Secret::Kms(None));
+            return Ok(Secret::Kms(None, &crate::aws::kms::Kms));
         }
         self.secret(false)
     }

@@ -42,6 +42,20 @@ pub fn decrypt(key_id: &str, ciphertext: &[u8]) -> Result<Vec<u8>, KmsError> {
     Ok(plaintext.as_ref().to_vec())
 }
 
+/// KMS with the ambient AWS credentials, as the repository's key slots take it. This one impl is
+/// the only place `aws` names a repository type (the trait it serves).
+pub struct Kms;
+
+impl crate::repo::key::Kms for Kms {
+    fn encrypt(&self, key_id: &str, plaintext: &[u8]) -> Result<(Vec<u8>, String), crate::repo::key::KmsFailure> {
+        Ok(encrypt(key_id, plaintext)?)
+    }
+
+    fn decrypt(&self, key_id: &str, ciphertext: &[u8]) -> Result<Vec<u8>, crate::repo::key::KmsFailure> {
+        Ok(decrypt(key_id, ciphertext)?)
+    }
+}
+
 fn fail(key_id: &str, detail: String) -> KmsError {
     KmsError { key_id: key_id.to_string(), detail }
 }
@@ -60,13 +74,7 @@ fn client_for(key_id: &str) -> Result<(aws_sdk_kms::Client, tokio::runtime::Runt
         .enable_all()
         .build()
         .map_err(|e| fail(key_id, format!("cannot start the I/O runtime: {e}")))?;
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .retry_config(crate::aws::sdk::retry_config())
-        .timeout_config(crate::aws::sdk::timeout_config());
-    if let Some(region) = region_of(key_id) {
-        loader = loader.region(aws_config::Region::new(region.to_string()));
-    }
-    let shared = runtime.block_on(loader.load());
+    let shared = super::sdk::load(&runtime, region_of(key_id));
     Ok((aws_sdk_kms::Client::new(&shared), runtime))
 }
 
@@ -108,7 +116,7 @@ where
         Some(code) => format!("{code}: {}", err.message().unwrap_or("")),
         None => {
             let text = format!("{}", DisplayErrorContext(&err));
-            crate::aws::missing_credentials(&text)
+            super::missing_credentials(&text)
                 .unwrap_or_else(|| format!("cannot reach KMS: {}", text.split(" (").next().unwrap_or(&text)))
         }
     };
