@@ -85,6 +85,10 @@ fn classify_store(e: &store::Error) -> (ExitCode, String) {
         store::Error::NotFound { .. } | store::Error::OutOfRange { .. } => {
             (ExitCode::Damaged, "the repository is damaged; run `drctl check --read-data` to see what is affected")
         }
+        store::Error::InvalidLocation { .. } => (ExitCode::Usage, "see `drctl help` for the command's usage"),
+        store::Error::UnsupportedScheme { .. } => {
+            (ExitCode::Repository, "give a local directory path or s3://bucket/prefix as the repository")
+        }
         store::Error::Io { .. } => {
             (ExitCode::Storage, "check the disk or mount holding the repository and run the command again")
         }
@@ -120,9 +124,6 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
             "drctl never overwrites a key file (it may open this or another repository): give --new-key-file a path \
              that does not exist yet, or open with the existing one through --key-file / DRCTL_KEY_FILE",
         ),
-        E::UnsupportedLocation { .. } => {
-            (ExitCode::Repository, "give a local directory path or s3://bucket/prefix as the repository")
-        }
         E::UnsupportedVersion { .. } => (
             ExitCode::Repository,
             "upgrade drctl to a release that reads this repository format; the repository was not changed",

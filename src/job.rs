@@ -612,7 +612,7 @@ fn run_rds(policy: &str, config: &policy::Rds, options: &JobOptions) -> RdsRepor
         max_age_seconds: config.snapshot_schedule.longest_gap().num_seconds() as f64,
     };
     let result = (|| -> anyhow::Result<()> {
-        let client = rds::Rds::connect(config)?;
+        let client = rds::Rds::connect(&config.instance, &config.region, &config.dr_region)?;
         step.newest = client.newest_snapshot(policy)?;
         step.newest_copy = client.newest_copy(policy)?;
         // A snapshot whose copy failed leaves the DR region behind: due again until it has one.

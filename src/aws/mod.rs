@@ -1,6 +1,9 @@
-//! Amazon Web Services beyond storage: RDS snapshots of `kind: rds` policies.
+//! Amazon Web Services beyond storage: one shared SDK configuration, KMS key slots, RDS snapshots
+//! of `kind: rds` policies. Takes plain values, never policy or repository types.
 
+pub mod kms;
 pub mod rds;
+pub mod sdk;
 
 /// For an AWS SDK error that got no answer from the service (its `DisplayErrorContext` text):
 /// the message when the cause is that no credentials were found anywhere in the default chain.

@@ -135,28 +135,27 @@ impl Api {
 }
 
 impl Rds {
-    /// Clients for the policy's region and DR region. Makes no call: credentials and the
+    /// Clients for `instance`'s region and the DR region. Makes no call: credentials and the
     /// instance are checked by the first request.
-    pub fn connect(config: &crate::policy::Rds) -> Result<Rds, RdsError> {
+    pub fn connect(instance: &str, region: &str, dr_region: &str) -> Result<Rds, RdsError> {
         let fail = |detail: String| RdsError {
-            region: config.region.clone(),
-            what: format!("setup for instance {}", config.instance),
+            region: region.to_string(),
+            what: format!("setup for instance {instance}"),
             detail,
         };
-        if config.region == config.dr_region {
+        if region == dr_region {
             return Err(fail(format!(
-                "rds.dr_region is the instance's own region ({}): a copy there does not survive the loss of the \
+                "rds.dr_region is the instance's own region ({region}): a copy there does not survive the loss of the \
                  region; name another region in the policy",
-                config.region
             )));
         }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| fail(format!("cannot start the I/O runtime: {e}")))?;
-        let source = Site::new(&runtime, &config.region);
-        let dr = Site::new(&runtime, &config.dr_region);
-        Ok(Rds { instance: config.instance.clone(), source, dr, runtime })
+        let source = Site::new(&runtime, region);
+        let dr = Site::new(&runtime, dr_region);
+        Ok(Rds { instance: instance.to_string(), source, dr, runtime })
     }
 
     /// When the newest *available* snapshot drctl made for `policy` in the source region was
@@ -344,11 +343,7 @@ impl Rds {
 
 impl Site {
     fn new(runtime: &tokio::runtime::Runtime, region: &str) -> Site {
-        let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(region.to_string()))
-            .retry_config(crate::store::retry_config())
-            .timeout_config(crate::store::timeout_config());
-        let shared = runtime.block_on(loader.load());
+        let shared = super::sdk::load(runtime, Some(region));
         Site { region: region.to_string(), client: aws_sdk_rds::Client::new(&shared) }
     }
 

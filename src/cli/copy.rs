@@ -51,7 +51,7 @@ pub fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             Some(secret) => secret,
             None => same_secret_as(&args.access, &source)?,
         };
-        if matches!(secret, Secret::Kms(_)) && args.to_kms_key_id.is_none() {
+        if matches!(secret, Secret::Kms(..)) && args.to_kms_key_id.is_none() {
             tracing::warn!(
                 "the copy's only key slot uses the source's KMS key: if that key's region is down, the copy cannot \
                  be opened; give --to-kms-key-id with a key in the copy's region (or add one with `drctl key add`)"
@@ -106,13 +106,13 @@ fn open_target(args: &CopyArgs, store: std::sync::Arc<dyn crate::store::Store>) 
             other => return Ok(other?),
         }
     }
-    Ok(Repository::open(store, &Secret::Kms(None))?)
+    Ok(Repository::open(store, &crate::ops::unlock::kms_secret(None))?)
 }
 
 /// The target's secret from the --to-* options, if any.
 fn target_secret(args: &CopyArgs) -> anyhow::Result<Option<Secret>> {
     if let Some(key) = &args.to_kms_key_id {
-        return Ok(Some(Secret::Kms(Some(key.clone()))));
+        return Ok(Some(crate::ops::unlock::kms_secret(Some(key.clone()))));
     }
     if let Some(path) = &args.to_key_file {
         let secret = Secret::read_key_file(path)
@@ -133,7 +133,9 @@ fn target_secret(args: &CopyArgs) -> anyhow::Result<Option<Secret>> {
 fn same_secret_as(access: &AccessArgs, source: &Repository) -> anyhow::Result<Secret> {
     let slots = key::list(source.store())?;
     match slots.iter().find(|(id, _)| *id == source.slot()) {
-        Some((_, slot)) if slot.kind == SlotKind::Kms => Ok(Secret::Kms(slot.kms_key_id.clone())),
+        Some((_, slot)) if slot.kind == SlotKind::Kms => {
+            Ok(crate::ops::unlock::kms_secret(slot.kms_key_id.clone()))
+        }
         _ => access.secret(false),
     }
 }

@@ -1,7 +1,6 @@
 use clap::Args;
 
 use super::{GlobalArgs, RepoArgs};
-use crate::repo::key::Secret;
 use crate::repo::{InitOptions, Repository};
 
 #[derive(Debug, Args)]
@@ -23,7 +22,7 @@ pub struct InitArgs {
 pub fn run(args: InitArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let store = args.repo.store()?;
     let secret = match &args.kms_key_id {
-        Some(key) => Secret::Kms(Some(key.clone())),
+        Some(key) => crate::ops::unlock::kms_secret(Some(key.clone())),
         None => args.repo.secret(true)?,
     };
     let options = InitOptions {

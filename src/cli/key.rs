@@ -43,7 +43,7 @@ impl AddArgs {
     /// The new slot's secret: a new key file, a KMS key, or a new passphrase.
     fn new_secret(&self) -> anyhow::Result<Secret> {
         if let Some(key) = &self.kms_key_id {
-            return Ok(Secret::Kms(Some(key.clone())));
+            return Ok(crate::ops::unlock::kms_secret(Some(key.clone())));
         }
         match &self.new_key_file {
             Some(path) => Ok(Secret::create_key_file(path).map_err(|e| match e.kind() {

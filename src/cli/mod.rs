@@ -207,6 +207,8 @@ impl AccessArgs {
             storage_class: self.s3_storage_class.as_ref().map(|c| c.to_ascii_uppercase()),
             sse_kms_key_id: self.s3_sse_kms_key_id.clone(),
             object_lock: self.s3_object_lock.clone(),
+            retry: Some(crate::aws::sdk::retry_config()),
+            timeout: Some(crate::aws::sdk::timeout_config()),
         }
     }
 

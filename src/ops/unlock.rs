@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Error, Result};
+use crate::aws;
 use crate::repo::Repository;
 use crate::repo::key::{self, Secret, SlotKind};
 use crate::store::{self, S3Options, Store};
@@ -45,8 +46,28 @@ impl SecretSource {
                 .map(|p| Secret::Passphrase(p.into_bytes()))
                 .map_err(|_| Error::UnsetSecret { name: name.clone() }),
             SecretSource::Passphrase(p) => Ok(Secret::Passphrase(p.clone().into_bytes())),
-            SecretSource::Kms(key) => Ok(Secret::Kms(key.clone())),
+            SecretSource::Kms(key) => Ok(kms_secret(key.clone())),
         }
+    }
+}
+
+/// The secret of a KMS key slot (the key named, or the slot's own), unwrapped by AWS KMS with
+/// the ambient credentials.
+pub fn kms_secret(key_id: Option<String>) -> Secret {
+    Secret::Kms(key_id, &AwsKms)
+}
+
+/// AWS KMS as the repository's key slots take it: the repository format names no cloud SDK,
+/// and `aws` no repository type.
+struct AwsKms;
+
+impl key::Kms for AwsKms {
+    fn encrypt(&self, key_id: &str, plaintext: &[u8]) -> std::result::Result<(Vec<u8>, String), key::KmsFailure> {
+        Ok(aws::kms::encrypt(key_id, plaintext)?)
+    }
+
+    fn decrypt(&self, key_id: &str, ciphertext: &[u8]) -> std::result::Result<Vec<u8>, key::KmsFailure> {
+        Ok(aws::kms::decrypt(key_id, ciphertext)?)
     }
 }
 
@@ -85,7 +106,7 @@ impl Access {
             || -> Result<bool> { Ok(key::list(store.as_ref())?.iter().any(|(_, s)| s.kind == SlotKind::Kms)) };
         let secret = match &self.secret {
             Some(source) => source.secret()?,
-            None if has_kms_slot()? => Secret::Kms(None),
+            None if has_kms_slot()? => kms_secret(None),
             None => ask()?,
         };
         let mut repo = Repository::open(store, &secret).map_err(Error::from)?;

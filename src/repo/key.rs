@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use super::Error;
 use super::crypto::{self, Id, MasterKey};
 use super::format::{self, ObjectType};
-use super::kms;
 use crate::store::Store;
 
 /// argon2id cost for new slots: 64 MiB and 3 passes, about 0.1-0.2 s on one core. Commands open
@@ -60,12 +59,25 @@ pub enum SlotKind {
     Kms,
 }
 
-/// What opens a repository: a passphrase, the content of a key file, or a KMS key reached with
-/// the ambient AWS credentials (named for a new slot; any KMS slot the credentials can use opens).
+/// What opens a repository: a passphrase, the content of a key file, or a KMS key reached through
+/// the given service (named for a new slot; any KMS slot the service can use opens).
 pub enum Secret {
     Passphrase(Vec<u8>),
     KeyFile([u8; 32]),
-    Kms(Option<String>),
+    Kms(Option<String>, &'static dyn Kms),
+}
+
+/// Why the KMS service did not wrap or unwrap a key: its own error, which names the key and the fix.
+pub type KmsFailure = Box<dyn std::error::Error + Send + Sync>;
+
+/// The two calls a KMS slot needs, handed in by the caller so the repository format depends on no
+/// cloud SDK (drctl's is in `ops::unlock`; a test can give its own).
+pub trait Kms: Send + Sync {
+    /// Encrypts `plaintext` under `key_id` (an ARN, key id or alias); returns the ciphertext and
+    /// the key's ARN.
+    fn encrypt(&self, key_id: &str, plaintext: &[u8]) -> Result<(Vec<u8>, String), KmsFailure>;
+    /// Decrypts a ciphertext made by `encrypt` under `key_id`.
+    fn decrypt(&self, key_id: &str, ciphertext: &[u8]) -> Result<Vec<u8>, KmsFailure>;
 }
 
 const KEY_FILE_PREFIX: &str = "drctl-key-file-v1:";
@@ -84,7 +96,7 @@ impl Secret {
         match self {
             Secret::Passphrase(_) => SlotKind::Passphrase,
             Secret::KeyFile(_) => SlotKind::KeyFile,
-            Secret::Kms(_) => SlotKind::Kms,
+            Secret::Kms(..) => SlotKind::Kms,
         }
     }
 
@@ -191,12 +203,12 @@ pub fn add_slot(store: &dyn Store, master: &MasterKey, secret: &Secret) -> Resul
             crypto::seal_with(&kek, &slot_ad(), &master.to_bytes())
         }
         Secret::KeyFile(key) => crypto::seal_with(&key_file_kek(key), &slot_ad(), &master.to_bytes()),
-        Secret::Kms(key_id) => {
+        Secret::Kms(key_id, kms) => {
             let key_id =
                 key_id.as_deref().ok_or_else(|| Error::InvalidRequest("name the KMS key of the new slot".into()))?;
-            let (ciphertext, arn) = kms::encrypt(key_id, &master.to_bytes())?;
+            let (ciphertext, arn) = kms.encrypt(key_id, &master.to_bytes()).map_err(Error::Kms)?;
             // Proven now, not at the first restore: the key must also decrypt what it wrapped.
-            if kms::decrypt(&arn, &ciphertext)? != master.to_bytes() {
+            if kms.decrypt(&arn, &ciphertext).map_err(Error::Kms)? != master.to_bytes() {
                 return Err(Error::InvalidRequest(format!("KMS key {arn} did not give back the key it wrapped")));
             }
             kms_key_id = Some(arn);
@@ -287,7 +299,7 @@ pub fn unlock(store: &dyn Store, secret: &Secret) -> Result<(MasterKey, Id), Err
     }
     match (kms_failure, secret) {
         (Some(e), _) => Err(e),
-        (None, Secret::Kms(_)) => Err(Error::NoPassword),
+        (None, Secret::Kms(..)) => Err(Error::NoPassword),
         (None, _) => Err(Error::WrongPassword { location: store.location().to_string() }),
     }
 }
@@ -302,12 +314,14 @@ fn try_slot(bytes: &[u8], secret: &Secret, object: &str) -> Result<Option<Master
     let kek = match (secret, &slot.kdf) {
         _ if slot.kind != secret.kind() => return Ok(None),
         // Any KMS slot the credentials can use opens (the key named for a new slot may be an alias).
-        (Secret::Kms(_), _) => {
+        (Secret::Kms(_, kms), _) => {
             let key_id =
                 slot.kms_key_id.as_deref().ok_or_else(|| Error::corrupt(object, "a KMS slot without a key"))?;
             let ciphertext =
                 hex::decode(&slot.wrapped_key).map_err(|_| Error::corrupt(object, "wrapped key is not hex"))?;
-            let bytes: [u8; MasterKey::LEN] = kms::decrypt(key_id, &ciphertext)?
+            let bytes: [u8; MasterKey::LEN] = kms
+                .decrypt(key_id, &ciphertext)
+                .map_err(Error::Kms)?
                 .try_into()
                 .map_err(|_| Error::corrupt(object, "KMS gave back a key of the wrong length"))?;
             return Ok(Some(MasterKey::from_bytes(&bytes)));

@@ -13,7 +13,6 @@ pub mod forget;
 pub mod format;
 pub mod index;
 pub mod key;
-pub mod kms;
 pub mod lock;
 pub mod pack;
 pub mod prune;
@@ -45,8 +44,6 @@ pub enum Error {
     NotACopyTarget { location: String },
     #[error("the key file {} already exists", path.display())]
     KeyFileExists { path: std::path::PathBuf },
-    #[error("repository location {location} is not supported by this build")]
-    UnsupportedLocation { location: String },
     #[error("the repository uses format version {found}; this drctl reads version {supported} and older")]
     UnsupportedVersion { found: u8, supported: u8 },
     #[error("no password given")]
@@ -98,8 +95,9 @@ pub enum Error {
          archived"
     )]
     TimelineFork { name: String, parent: u32, fork: String, newest: String },
-    #[error(transparent)]
-    Kms(#[from] kms::KmsError),
+    /// KMS would not wrap or unwrap the master key; the service's own error, which says why.
+    #[error("{0}")]
+    Kms(key::KmsFailure),
     #[error(
         "prune refused: {count} chunk(s) that kept snapshots use are in no index (an index file is lost or damaged), \
          so their packs look unused"

@@ -5,7 +5,7 @@ mod local;
 mod s3;
 
 pub use local::LocalStore;
-pub use s3::{ObjectLock, S3Options, S3Store, retry_config, timeout_config};
+pub use s3::{ObjectLock, S3Options, S3Store};
 
 use std::path::PathBuf;
 
@@ -24,6 +24,12 @@ pub enum Error {
     Retained { location: String, key: String, until: String },
     #[error("S3 {op} of {key} in {location} failed: {detail}")]
     Remote { location: String, op: &'static str, key: String, detail: String },
+    /// A location `open` cannot use as written (a malformed S3 URL, an unreadable storage class).
+    #[error("cannot use {location}: {reason}")]
+    InvalidLocation { location: String, reason: String },
+    /// A `scheme://` no backend of this build serves.
+    #[error("repository location {location} is not supported by this build")]
+    UnsupportedScheme { location: String },
     #[error("storage I/O error: {op} {path}")]
     Io {
         op: &'static str,
@@ -99,14 +105,14 @@ pub trait ObjectWriter: Send {
 
 /// Opens the store a repository location names: `s3://bucket/prefix` or a local directory. Any
 /// other scheme gets a clear error rather than being mistaken for a relative path.
-pub fn open(location: &str, s3: &S3Options) -> std::result::Result<Box<dyn Store>, crate::repo::Error> {
+pub fn open(location: &str, s3: &S3Options) -> Result<Box<dyn Store>> {
     if location.starts_with("s3://") {
         let store = S3Store::open(location, s3)
-            .map_err(|reason| crate::repo::Error::InvalidRequest(format!("cannot use {location}: {reason}")))?;
+            .map_err(|reason| Error::InvalidLocation { location: location.to_string(), reason })?;
         return Ok(Box::new(store));
     }
     if location.contains("://") {
-        return Err(crate::repo::Error::UnsupportedLocation { location: location.to_string() });
+        return Err(Error::UnsupportedScheme { location: location.to_string() });
     }
     Ok(Box::new(LocalStore::new(location)))
 }

@@ -46,6 +46,10 @@ pub struct S3Options {
     pub sse_kms_key_id: Option<String>,
     /// Object Lock retention for every object but locks (`--s3-object-lock MODE:DAYS`).
     pub object_lock: Option<ObjectLock>,
+    /// Retries and timeouts, given by the caller so every AWS client of the program shares them
+    /// (the store knows nothing of who tunes them); `None`: the SDK's own.
+    pub retry: Option<aws_config::retry::RetryConfig>,
+    pub timeout: Option<aws_config::timeout::TimeoutConfig>,
 }
 
 /// S3 Object Lock retention applied to each object as it is written.
@@ -150,9 +154,13 @@ impl S3Store {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .retry_config(retry_config())
-            .timeout_config(timeout_config());
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(retry) = &options.retry {
+            loader = loader.retry_config(retry.clone());
+        }
+        if let Some(timeout) = &options.timeout {
+            loader = loader.timeout_config(timeout.clone());
+        }
         if let Some(region) = region {
             loader = loader.region(aws_config::Region::new(region));
         }
@@ -177,36 +185,6 @@ impl S3Store {
                 runtime,
             }),
         })
-    }
-}
-
-/// How many times a request is tried (`DRCTL_S3_MAX_ATTEMPTS`, default 8): throttling (503
-/// SlowDown), 5xx, timeouts and connection resets are retried with exponential backoff and full
-/// jitter, from 0.2 s up to 20 s between attempts, so a backup rides out a minute-long brown-out.
-pub fn retry_config() -> aws_config::retry::RetryConfig {
-    aws_config::retry::RetryConfig::standard()
-        .with_max_attempts(env_number("DRCTL_S3_MAX_ATTEMPTS", 8) as u32)
-        .with_initial_backoff(Duration::from_millis(200))
-        .with_max_backoff(Duration::from_secs(20))
-}
-
-/// A request whose response has not begun within `DRCTL_S3_TIMEOUT` seconds (default 120: a
-/// 16 MiB part on a slow uplink fits) is abandoned and retried; a body that stalls mid-way is cut
-/// by the SDK's stalled-stream protection.
-pub fn timeout_config() -> aws_config::timeout::TimeoutConfig {
-    aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .read_timeout(Duration::from_secs_f64(env_number("DRCTL_S3_TIMEOUT", 120.0)))
-        .build()
-}
-
-fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v.parse().unwrap_or_else(|_| {
-            tracing::warn!("{name}={v:?} is not a number; using the default");
-            default
-        }),
-        Err(_) => default,
     }
 }
 

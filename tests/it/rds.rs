@@ -31,7 +31,8 @@ fn connect(moto: &Moto, instance: &str) -> Result<Rds, RdsError> {
     let _one_at_a_time = ENDPOINT.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: set under the lock, read by `Rds::connect` under it.
     unsafe { std::env::set_var("AWS_ENDPOINT_URL_RDS", &moto.endpoint) };
-    Rds::connect(&config(instance))
+    let config = config(instance);
+    Rds::connect(&config.instance, &config.region, &config.dr_region)
 }
 
 fn config(instance: &str) -> policy::Rds {
@@ -189,6 +190,6 @@ fn an_unknown_instance_is_named_with_the_fix() {
 fn the_dr_region_must_be_another_region() {
     let mut same = config("orders-db");
     same.dr_region = same.region.clone();
-    let err = Rds::connect(&same).err().expect("refused");
+    let err = Rds::connect(&same.instance, &same.region, &same.dr_region).err().expect("refused");
     assert!(err.to_string().contains("rds.dr_region"), "{err}");
 }

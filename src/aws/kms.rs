@@ -60,13 +60,7 @@ fn client_for(key_id: &str) -> Result<(aws_sdk_kms::Client, tokio::runtime::Runt
         .enable_all()
         .build()
         .map_err(|e| fail(key_id, format!("cannot start the I/O runtime: {e}")))?;
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .retry_config(crate::store::retry_config())
-        .timeout_config(crate::store::timeout_config());
-    if let Some(region) = region_of(key_id) {
-        loader = loader.region(aws_config::Region::new(region.to_string()));
-    }
-    let shared = runtime.block_on(loader.load());
+    let shared = super::sdk::load(&runtime, region_of(key_id));
     Ok((aws_sdk_kms::Client::new(&shared), runtime))
 }
 
@@ -108,7 +102,7 @@ where
         Some(code) => format!("{code}: {}", err.message().unwrap_or("")),
         None => {
             let text = format!("{}", DisplayErrorContext(&err));
-            crate::aws::missing_credentials(&text)
+            super::missing_credentials(&text)
                 .unwrap_or_else(|| format!("cannot reach KMS: {}", text.split(" (").next().unwrap_or(&text)))
         }
     };
