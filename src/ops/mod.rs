@@ -2,3 +2,4 @@
 //! drill) asks for, composed from the layers below (`repo`, `pg`, `aws`, `policy`, `store`).
 //! Each module takes plain option structs, never command-line arguments, and returns a report
 //! for its caller to print.
+pub mod wal;
