@@ -253,8 +253,8 @@ fn configure_recovery(
     let recovered = server::recover(dir, RECOVERY_TIMEOUT);
     // The prefetch worker restore_command started outlives the server: stop it and remove its
     // spool before the directory is reported ready (or removed).
-    crate::pg::prefetch::shut_down(
-        &dir.join("pg_wal").join(crate::pg::prefetch::DEFAULT_SPOOL),
+    crate::ops::wal::prefetch::shut_down(
+        &dir.join("pg_wal").join(crate::ops::wal::prefetch::DEFAULT_SPOOL),
         Duration::from_secs(15),
     );
     let recovered = recovered?;

@@ -1,12 +1,8 @@
-use anyhow::Context;
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::RepoArgs;
-use crate::pg::prefetch;
-use crate::pg::spool::Spool;
-use crate::pg::wal::{WalKind, WalName};
-use crate::repo::{self, wal};
+use crate::ops::wal::fetch::{FetchOptions, Fetched, fetch};
 
 /// `restore_command = 'drctl wal-fetch %f %p'`. Exits 0 when the file was restored, 1 when the
 /// archive does not hold it (PostgreSQL asks for files that may not exist), and 126 on any other
@@ -42,73 +38,16 @@ pub const NOT_IN_ARCHIVE: u8 = 1;
 pub const FAILED: u8 = 126;
 
 pub fn run(args: WalFetchArgs) -> anyhow::Result<u8> {
-    let name = WalName::parse(&args.name)
-        .ok_or_else(|| repo::Error::InvalidRequest(format!("{:?} is not a WAL file name", args.name)))?;
-    // Only segments are prefetched; history and partial files are asked for rarely.
-    let spool = if args.prefetch > 0 && name.kind() == WalKind::Segment { open_spool(&args) } else { None };
-    if args.worker {
-        // Errors are logged, never an exit status: whoever reaps a detached worker (in a container
-        // without an init, the postmaster) must not take it for a crash.
-        let served = (|| -> anyhow::Result<()> {
-            let spool = spool.context("the prefetch spool is not usable")?;
-            let Some(_lock) = spool.try_lock()? else { return Ok(()) };
-            let repo = args.repo.open()?;
-            prefetch::serve(&repo, &spool, args.prefetch as usize, args.jobs as usize, prefetch::IDLE_EXIT)?;
-            Ok(())
-        })();
-        if let Err(e) = served {
-            tracing::error!(error = %format!("{e:#}"), "prefetch worker stopped");
-        }
-        return Ok(0);
-    }
-    if let Some(spool) = &spool
-        && prefetch::take(spool, &name, &args.path).unwrap_or(false)
-    {
-        tracing::info!(wal = %name, "restored from the prefetch spool");
-        keep_prefetching(&args, spool, &name);
-        return Ok(0);
-    }
-    let repo = args.repo.open()?;
-    // Written beside the target and renamed, so PostgreSQL never sees a partial file. No fsync:
-    // the file is replayed at once, and after a crash recovery fetches it again.
-    let Some(bytes) = wal::fetch_into(&repo, &name, &args.path)? else {
-        tracing::info!(wal = %name, "not in the archive");
-        return Ok(NOT_IN_ARCHIVE);
+    let options = FetchOptions {
+        name: args.name,
+        path: args.path,
+        prefetch: args.prefetch,
+        spool_dir: args.spool_dir,
+        jobs: args.jobs,
+        worker: args.worker,
     };
-    tracing::info!(wal = %name, bytes, "restored from the archive");
-    if let Some(spool) = &spool {
-        keep_prefetching(&args, spool, &name);
-    }
-    Ok(0)
-}
-
-fn open_spool(args: &WalFetchArgs) -> Option<Spool> {
-    // The worker is handed the spool itself.
-    let dir = match &args.spool_dir {
-        Some(dir) if args.worker => dir.clone(),
-        Some(dir) => dir.join("prefetch"),
-        None => args.path.parent().unwrap_or(Path::new(".")).join(prefetch::DEFAULT_SPOOL),
-    };
-    Spool::open(&dir)
-        .inspect_err(|e| tracing::warn!(spool = %dir.display(), error = %e, "prefetch off: the spool is not usable"))
-        .ok()
-}
-
-/// Tells the worker what the server asked for and makes sure one runs. Prefetch is an
-/// optimisation: a failure here is logged, never fails the fetch.
-fn keep_prefetching(args: &WalFetchArgs, spool: &Spool, name: &WalName) {
-    let started = (|| -> anyhow::Result<()> {
-        prefetch::request(spool, name)?;
-        let mut worker: Vec<std::ffi::OsString> = vec!["wal-fetch".into(), "--worker".into()];
-        worker.extend(args.repo.forward()?);
-        worker.extend(["--spool-dir".into(), spool.dir().as_os_str().to_owned()]);
-        worker.extend(["--prefetch".into(), args.prefetch.to_string().into()]);
-        worker.extend(["--jobs".into(), args.jobs.to_string().into()]);
-        worker.extend([name.as_str().into(), std::path::absolute(&args.path)?.into_os_string()]);
-        spool.ensure_worker(&worker)?;
-        Ok(())
-    })();
-    if let Err(e) = started {
-        tracing::warn!(error = %e, "cannot start WAL prefetch");
-    }
+    Ok(match fetch(&options, &args.repo)? {
+        Fetched::Restored => 0,
+        Fetched::NotInArchive => NOT_IN_ARCHIVE,
+    })
 }

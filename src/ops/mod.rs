@@ -8,6 +8,7 @@ pub mod copy;
 pub mod restore;
 pub mod retention;
 pub mod unlock;
+pub mod wal;
 
 use std::path::PathBuf;
 

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::spool::Spool;
-use super::wal::{WalKind, WalName};
+use crate::pg::wal::{WalKind, WalName};
 use crate::repo::{Error, Repository, wal};
 
 /// The spool's name beside the file the server asks for: `pg_wal/drctl-prefetch`.

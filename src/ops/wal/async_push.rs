@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::spool::Spool;
-use super::wal::{WalKind, WalName};
+use crate::pg::wal::{WalKind, WalName};
 use crate::repo::{Repository, wal};
 
 /// The worker exits after this long without anything to push.
