@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use crate::aws::rds;
 use crate::error;
-use crate::ops::{self, retention::ForgetOptions};
 use crate::ops::backup::{self, BackupOptions, LocalOptions};
 use crate::ops::unlock::{Access, SecretSource};
+use crate::ops::{self, retention::ForgetOptions};
 use crate::pg::wal::WalName;
 use crate::policy::{self, BaseMode, Connection, KeySlot, Password, Policy, SourceKind};
 use crate::progress::NoProgress;

@@ -133,9 +133,7 @@ fn target_secret(args: &CopyArgs) -> anyhow::Result<Option<Secret>> {
 fn same_secret_as(access: &AccessArgs, source: &Repository) -> anyhow::Result<Secret> {
     let slots = key::list(source.store())?;
     match slots.iter().find(|(id, _)| *id == source.slot()) {
-        Some((_, slot)) if slot.kind == SlotKind::Kms => {
-            Ok(crate::ops::unlock::kms_secret(slot.kms_key_id.clone()))
-        }
+        Some((_, slot)) if slot.kind == SlotKind::Kms => Ok(crate::ops::unlock::kms_secret(slot.kms_key_id.clone())),
         _ => access.secret(false),
     }
 }

@@ -63,7 +63,7 @@ pub struct ObjectInfo {
 
 /// A flat key/value object store. Keys are `/`-separated relative names such as `packs/ab/abcd…`.
 ///
-/// Contract every backend keeps (checked by one conformance suite):
+/// Contract every backend keeps (checked by one conformance suite, tests/it/store.rs):
 /// - `put` and `create`…`commit` are atomic: readers see the old state or the whole new object, never a part of it, even
 ///   after a crash; when `put` returns, the object is durable.
 /// - objects are immutable in practice: the repository never overwrites a key with other content.
@@ -84,6 +84,8 @@ pub trait Store: Send + Sync {
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
     /// Every object whose key starts with `prefix` (a folder such as `"packs/"`), in no set order.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    /// Deleting a key that holds nothing succeeds (a command run again after a kill finds some
+    /// of its deletions done).
     fn delete(&self, key: &str) -> Result<()>;
     fn exists(&self, key: &str) -> Result<bool>;
     /// Removes what writes started before `before` and never finished left behind (a killed

@@ -205,6 +205,10 @@ impl Bucket {
         Error::Remote { location: self.location.clone(), op, key: key.to_string(), detail }
     }
 
+    fn out_of_range(&self, key: &str, offset: u64, len: u64) -> Error {
+        Error::OutOfRange { location: self.location.clone(), key: key.to_string(), offset, len }
+    }
+
     /// A failed request as a store error: a missing object is `NotFound`, anything else one
     /// sentence naming the cause.
     fn error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
@@ -399,14 +403,9 @@ impl Store for S3Store {
         if len == 0 {
             return Ok(Vec::new());
         }
-        let data = self.read(key, Some(format!("bytes={}-{}", offset, offset + len - 1)))?;
+        let data = self.read(key, Some((offset, len)))?;
         if data.len() as u64 != len {
-            return Err(Error::OutOfRange {
-                location: self.bucket.location.clone(),
-                key: key.to_string(),
-                offset,
-                len,
-            });
+            return Err(self.bucket.out_of_range(key, offset, len));
         }
         Ok(data)
     }
@@ -515,7 +514,9 @@ impl Store for S3Store {
 impl S3Store {
     /// GetObject, whole or a byte range, body read to the end. The SDK retries the request; a
     /// body cut off mid-way (a reset, a stall) is retried here, a few times with backoff.
-    fn read(&self, key: &str, range: Option<String>) -> Result<Vec<u8>> {
+    /// The object, or `len` bytes of it from `offset`. A range that starts past the end is
+    /// `OutOfRange`, as on every store (S3 refuses it with 416 InvalidRange).
+    fn read(&self, key: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
         const BODY_ATTEMPTS: u32 = 4;
         let b = &self.bucket;
         b.runtime.block_on(async {
@@ -529,9 +530,12 @@ impl S3Store {
                     .get_object()
                     .bucket(&b.name)
                     .key(b.full_key(key))
-                    .set_range(range.clone())
+                    .set_range(range.map(|(offset, len)| format!("bytes={}-{}", offset, offset + len - 1)))
                     .set_checksum_mode(checksum);
-                let out = request.send().await.map_err(|e| b.error("get", key, e))?;
+                let out = request.send().await.map_err(|e| match range {
+                    Some((offset, len)) if e.code() == Some("InvalidRange") => b.out_of_range(key, offset, len),
+                    _ => b.error("get", key, e),
+                })?;
                 match out.body.collect().await {
                     Ok(body) => return Ok(body.into_bytes().to_vec()),
                     Err(e) if attempt < BODY_ATTEMPTS => {

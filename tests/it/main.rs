@@ -39,6 +39,7 @@ mod s3pg;
 mod schedule;
 mod selftest;
 mod standby;
+mod store;
 mod stream;
 mod tamper;
 mod timelines;
