@@ -58,6 +58,10 @@ pub fn classify(err: &anyhow::Error) -> (ExitCode, String) {
             return classify_store(e);
         }
     }
+    internal()
+}
+
+fn internal() -> (ExitCode, String) {
     (ExitCode::Internal, "this is unexpected; run again with -v and report the output".into())
 }
 
@@ -65,6 +69,8 @@ fn classify_ops(e: &ops::Error) -> (ExitCode, String) {
     match e {
         // Not opening at all is what a missing secret means, and has the same fix.
         ops::Error::UnreadableSecret { .. } | ops::Error::UnsetSecret { .. } => classify_repo(&repo::Error::NoPassword),
+        ops::Error::Context { source, .. } => classify_ops(source),
+        ops::Error::Io { .. } => internal(),
         ops::Error::Repo(e) => classify_repo(e),
         ops::Error::Store(e) => classify_store(e),
     }

@@ -24,6 +24,20 @@ pub enum Error {
     /// The environment variable a policy names for the passphrase is not set (exit 4).
     #[error("the repository passphrase variable {name} the policy names is not set")]
     UnsetSecret { name: String },
+    /// What was going on when `source` happened, and what was done about it.
+    #[error("{context}")]
+    Context {
+        context: String,
+        #[source]
+        source: Box<Error>,
+    },
+    /// A local operation of drctl's own that failed (exit 1).
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Repo(#[from] repo::Error),
     #[error(transparent)]

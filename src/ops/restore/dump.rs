@@ -1,0 +1,31 @@
+//! A logical dump restored into a database: streamed into pg_restore, whose exit status decides.
+
+use std::process::Stdio;
+
+use super::files::restore_to_writer;
+use crate::ops::Result;
+use crate::progress::Progress;
+use crate::repo::snapshot::{Snapshot, SnapshotKind};
+use crate::repo::{self, Repository};
+
+/// Restores the dump `snap` into the database `dsn` names (it must exist).
+pub fn restore_dump(repo: &Repository, snap: &Snapshot, dsn: &str, progress: &dyn Progress) -> Result<()> {
+    if snap.kind != SnapshotKind::PgDump {
+        return Err(repo::Error::InvalidRequest("--pg restores logical dumps (backup --pg-dump) only".into()).into());
+    }
+    let failed = |detail: String| repo::Error::Database { detail };
+    let mut child = crate::pg::client("pg_restore")
+        .args(["--exit-on-error", "-d", dsn])
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(|e| failed(format!("cannot run pg_restore: {e}")))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let streamed = restore_to_writer(repo, snap, &mut stdin, progress);
+    drop(stdin);
+    let status = child.wait().map_err(|e| failed(format!("cannot wait for pg_restore: {e}")))?;
+    streamed?;
+    if !status.success() {
+        return Err(failed(format!("pg_restore failed ({status}); see its messages above")).into());
+    }
+    Ok(())
+}
