@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::aws::rds;
 use crate::error;
-use crate::ops::backup::{self, BackupOptions, LocalOptions};
+use crate::ops::backup::{self, BackupOptions, LocalOptions, Source};
 use crate::ops::unlock::{Access, SecretSource};
 use crate::ops::{self, retention::ForgetOptions};
 use crate::pg::wal::WalName;
@@ -355,7 +355,7 @@ fn run_source(
     taken: &mut Vec<SnapshotTaken>,
 ) -> anyhow::Result<()> {
     let options = BackupOptions { tags: policy_tags(&policy.name, &source.name), compression_level: None };
-    let progress = NoProgress;
+    let take = |what: Source| backup::take(repo, &what, &options, &NoProgress);
     let mut record = |label: String, (id, snap): (repo::crypto::Id, snapshot::Snapshot)| {
         tracing::info!(policy = %policy.name, source = %source.name, snapshot = %id.short(), "{label} saved");
         taken.push(SnapshotTaken {
@@ -370,20 +370,20 @@ fn run_source(
     };
     match &source.what {
         SourceKind::BaseBackup(BaseMode::Stream) => {
-            record("base backup".into(), backup::backup_pg_stream(repo, dsn, &options, &progress)?)
+            record("base backup".into(), take(Source::PgStream { dsn: dsn.to_string() })?)
         }
         SourceKind::BaseBackup(BaseMode::Local { pgdata }) => {
             let local = LocalOptions { pgdata: pgdata.clone(), full: false };
             record(
                 format!("base backup of {}", pgdata.display()),
-                backup::backup_pg_local(repo, dsn, &local, &options, &progress)?,
+                take(Source::PgLocal { dsn: dsn.to_string(), local })?,
             )
         }
         SourceKind::LogicalDump { databases } => {
             // One database failing does not keep the others from their dumps.
             let mut first_error = None;
             for database in databases {
-                match backup::backup_pg_dump(repo, dsn, database, &options, &progress) {
+                match take(Source::PgDump { dsn: dsn.to_string(), database: database.clone() }) {
                     Ok(done) => record(format!("dump of {database}"), done),
                     Err(e) => {
                         tracing::error!(policy = %policy.name, database = %database, "dump failed: {e}");
@@ -397,7 +397,7 @@ fn run_source(
         }
         SourceKind::ConfigSnapshot { paths } => {
             let label = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
-            record(label, backup::backup_paths(repo, paths, &options, &progress)?)
+            record(label, take(Source::Paths(paths.clone()))?)
         }
     }
     Ok(())

@@ -3,8 +3,8 @@ use std::path::PathBuf;
 
 use super::{AccessArgs, GlobalArgs, MetricsArgs, RepoArgs, human_bytes};
 use crate::error::ExitCode;
-use crate::job::{self, JobOptions, JobReport};
-use crate::ops::backup::{self, BackupOptions, LocalOptions};
+use crate::job::{self, JobOptions};
+use crate::ops::backup::{self, BackupOptions, LocalOptions, Source};
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["path", "stdin", "pg", "policy"])))]
@@ -78,20 +78,19 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<u8> {
     let repo = RepoArgs { repo: args.repo.clone().expect("required by clap"), access: args.access }.open()?;
     let options = BackupOptions { tags: args.tags, compression_level: args.compression_level };
     let progress = super::progress(global);
-    let (id, snapshot) = match (args.pg, args.stdin_name) {
-        (Some(dsn), _) => match &args.pg_dump {
-            Some(database) => backup::backup_pg_dump(&repo, &dsn, database, &options, progress.as_ref())?,
+    let source = match (args.pg, args.stdin_name) {
+        (Some(dsn), _) => match args.pg_dump {
+            Some(database) => Source::PgDump { dsn, database },
             None if args.pg_mode == PgMode::Local => {
                 let local = LocalOptions { pgdata: args.pgdata.expect("required by clap"), full: args.read_all };
-                backup::backup_pg_local(&repo, &dsn, &local, &options, progress.as_ref())?
+                Source::PgLocal { dsn, local }
             }
-            None => backup::backup_pg_stream(&repo, &dsn, &options, progress.as_ref())?,
+            None => Source::PgStream { dsn },
         },
-        (None, Some(name)) if args.stdin => {
-            backup::backup_stream(&repo, std::io::stdin(), &name, &options, progress.as_ref())?
-        }
-        _ => backup::backup_paths(&repo, &args.path, &options, progress.as_ref())?,
+        (None, Some(name)) if args.stdin => Source::Stdin { name },
+        _ => Source::Paths(args.path),
     };
+    let (id, snapshot) = backup::take(&repo, &source, &options, progress.as_ref())?;
     let s = &snapshot.summary;
     if args.json {
         let out = serde_json::json!({
@@ -151,99 +150,10 @@ fn run_policy(path: &std::path::Path, args: &BackupArgs, global: &GlobalArgs) ->
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if !global.quiet {
-        print_report(&report);
+        super::report::print(&report);
     }
     for (step, error) in report.failures() {
         eprintln!("error: {step}: {}\nhint: {}", error.message, error.hint);
     }
     Ok(report.exit_code)
-}
-
-fn print_report(report: &JobReport) {
-    let failed = report.failures().len();
-    let verdict = match failed {
-        0 => "every step succeeded".to_string(),
-        n => format!("{n} step(s) failed, exit {}", report.exit_code),
-    };
-    println!("policy {}: job took {:.1} s, {verdict}", report.policy, report.duration_seconds);
-    for s in &report.sources {
-        let what = match (&s.error, s.ran) {
-            (Some(_), _) => "FAILED (below)".to_string(),
-            (None, true) => s
-                .snapshots
-                .iter()
-                .map(|t| {
-                    format!(
-                        "snapshot {} ({}: {}, {} new, {:.1} s)",
-                        t.short_id,
-                        t.label,
-                        human_bytes(t.logical_bytes),
-                        human_bytes(t.stored_bytes),
-                        t.duration_seconds
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; "),
-            (None, false) => match s.next_run {
-                Some(next) => format!("next run {}", next.format("%Y-%m-%d %H:%M UTC")),
-                None => String::new(),
-            },
-        };
-        println!("  source {:<16} {}: {what}", s.name, s.reason);
-    }
-    if let Some(r) = &report.rds {
-        let done = match (&r.error, &r.snapshot) {
-            (Some(_), _) => "FAILED (below)".to_string(),
-            (None, Some(copy)) => format!("snapshot {} copied to {}", copy.snapshot_id, copy.dr_region),
-            (None, None) => r.reason.clone(),
-        };
-        let expired = r.expired.as_ref().map_or(0, |e| e.deleted.len());
-        println!("  RDS {}: {done}; {expired} expired snapshot(s) deleted", r.instance);
-    }
-    if let Some(w) = &report.wal {
-        match (&w.error, &w.last_archived_wal) {
-            (Some(_), _) => println!("  WAL archiver: FAILED (below)"),
-            (None, Some(name)) => println!(
-                "  WAL archiver: last archived {name}, {} complete segment(s) waiting, {} failure(s) since reset",
-                w.segments_behind.map_or("?".to_string(), |n| n.to_string()),
-                w.failed_count
-            ),
-            (None, None) => println!("  WAL archiver: nothing archived yet, {} failure(s)", w.failed_count),
-        }
-    }
-    for c in &report.copies {
-        match &c.error {
-            Some(_) => println!("  copy to {}: FAILED (below)", c.repository),
-            None => println!(
-                "  copy to {}: {} snapshot(s), {} WAL file(s), {} sent; {} snapshot(s) missing",
-                c.repository,
-                c.snapshots_copied,
-                c.wal_copied,
-                human_bytes(c.bytes_copied),
-                c.missing_snapshots
-            ),
-        }
-    }
-    for r in &report.retention {
-        match &r.error {
-            Some(_) => println!("  retention in {}: FAILED (below)", r.repository),
-            None => println!(
-                "  retention in {}: {} snapshot(s) kept, {} removed, {} WAL file(s) removed{}",
-                r.repository,
-                r.snapshots_kept,
-                r.snapshots_removed,
-                r.wal_removed,
-                if r.pruned {
-                    format!(
-                        "; prune deleted {} pack(s) ({}), marked {}",
-                        r.packs_deleted,
-                        human_bytes(r.bytes_deleted),
-                        r.packs_marked
-                    )
-                } else {
-                    String::new()
-                }
-            ),
-        }
-    }
 }

@@ -10,6 +10,7 @@ mod key;
 mod policy;
 mod prune;
 mod repair;
+mod report;
 mod restore;
 mod schedule;
 mod snapshots;

@@ -36,6 +36,37 @@ pub struct BackupOptions {
     pub compression_level: Option<i32>,
 }
 
+/// What one backup reads.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Files and directories, stored under their absolute paths.
+    Paths(Vec<PathBuf>),
+    /// Standard input, stored as one file of this name.
+    Stdin { name: String },
+    /// A base backup over the replication protocol (pg_basebackup) of the server `dsn` names.
+    PgStream { dsn: String },
+    /// A base backup read from the data directory beside the server.
+    PgLocal { dsn: String, local: LocalOptions },
+    /// A logical dump (pg_dump -Fc) of one database.
+    PgDump { dsn: String, database: String },
+}
+
+/// Takes one snapshot of `source`.
+pub fn take(
+    repo: &Repository,
+    source: &Source,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<(Id, Snapshot), Error> {
+    match source {
+        Source::Paths(paths) => backup_paths(repo, paths, options, progress),
+        Source::Stdin { name } => backup_stream(repo, std::io::stdin(), name, options, progress),
+        Source::PgStream { dsn } => backup_pg_stream(repo, dsn, options, progress),
+        Source::PgLocal { dsn, local } => backup_pg_local(repo, dsn, local, options, progress),
+        Source::PgDump { dsn, database } => backup_pg_dump(repo, dsn, database, options, progress),
+    }
+}
+
 /// Backs up files and directories (with modes, times, owners and symlinks).
 pub fn backup_paths(
     repo: &Repository,
