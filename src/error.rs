@@ -2,6 +2,7 @@
 //! saying what to do) and a documented exit code that scripts and CronJobs can act on.
 
 use crate::ops;
+use crate::pg;
 use crate::repo;
 use crate::store;
 
@@ -54,6 +55,9 @@ pub fn classify(err: &anyhow::Error) -> (ExitCode, String) {
         if let Some(e) = cause.downcast_ref::<repo::Error>() {
             return classify_repo(e);
         }
+        if let Some(e) = cause.downcast_ref::<pg::Error>() {
+            return classify_pg(e);
+        }
         if let Some(e) = cause.downcast_ref::<store::Error>() {
             return classify_store(e);
         }
@@ -73,6 +77,7 @@ fn classify_ops(e: &ops::Error) -> (ExitCode, String) {
         ops::Error::Io { .. } => internal(),
         ops::Error::Repo(e) => classify_repo(e),
         ops::Error::Store(e) => classify_store(e),
+        ops::Error::Pg(e) => classify_pg(e),
     }
 }
 
@@ -109,6 +114,36 @@ fn classify_store(e: &store::Error) -> (ExitCode, String) {
              web identity) and --s3-endpoint / --s3-path-style for S3-compatible services; nothing incomplete was \
              recorded",
         ),
+    };
+    (code, hint.into())
+}
+
+fn classify_pg(e: &pg::Error) -> (ExitCode, String) {
+    use pg::Error as P;
+    let (code, hint) = match e {
+        P::Database { .. } => (
+            ExitCode::Database,
+            "check the connection string (host, port, user, password or PG* variables), that the server is running, \
+             and that the user may connect for replication (REPLICATION role and a pg_hba.conf replication entry)",
+        ),
+        P::ArchivingOff { .. } => (
+            ExitCode::Database,
+            "set archive_mode = on (always on a standby) and archive_command = 'drctl wal-push %p' with DRCTL_REPO and \
+             DRCTL_KEY_FILE in the server's environment, restart PostgreSQL, then back up again",
+        ),
+        P::ArchiveStalled { .. } => (
+            ExitCode::Database,
+            "archive_command is failing: see pg_stat_archiver (last_failed_wal) and the server log, fix it, then back \
+             up again; no snapshot was written",
+        ),
+        P::OutOfReach { .. } => (
+            ExitCode::OutOfReach,
+            "choose a time inside the recoverable window `drctl snapshots` shows: after the end of a base backup and \
+             before the newest archived WAL",
+        ),
+        P::DataDirectory { .. } => {
+            (ExitCode::Target, "restore into a new or empty directory on a disk with enough free space")
+        }
     };
     (code, hint.into())
 }
@@ -194,26 +229,7 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
         E::Target { .. } => {
             (ExitCode::Target, "restore into a new or empty directory on a disk with enough free space")
         }
-        E::Database { .. } => (
-            ExitCode::Database,
-            "check the connection string (host, port, user, password or PG* variables), that the server is running, \
-             and that the user may connect for replication (REPLICATION role and a pg_hba.conf replication entry)",
-        ),
-        E::ArchivingOff { .. } => (
-            ExitCode::Database,
-            "set archive_mode = on (always on a standby) and archive_command = 'drctl wal-push %p' with DRCTL_REPO and \
-             DRCTL_KEY_FILE in the server's environment, restart PostgreSQL, then back up again",
-        ),
-        E::ArchiveStalled { .. } => (
-            ExitCode::Database,
-            "archive_command is failing: see pg_stat_archiver (last_failed_wal) and the server log, fix it, then back \
-             up again; no snapshot was written",
-        ),
-        E::OutOfReach { .. } => (
-            ExitCode::OutOfReach,
-            "choose a time inside the recoverable window `drctl snapshots` shows: after the end of a base backup and \
-             before the newest archived WAL",
-        ),
+        E::Pg(e) => return classify_pg(e),
         E::WalConflict { .. } => (
             ExitCode::WalConflict,
             "another cluster (or a restored copy on the same timeline) is archiving into this repository; give each \

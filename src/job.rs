@@ -423,8 +423,8 @@ fn connection_string(connection: &Connection) -> String {
 }
 
 /// The database password the policy names, if any; an error names the variable or file missing.
-fn database_password(database: &policy::Database) -> Result<Option<String>, repo::Error> {
-    let database_error = |detail: String| repo::Error::Database { detail };
+fn database_password(database: &policy::Database) -> Result<Option<String>, crate::pg::Error> {
+    let database_error = |detail: String| crate::pg::Error::Database { detail };
     match &database.password {
         None => Ok(None),
         Some(Password::Env(name)) => std::env::var(name).map(Some).map_err(|_| {
@@ -644,11 +644,11 @@ fn archiver_status(dsn: &str) -> Result<WalStatus, StepError> {
                failed_count, coalesce(last_failed_wal, ''), coalesce(extract(epoch FROM last_failed_time)::text, ''), \
                CASE WHEN pg_is_in_recovery() THEN '' ELSE pg_walfile_name(pg_current_wal_lsn()) END, \
                (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size') FROM pg_stat_archiver";
-    let failed = |e: repo::Error| StepError::from(e.into());
+    let failed = |e: crate::pg::Error| StepError::from(e.into());
     let fields = crate::pg::query_row(dsn, sql).map_err(failed)?;
     let [archived, archived_at, failed_count, failed_wal, failed_at, current, segment_size] = fields.as_slice() else {
         let detail = format!("unexpected answer from pg_stat_archiver: {fields:?}");
-        return Err(failed(repo::Error::Database { detail }));
+        return Err(failed(crate::pg::Error::Database { detail }));
     };
     let time = |epoch: &str| -> Option<DateTime<Utc>> {
         let seconds: f64 = epoch.parse().ok()?;

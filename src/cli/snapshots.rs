@@ -28,7 +28,9 @@ pub fn run(args: SnapshotsArgs) -> anyhow::Result<()> {
         archives.entry(pg.wal_segment_size).or_insert_with(|| Archive::new(&wal, pg.wal_segment_size));
     }
     // A base backup's WAL range must be archived whole, or it cannot even reach consistency.
-    let missing_wal = |s: &Snapshot| s.pg.as_ref().map(|pg| archives[&pg.wal_segment_size].missing_for(pg));
+    let missing_wal = |s: &Snapshot| {
+        s.pg.as_ref().map(|pg| archives[&pg.wal_segment_size].missing_for(pg.timeline, &pg.start_lsn, &pg.stop_lsn))
+    };
     if args.json {
         let timelines: BTreeMap<u64, Vec<serde_json::Value>> =
             archives.iter().map(|(size, archive)| (*size, timelines_json(archive, &histories))).collect();

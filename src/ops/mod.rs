@@ -42,6 +42,8 @@ pub enum Error {
     Repo(#[from] repo::Error),
     #[error(transparent)]
     Store(#[from] store::Error),
+    #[error(transparent)]
+    Pg(#[from] crate::pg::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::repo::Error;
+use super::Error;
 
 /// The server facts checked before a backup starts.
 #[derive(Debug, Clone)]

@@ -11,6 +11,28 @@ pub mod window;
 
 use std::sync::OnceLock;
 
+/// What PostgreSQL (a server, a client program, a data directory) did not do. Each variant
+/// carries the facts a message needs; `crate::error` adds the hint and the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the database cannot be backed up: {detail}")]
+    Database { detail: String },
+    #[error("WAL archiving is not set up on the database (archive_mode = {archive_mode}{}), so a base backup could never be restored", if *standby { ", a standby" } else { "" })]
+    ArchivingOff { archive_mode: String, standby: bool },
+    #[error("pg_basebackup waited {seconds} s for the backup's last WAL segment to be archived")]
+    ArchiveStalled { seconds: u64 },
+    #[error("the point in time is out of reach: {detail}")]
+    OutOfReach { detail: String },
+    #[error("cannot restore to {}: {reason}", path.display())]
+    DataDirectory { path: std::path::PathBuf, reason: String },
+}
+
+impl Error {
+    pub fn database(detail: impl Into<String>) -> Error {
+        Error::Database { detail: detail.into() }
+    }
+}
+
 /// The database password a policy names (from its environment variable or file), handed to every
 /// client program as `PGPASSWORD`: never on a command line, where other users could read it.
 static CLIENT_PASSWORD: OnceLock<String> = OnceLock::new();
@@ -32,9 +54,9 @@ pub fn client(program: &str) -> std::process::Command {
 }
 
 /// Runs one query that returns one row with psql, and returns its columns. Unreachable servers,
-/// refused logins and SQL errors come back as [`crate::repo::Error::Database`] with psql's words.
-pub fn query_row(dsn: &str, sql: &str) -> Result<Vec<String>, crate::repo::Error> {
-    let failed = |detail: String| crate::repo::Error::Database { detail };
+/// refused logins and SQL errors come back as [`Error::Database`] with psql's words.
+pub fn query_row(dsn: &str, sql: &str) -> Result<Vec<String>, Error> {
+    let failed = |detail: String| Error::Database { detail };
     let out = client("psql")
         .args(["-X", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", sql])
         .stdin(std::process::Stdio::null())

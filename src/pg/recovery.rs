@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use crate::repo::Error;
+use super::Error;
 
 /// Where recovery stops.
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ pub fn restore_command(access: &ArchiveAccess) -> String {
 /// Prepares `dir` (a restored base backup) for recovery. As root, the directory gets the owner
 /// of its files (the server's user) and mode 0700, as PostgreSQL requires.
 pub fn prepare(dir: &Path, access: &ArchiveAccess, recovery: &Recovery) -> Result<(), Error> {
-    let io = |e: std::io::Error| Error::Target { path: dir.to_path_buf(), reason: e.to_string() };
+    let io = |e: std::io::Error| Error::DataDirectory { path: dir.to_path_buf(), reason: e.to_string() };
     let owner = fs::metadata(dir.join("PG_VERSION")).map_err(io)?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::Error;
 use super::basebackup::find_program;
-use crate::repo::Error;
 
 /// What recovery reached, from the server log.
 #[derive(Debug, Clone, Default)]

@@ -8,8 +8,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::time::Duration;
 
+use super::Error;
 use super::basebackup::collect_stderr;
-use crate::repo::Error;
 
 /// Printed after each statement, so a multi-line answer has a clear end.
 const END: &str = "--drctl-end-of-answer--";

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::wal::{WalKind, WalName, fork_point, parse_lsn, segment_name};
-use crate::repo::snapshot::PgBackup;
 
 /// One timeline of the archive: its number, its newest segment, and its gaps (first and last
 /// missing segment of each).
@@ -47,16 +46,16 @@ impl Archive {
         Archive { segment_size, segments }
     }
 
-    /// The segments from the backup's start to its stop that are not archived (empty: the backup
-    /// can be restored to a consistent state).
-    pub fn missing_for(&self, backup: &PgBackup) -> Vec<String> {
-        let (Some(start), Some(stop)) = (parse_lsn(&backup.start_lsn), parse_lsn(&backup.stop_lsn)) else {
-            return vec![format!("(unreadable WAL range {}..{})", backup.start_lsn, backup.stop_lsn)];
+    /// The segments of `timeline` from a base backup's start to its stop LSN that are not
+    /// archived (empty: the backup can be restored to a consistent state).
+    pub fn missing_for(&self, timeline: u32, start_lsn: &str, stop_lsn: &str) -> Vec<String> {
+        let (Some(start), Some(stop)) = (parse_lsn(start_lsn), parse_lsn(stop_lsn)) else {
+            return vec![format!("(unreadable WAL range {start_lsn}..{stop_lsn})")];
         };
-        let have = self.segments.get(&backup.timeline);
+        let have = self.segments.get(&timeline);
         (start / self.segment_size..=stop.saturating_sub(1).max(start) / self.segment_size)
             .filter(|n| !have.is_some_and(|s| s.contains(n)))
-            .map(|n| segment_name(backup.timeline, n, self.segment_size))
+            .map(|n| segment_name(timeline, n, self.segment_size))
             .collect()
     }
 
@@ -95,22 +94,6 @@ impl Archive {
 mod tests {
     use super::*;
 
-    fn backup(start: &str, stop: &str) -> PgBackup {
-        PgBackup {
-            mode: "stream".into(),
-            system_identifier: "1".into(),
-            pg_version: "15".into(),
-            timeline: 1,
-            start_lsn: start.into(),
-            stop_lsn: stop.into(),
-            start_wal: String::new(),
-            start_time: String::new(),
-            wal_segment_size: 1 << 20,
-            started_at: None,
-            tablespace_map: String::new(),
-        }
-    }
-
     #[test]
     fn backups_need_their_whole_wal_range_and_gaps_are_named() {
         let names: Vec<WalName> = [
@@ -124,8 +107,8 @@ mod tests {
         .map(|n| WalName::parse(n).unwrap())
         .collect();
         let archive = Archive::new(&names, 1 << 20);
-        assert!(archive.missing_for(&backup("0/200028", "0/300100")).is_empty());
-        assert_eq!(archive.missing_for(&backup("0/300028", "0/400100")), vec!["000000010000000000000004"]);
+        assert!(archive.missing_for(1, "0/200028", "0/300100").is_empty());
+        assert_eq!(archive.missing_for(1, "0/300028", "0/400100"), vec!["000000010000000000000004"]);
         let timelines = archive.timelines();
         assert_eq!(timelines[0].newest, "000000010000000000000006");
         assert_eq!(timelines[0].gaps, vec![("000000010000000000000004".into(), "000000010000000000000005".into())]);

@@ -71,10 +71,11 @@ pub fn plan(repo: &Repository, rules: &Rules, now: DateTime<Utc>, policy: Option
                 restorable_from: s.pg.as_ref().map(|_| {
                     s.time + chrono::Duration::milliseconds((s.summary.duration_seconds * 1000.0).ceil() as i64)
                 }),
-                good: s
-                    .pg
-                    .as_ref()
-                    .is_none_or(|pg| Archive::new(&archived, pg.wal_segment_size).missing_for(pg).is_empty()),
+                good: s.pg.as_ref().is_none_or(|pg| {
+                    Archive::new(&archived, pg.wal_segment_size)
+                        .missing_for(pg.timeline, &pg.start_lsn, &pg.stop_lsn)
+                        .is_empty()
+                }),
             })
             .collect();
     let mut verdicts = retention::decide(rules, &items, now);

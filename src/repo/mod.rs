@@ -78,14 +78,6 @@ pub enum Error {
     Damaged { count: usize },
     #[error("{count} file(s) of the snapshot were not restored to {path}: their data is damaged (listed above)")]
     PartlyRestored { path: std::path::PathBuf, count: usize },
-    #[error("the database cannot be backed up: {detail}")]
-    Database { detail: String },
-    #[error("WAL archiving is not set up on the database (archive_mode = {archive_mode}{}), so a base backup could never be restored", if *standby { ", a standby" } else { "" })]
-    ArchivingOff { archive_mode: String, standby: bool },
-    #[error("pg_basebackup waited {seconds} s for the backup's last WAL segment to be archived")]
-    ArchiveStalled { seconds: u64 },
-    #[error("the point in time is out of reach: {detail}")]
-    OutOfReach { detail: String },
     #[error("WAL file {name} is already archived with different content")]
     WalConflict { name: String },
     #[error(
@@ -107,6 +99,9 @@ pub enum Error {
     InvalidRequest(String),
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// A PostgreSQL step of a backup or restore (the repository layer passes it through).
+    #[error(transparent)]
+    Pg(#[from] crate::pg::Error),
 }
 
 impl Error {

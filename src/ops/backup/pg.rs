@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::pipeline::Sink;
 use super::{BackupOptions, run};
+use crate::pg::Error as PgError;
 use crate::pg::basebackup::{self, BaseBackupProcess};
 use crate::progress::Progress;
 use crate::repo::chunker::Chunker;
@@ -53,7 +54,7 @@ pub fn backup_pg_stream(
                 return Err(match e {
                     // A broken stream usually means pg_basebackup failed: its message is the cause.
                     Error::Source { .. } if !stderr.trim().is_empty() => {
-                        Error::Database { detail: format!("pg_basebackup: {}", stderr.trim()) }
+                        PgError::database(format!("pg_basebackup: {}", stderr.trim())).into()
                     }
                     other => other,
                 });
@@ -67,7 +68,7 @@ pub fn backup_pg_stream(
 }
 
 fn pg_metadata(meta: &Metadata, wal_segment_size: u64) -> Result<PgBackup, Error> {
-    let missing = |what: &str| Error::Database { detail: format!("the base backup has no usable {what}") };
+    let missing = |what: &str| PgError::database(format!("the base backup has no usable {what}"));
     let label = basebackup::parse_backup_label(meta.label.as_deref().ok_or_else(|| missing("backup_label"))?)
         .ok_or_else(|| missing("backup_label"))?;
     let stop_lsn = basebackup::manifest_stop_lsn(meta.manifest.as_deref().ok_or_else(|| missing("backup_manifest"))?)
@@ -187,25 +188,25 @@ pub fn backup_pg_dump(
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| Error::Database { detail: format!("cannot run pg_dump: {e}") })?;
+        .map_err(|e| PgError::database(format!("cannot run pg_dump: {e}")))?;
     let stdout = child.stdout.take().expect("piped");
     let stderr = basebackup::collect_stderr(&mut child);
     let mut snapshot = Snapshot::new(SnapshotKind::PgDump, &options.tags);
     snapshot.stdin_name = Some(format!("{database}.dump"));
     let child = std::sync::Mutex::new(child);
     let result = super::back_up_one_stream(repo, stdout, snapshot, options, progress, || {
-        let status = child.lock().expect("poisoned").wait().map_err(|e| Error::Database { detail: e.to_string() })?;
+        let status = child.lock().expect("poisoned").wait().map_err(|e| PgError::database(e.to_string()))?;
         if status.success() {
             return Ok(());
         }
-        Err(Error::Database { detail: format!("pg_dump failed ({status})") })
+        Err(PgError::database(format!("pg_dump failed ({status})")).into())
     });
     let _ = child.lock().expect("poisoned").kill();
     let _ = child.lock().expect("poisoned").wait();
     let stderr = stderr.join().unwrap_or_default();
     result.map_err(|e| match e {
-        Error::Database { detail } if !stderr.trim().is_empty() => {
-            Error::Database { detail: format!("{detail}: {}", stderr.trim()) }
+        Error::Pg(PgError::Database { detail }) if !stderr.trim().is_empty() => {
+            PgError::database(format!("{detail}: {}", stderr.trim())).into()
         }
         other => other,
     })

@@ -14,6 +14,7 @@ use super::pg::RELATION_BLOCK;
 use super::pipeline::Sink;
 use super::walk::{self, Earlier, EarlierFn, WalkRules};
 use super::{BackupOptions, run};
+use crate::pg::Error as PgError;
 use crate::pg::basebackup;
 use crate::pg::datadir;
 use crate::pg::session::Session;
@@ -94,7 +95,7 @@ pub fn backup_pg_local(
         let label = stop.backup_label.clone().into_bytes();
         push_file(sink, &mut tree, &mut snap.summary, "backup_label", label, &root, repo.cdc())?;
         let parsed = basebackup::parse_backup_label(&stop.backup_label)
-            .ok_or_else(|| Error::Database { detail: "pg_backup_stop returned an unreadable backup_label".into() })?;
+            .ok_or_else(|| PgError::database("pg_backup_stop returned an unreadable backup_label"))?;
         snap.pg = Some(PgBackup {
             mode: "local".into(),
             system_identifier: on_disk.to_string(),

@@ -13,7 +13,7 @@ pub fn restore_dump(repo: &Repository, snap: &Snapshot, dsn: &str, progress: &dy
     if snap.kind != SnapshotKind::PgDump {
         return Err(repo::Error::InvalidRequest("--pg restores logical dumps (backup --pg-dump) only".into()).into());
     }
-    let failed = |detail: String| repo::Error::Database { detail };
+    let failed = crate::pg::Error::database;
     let mut child = crate::pg::client("pg_restore")
         .args(["--exit-on-error", "-d", dsn])
         .stdin(Stdio::piped())

@@ -46,7 +46,7 @@ pub fn choose_backup(
         .filter(|(_, s)| s.kind == SnapshotKind::PgBase)
         .filter(|(id, s)| {
             let Some(pg) = &s.pg else { return false };
-            let missing = Archive::new(wal, pg.wal_segment_size).missing_for(pg);
+            let missing = Archive::new(wal, pg.wal_segment_size).missing_for(pg.timeline, &pg.start_lsn, &pg.stop_lsn);
             if !missing.is_empty() {
                 tracing::warn!(snapshot = %id.short(), missing = ?missing, "skipping a base backup whose WAL is not archived");
             }
@@ -62,7 +62,7 @@ pub fn choose_backup(
     };
     match bases.into_iter().rev().find(|(_, s)| fits(s)) {
         Some(found) => Ok(found),
-        None => Err(Error::OutOfReach {
+        None => Err(crate::pg::Error::OutOfReach {
             detail: match (oldest, bound) {
                 (Some(t), EndedBefore::Time(target)) => {
                     format!("{target} is before the end of the oldest base backup ({t})")
@@ -70,7 +70,8 @@ pub fn choose_backup(
                 (Some(_), _) => "the WAL position is before the end of the oldest base backup".into(),
                 (None, _) => "the repository holds no restorable PostgreSQL base backup".into(),
             },
-        }),
+        }
+        .into()),
     }
 }
 
