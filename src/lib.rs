@@ -1,13 +1,13 @@
 //! drctl: backup and disaster recovery for PostgreSQL-backed services.
 //!
 //! The library holds all logic; `main.rs` only parses the command line, sets up logging and maps
-//! errors to exit codes. Layers, bottom up:
-//! - [`store`]: where bytes live (a local directory now, S3 later), behind one small trait;
-//! - [`repo`]: the repository format: keys, encryption, chunks, packs, index, snapshots, locks, check;
-//! - [`backup`] and [`restore`]: the streaming pipelines that turn sources into snapshots and back;
-//! - [`policy`], [`job`], [`metrics`], [`schedule`] and [`aws`]: what a policy asks for, run as a job
-//!   (sources, RDS snapshots, copies, retention), reported as Prometheus metrics, on a cron schedule;
-//! - [`cli`]: one file per command, each a thin layer over the library.
+//! errors to exit codes. Layers, top down (imports point down only):
+//! - [`cli`]: one file per command: its arguments, one call into the library, its output;
+//! - [`job`], [`schedule`], [`metrics`]: a policy run as a job, on a cron schedule, as metrics;
+//! - [`ops`]: the use cases (unlock, backup, restore, copy, retention, WAL) as library operations;
+//! - [`repo`], [`pg`], [`aws`], [`policy`]: the repository format, PostgreSQL know-how, AWS
+//!   services, policy files;
+//! - [`store`]: where bytes live (a local directory or S3), behind one small trait.
 
 pub mod aws;
 pub mod cli;
