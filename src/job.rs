@@ -19,6 +19,7 @@ use crate::error;
 use crate::ops::backup::{self, BackupOptions, LocalOptions, Source};
 use crate::ops::unlock::{Access, SecretSource};
 use crate::ops::{self, retention::ForgetOptions};
+use crate::pg::Conn;
 use crate::pg::wal::WalName;
 use crate::policy::{self, BaseMode, Connection, KeySlot, Password, Policy, SourceKind};
 use crate::progress::NoProgress;
@@ -184,11 +185,11 @@ pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, repo::Err
     }
     let clock = std::time::Instant::now();
     let mut report = JobReport::new(&policy.name, Utc::now());
-    let dsn = connection_string(&policy.database.connection);
     let password = database_password(&policy.database);
-    if let Ok(Some(password)) = &password {
-        crate::pg::set_client_password(password.clone());
-    }
+    let conn = Conn {
+        dsn: connection_string(&policy.database.connection),
+        password: password.as_ref().ok().cloned().flatten(),
+    };
     let password = password.map_err(|e| StepError::from(e.into()));
     let primary = open(&policy.repositories.primary, options).map_err(StepError::from);
 
@@ -225,7 +226,7 @@ pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, repo::Err
                     (Err(e), _, _) | (_, Err(e), _) => Err(e.clone()),
                     (_, _, Err(e)) if !matches!(source.what, SourceKind::ConfigSnapshot { .. }) => Err(e.clone()),
                     (Ok(repo), Ok(_), _) => {
-                        run_source(repo, policy, source, &dsn, &mut step.snapshots).map_err(StepError::from)
+                        run_source(repo, policy, source, &conn, &mut step.snapshots).map_err(StepError::from)
                     }
                 };
                 if let Err(e) = taken {
@@ -246,7 +247,7 @@ pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, repo::Err
     }
     if policy.archives_wal() {
         report.wal = Some(match &password {
-            Ok(_) => archiver_status(&dsn).unwrap_or_else(|e| WalStatus { error: Some(e), ..Default::default() }),
+            Ok(_) => archiver_status(&conn).unwrap_or_else(|e| WalStatus { error: Some(e), ..Default::default() }),
             Err(e) => WalStatus { error: Some(e.clone()), ..Default::default() },
         });
     }
@@ -351,7 +352,7 @@ fn run_source(
     repo: &Repository,
     policy: &Policy,
     source: &policy::Source,
-    dsn: &str,
+    conn: &Conn,
     taken: &mut Vec<SnapshotTaken>,
 ) -> anyhow::Result<()> {
     let options = BackupOptions { tags: policy_tags(&policy.name, &source.name), compression_level: None };
@@ -370,20 +371,17 @@ fn run_source(
     };
     match &source.what {
         SourceKind::BaseBackup(BaseMode::Stream) => {
-            record("base backup".into(), take(Source::PgStream { dsn: dsn.to_string() })?)
+            record("base backup".into(), take(Source::PgStream { conn: conn.clone() })?)
         }
         SourceKind::BaseBackup(BaseMode::Local { pgdata }) => {
             let local = LocalOptions { pgdata: pgdata.clone(), full: false };
-            record(
-                format!("base backup of {}", pgdata.display()),
-                take(Source::PgLocal { dsn: dsn.to_string(), local })?,
-            )
+            record(format!("base backup of {}", pgdata.display()), take(Source::PgLocal { conn: conn.clone(), local })?)
         }
         SourceKind::LogicalDump { databases } => {
             // One database failing does not keep the others from their dumps.
             let mut first_error = None;
             for database in databases {
-                match take(Source::PgDump { dsn: dsn.to_string(), database: database.clone() }) {
+                match take(Source::PgDump { conn: conn.clone(), database: database.clone() }) {
                     Ok(done) => record(format!("dump of {database}"), done),
                     Err(e) => {
                         tracing::error!(policy = %policy.name, database = %database, "dump failed: {e}");
@@ -639,13 +637,13 @@ fn run_rds(policy: &str, config: &policy::Rds, options: &JobOptions) -> RdsRepor
 }
 
 /// `pg_stat_archiver` of the server, and how many complete segments wait to be archived.
-fn archiver_status(dsn: &str) -> Result<WalStatus, StepError> {
+fn archiver_status(conn: &Conn) -> Result<WalStatus, StepError> {
     let sql = "SELECT coalesce(last_archived_wal, ''), coalesce(extract(epoch FROM last_archived_time)::text, ''), \
                failed_count, coalesce(last_failed_wal, ''), coalesce(extract(epoch FROM last_failed_time)::text, ''), \
                CASE WHEN pg_is_in_recovery() THEN '' ELSE pg_walfile_name(pg_current_wal_lsn()) END, \
                (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size') FROM pg_stat_archiver";
     let failed = |e: crate::pg::Error| StepError::from(e.into());
-    let fields = crate::pg::query_row(dsn, sql).map_err(failed)?;
+    let fields = conn.query_row(sql).map_err(failed)?;
     let [archived, archived_at, failed_count, failed_wal, failed_at, current, segment_size] = fields.as_slice() else {
         let detail = format!("unexpected answer from pg_stat_archiver: {fields:?}");
         return Err(failed(crate::pg::Error::Database { detail }));

@@ -5,6 +5,7 @@ use super::{AccessArgs, GlobalArgs, MetricsArgs, RepoArgs, human_bytes};
 use crate::error::ExitCode;
 use crate::job::{self, JobOptions};
 use crate::ops::backup::{self, BackupOptions, LocalOptions, Source};
+use crate::pg::Conn;
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["path", "stdin", "pg", "policy"])))]
@@ -79,13 +80,13 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<u8> {
     let options = BackupOptions { tags: args.tags, compression_level: args.compression_level };
     let progress = super::progress(global);
     let source = match (args.pg, args.stdin_name) {
-        (Some(dsn), _) => match args.pg_dump {
-            Some(database) => Source::PgDump { dsn, database },
-            None if args.pg_mode == PgMode::Local => {
+        (Some(dsn), _) => match (Conn::new(dsn), args.pg_dump) {
+            (conn, Some(database)) => Source::PgDump { conn, database },
+            (conn, None) if args.pg_mode == PgMode::Local => {
                 let local = LocalOptions { pgdata: args.pgdata.expect("required by clap"), full: args.read_all };
-                Source::PgLocal { dsn, local }
+                Source::PgLocal { conn, local }
             }
-            None => Source::PgStream { dsn },
+            (conn, None) => Source::PgStream { conn },
         },
         (None, Some(name)) if args.stdin => Source::Stdin { name },
         _ => Source::Paths(args.path),

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 
 use super::{GlobalArgs, RepoArgs, human_bytes};
 use crate::ops::restore::{self, Destination, Event, RestoreOptions, TargetRequest};
+use crate::pg::Conn;
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["to", "stdout", "pg"])))]
@@ -63,7 +64,7 @@ pub enum ArchiveMode {
 pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let repo = args.repo.open()?;
     let destination = match (&args.pg, &args.to) {
-        (Some(dsn), _) => Destination::Database(dsn.clone()),
+        (Some(dsn), _) => Destination::Database(Conn::new(dsn.clone())),
         (None, Some(dir)) => Destination::Dir(dir.clone()),
         (None, None) => Destination::Stdout,
     };

@@ -48,10 +48,10 @@ fn unreachable(detail: String) -> Error {
 
 /// Connects with psql and reads what the backup depends on; refuses a server whose WAL is not
 /// archived, since such a backup could never be restored.
-pub fn preflight(dsn: &str) -> Result<ServerInfo, Error> {
+pub fn preflight(conn: &super::Conn) -> Result<ServerInfo, Error> {
     let sql = "SELECT current_setting('archive_mode'), current_setting('server_version_num'), pg_is_in_recovery(), \
                (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')";
-    let fields = super::query_row(dsn, sql)?;
+    let fields = conn.query_row(sql)?;
     let [archive_mode, version, in_recovery, segment_size] = fields.as_slice() else {
         return Err(unreachable(format!("unexpected answer from the server: {fields:?}")));
     };
@@ -85,9 +85,10 @@ pub struct BaseBackupProcess {
 }
 
 impl BaseBackupProcess {
-    pub fn start(dsn: &str) -> Result<(BaseBackupProcess, ChildStdout), Error> {
-        let mut child = super::client("pg_basebackup")
-            .args(["-d", dsn, "-D", "-", "-F", "t", "-X", "none", "--checkpoint=fast", "-v"])
+    pub fn start(conn: &super::Conn) -> Result<(BaseBackupProcess, ChildStdout), Error> {
+        let mut child = conn
+            .client("pg_basebackup")
+            .args(["-d", &conn.dsn, "-D", "-", "-F", "t", "-X", "none", "--checkpoint=fast", "-v"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -9,8 +9,6 @@ pub mod session;
 pub mod wal;
 pub mod window;
 
-use std::sync::OnceLock;
-
 /// What PostgreSQL (a server, a client program, a data directory) did not do. Each variant
 /// carries the facts a message needs; `crate::error` adds the hint and the exit code.
 #[derive(Debug, thiserror::Error)]
@@ -33,37 +31,50 @@ impl Error {
     }
 }
 
-/// The database password a policy names (from its environment variable or file), handed to every
-/// client program as `PGPASSWORD`: never on a command line, where other users could read it.
-static CLIENT_PASSWORD: OnceLock<String> = OnceLock::new();
-
-/// Sets the password the client programs of this process use; the first call wins (one process
-/// runs one policy).
-pub fn set_client_password(password: String) {
-    let _ = CLIENT_PASSWORD.set(password);
+/// A server to talk to: its libpq connection string (or URL; PG* variables apply) and the
+/// password a policy names. The password reaches client programs only as `PGPASSWORD` in their
+/// environment, never on a command line where other users could read it; each connection carries
+/// its own, so one process can talk to two servers (a drill, a promotion).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conn {
+    pub dsn: String,
+    pub password: Option<String>,
 }
 
-/// A PostgreSQL client program (psql, pg_basebackup, pg_dump, pg_restore) ready to run, with the
-/// policy's password if one was set.
-pub fn client(program: &str) -> std::process::Command {
-    let mut command = std::process::Command::new(basebackup::find_program(program));
-    if let Some(password) = CLIENT_PASSWORD.get() {
-        command.env("PGPASSWORD", password);
+impl Conn {
+    /// A connection with no password of its own (libpq finds one: PGPASSWORD, ~/.pgpass, …).
+    pub fn new(dsn: impl Into<String>) -> Conn {
+        Conn { dsn: dsn.into(), password: None }
     }
-    command
-}
 
-/// Runs one query that returns one row with psql, and returns its columns. Unreachable servers,
-/// refused logins and SQL errors come back as [`Error::Database`] with psql's words.
-pub fn query_row(dsn: &str, sql: &str) -> Result<Vec<String>, Error> {
-    let failed = |detail: String| Error::Database { detail };
-    let out = client("psql")
-        .args(["-X", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", sql])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| failed(format!("cannot run {}: {e}", basebackup::find_program("psql").display())))?;
-    if !out.status.success() {
-        return Err(failed(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    /// The same server and password, another database.
+    pub fn with_database(&self, database: &str) -> Conn {
+        Conn { dsn: basebackup::with_database(&self.dsn, database), password: self.password.clone() }
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().split('|').map(str::to_string).collect())
+
+    /// A PostgreSQL client program (psql, pg_basebackup, pg_dump, pg_restore) ready to run, with
+    /// this connection's password; the caller passes `-d` with [`Conn::dsn`].
+    pub fn client(&self, program: &str) -> std::process::Command {
+        let mut command = std::process::Command::new(basebackup::find_program(program));
+        if let Some(password) = &self.password {
+            command.env("PGPASSWORD", password);
+        }
+        command
+    }
+
+    /// Runs one query that returns one row with psql, and returns its columns. Unreachable
+    /// servers, refused logins and SQL errors come back as [`Error::Database`] with psql's words.
+    pub fn query_row(&self, sql: &str) -> Result<Vec<String>, Error> {
+        let failed = |detail: String| Error::Database { detail };
+        let out = self
+            .client("psql")
+            .args(["-X", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-d", &self.dsn, "-c", sql])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| failed(format!("cannot run {}: {e}", basebackup::find_program("psql").display())))?;
+        if !out.status.success() {
+            return Err(failed(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().split('|').map(str::to_string).collect())
+    }
 }

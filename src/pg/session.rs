@@ -30,9 +30,10 @@ pub struct BackupStop {
 }
 
 impl Session {
-    pub fn connect(dsn: &str) -> Result<Session, Error> {
-        let mut child = super::client("psql")
-            .args(["-X", "-q", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-d", dsn])
+    pub fn connect(conn: &super::Conn) -> Result<Session, Error> {
+        let mut child = conn
+            .client("psql")
+            .args(["-X", "-q", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-d", &conn.dsn])
             .env("PGAPPNAME", "drctl")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -21,6 +21,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::pg::Conn;
 use crate::progress::Progress;
 use crate::repo::crypto::Id;
 use crate::repo::snapshot::{self, Snapshot, SnapshotKind};
@@ -43,12 +44,12 @@ pub enum Source {
     Paths(Vec<PathBuf>),
     /// Standard input, stored as one file of this name.
     Stdin { name: String },
-    /// A base backup over the replication protocol (pg_basebackup) of the server `dsn` names.
-    PgStream { dsn: String },
+    /// A base backup over the replication protocol (pg_basebackup) of the server `conn` names.
+    PgStream { conn: Conn },
     /// A base backup read from the data directory beside the server.
-    PgLocal { dsn: String, local: LocalOptions },
+    PgLocal { conn: Conn, local: LocalOptions },
     /// A logical dump (pg_dump -Fc) of one database.
-    PgDump { dsn: String, database: String },
+    PgDump { conn: Conn, database: String },
 }
 
 /// Takes one snapshot of `source`.
@@ -61,9 +62,9 @@ pub fn take(
     match source {
         Source::Paths(paths) => backup_paths(repo, paths, options, progress),
         Source::Stdin { name } => backup_stream(repo, std::io::stdin(), name, options, progress),
-        Source::PgStream { dsn } => backup_pg_stream(repo, dsn, options, progress),
-        Source::PgLocal { dsn, local } => backup_pg_local(repo, dsn, local, options, progress),
-        Source::PgDump { dsn, database } => backup_pg_dump(repo, dsn, database, options, progress),
+        Source::PgStream { conn } => backup_pg_stream(repo, conn, options, progress),
+        Source::PgLocal { conn, local } => backup_pg_local(repo, conn, local, options, progress),
+        Source::PgDump { conn, database } => backup_pg_dump(repo, conn, database, options, progress),
     }
 }
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use super::pipeline::Sink;
 use super::{BackupOptions, run};
-use crate::pg::Error as PgError;
 use crate::pg::basebackup::{self, BaseBackupProcess};
+use crate::pg::{Conn, Error as PgError};
 use crate::progress::Progress;
 use crate::repo::chunker::Chunker;
 use crate::repo::crypto::Id;
@@ -34,18 +34,18 @@ struct Metadata {
     pg_version: Option<String>,
 }
 
-/// Takes a base backup of the server `dsn` names, over the replication protocol.
+/// Takes a base backup of the server `conn` names, over the replication protocol.
 pub fn backup_pg_stream(
     repo: &Repository,
-    dsn: &str,
+    conn: &Conn,
     options: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<(Id, Snapshot), Error> {
-    let server = basebackup::preflight(dsn)?;
+    let server = basebackup::preflight(conn)?;
     let snapshot = Snapshot::new(SnapshotKind::PgBase, &options.tags);
     run(repo, snapshot, options, progress, |sink, snap| {
         progress.start("backing up PostgreSQL", None);
-        let (process, stdout) = BaseBackupProcess::start(dsn)?;
+        let (process, stdout) = BaseBackupProcess::start(conn)?;
         let mut meta = Metadata::default();
         let tree = match read_tar(repo, sink, stdout, &mut snap.summary, &mut meta, progress) {
             Ok(tree) => tree,
@@ -171,19 +171,20 @@ fn read_tar(
     tree.finish()
 }
 
-/// A logical dump of database `database` on the server `dsn` names: `pg_dump -Fc -Z0` (the
+/// A logical dump of database `database` on the server `conn` names: `pg_dump -Fc -Z0` (the
 /// compression is ours), streamed into a snapshot named `<database>.dump`. pg_dump's exit status
 /// is checked before the snapshot is written, so a dump cut short never becomes a snapshot.
 pub fn backup_pg_dump(
     repo: &Repository,
-    dsn: &str,
+    conn: &Conn,
     database: &str,
     options: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<(Id, Snapshot), Error> {
-    let conninfo = basebackup::with_database(dsn, database);
-    let mut child = crate::pg::client("pg_dump")
-        .args(["-F", "c", "-Z", "0", "-d", &conninfo])
+    let conn = conn.with_database(database);
+    let mut child = conn
+        .client("pg_dump")
+        .args(["-F", "c", "-Z", "0", "-d", &conn.dsn])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -14,10 +14,10 @@ use super::pg::RELATION_BLOCK;
 use super::pipeline::Sink;
 use super::walk::{self, Earlier, EarlierFn, WalkRules};
 use super::{BackupOptions, run};
-use crate::pg::Error as PgError;
 use crate::pg::basebackup;
 use crate::pg::datadir;
 use crate::pg::session::Session;
+use crate::pg::{Conn, Error as PgError};
 use crate::progress::Progress;
 use crate::repo::chunker::Chunker;
 use crate::repo::crypto::Id;
@@ -41,12 +41,12 @@ pub struct LocalOptions {
 
 pub fn backup_pg_local(
     repo: &Repository,
-    dsn: &str,
+    conn: &Conn,
     local: &LocalOptions,
     options: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<(Id, Snapshot), Error> {
-    let server = basebackup::preflight(dsn)?;
+    let server = basebackup::preflight(conn)?;
     let pgdata =
         std::path::absolute(&local.pgdata).map_err(|source| Error::Source { path: local.pgdata.clone(), source })?;
     let read = |path: &Path| fs::read(path).map_err(|source| Error::Source { path: path.to_path_buf(), source });
@@ -54,7 +54,7 @@ pub fn backup_pg_local(
         Error::InvalidRequest(format!("{} has no valid global/pg_control: is it a data directory?", pgdata.display()))
     })?;
     let pg_version = String::from_utf8_lossy(&read(&pgdata.join("PG_VERSION"))?).trim().to_string();
-    let mut session = Session::connect(dsn)?;
+    let mut session = Session::connect(conn)?;
     let served = session.query("SELECT system_identifier FROM pg_control_system()")?;
     if served.trim() != on_disk.to_string() {
         return Err(Error::InvalidRequest(format!(

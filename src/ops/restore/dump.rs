@@ -4,18 +4,20 @@ use std::process::Stdio;
 
 use super::files::restore_to_writer;
 use crate::ops::Result;
+use crate::pg::Conn;
 use crate::progress::Progress;
 use crate::repo::snapshot::{Snapshot, SnapshotKind};
 use crate::repo::{self, Repository};
 
-/// Restores the dump `snap` into the database `dsn` names (it must exist).
-pub fn restore_dump(repo: &Repository, snap: &Snapshot, dsn: &str, progress: &dyn Progress) -> Result<()> {
+/// Restores the dump `snap` into the database `conn` names (it must exist).
+pub fn restore_dump(repo: &Repository, snap: &Snapshot, conn: &Conn, progress: &dyn Progress) -> Result<()> {
     if snap.kind != SnapshotKind::PgDump {
         return Err(repo::Error::InvalidRequest("--pg restores logical dumps (backup --pg-dump) only".into()).into());
     }
     let failed = crate::pg::Error::database;
-    let mut child = crate::pg::client("pg_restore")
-        .args(["--exit-on-error", "-d", dsn])
+    let mut child = conn
+        .client("pg_restore")
+        .args(["--exit-on-error", "-d", &conn.dsn])
         .stdin(Stdio::piped())
         .spawn()
         .map_err(|e| failed(format!("cannot run pg_restore: {e}")))?;

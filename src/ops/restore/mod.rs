@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{Error, Result};
+use crate::pg::Conn;
 use crate::pg::recovery::{Recovery, RecoveryTarget};
 use crate::pg::server::Recovered;
 use crate::pg::wal::parse_lsn;
@@ -30,8 +31,8 @@ pub enum Destination {
     Dir(PathBuf),
     /// Standard output (a stream snapshot).
     Stdout,
-    /// pg_restore into the database this connection string names (a logical dump).
-    Database(String),
+    /// pg_restore into the database this connection names (a logical dump).
+    Database(Conn),
 }
 
 /// Where PostgreSQL recovery stops, as asked (at most one of them).
@@ -109,7 +110,7 @@ pub fn run(
     }
     let started = Instant::now();
     let dir = match &options.destination {
-        Destination::Database(dsn) => return dump::restore_dump(repo, &snap, dsn, progress).map(|()| (id, snap)),
+        Destination::Database(conn) => return dump::restore_dump(repo, &snap, conn, progress).map(|()| (id, snap)),
         Destination::Stdout => {
             let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
             let bytes = restore_to_writer(repo, &snap, &mut out, progress)?;
