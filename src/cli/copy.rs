@@ -99,7 +99,7 @@ fn open_target(args: &CopyArgs, store: std::sync::Arc<dyn crate::store::Store>) 
     if let Some(secret) = target_secret(args)? {
         return Ok(Repository::open(store, &secret)?);
     }
-    let has_kms = key::list(store.as_ref())?.iter().any(|(_, slot)| slot.kind == SlotKind::Kms);
+    let has_kms = key::has_kms_slot(store.as_ref())?;
     if args.access.secret_given() {
         match Repository::open(store.clone(), &args.access.secret(false)?) {
             Err(repo::Error::WrongPassword { .. }) if has_kms => {}

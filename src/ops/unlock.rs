@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::{Error, Result};
 use crate::aws;
 use crate::repo::Repository;
-use crate::repo::key::{self, Secret, SlotKind};
+use crate::repo::key::{self, Secret};
 use crate::store::{self, S3Options, Store};
 
 /// Where the secret that opens a repository comes from.
@@ -102,11 +102,9 @@ impl Access {
         ask: impl FnOnce() -> std::result::Result<Secret, E>,
     ) -> std::result::Result<Repository, E> {
         let store = self.store()?;
-        let has_kms_slot =
-            || -> Result<bool> { Ok(key::list(store.as_ref())?.iter().any(|(_, s)| s.kind == SlotKind::Kms)) };
         let secret = match &self.secret {
             Some(source) => source.secret()?,
-            None if has_kms_slot()? => kms_secret(None),
+            None if key::has_kms_slot(store.as_ref()).map_err(Error::from)? => kms_secret(None),
             None => ask()?,
         };
         let mut repo = Repository::open(store, &secret).map_err(Error::from)?;

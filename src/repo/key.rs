@@ -230,6 +230,11 @@ pub fn add_slot(store: &dyn Store, master: &MasterKey, secret: &Secret) -> Resul
     Ok(id)
 }
 
+/// Whether the repository has a KMS slot (which then opens it when no other secret is given).
+pub fn has_kms_slot(store: &dyn Store) -> Result<bool, Error> {
+    Ok(list(store)?.iter().any(|(_, slot)| slot.kind == SlotKind::Kms))
+}
+
 /// Every key slot with its id.
 pub fn list(store: &dyn Store) -> Result<Vec<(Id, KeySlot)>, Error> {
     let mut slots = Vec::new();
