@@ -98,7 +98,10 @@ fn second_backup_with_damaged_new_file() -> (Workspace, Repo, PathBuf, BackupInf
     let expected = scan(&src);
     let (b, _) = repo.backup(&[&src]);
     let new_pack = repo.packs().into_iter().find(|p| !before.contains(p)).expect("the second backup wrote a pack");
-    flip_byte(&new_pack.path, 100);
+    // The middle of the pack is new.bin's data whatever the order the seal workers finished in:
+    // the small tree chunk may come first (new.bin is then often one chunk), and a flip in it
+    // would damage the whole snapshot instead of one file.
+    flip_byte(&new_pack.path, new_pack.size / 2);
     (ws, repo, src, b, expected)
 }
 
