@@ -27,7 +27,8 @@ pub enum ExitCode {
     Rds = 14,
 }
 
-/// The exit code and the hint for an error, found by looking through its cause chain.
+/// The exit code and the hint for an error of the command line, found by looking through its
+/// cause chain.
 pub fn classify(err: &anyhow::Error) -> (ExitCode, String) {
     // `downcast_ref` also finds errors attached as context, which `chain()` hides in a wrapper.
     if let Some(e) = err.downcast_ref::<repo::Error>() {
@@ -36,9 +37,13 @@ pub fn classify(err: &anyhow::Error) -> (ExitCode, String) {
     if let Some(e) = err.downcast_ref::<ops::Error>() {
         return classify_ops(e);
     }
-    if err.downcast_ref::<crate::aws::rds::RdsError>().is_some()
-        || err.chain().any(|cause| cause.is::<crate::aws::rds::RdsError>())
-    {
+    classify_cause(err.as_ref())
+}
+
+/// The exit code and the hint for an error and its causes: the first cause drctl knows decides.
+pub fn classify_cause(err: &(dyn std::error::Error + 'static)) -> (ExitCode, String) {
+    let chain = || std::iter::successors(Some(err), |e| e.source());
+    if chain().any(|cause| cause.is::<crate::aws::rds::RdsError>()) {
         return (
             ExitCode::Rds,
             "fix the cause above and run again: check rds.instance, rds.region and rds.dr_region in the policy and \
@@ -48,7 +53,7 @@ pub fn classify(err: &anyhow::Error) -> (ExitCode, String) {
                 .into(),
         );
     }
-    for cause in err.chain() {
+    for cause in chain() {
         if let Some(e) = cause.downcast_ref::<ops::Error>() {
             return classify_ops(e);
         }
@@ -69,12 +74,33 @@ fn internal() -> (ExitCode, String) {
     (ExitCode::Internal, "this is unexpected; run again with -v and report the output".into())
 }
 
+fn usage() -> (ExitCode, String) {
+    (ExitCode::Usage, "see `drctl help` for the command's usage".into())
+}
+
+fn target() -> (ExitCode, String) {
+    (ExitCode::Target, "restore into a new or empty directory on a disk with enough free space".into())
+}
+
 fn classify_ops(e: &ops::Error) -> (ExitCode, String) {
     match e {
         // Not opening at all is what a missing secret means, and has the same fix.
         ops::Error::UnreadableSecret { .. } | ops::Error::UnsetSecret { .. } => classify_repo(&repo::Error::NoPassword),
         ops::Error::Context { source, .. } => classify_ops(source),
         ops::Error::Io { .. } => internal(),
+        ops::Error::Usage(_) | ops::Error::UnreadableWal { .. } => usage(),
+        ops::Error::Source { .. } => (
+            ExitCode::Source,
+            "make the path readable by the user running drctl (or leave it out of --path); no snapshot was written"
+                .into(),
+        ),
+        ops::Error::Target { .. } => target(),
+        ops::Error::PartlyRestored { .. } => (
+            ExitCode::Damaged,
+            "every other file was restored and verified, and nothing unverified was written; get the listed files from \
+             a copy of the repository or an older snapshot, and run `drctl check --read-data` to see what is damaged"
+                .into(),
+        ),
         ops::Error::Repo(e) => classify_repo(e),
         ops::Error::Store(e) => classify_store(e),
         ops::Error::Pg(e) => classify_pg(e),
@@ -96,7 +122,7 @@ fn classify_store(e: &store::Error) -> (ExitCode, String) {
         store::Error::NotFound { .. } | store::Error::OutOfRange { .. } => {
             (ExitCode::Damaged, "the repository is damaged; run `drctl check --read-data` to see what is affected")
         }
-        store::Error::InvalidLocation { .. } => (ExitCode::Usage, "see `drctl help` for the command's usage"),
+        store::Error::InvalidLocation { .. } => return usage(),
         store::Error::UnsupportedScheme { .. } => {
             (ExitCode::Repository, "give a local directory path or s3://bucket/prefix as the repository")
         }
@@ -141,9 +167,7 @@ fn classify_pg(e: &pg::Error) -> (ExitCode, String) {
             "choose a time inside the recoverable window `drctl snapshots` shows: after the end of a base backup and \
              before the newest archived WAL",
         ),
-        P::DataDirectory { .. } => {
-            (ExitCode::Target, "restore into a new or empty directory on a disk with enough free space")
-        }
+        P::DataDirectory { .. } => return target(),
     };
     (code, hint.into())
 }
@@ -201,11 +225,6 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
              copy of the repository, and take a new backup so the newest state is protected; an object that lists no \
              snapshot affects none of them",
         ),
-        E::PartlyRestored { .. } => (
-            ExitCode::Damaged,
-            "every other file was restored and verified, and nothing unverified was written; get the listed files from \
-             a copy of the repository or an older snapshot, and run `drctl check --read-data` to see what is damaged",
-        ),
         E::Unindexed { .. } => (
             ExitCode::Damaged,
             "run `drctl repair index` (it lists every pack again from the pack's own header), then prune again; \
@@ -222,13 +241,6 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
         E::SnapshotNotFound { .. } | E::AmbiguousSnapshot { .. } | E::NoSnapshots => {
             (ExitCode::NoSnapshot, "list snapshots with `drctl snapshots` and give a longer id prefix, or `latest`")
         }
-        E::Source { .. } => (
-            ExitCode::Source,
-            "make the path readable by the user running drctl (or leave it out of --path); no snapshot was written",
-        ),
-        E::Target { .. } => {
-            (ExitCode::Target, "restore into a new or empty directory on a disk with enough free space")
-        }
         E::Pg(e) => return classify_pg(e),
         E::WalConflict { .. } => (
             ExitCode::WalConflict,
@@ -242,8 +254,25 @@ fn classify_repo(e: &repo::Error) -> (ExitCode, String) {
              archive_command accept the new timeline with `--allow-fork TLI` (or DRCTL_ALLOW_FORK=TLI), with TLI the \
              timeline number the file name starts with",
         ),
-        E::InvalidRequest(_) => (ExitCode::Usage, "see `drctl help` for the command's usage"),
+        E::InvalidRequest(_) => return usage(),
         E::Store(s) => return classify_store(s),
     };
     (code, hint.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_rds_error_exits_with_its_own_code() {
+        let err = crate::aws::rds::RdsError {
+            region: "us-east-1".into(),
+            what: "CreateDBSnapshot".into(),
+            detail: "x".into(),
+        };
+        let (code, hint) = classify(&anyhow::Error::new(err).context("taking the RDS snapshot"));
+        assert_eq!(code, ExitCode::Rds);
+        assert!(hint.contains("rds:CreateDBSnapshot"), "{hint}");
+    }
 }

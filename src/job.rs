@@ -20,7 +20,7 @@ use crate::ops::backup::{self, BackupOptions, LocalOptions, Source};
 use crate::ops::unlock::{Access, SecretSource};
 use crate::ops::{self, retention::ForgetOptions};
 use crate::pg::Conn;
-use crate::pg::wal::WalName;
+use crate::pg::archiver::ArchiverState;
 use crate::policy::{self, BaseMode, Connection, KeySlot, Password, Policy, SourceKind};
 use crate::progress::NoProgress;
 use crate::repo::key::Secret;
@@ -72,9 +72,9 @@ pub struct StepError {
 }
 
 impl StepError {
-    fn from(err: anyhow::Error) -> StepError {
-        let (code, hint) = error::classify(&err);
-        StepError { message: format!("{err:#}"), hint, exit_code: code as u8 }
+    fn of(err: &(dyn std::error::Error + 'static)) -> StepError {
+        let (code, hint) = error::classify_cause(err);
+        StepError { message: ops::with_causes(err), hint, exit_code: code as u8 }
     }
 }
 
@@ -131,16 +131,8 @@ pub struct RdsReport {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WalStatus {
     pub error: Option<StepError>,
-    pub last_archived_wal: Option<String>,
-    pub last_archived_time: Option<DateTime<Utc>>,
-    pub failed_count: u64,
-    pub last_failed_wal: Option<String>,
-    pub last_failed_time: Option<DateTime<Utc>>,
-    /// Complete WAL segments written but not archived yet.
-    pub segments_behind: Option<u64>,
-    /// How far the archive trails the server: 0 when every complete segment is archived, else
-    /// the time since the last one was.
-    pub lag_seconds: Option<f64>,
+    #[serde(flatten)]
+    pub archiver: ArchiverState,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,11 +165,11 @@ pub struct RetentionStep {
 
 /// Runs `policy` once. Fails only when the job cannot start (an unknown `--source`); every later
 /// failure is in the report.
-pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, repo::Error> {
+pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, ops::Error> {
     let known = policy.sources.iter().map(|s| s.name.as_str()).chain(policy.rds.as_ref().map(|_| RDS_SNAPSHOT));
     let known: Vec<&str> = known.collect();
     if let Some(unknown) = options.sources.iter().find(|s| !known.contains(&s.as_str())) {
-        return Err(repo::Error::InvalidRequest(format!(
+        return Err(ops::Error::Usage(format!(
             "policy {} has no source `{unknown}` (its sources: {})",
             policy.name,
             known.join(", ")
@@ -190,12 +182,12 @@ pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, repo::Err
         dsn: connection_string(&policy.database.connection),
         password: password.as_ref().ok().cloned().flatten(),
     };
-    let password = password.map_err(|e| StepError::from(e.into()));
-    let primary = open(&policy.repositories.primary, options).map_err(StepError::from);
+    let password = password.map_err(|e| StepError::of(&e));
+    let primary = open(&policy.repositories.primary, options).map_err(|e| StepError::of(&e));
 
     // Sources, in the order of the file.
     let existing = match &primary {
-        Ok(repo) => snapshot::load_all(repo.store(), repo.key()).map_err(|e| StepError::from(e.into())),
+        Ok(repo) => repo.snapshots().map_err(|e| StepError::of(&e)),
         Err(e) => Err(e.clone()),
     };
     for source in &policy.sources {
@@ -226,7 +218,7 @@ pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, repo::Err
                     (Err(e), _, _) | (_, Err(e), _) => Err(e.clone()),
                     (_, _, Err(e)) if !matches!(source.what, SourceKind::ConfigSnapshot { .. }) => Err(e.clone()),
                     (Ok(repo), Ok(_), _) => {
-                        run_source(repo, policy, source, &conn, &mut step.snapshots).map_err(StepError::from)
+                        run_source(repo, policy, source, &conn, &mut step.snapshots).map_err(|e| StepError::of(&e))
                     }
                 };
                 if let Err(e) = taken {
@@ -247,7 +239,7 @@ pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, repo::Err
     }
     if policy.archives_wal() {
         report.wal = Some(match &password {
-            Ok(_) => archiver_status(&conn).unwrap_or_else(|e| WalStatus { error: Some(e), ..Default::default() }),
+            Ok(_) => archiver_status(&conn),
             Err(e) => WalStatus { error: Some(e.clone()), ..Default::default() },
         });
     }
@@ -262,7 +254,7 @@ pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, repo::Err
             for copy in &policy.repositories.copies {
                 report.retention.push(match open_copy_of(primary, copy, options) {
                     Ok(target) => apply_retention(&target, &rules, &policy.name),
-                    Err(e) => failed_retention(location_of(copy), StepError::from(e)),
+                    Err(e) => failed_retention(location_of(copy), StepError::of(&e)),
                 });
             }
         }
@@ -318,11 +310,7 @@ fn when(t: DateTime<Utc>) -> String {
 /// The time of the newest snapshot the job took for `source` of `policy`.
 /// For a logical dump, the oldest of its databases' newest dumps (none while one database has
 /// none), so a database whose dump failed keeps the source due.
-fn newest_of(
-    all: &[(repo::crypto::Id, snapshot::Snapshot)],
-    policy: &str,
-    source: &policy::Source,
-) -> Option<DateTime<Utc>> {
+fn newest_of(all: &[(repo::Id, snapshot::Snapshot)], policy: &str, source: &policy::Source) -> Option<DateTime<Utc>> {
     let newest = |database: Option<&str>| {
         let name = database.map(|d| format!("{d}.dump"));
         all.iter()
@@ -354,10 +342,10 @@ fn run_source(
     source: &policy::Source,
     conn: &Conn,
     taken: &mut Vec<SnapshotTaken>,
-) -> anyhow::Result<()> {
+) -> Result<(), ops::Error> {
     let options = BackupOptions { tags: policy_tags(&policy.name, &source.name), compression_level: None };
     let take = |what: Source| backup::take(repo, &what, &options, &NoProgress);
-    let mut record = |label: String, (id, snap): (repo::crypto::Id, snapshot::Snapshot)| {
+    let mut record = |label: String, (id, snap): (repo::Id, snapshot::Snapshot)| {
         tracing::info!(policy = %policy.name, source = %source.name, snapshot = %id.short(), "{label} saved");
         taken.push(SnapshotTaken {
             id: id.to_hex(),
@@ -390,7 +378,7 @@ fn run_source(
                 }
             }
             if let Some(e) = first_error {
-                return Err(e.into());
+                return Err(e);
             }
         }
         SourceKind::ConfigSnapshot { paths } => {
@@ -405,18 +393,13 @@ fn run_source(
 fn connection_string(connection: &Connection) -> String {
     match connection {
         Connection::Dsn(dsn) => dsn.clone(),
-        Connection::Parts { host, port, user, dbname, sslmode } => {
-            let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
-            let mut parts = vec![format!("host={}", quote(host))];
-            let optional = [
-                ("port", port.map(|p| p.to_string())),
-                ("user", user.clone()),
-                ("dbname", dbname.clone()),
-                ("sslmode", sslmode.clone()),
-            ];
-            parts.extend(optional.into_iter().filter_map(|(k, v)| Some(format!("{k}={}", quote(&v?)))));
-            parts.join(" ")
-        }
+        Connection::Parts { host, port, user, dbname, sslmode } => crate::pg::conninfo(&[
+            ("host", Some(host.clone())),
+            ("port", port.map(|p| p.to_string())),
+            ("user", user.clone()),
+            ("dbname", dbname.clone()),
+            ("sslmode", sslmode.clone()),
+        ]),
     }
 }
 
@@ -478,17 +461,20 @@ fn store_of(repository: &policy::Repository, options: &JobOptions) -> Result<Arc
 }
 
 /// Opens a repository of the policy with the key slot the policy names.
-fn open(repository: &policy::Repository, options: &JobOptions) -> anyhow::Result<Repository> {
-    let no_secret = || -> Result<Secret, ops::Error> { Err(repo::Error::NoPassword.into()) };
-    Ok(access_of(repository, options).open(no_secret)?)
+fn open(repository: &policy::Repository, options: &JobOptions) -> Result<Repository, ops::Error> {
+    access_of(repository, options).open(|| Err(repo::Error::NoPassword.into()))
 }
 
 /// Opens an existing copy of `primary`; another repository at the copy's location is an error,
 /// so retention never judges snapshots that are not the policy's.
-fn open_copy_of(primary: &Repository, copy: &policy::Repository, options: &JobOptions) -> anyhow::Result<Repository> {
+fn open_copy_of(
+    primary: &Repository,
+    copy: &policy::Repository,
+    options: &JobOptions,
+) -> Result<Repository, ops::Error> {
     let target = open(copy, options)?;
     if target.config().id != primary.config().id {
-        anyhow::bail!(repo::Error::InvalidRequest(format!(
+        return Err(ops::Error::Usage(format!(
             "{} is not a copy of the primary repository {}: its retention is left alone (fix the copy's location \
              in the policy)",
             location_of(copy),
@@ -502,11 +488,11 @@ fn open_copy_of(primary: &Repository, copy: &policy::Repository, options: &JobOp
 /// becomes a copy, opened by the key slot the policy names for it.
 fn copy_to(primary: &Repository, copy: &policy::Repository, options: &JobOptions) -> CopyStep {
     let mut step = CopyStep::new(location_of(copy));
-    let result = (|| -> anyhow::Result<()> {
+    let result = (|| -> Result<(), ops::Error> {
         let target = ops::copy::Target {
             store: store_of(copy, options)?,
             open: &|store| Ok(Repository::open(store, &secret_of(&copy.key)?)?),
-            new_secret: &|| Ok(secret_of(&copy.key)?),
+            new_secret: &|| secret_of(&copy.key),
             lock_wait: options.lock_wait,
         };
         let copy_options = ops::copy::Options { snapshots: None, wal: true, jobs: COPY_JOBS };
@@ -519,8 +505,9 @@ fn copy_to(primary: &Repository, copy: &policy::Repository, options: &JobOptions
         Ok(())
     })();
     if let Err(e) = result {
-        tracing::error!(repository = %step.repository, "copy failed: {e:#}");
-        step.error = Some(StepError::from(e));
+        let error = StepError::of(&e);
+        tracing::error!(repository = %step.repository, "copy failed: {}", error.message);
+        step.error = Some(error);
     }
     step
 }
@@ -565,8 +552,9 @@ fn apply_retention(repo: &Repository, rules: &Rules, policy: &str) -> RetentionS
             }
         }
         Err(e) => {
-            tracing::error!(repository = %step.repository, "retention failed: {e:#}");
-            step.error = Some(StepError::from(e.into()));
+            let error = StepError::of(&e);
+            tracing::error!(repository = %step.repository, "retention failed: {}", error.message);
+            step.error = Some(error);
         }
     }
     step
@@ -609,7 +597,7 @@ fn run_rds(policy: &str, config: &policy::Rds, options: &JobOptions) -> RdsRepor
         newest_copy: None,
         max_age_seconds: config.snapshot_schedule.longest_gap().num_seconds() as f64,
     };
-    let result = (|| -> anyhow::Result<()> {
+    let result = (|| -> Result<(), rds::RdsError> {
         let client = rds::Rds::connect(&config.instance, &config.region, &config.dr_region)?;
         step.newest = client.newest_snapshot(policy)?;
         step.newest_copy = client.newest_copy(policy)?;
@@ -630,55 +618,19 @@ fn run_rds(policy: &str, config: &policy::Rds, options: &JobOptions) -> RdsRepor
         Ok(())
     })();
     if let Err(e) = result {
-        tracing::error!(instance = %config.instance, "RDS snapshot step failed: {e:#}");
-        step.error = Some(StepError::from(e));
+        let error = StepError::of(&e);
+        tracing::error!(instance = %config.instance, "RDS snapshot step failed: {}", error.message);
+        step.error = Some(error);
     }
     step
 }
 
-/// `pg_stat_archiver` of the server, and how many complete segments wait to be archived.
-fn archiver_status(conn: &Conn) -> Result<WalStatus, StepError> {
-    let sql = "SELECT coalesce(last_archived_wal, ''), coalesce(extract(epoch FROM last_archived_time)::text, ''), \
-               failed_count, coalesce(last_failed_wal, ''), coalesce(extract(epoch FROM last_failed_time)::text, ''), \
-               CASE WHEN pg_is_in_recovery() THEN '' ELSE pg_walfile_name(pg_current_wal_lsn()) END, \
-               (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size') FROM pg_stat_archiver";
-    let failed = |e: crate::pg::Error| StepError::from(e.into());
-    let fields = conn.query_row(sql).map_err(failed)?;
-    let [archived, archived_at, failed_count, failed_wal, failed_at, current, segment_size] = fields.as_slice() else {
-        let detail = format!("unexpected answer from pg_stat_archiver: {fields:?}");
-        return Err(failed(crate::pg::Error::Database { detail }));
-    };
-    let time = |epoch: &str| -> Option<DateTime<Utc>> {
-        let seconds: f64 = epoch.parse().ok()?;
-        DateTime::from_timestamp_micros((seconds * 1e6) as i64)
-    };
-    let text_or_none = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    let mut status = WalStatus {
-        error: None,
-        last_archived_wal: text_or_none(archived),
-        last_archived_time: time(archived_at),
-        failed_count: failed_count.parse().unwrap_or(0),
-        last_failed_wal: text_or_none(failed_wal),
-        last_failed_time: time(failed_at),
-        segments_behind: None,
-        lag_seconds: None,
-    };
-    let per_id = segment_size.parse::<u64>().ok().filter(|&s| s > 0).map(|s| 0x1_0000_0000 / s);
-    let number = |name: &str| WalName::parse(name).and_then(|n| Some((n.timeline(), n.segment_number(per_id?)?)));
-    // Comparable only on one timeline; after a promotion the next archived segment settles it.
-    if let (Some((tli, current)), Some(archived)) = (number(current), status.last_archived_wal.as_deref())
-        && let Some((_, archived)) = number(archived).filter(|(t, _)| *t == tli)
-    {
-        // The segment being written is not complete: everything before it should be archived.
-        let behind = current.saturating_sub(archived + 1);
-        status.segments_behind = Some(behind);
-        status.lag_seconds = match (behind, status.last_archived_time) {
-            (0, _) => Some(0.0),
-            (_, Some(at)) => Some((Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0),
-            _ => None,
-        };
+/// The server's archiver, or why it could not be asked.
+fn archiver_status(conn: &Conn) -> WalStatus {
+    match crate::pg::archiver::state(conn) {
+        Ok(archiver) => WalStatus { error: None, archiver },
+        Err(e) => WalStatus { error: Some(StepError::of(&e)), ..Default::default() },
     }
-    Ok(status)
 }
 
 impl JobReport {

@@ -183,14 +183,14 @@ impl Metrics {
             }
         }
         if let Some(wal) = &report.wal {
-            if let Some(at) = wal.last_archived_time {
+            if let Some(at) = wal.archiver.last_archived_time {
                 self.set("drctl_wal_last_archived_timestamp_seconds", &[policy], seconds(at));
             }
-            if let Some(lag) = wal.lag_seconds {
+            if let Some(lag) = wal.archiver.lag_seconds {
                 self.set("drctl_wal_archive_lag_seconds", &[policy], lag);
             }
             if wal.error.is_none() {
-                self.count("drctl_wal_archive_failures_total", &[policy], wal.failed_count as f64);
+                self.count("drctl_wal_archive_failures_total", &[policy], wal.archiver.failed_count as f64);
             }
         }
         for copy in &report.copies {

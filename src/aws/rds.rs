@@ -568,12 +568,4 @@ mod tests {
         assert_eq!(created_at(&plain), DateTime::from_timestamp(2_000, 0));
         assert_eq!(created_at(&DbSnapshot::builder().build()), None);
     }
-
-    #[test]
-    fn an_rds_error_exits_with_its_own_code() {
-        let err = RdsError { region: "us-east-1".into(), what: "CreateDBSnapshot".into(), detail: "x".into() };
-        let (code, hint) = crate::error::classify(&anyhow::Error::new(err).context("taking the RDS snapshot"));
-        assert_eq!(code, crate::error::ExitCode::Rds);
-        assert!(hint.contains("rds:CreateDBSnapshot"), "{hint}");
-    }
 }

@@ -1,9 +1,8 @@
 use clap::Args;
 use std::path::PathBuf;
 
-use super::{AccessArgs, GlobalArgs, MetricsArgs, RepoArgs, human_bytes};
-use crate::error::ExitCode;
-use crate::job::{self, JobOptions};
+use super::job::MetricsArgs;
+use super::{AccessArgs, GlobalArgs, RepoArgs, human_bytes};
 use crate::ops::backup::{self, BackupOptions, LocalOptions, Source};
 use crate::pg::Conn;
 
@@ -74,7 +73,7 @@ pub enum PgMode {
 
 pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<u8> {
     if let Some(path) = &args.policy {
-        return run_policy(path, &args, global);
+        return super::job::run(path, &args, global);
     }
     let repo = RepoArgs { repo: args.repo.clone().expect("required by clap"), access: args.access }.open()?;
     let options = BackupOptions { tags: args.tags, compression_level: args.compression_level };
@@ -127,34 +126,4 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<u8> {
         );
     }
     Ok(0)
-}
-
-/// `backup --policy FILE`: one job of the policy, its report, and its metrics.
-fn run_policy(path: &std::path::Path, args: &BackupArgs, global: &GlobalArgs) -> anyhow::Result<u8> {
-    let policy = match crate::policy::load(path) {
-        Ok(policy) => policy,
-        Err(invalid) => {
-            eprintln!(
-                "{invalid}\nhint: fix the policy (`drctl policy validate {}` lists every problem)",
-                path.display()
-            );
-            return Ok(ExitCode::Usage as u8);
-        }
-    };
-    let options = JobOptions {
-        sources: args.sources.clone(),
-        s3: args.access.s3_options(),
-        lock_wait: args.access.lock_wait.to_std().unwrap_or_default(),
-    };
-    let report = job::run(&policy, &options)?;
-    args.metrics.publish(&report);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else if !global.quiet {
-        super::report::print(&report);
-    }
-    for (step, error) in report.failures() {
-        eprintln!("error: {step}: {}\nhint: {}", error.message, error.hint);
-    }
-    Ok(report.exit_code)
 }

@@ -2,9 +2,8 @@ use clap::Args;
 use std::path::PathBuf;
 
 use super::{AccessArgs, GlobalArgs, human_bytes};
-use crate::ops;
-use crate::repo::key::{self, Secret, SlotKind};
-use crate::repo::{self, Repository};
+use crate::ops::{self, unlock::SecretSource};
+use crate::repo::key::Secret;
 
 #[derive(Debug, Args)]
 pub struct CopyArgs {
@@ -46,10 +45,13 @@ pub struct CopyArgs {
 
 pub fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let source = args.access.open(&args.from)?;
-    let new_secret = || {
+    let new_secret = || -> anyhow::Result<Secret> {
         let secret = match target_secret(&args)? {
             Some(secret) => secret,
-            None => same_secret_as(&args.access, &source)?,
+            None => match ops::copy::kms_slot_of(&source)? {
+                Some(kms) => kms,
+                None => args.access.secret(false)?,
+            },
         };
         if matches!(secret, Secret::Kms(..)) && args.to_kms_key_id.is_none() {
             tracing::warn!(
@@ -59,9 +61,10 @@ pub fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         }
         Ok(secret)
     };
+    let from = args.access.secret_source();
     let target = ops::copy::Target {
         store: args.access.store(&args.to)?,
-        open: &|store| open_target(&args, store),
+        open: &|store| Ok(ops::copy::open_target(store, target_secret(&args)?.as_ref(), from.as_ref())?),
         new_secret: &new_secret,
         lock_wait: args.access.lock_wait.to_std().unwrap_or_default(),
     };
@@ -92,48 +95,18 @@ pub fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An existing target: with the --to-* secret if given; else with the secret given for the
-/// source, falling back to the target's KMS slot when that does not open it (a copy in another
-/// region usually has one of its own); else with its KMS slot.
-fn open_target(args: &CopyArgs, store: std::sync::Arc<dyn crate::store::Store>) -> anyhow::Result<Repository> {
-    if let Some(secret) = target_secret(args)? {
-        return Ok(Repository::open(store, &secret)?);
-    }
-    let has_kms = key::has_kms_slot(store.as_ref())?;
-    if args.access.secret_given() {
-        match Repository::open(store.clone(), &args.access.secret(false)?) {
-            Err(repo::Error::WrongPassword { .. }) if has_kms => {}
-            other => return Ok(other?),
-        }
-    }
-    Ok(Repository::open(store, &crate::ops::unlock::kms_secret(None))?)
-}
-
-/// The target's secret from the --to-* options, if any.
+/// The target's secret from the --to-* options, if any. One that cannot be read is a mistake
+/// in the command line (exit 2), as it has always been for these options.
 fn target_secret(args: &CopyArgs) -> anyhow::Result<Option<Secret>> {
-    if let Some(key) = &args.to_kms_key_id {
-        return Ok(Some(crate::ops::unlock::kms_secret(Some(key.clone()))));
-    }
-    if let Some(path) = &args.to_key_file {
-        let secret = Secret::read_key_file(path)
-            .map_err(|e| repo::Error::InvalidRequest(format!("cannot read the key file {}: {e}", path.display())))?;
-        return Ok(Some(secret));
-    }
-    if let Some(path) = &args.to_password_file {
-        let passphrase = super::read_password_file(path).map_err(|e| {
-            repo::Error::InvalidRequest(format!("cannot read the password file {}: {e}", path.display()))
-        })?;
-        return Ok(Some(Secret::Passphrase(passphrase.into_bytes())));
-    }
-    Ok(None)
-}
-
-/// For a new target without --to-* options: a slot like the one that opened the source (the
-/// same passphrase, key file or KMS key).
-fn same_secret_as(access: &AccessArgs, source: &Repository) -> anyhow::Result<Secret> {
-    let slots = key::list(source.store())?;
-    match slots.iter().find(|(id, _)| *id == source.slot()) {
-        Some((_, slot)) if slot.kind == SlotKind::Kms => Ok(crate::ops::unlock::kms_secret(slot.kms_key_id.clone())),
-        _ => access.secret(false),
+    let source = match (&args.to_kms_key_id, &args.to_key_file, &args.to_password_file) {
+        (Some(key), _, _) => SecretSource::Kms(Some(key.clone())),
+        (None, Some(path), _) => SecretSource::KeyFile(path.clone()),
+        (None, None, Some(path)) => SecretSource::PasswordFile(path.clone()),
+        (None, None, None) => return Ok(None),
+    };
+    match source.secret() {
+        Ok(secret) => Ok(Some(secret)),
+        Err(e @ ops::Error::UnreadableSecret { .. }) => Err(ops::Error::Usage(e.to_string()).into()),
+        Err(e) => Err(e.into()),
     }
 }

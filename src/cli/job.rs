@@ -1,9 +1,79 @@
-//! A policy job's report as people read it (`backup --policy` without --json).
+//! `backup --policy FILE`: one job of the policy, its report (as people read it, or --json) and
+//! its metrics.
 
-use super::human_bytes;
-use crate::job::JobReport;
+use clap::Args;
+use std::path::PathBuf;
 
-pub fn print(report: &JobReport) {
+use super::backup::BackupArgs;
+use super::{GlobalArgs, human_bytes};
+use crate::error::ExitCode;
+use crate::job::{self, JobOptions, JobReport};
+
+/// `backup --policy FILE`: one job of the policy, its report, and its metrics.
+pub fn run(path: &std::path::Path, args: &BackupArgs, global: &GlobalArgs) -> anyhow::Result<u8> {
+    let policy = match crate::policy::load(path) {
+        Ok(policy) => policy,
+        Err(invalid) => {
+            eprintln!(
+                "{invalid}\nhint: fix the policy (`drctl policy validate {}` lists every problem)",
+                path.display()
+            );
+            return Ok(ExitCode::Usage as u8);
+        }
+    };
+    let options = JobOptions {
+        sources: args.sources.clone(),
+        s3: args.access.s3_options(),
+        lock_wait: args.access.lock_wait.to_std().unwrap_or_default(),
+    };
+    let report = job::run(&policy, &options)?;
+    args.metrics.publish(&report);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if !global.quiet {
+        print(&report);
+    }
+    for (step, error) in report.failures() {
+        eprintln!("error: {step}: {}\nhint: {}", error.message, error.hint);
+    }
+    Ok(report.exit_code)
+}
+
+/// Where a policy job's metrics go (both, either or neither).
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Write the job's metrics to this file (Prometheus text format, for node_exporter's textfile
+    /// collector), replaced whole by each job.
+    #[arg(long, env = "DRCTL_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// Push the job's metrics to this Prometheus Pushgateway (e.g. http://pushgateway:9091),
+    /// replacing the policy's group.
+    #[arg(long, env = "DRCTL_PUSHGATEWAY", value_name = "URL")]
+    pub pushgateway: Option<String>,
+}
+
+impl MetricsArgs {
+    /// Publishes `report` where asked. A failure is logged, not fatal: the job's own result
+    /// stands, and the alert on a stale success timestamp still fires.
+    pub fn publish(&self, report: &crate::job::JobReport) {
+        if self.metrics_file.is_none() && self.pushgateway.is_none() {
+            return;
+        }
+        let text = crate::metrics::of_report(report);
+        if let Some(path) = &self.metrics_file
+            && let Err(e) = crate::metrics::write_textfile(path, &text)
+        {
+            tracing::error!("cannot write the metrics file {}: {e}", path.display());
+        }
+        if let Some(gateway) = &self.pushgateway
+            && let Err(e) = crate::metrics::push(gateway, &report.policy, &text)
+        {
+            tracing::error!("{e}");
+        }
+    }
+}
+
+fn print(report: &JobReport) {
     let failed = report.failures().len();
     let verdict = match failed {
         0 => "every step succeeded".to_string(),
@@ -45,14 +115,14 @@ pub fn print(report: &JobReport) {
         println!("  RDS {}: {done}; {expired} expired snapshot(s) deleted", r.instance);
     }
     if let Some(w) = &report.wal {
-        match (&w.error, &w.last_archived_wal) {
+        match (&w.error, &w.archiver.last_archived_wal) {
             (Some(_), _) => println!("  WAL archiver: FAILED (below)"),
             (None, Some(name)) => println!(
                 "  WAL archiver: last archived {name}, {} complete segment(s) waiting, {} failure(s) since reset",
-                w.segments_behind.map_or("?".to_string(), |n| n.to_string()),
-                w.failed_count
+                w.archiver.segments_behind.map_or("?".to_string(), |n| n.to_string()),
+                w.archiver.failed_count
             ),
-            (None, None) => println!("  WAL archiver: nothing archived yet, {} failure(s)", w.failed_count),
+            (None, None) => println!("  WAL archiver: nothing archived yet, {} failure(s)", w.archiver.failed_count),
         }
     }
     for c in &report.copies {

@@ -2,8 +2,7 @@ use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
 use super::{GlobalArgs, RepoArgs};
-use crate::repo::crypto::Id;
-use crate::repo::key::{self, Secret, SlotKind};
+use crate::repo::key::{Secret, SlotKind};
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
@@ -52,7 +51,7 @@ impl AddArgs {
                 }
                 _ => anyhow::Error::new(e)
                     .context(format!("cannot create the key file {}", path.display()))
-                    .context(crate::repo::Error::InvalidRequest("the key file was not created".into())),
+                    .context(crate::ops::Error::Usage("the key file was not created".into())),
             })?),
             None => Ok(Secret::Passphrase(new_passphrase()?.into_bytes())),
         }
@@ -71,8 +70,7 @@ pub fn run(command: KeyCommand, global: &GlobalArgs) -> anyhow::Result<()> {
     match command {
         KeyCommand::List(args) => list(args),
         KeyCommand::Add(args) => {
-            let repo = args.repo.open()?;
-            let id = key::add_slot(repo.store(), repo.key(), &args.new_secret()?)?;
+            let id = args.repo.open()?.add_key_slot(&args.new_secret()?)?;
             if !global.quiet {
                 println!("added key slot {}", id.short());
             }
@@ -80,32 +78,14 @@ pub fn run(command: KeyCommand, global: &GlobalArgs) -> anyhow::Result<()> {
         }
         KeyCommand::Rotate(args) => {
             let repo = args.repo.open()?;
-            let secret = args.new_secret()?;
-            let id = key::add_slot(repo.store(), repo.key(), &secret)?;
-            // The old slot goes only once the new one is proven to open the repository.
-            key::verify_slot(repo.store(), id, &secret, repo.key())?;
-            key::remove(repo.store(), repo.slot())?;
+            let id = repo.rotate_key_slot(&args.new_secret()?)?;
             if !global.quiet {
                 println!("rotated: key slot {} replaced by {}", repo.slot().short(), id.short());
             }
             Ok(())
         }
         KeyCommand::Remove(args) => {
-            let repo = args.repo.open()?;
-            let query = args.id.to_ascii_lowercase();
-            let matches: Vec<Id> = key::list(repo.store())?
-                .into_iter()
-                .map(|(id, _)| id)
-                .filter(|id| id.to_hex().starts_with(&query))
-                .collect();
-            let [id] = matches.as_slice() else {
-                anyhow::bail!(crate::repo::Error::InvalidRequest(format!(
-                    "{} key slots match {:?}; see `drctl key list`",
-                    matches.len(),
-                    args.id
-                )));
-            };
-            key::remove(repo.store(), *id)?;
+            let id = args.repo.open()?.remove_key_slot(&args.id)?;
             if !global.quiet {
                 println!("removed key slot {}", id.short());
             }
@@ -116,7 +96,7 @@ pub fn run(command: KeyCommand, global: &GlobalArgs) -> anyhow::Result<()> {
 
 fn list(args: ListArgs) -> anyhow::Result<()> {
     let repo = args.repo.open()?;
-    let slots = key::list(repo.store())?;
+    let slots = repo.key_slots()?;
     if args.json {
         let list: Vec<_> = slots
             .iter()
@@ -154,13 +134,9 @@ fn new_passphrase() -> anyhow::Result<String> {
         return Ok(p);
     }
     if !std::io::stderr().is_terminal() {
-        anyhow::bail!(crate::repo::Error::InvalidRequest(
+        anyhow::bail!(crate::ops::Error::Usage(
             "set DRCTL_NEW_PASSWORD to the new passphrase, or run on a terminal to be asked".into()
         ));
     }
-    let first = rpassword::prompt_password("new passphrase: ")?;
-    if rpassword::prompt_password("repeat new passphrase: ")? != first {
-        anyhow::bail!(crate::repo::Error::InvalidRequest("the two passphrases differ".into()));
-    }
-    Ok(first)
+    Ok(super::access::ask("new passphrase: ", Some("repeat new passphrase: "))?)
 }

@@ -3,8 +3,7 @@
 use clap::{Args, Subcommand};
 
 use super::{GlobalArgs, RepoArgs};
-use crate::repo::crypto::Id;
-use crate::repo::{repair_index, repair_snapshots, snapshot};
+use crate::ops::repair;
 
 #[derive(Debug, Subcommand)]
 pub enum RepairCommand {
@@ -50,9 +49,7 @@ pub fn run(command: RepairCommand, global: &GlobalArgs) -> anyhow::Result<()> {
 }
 
 fn index(args: IndexArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let repo = args.repo.open()?;
-    let lock = repo.lock_exclusive("repair index")?;
-    let report = repair_index::repair_index(&repo, &lock)?;
+    let report = repair::index(&args.repo.open()?)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -72,22 +69,9 @@ fn index(args: IndexArgs, global: &GlobalArgs) -> anyhow::Result<()> {
 }
 
 fn snapshots(args: RepairSnapshotsArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let repo = args.repo.open()?;
-    let repaired = {
-        let _lock = repo.lock_exclusive("repair snapshots")?;
-        repair_snapshots::remove_unreadable(&repo, args.dry_run)?
-    };
     let progress = super::progress(global);
-    let rewrites = crate::ops::backup::rewrite_damaged(&repo, args.dry_run, progress.as_ref())?;
-    let mut forgotten = 0;
-    if args.forget && !args.dry_run {
-        let _lock = repo.lock_exclusive("repair snapshots")?;
-        for r in rewrites.iter().filter(|r| r.new.is_some()) {
-            let id = Id::from_hex(&r.original).expect("ids listed by the repair are hex");
-            repo.store().delete(&snapshot::key_of(id))?;
-            forgotten += 1;
-        }
-    }
+    let done = repair::snapshots(&args.repo.open()?, args.forget, args.dry_run, progress.as_ref())?;
+    let (repaired, rewrites, forgotten) = (done.unreadable, done.rewrites, done.forgotten);
     if args.json {
         let out = serde_json::json!({"unreadable": repaired, "rewritten": rewrites, "forgotten": forgotten});
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -1,7 +1,8 @@
 use clap::Args;
 use std::path::PathBuf;
 
-use super::{GlobalArgs, LogFormat, MetricsArgs};
+use super::job::MetricsArgs;
+use super::{GlobalArgs, LogFormat};
 use crate::error::ExitCode;
 use crate::schedule::{self, ScheduleOptions};
 

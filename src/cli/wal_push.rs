@@ -51,16 +51,16 @@ pub fn run(args: WalPushArgs) -> anyhow::Result<()> {
         allow_fork: args.allow_fork,
         worker: args.worker,
     };
-    push(&options, &args.repo)
+    Ok(push(&options, &args.repo)?)
 }
 
 /// The repository options, opened here or forwarded to a background worker.
 impl RepoSource for RepoArgs {
-    fn open(&self) -> anyhow::Result<crate::repo::Repository> {
+    fn open(&self) -> crate::ops::Result<crate::repo::Repository> {
         RepoArgs::open(self)
     }
 
-    fn forward(&self) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    fn forward(&self) -> crate::ops::Result<Vec<std::ffi::OsString>> {
         RepoArgs::forward(self)
     }
 }

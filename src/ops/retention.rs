@@ -4,10 +4,11 @@
 
 use chrono::{Duration, Utc};
 
+use crate::ops::Error;
+use crate::repo::Repository;
 use crate::repo::forget::{self, Applied, Plan};
 use crate::repo::prune::{self, PruneReport};
 use crate::repo::retention::Rules;
-use crate::repo::{Error, Repository};
 
 pub struct ForgetOptions<'a> {
     pub rules: &'a Rules,
@@ -36,7 +37,7 @@ pub struct ForgetReport {
 /// before it opens the repository.
 pub fn check_rules(rules: &Rules) -> Result<(), Error> {
     if rules.is_empty() {
-        return Err(Error::InvalidRequest(
+        return Err(Error::Usage(
             "no retention rule given: name at least one --keep-* option or --pitr-window (without one, every \
              snapshot but the newest would go)"
                 .into(),
@@ -77,5 +78,5 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
 /// One prune pass under its own exclusive lock.
 pub fn prune(repo: &Repository, grace: Duration, dry_run: bool) -> Result<PruneReport, Error> {
     let lock = repo.lock_exclusive("prune")?;
-    prune::prune(repo, &lock, grace, dry_run, Utc::now())
+    Ok(prune::prune(repo, &lock, grace, dry_run, Utc::now())?)
 }

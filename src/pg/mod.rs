@@ -1,6 +1,7 @@
 //! PostgreSQL know-how: WAL file names and timelines (base backups and point-in-time restore
 //! build on this).
 
+pub mod archiver;
 pub mod basebackup;
 pub mod datadir;
 pub mod recovery;
@@ -29,6 +30,14 @@ impl Error {
     pub fn database(detail: impl Into<String>) -> Error {
         Error::Database { detail: detail.into() }
     }
+}
+
+/// A libpq connection string of `keyword='value'` pairs (quotes and backslashes escaped); a
+/// keyword without a value is left out.
+pub fn conninfo(pairs: &[(&str, Option<String>)]) -> String {
+    let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+    let present = pairs.iter().filter_map(|(keyword, value)| Some(format!("{keyword}={}", quote(value.as_deref()?))));
+    present.collect::<Vec<_>>().join(" ")
 }
 
 /// A server to talk to: its libpq connection string (or URL; PG* variables apply) and the

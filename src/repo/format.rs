@@ -28,22 +28,6 @@ pub enum ObjectType {
     PrunePlan = 9,
 }
 
-impl ObjectType {
-    pub fn name(self) -> &'static str {
-        match self {
-            ObjectType::Config => "config",
-            ObjectType::Chunk => "chunk",
-            ObjectType::PackHeader => "pack header",
-            ObjectType::Index => "index",
-            ObjectType::Snapshot => "snapshot",
-            ObjectType::Lock => "lock",
-            ObjectType::KeySlot => "key",
-            ObjectType::Wal => "WAL file",
-            ObjectType::PrunePlan => "prune plan",
-        }
-    }
-}
-
 /// Associated data: "drctl" || version || type || binding (the object's id or name where it has
 /// one before sealing; empty for objects named by the hash of their sealed bytes).
 pub fn associated_data(kind: ObjectType, binding: &[u8]) -> Vec<u8> {

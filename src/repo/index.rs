@@ -9,16 +9,8 @@ use std::collections::HashMap;
 use super::Error;
 use super::crypto::{Id, MasterKey};
 use super::format::{self, ObjectType};
-use super::pack::ChunkEntry;
+use super::pack::{ChunkEntry, PackRecord};
 use crate::store::Store;
-
-/// One pack as an index file records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PackRecord {
-    pub id: Id,
-    pub size: u64,
-    pub chunks: Vec<ChunkEntry>,
-}
 
 pub fn encode(packs: &[PackRecord]) -> Vec<u8> {
     let chunks: usize = packs.iter().map(|p| p.chunks.len()).sum();

@@ -8,13 +8,13 @@ pub mod check;
 pub mod chunker;
 pub mod config;
 pub mod copy;
-pub mod crypto;
+pub(crate) mod crypto;
 pub mod forget;
-pub mod format;
-pub mod index;
+pub(crate) mod format;
+pub(crate) mod index;
 pub mod key;
 pub mod lock;
-pub mod pack;
+pub(crate) mod pack;
 pub mod prune;
 mod readahead;
 pub mod repair_index;
@@ -23,13 +23,15 @@ pub mod retention;
 pub mod snapshot;
 pub mod tree;
 pub mod wal;
+pub mod writer;
 
 use std::sync::Arc;
 
 use crate::store::{self, Store};
 use chunker::{Chunker, Chunking};
 use config::Config;
-use crypto::{Id, MasterKey};
+pub use crypto::Id;
+use crypto::MasterKey;
 use format::ObjectType;
 
 /// What can go wrong at the repository level. Each variant carries the facts a message needs;
@@ -66,18 +68,8 @@ pub enum Error {
     AmbiguousSnapshot { query: String, count: usize },
     #[error("the repository holds no snapshots")]
     NoSnapshots,
-    #[error("cannot read {path}")]
-    Source {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot restore to {path}: {reason}")]
-    Target { path: std::path::PathBuf, reason: String },
     #[error("check found {count} damaged object(s)")]
     Damaged { count: usize },
-    #[error("{count} file(s) of the snapshot were not restored to {path}: their data is damaged (listed above)")]
-    PartlyRestored { path: std::path::PathBuf, count: usize },
     #[error("WAL file {name} is already archived with different content")]
     WalConflict { name: String },
     #[error(
@@ -211,6 +203,11 @@ impl Repository {
         Ok(Repository::assemble(store, source.key.clone(), slot, source.config.clone()))
     }
 
+    /// Whether `store` holds a repository (its config object), before any key is tried.
+    pub fn is_in(store: &dyn Store) -> Result<bool> {
+        Ok(store.exists(format::CONFIG_KEY)?)
+    }
+
     /// Opens an existing repository with a passphrase or key file.
     pub fn open(store: Arc<dyn Store>, secret: &key::Secret) -> Result<Repository> {
         let raw = match store.get(format::CONFIG_KEY) {
@@ -260,13 +257,58 @@ impl Repository {
         self.store.clone()
     }
 
-    pub fn key(&self) -> &MasterKey {
+    /// The master key, for the modules of the repository only: callers ask for what it does.
+    pub(in crate::repo) fn key(&self) -> &MasterKey {
         &self.key
     }
 
     /// The key slot this repository was opened with.
     pub fn slot(&self) -> Id {
         self.slot
+    }
+
+    /// Every key slot, by id.
+    pub fn key_slots(&self) -> Result<Vec<(Id, key::KeySlot)>> {
+        key::list(self.store())
+    }
+
+    /// Adds a key slot that `secret` opens.
+    pub fn add_key_slot(&self, secret: &key::Secret) -> Result<Id> {
+        key::add_slot(self.store(), &self.key, secret)
+    }
+
+    /// Replaces the slot this repository was opened with by one `secret` opens; the old slot
+    /// goes only once the new one is proven to open the repository. Returns the new slot.
+    pub fn rotate_key_slot(&self, secret: &key::Secret) -> Result<Id> {
+        let id = self.add_key_slot(secret)?;
+        key::verify_slot(self.store(), id, secret, &self.key)?;
+        key::remove(self.store(), self.slot)?;
+        Ok(id)
+    }
+
+    /// Removes the one key slot whose id starts with `query` (never the last slot).
+    pub fn remove_key_slot(&self, query: &str) -> Result<Id> {
+        let prefix = query.to_ascii_lowercase();
+        let matches: Vec<Id> =
+            self.key_slots()?.into_iter().map(|(id, _)| id).filter(|id| id.to_hex().starts_with(&prefix)).collect();
+        let [id] = matches.as_slice() else {
+            return Err(Error::InvalidRequest(format!(
+                "{} key slots match {query:?}; see `drctl key list`",
+                matches.len()
+            )));
+        };
+        key::remove(self.store(), *id)?;
+        Ok(*id)
+    }
+
+    /// Every snapshot that opens, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<(Id, snapshot::Snapshot)>> {
+        snapshot::load_all(self.store(), &self.key)
+    }
+
+    /// The snapshot `query` names: `latest`, or a unique prefix of its id.
+    pub fn find_snapshot(&self, query: &str) -> Result<(Id, snapshot::Snapshot)> {
+        snapshot::find(self.store(), &self.key, query)
     }
 
     pub fn config(&self) -> &Config {

@@ -10,7 +10,6 @@
 use super::Error;
 use super::crypto::{AuthError, Id, MasterKey};
 use super::format::{self, ObjectType};
-use super::index::PackRecord;
 use crate::store::{ObjectWriter, Store};
 
 const CODEC_STORED: u8 = 0;
@@ -30,6 +29,14 @@ pub struct ChunkEntry {
     /// The chunk whose data the payload was compressed against (a delta), which must be kept
     /// as long as this one. Recorded in index files, not in the pack header.
     pub base: Option<Id>,
+}
+
+/// One pack as written, and as an index file records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackRecord {
+    pub id: Id,
+    pub size: u64,
+    pub chunks: Vec<ChunkEntry>,
 }
 
 /// Compresses (unless it does not pay) and seals one chunk. `compressor` is per thread.

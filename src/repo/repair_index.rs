@@ -10,9 +10,9 @@ use std::collections::BTreeSet;
 
 use super::crypto::Id;
 use super::format::{self, ObjectType};
-use super::index::{self, PackRecord};
 use super::lock::Lock;
-use super::{Error, Repository, pack};
+use super::pack::PackRecord;
+use super::{Error, Repository, index, pack};
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RepairReport {

@@ -128,25 +128,6 @@ pub fn fetch_to(repo: &Repository, name: &WalName, out: &mut impl std::io::Write
     pack::decode_payload_to(&plaintext, out).map(Some).map_err(|e| Error::corrupt(&object, e.to_string()))
 }
 
-/// Writes one archived WAL file to `dest`: into a temporary file beside it, renamed over `dest`
-/// only when complete (never fsynced: a WAL file fetched for replay is fetched again after a
-/// crash). `None` when the archive does not hold it.
-pub fn fetch_into(repo: &Repository, name: &WalName, dest: &std::path::Path) -> Result<Option<u64>, Error> {
-    let temp = dest.with_file_name(format!(".{name}.drctl-fetch"));
-    let failed = |e: std::io::Error| Error::Target { path: dest.to_path_buf(), reason: e.to_string() };
-    let result = (|| {
-        let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&temp).map_err(failed)?);
-        let Some(bytes) = fetch_to(repo, name, &mut file)? else { return Ok(None) };
-        file.into_inner().map_err(|e| failed(e.into_error()))?;
-        std::fs::rename(&temp, dest).map_err(failed)?;
-        Ok(Some(bytes))
-    })();
-    if !matches!(result, Ok(Some(_))) {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
-}
-
 /// Every archived WAL file with its stored size, sorted by name (timeline, then position).
 pub fn list(store: &dyn Store) -> Result<Vec<(WalName, u64)>, Error> {
     let mut all: Vec<(WalName, u64)> = store

@@ -1,16 +1,80 @@
-//! The concurrent stages behind a backup: seal workers, packer and committer, fed through a
-//! [`Sink`] by whatever produces chunks.
+//! Writing a snapshot: a producer (whatever reads the source) hands chunks to a [`Sink`]; seal
+//! workers, a packer and a committer store them concurrently; then the index file and last the
+//! snapshot are written.
+//!
+//! ```text
+//! producer (read → chunk → keyed hash → dedup) ─▶ seal workers (zstd → AES-GCM, one per core)
+//!        ─▶ packer (streams a pack to the store) ─▶ committer (fsync, rename) ;  then index, snapshot
+//! ```
+//! Stages are joined by bounded channels and packs are written as they fill, so memory is about
+//! channel depth × chunk size, whatever the size of the source.
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
-use crate::repo::crypto::Id;
-use crate::repo::format;
-use crate::repo::index::{Index, PackRecord};
-use crate::repo::pack::{self, PackWriter};
-use crate::repo::{Error, Repository};
+use super::crypto::Id;
+use super::format;
+use super::index::{self, Index};
+use super::pack::{self, PackRecord, PackWriter};
+use super::snapshot::{self, Snapshot};
+use super::{Error, Repository, prune};
+
+/// Stores what `produce` gives the sink as `snapshot`, its tree being what `produce` returns:
+/// lock, load the index, run the producer through the stages, then write the index file and
+/// last the snapshot. If a stage or the producer fails, the packs written are deleted again: no
+/// index names them yet, so nothing else can depend on them. `level` is the zstd level.
+pub fn write_snapshot<E, F>(
+    repo: &Repository,
+    mut snapshot: Snapshot,
+    level: i32,
+    produce: F,
+) -> Result<(Id, Snapshot), E>
+where
+    E: From<Error> + Send,
+    F: FnOnce(&Sink, &mut Snapshot) -> Result<Vec<Id>, E> + Send,
+{
+    let started = Instant::now();
+    let lock = repo.lock_shared("backup")?;
+    // A damaged index file costs only deduplication: what it lists is stored again.
+    let index = repo.load_index_skipping_damaged()?;
+    let doomed = prune::marked_packs(repo).unwrap_or_else(|e| {
+        // Prune cannot read it either, so it deletes nothing until it is repaired.
+        tracing::warn!(error = %e, "cannot read prune's plan; backing up as if no pack were marked");
+        Default::default()
+    });
+    let pipeline = Pipeline::new(repo, &index, &doomed, level);
+    let outcome = pipeline.run(|sink| produce(sink, &mut snapshot));
+    let mut summary = std::mem::take(&mut snapshot.summary);
+    let (tree, written) = match outcome {
+        Ok(done) => done,
+        Err((err, written)) => {
+            delete_packs(repo, &written);
+            return Err(err);
+        }
+    };
+    summary.new_chunks = written.iter().map(|p| p.chunks.len() as u64).sum();
+    summary.delta_chunks = written.iter().flat_map(|p| &p.chunks).filter(|c| c.base.is_some()).count() as u64;
+    summary.stored_bytes = written.iter().map(|p| p.size).sum();
+    if !written.is_empty() {
+        // From here on the packs stay even on failure: a failed index write may still have
+        // become visible (an fsync failing after the rename, a timed-out upload that landed),
+        // and another backup may already dedup against it. Prune reclaims them if unused.
+        let (_, size) = index::save(repo.store(), repo.key(), &written)?;
+        summary.stored_bytes += size;
+    }
+    summary.duration_seconds = started.elapsed().as_secs_f64();
+    snapshot.tree = tree;
+    snapshot.summary = summary;
+    // Had another process taken the lock for stale, prune may have deleted what this snapshot
+    // reuses: then no snapshot at all, rather than one that cannot be restored.
+    lock.verify("writing the snapshot (what it stored stays for prune to judge)")?;
+    let id = snapshot::save(repo.store(), repo.key(), &snapshot)?;
+    tracing::info!(snapshot = %id.short(), new_chunks = snapshot.summary.new_chunks, stored_bytes = snapshot.summary.stored_bytes, "snapshot saved");
+    Ok((id, snapshot))
+}
 
 /// Where producers put chunks. `add` hashes, drops duplicates (already in the repository or
 /// already on their way in) and queues the rest for sealing.
@@ -74,7 +138,7 @@ fn stopped() -> Error {
     Error::InvalidRequest("backup pipeline stopped".into())
 }
 
-pub struct Pipeline<'a> {
+struct Pipeline<'a> {
     repo: &'a Repository,
     index: &'a Index,
     /// Packs prune has marked for deletion: never deduplicated against.
@@ -89,7 +153,7 @@ type Plain = (Id, Vec<u8>, Option<Id>);
 type Sealed = (Id, Vec<u8>, u32, Option<Id>);
 
 impl<'a> Pipeline<'a> {
-    pub fn new(repo: &'a Repository, index: &'a Index, doomed: &'a BTreeSet<Id>, level: i32) -> Self {
+    fn new(repo: &'a Repository, index: &'a Index, doomed: &'a BTreeSet<Id>, level: i32) -> Self {
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         Pipeline { repo, index, doomed, level, workers }
     }
@@ -97,10 +161,10 @@ impl<'a> Pipeline<'a> {
     /// Runs `produce` with a sink while the stages run; returns what it produced and the packs
     /// written. On failure, also returns the packs already written so the caller can remove them.
     #[allow(clippy::type_complexity)]
-    pub fn run<T: Send>(
+    fn run<T: Send, E: From<Error> + Send>(
         &self,
-        produce: impl FnOnce(&Sink) -> Result<T, Error> + Send,
-    ) -> Result<(T, Vec<PackRecord>), (Error, Vec<PackRecord>)> {
+        produce: impl FnOnce(&Sink) -> Result<T, E> + Send,
+    ) -> Result<(T, Vec<PackRecord>), (E, Vec<PackRecord>)> {
         let stopped = AtomicBool::new(false);
         let (plain_tx, plain_rx) = bounded::<Plain>(2 * self.workers);
         let (sealed_tx, sealed_rx) = bounded::<Sealed>(2 * self.workers);
@@ -140,7 +204,7 @@ impl<'a> Pipeline<'a> {
         let written = written.into_inner().expect("poisoned");
         // A failing stage's error is the cause; the producer then only saw "stopped".
         match (produced, stage_errors.into_iter().next()) {
-            (_, Some(err)) => Err((err, written)),
+            (_, Some(err)) => Err((err.into(), written)),
             (Err(err), None) => Err((err, written)),
             (Ok(value), None) => Ok((value, written)),
         }
@@ -227,7 +291,7 @@ impl<'a> Pipeline<'a> {
 }
 
 /// Best-effort removal of packs a failed backup wrote before any index named them.
-pub fn delete_packs(repo: &Repository, packs: &[PackRecord]) {
+fn delete_packs(repo: &Repository, packs: &[PackRecord]) {
     for p in packs {
         if let Err(e) = repo.store().delete(&format::pack_key(p.id)) {
             tracing::warn!(pack = %p.id, error = %e, "could not remove a pack of the failed backup; prune will");

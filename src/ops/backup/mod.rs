@@ -1,15 +1,8 @@
-//! Backup: turns a source into a snapshot through a streaming, parallel pipeline:
-//!
-//! ```text
-//! producer (read → chunk → keyed hash → dedup) ─▶ seal workers (zstd → AES-GCM, one per core)
-//!        ─▶ packer (streams a pack to the store) ─▶ committer (fsync, rename) ;  then index, snapshot
-//! ```
-//! Stages are joined by bounded channels and packs are written as they fill, so memory is about
-//! channel depth × chunk size, whatever the size of the source.
+//! Backup: reads a source (files, a stream, a PostgreSQL cluster, a dump) and hands its chunks
+//! to the repository's snapshot writer (`repo::writer`), which stores them concurrently.
 
 mod pg;
 mod pg_local;
-mod pipeline;
 mod rewrite;
 mod walk;
 
@@ -19,15 +12,15 @@ pub use rewrite::{Rewrite, rewrite_damaged};
 
 use std::io::Read;
 use std::path::PathBuf;
-use std::time::Instant;
 
+use crate::ops::Error;
 use crate::pg::Conn;
 use crate::progress::Progress;
-use crate::repo::crypto::Id;
-use crate::repo::snapshot::{self, Snapshot, SnapshotKind};
+use crate::repo::Id;
+use crate::repo::Repository;
+use crate::repo::snapshot::{Snapshot, SnapshotKind};
 use crate::repo::tree::{Entry, EntryKind, TreeWriter};
-use crate::repo::{Error, Repository, index, prune};
-use pipeline::{Pipeline, Sink};
+use crate::repo::writer::{self, Sink};
 
 /// Choices a backup makes beyond its source.
 #[derive(Debug, Clone, Default)]
@@ -83,7 +76,7 @@ pub fn backup_paths(
         let mut tree = TreeWriter::new(repo.cdc(), repo.config().chunking.max_size as usize, |c| sink.add(c));
         let rules = walk::WalkRules::paths(repo.cdc());
         walk::back_up_tree(repo, sink, &sources, rules, &mut tree, &mut snap.summary, progress)?;
-        tree.finish()
+        Ok(tree.finish()?)
     })
 }
 
@@ -96,7 +89,7 @@ pub fn backup_stream<R: Read + Send + 'static>(
     progress: &dyn Progress,
 ) -> Result<(Id, Snapshot), Error> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(Error::InvalidRequest(format!("stream name {name:?} must be a plain file name")));
+        return Err(Error::Usage(format!("stream name {name:?} must be a plain file name")));
     }
     let mut snapshot = Snapshot::new(SnapshotKind::Stream, &options.tags);
     snapshot.stdin_name = Some(name.to_string());
@@ -133,16 +126,15 @@ pub(crate) fn back_up_one_stream<R: Read + Send + 'static>(
         summary.logical_bytes = entry.size;
         let mut tree = TreeWriter::new(repo.cdc(), repo.config().chunking.max_size as usize, |c| sink.add(c));
         tree.push(&entry)?;
-        tree.finish()
+        Ok(tree.finish()?)
     })
 }
 
-/// The common frame, for every kind of source: lock, load the index, run the producer through the pipeline, then write
-/// the index file and last the snapshot. If the pipeline fails, the packs it wrote are deleted
-/// again: no index names them yet, so nothing else can depend on them.
+/// The common frame, for every kind of source: the repository's snapshot writer at the level
+/// the options ask for, and the progress display closed whatever the outcome.
 pub(crate) fn run<F>(
     repo: &Repository,
-    mut snapshot: Snapshot,
+    snapshot: Snapshot,
     options: &BackupOptions,
     progress: &dyn Progress,
     produce: F,
@@ -150,44 +142,8 @@ pub(crate) fn run<F>(
 where
     F: FnOnce(&Sink, &mut Snapshot) -> Result<Vec<Id>, Error> + Send,
 {
-    let started = Instant::now();
-    let lock = repo.lock_shared("backup")?;
-    // A damaged index file costs only deduplication: what it lists is stored again.
-    let index = repo.load_index_skipping_damaged()?;
-    let doomed = prune::marked_packs(repo).unwrap_or_else(|e| {
-        // Prune cannot read it either, so it deletes nothing until it is repaired.
-        tracing::warn!(error = %e, "cannot read prune's plan; backing up as if no pack were marked");
-        Default::default()
-    });
     let level = options.compression_level.unwrap_or(repo.config().compression_level);
-    let pipeline = Pipeline::new(repo, &index, &doomed, level);
-    let outcome = pipeline.run(|sink| produce(sink, &mut snapshot));
-    let mut summary = std::mem::take(&mut snapshot.summary);
+    let written = writer::write_snapshot(repo, snapshot, level, produce);
     progress.finish();
-    let (tree, written) = match outcome {
-        Ok(done) => done,
-        Err((err, written)) => {
-            pipeline::delete_packs(repo, &written);
-            return Err(err);
-        }
-    };
-    summary.new_chunks = written.iter().map(|p| p.chunks.len() as u64).sum();
-    summary.delta_chunks = written.iter().flat_map(|p| &p.chunks).filter(|c| c.base.is_some()).count() as u64;
-    summary.stored_bytes = written.iter().map(|p| p.size).sum();
-    if !written.is_empty() {
-        // From here on the packs stay even on failure: a failed index write may still have
-        // become visible (an fsync failing after the rename, a timed-out upload that landed),
-        // and another backup may already dedup against it. Prune reclaims them if unused.
-        let (_, size) = index::save(repo.store(), repo.key(), &written)?;
-        summary.stored_bytes += size;
-    }
-    summary.duration_seconds = started.elapsed().as_secs_f64();
-    snapshot.tree = tree;
-    snapshot.summary = summary;
-    // Had another process taken the lock for stale, prune may have deleted what this snapshot
-    // reuses: then no snapshot at all, rather than one that cannot be restored.
-    lock.verify("writing the snapshot (what it stored stays for prune to judge)")?;
-    let id = snapshot::save(repo.store(), repo.key(), &snapshot)?;
-    tracing::info!(snapshot = %id.short(), new_chunks = snapshot.summary.new_chunks, stored_bytes = snapshot.summary.stored_bytes, "snapshot saved");
-    Ok((id, snapshot))
+    written
 }

@@ -8,16 +8,17 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
-use super::pipeline::Sink;
 use super::{BackupOptions, run};
+use crate::ops::Error;
 use crate::pg::basebackup::{self, BaseBackupProcess};
 use crate::pg::{Conn, Error as PgError};
 use crate::progress::Progress;
+use crate::repo::Id;
+use crate::repo::Repository;
 use crate::repo::chunker::Chunker;
-use crate::repo::crypto::Id;
 use crate::repo::snapshot::{PgBackup, Snapshot, SnapshotKind, Summary};
 use crate::repo::tree::{Entry, EntryKind, TreeWriter};
-use crate::repo::{Error, Repository};
+use crate::repo::writer::Sink;
 
 /// Block size for relation files: 16 PostgreSQL pages. Provisional until the pgbench benchmark
 /// settles it (stored bytes after updates against index size; see docs/FORMAT.md).
@@ -168,7 +169,7 @@ fn read_tar(
     // The tar's end-of-archive blocks may come after its last entry, and pg_basebackup may write
     // its end padding later still: read to the end, or it dies of SIGPIPE and the backup fails.
     std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(broken)?;
-    tree.finish()
+    Ok(tree.finish()?)
 }
 
 /// A logical dump of database `database` on the server `conn` names: `pg_dump -Fc -Z0` (the

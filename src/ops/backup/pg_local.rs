@@ -11,19 +11,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::pg::RELATION_BLOCK;
-use super::pipeline::Sink;
 use super::walk::{self, Earlier, EarlierFn, WalkRules};
 use super::{BackupOptions, run};
+use crate::ops::Error;
 use crate::pg::basebackup;
 use crate::pg::datadir;
 use crate::pg::session::Session;
 use crate::pg::{Conn, Error as PgError};
 use crate::progress::Progress;
+use crate::repo::Id;
 use crate::repo::chunker::Chunker;
-use crate::repo::crypto::Id;
 use crate::repo::snapshot::{self, PgBackup, Snapshot, SnapshotKind};
 use crate::repo::tree::{Entry, EntryKind, TreeReader, TreeWriter};
-use crate::repo::{Error, Repository};
+use crate::repo::writer::Sink;
+use crate::repo::{self, Repository};
 
 /// How long pg_backup_stop may wait for the last WAL segment to be archived.
 const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -51,13 +52,13 @@ pub fn backup_pg_local(
         std::path::absolute(&local.pgdata).map_err(|source| Error::Source { path: local.pgdata.clone(), source })?;
     let read = |path: &Path| fs::read(path).map_err(|source| Error::Source { path: path.to_path_buf(), source });
     let on_disk = basebackup::system_identifier(&read(&pgdata.join(datadir::PG_CONTROL))?).ok_or_else(|| {
-        Error::InvalidRequest(format!("{} has no valid global/pg_control: is it a data directory?", pgdata.display()))
+        Error::Usage(format!("{} has no valid global/pg_control: is it a data directory?", pgdata.display()))
     })?;
     let pg_version = String::from_utf8_lossy(&read(&pgdata.join("PG_VERSION"))?).trim().to_string();
     let mut session = Session::connect(conn)?;
     let served = session.query("SELECT system_identifier FROM pg_control_system()")?;
     if served.trim() != on_disk.to_string() {
-        return Err(Error::InvalidRequest(format!(
+        return Err(Error::Usage(format!(
             "{} belongs to another cluster (system identifier {on_disk}) than the server the connection reaches \
              ({}); give the data directory of that server with --pgdata",
             pgdata.display(),
@@ -110,12 +111,12 @@ pub fn backup_pg_local(
             tablespace_map: stop.tablespace_map,
         });
         snap.time = chrono::Utc::now();
-        tree.finish()
+        Ok(tree.finish()?)
     })
 }
 
 /// Adds one file read in full (pg_control, backup_label) to the tree, owned like `meta` says.
-fn push_file<F: FnMut(Vec<u8>) -> Result<Id, Error>>(
+fn push_file<F: FnMut(Vec<u8>) -> Result<Id, repo::Error>>(
     sink: &Sink,
     tree: &mut TreeWriter<F>,
     summary: &mut snapshot::Summary,
@@ -137,13 +138,13 @@ fn push_file<F: FnMut(Vec<u8>) -> Result<Id, Error>>(
     }
     summary.files += 1;
     summary.logical_bytes += entry.size;
-    tree.push(&entry)
+    Ok(tree.push(&entry)?)
 }
 
 /// The newest local-mode base backup of the same cluster: the one whose files can be reused.
 fn previous_local_backup(repo: &Repository, system_identifier: &str) -> Result<Option<Snapshot>, Error> {
     let mut newest: Option<Snapshot> = None;
-    for (_, snap) in snapshot::load_all(repo.store(), repo.key())? {
+    for (_, snap) in repo.snapshots()? {
         let usable = snap.pg.as_ref().is_some_and(|pg| {
             pg.mode == "local" && pg.system_identifier == system_identifier && pg.started_at.is_some()
         });

@@ -3,10 +3,11 @@
 //! `repaired`, so what is intact stays restorable as `latest` and under retention. The
 //! original stays unless the caller removes it: a copy of the repository may restore it whole.
 
+use crate::ops::Error;
 use crate::progress::Progress;
+use crate::repo::Repository;
 use crate::repo::snapshot::{self, SnapshotKind};
 use crate::repo::tree::{EntryKind, TreeReader, TreeWriter};
-use crate::repo::{Error, Repository};
 
 /// The tag a rewritten snapshot carries.
 pub const REPAIRED_TAG: &str = "repaired";
@@ -36,7 +37,7 @@ pub fn rewrite_damaged(repo: &Repository, dry_run: bool, progress: &dyn Progress
     let _lock = repo.lock_shared("repair snapshots")?;
     let index = repo.load_index()?;
     let mut found = Vec::new();
-    let all = snapshot::load_all(repo.store(), repo.key())?;
+    let all = repo.snapshots()?;
     let repaired_at = |t| all.iter().any(|(_, s)| s.time == t && s.tags.iter().any(|t| t == REPAIRED_TAG));
     for (id, snap) in &all {
         let (id, snap) = (*id, snap);
@@ -52,13 +53,13 @@ pub fn rewrite_damaged(repo: &Repository, dry_run: bool, progress: &dyn Progress
                     dropped.push(format!("every entry after {last}: {e}"));
                     break;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             };
             last = entry.relative_path()?.display().to_string();
             match entry.chunks.iter().find_map(|c| repo.read_chunk(&index, *c).err()) {
                 None => kept.push(entry),
                 Some(e) if e.is_damage() => dropped.push(format!("{last}: {e}")),
-                Some(e) => return Err(e),
+                Some(e) => return Err(e.into()),
             }
         }
         if dropped.is_empty() {
@@ -89,7 +90,7 @@ pub fn rewrite_damaged(repo: &Repository, dry_run: bool, progress: &dyn Progress
                 let max = repo.config().chunking.max_size as usize;
                 let mut tree = TreeWriter::new(repo.cdc(), max, |c| sink.add(c));
                 kept.iter().try_for_each(|e| tree.push(e))?;
-                tree.finish()
+                Ok(tree.finish()?)
             })?;
             rewrite.new = Some(new_id.to_hex());
         }

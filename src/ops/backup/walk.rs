@@ -12,13 +12,14 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::pipeline::Sink;
+use crate::ops::Error;
 use crate::progress::Progress;
+use crate::repo::Id;
 use crate::repo::chunker::Chunker;
-use crate::repo::crypto::Id;
 use crate::repo::snapshot::Summary;
 use crate::repo::tree::{Entry, EntryKind, TreeWriter};
-use crate::repo::{Error, Repository};
+use crate::repo::writer::Sink;
+use crate::repo::{self, Repository};
 
 /// Files read at once. Reading is cheap next to sealing; a few readers hide per-file latency.
 const FILE_WORKERS: usize = 3;
@@ -29,7 +30,7 @@ const WALK_AHEAD: usize = 1024;
 /// another given path, which the walk of its parent covers.
 pub fn absolute_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
     if paths.is_empty() {
-        return Err(Error::InvalidRequest("no path to back up".into()));
+        return Err(Error::Usage("no path to back up".into()));
     }
     let mut absolute = BTreeSet::new();
     for p in paths {
@@ -37,7 +38,7 @@ pub fn absolute_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
         // Normalize `.` and trailing slashes; `..` would make the stored path ambiguous.
         let clean: PathBuf = abs.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect();
         if clean.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            return Err(Error::InvalidRequest(format!("path {} contains `..`; give it without", p.display())));
+            return Err(Error::Usage(format!("path {} contains `..`; give it without", p.display())));
         }
         fs::symlink_metadata(&clean).map_err(|source| Error::Source { path: clean.clone(), source })?;
         absolute.insert(clean);
@@ -112,7 +113,7 @@ struct FileJob {
 }
 
 /// Backs up `sources` (absolute paths below `rules.base`) into `tree`, reading files in parallel.
-pub fn back_up_tree<F: FnMut(Vec<u8>) -> Result<Id, Error>>(
+pub fn back_up_tree<F: FnMut(Vec<u8>) -> Result<Id, repo::Error>>(
     repo: &Repository,
     sink: &Sink,
     sources: &[PathBuf],
@@ -143,8 +144,7 @@ pub fn back_up_tree<F: FnMut(Vec<u8>) -> Result<Id, Error>>(
         drop(job_rx);
         let written: Result<(), Error> = (|| {
             for pending in &order_rx {
-                let Some(entry) = pending.recv().map_err(|_| Error::InvalidRequest("file reader stopped".into()))??
-                else {
+                let Some(entry) = pending.recv().map_err(|_| Error::Usage("file reader stopped".into()))?? else {
                     continue;
                 };
                 match entry.kind {

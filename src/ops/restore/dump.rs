@@ -3,16 +3,17 @@
 use std::process::Stdio;
 
 use super::files::restore_to_writer;
+use crate::ops::Error;
 use crate::ops::Result;
 use crate::pg::Conn;
 use crate::progress::Progress;
+use crate::repo::Repository;
 use crate::repo::snapshot::{Snapshot, SnapshotKind};
-use crate::repo::{self, Repository};
 
 /// Restores the dump `snap` into the database `conn` names (it must exist).
 pub fn restore_dump(repo: &Repository, snap: &Snapshot, conn: &Conn, progress: &dyn Progress) -> Result<()> {
     if snap.kind != SnapshotKind::PgDump {
-        return Err(repo::Error::InvalidRequest("--pg restores logical dumps (backup --pg-dump) only".into()).into());
+        return Err(Error::Usage("--pg restores logical dumps (backup --pg-dump) only".into()));
     }
     let failed = crate::pg::Error::database;
     let mut child = conn

@@ -20,12 +20,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::ops::Error;
 use crate::progress::Progress;
-use crate::repo::crypto::Id;
+use crate::repo::Id;
 use crate::repo::index::{ChunkLocation, Index};
 use crate::repo::snapshot::{Snapshot, SnapshotKind};
 use crate::repo::tree::{Entry, EntryKind, TreeReader};
-use crate::repo::{Error, Repository};
+use crate::repo::{self, Repository};
 
 /// Chunks fetched and decrypted ahead of the writer, per worker.
 const READ_AHEAD: usize = 4;
@@ -58,7 +59,7 @@ struct Skipped(Mutex<Vec<(PathBuf, String, u64)>>);
 
 impl Skipped {
     /// Counts a chunk of `file` as done without writing it, and marks the file damaged.
-    fn chunk_failed(&self, file: &OpenFile, err: &Error) {
+    fn chunk_failed(&self, file: &OpenFile, err: &repo::Error) {
         if !file.damaged.swap(true, Ordering::AcqRel) {
             self.0.lock().expect("poisoned").push((file.relative.clone(), err.to_string(), file.entry.size));
         }
@@ -267,7 +268,9 @@ fn restore_tree(
                         let located = entry
                             .chunks
                             .iter()
-                            .map(|id| index.get(id).ok_or_else(|| Error::Missing { object: format!("chunk {id}") }))
+                            .map(|id| {
+                                index.get(id).ok_or_else(|| repo::Error::Missing { object: format!("chunk {id}") })
+                            })
                             .collect::<Result<Vec<_>, _>>();
                         let located = match located {
                             Err(e) if skip_damaged => {
@@ -414,7 +417,7 @@ fn write_run(
                 run.chunks.iter().for_each(|(job, _)| skipped.chunk_failed(&job.file, &e));
                 return Ok(());
             }
-            _ => return Err(e),
+            _ => return Err(e.into()),
         },
     };
     for (job, loc) in &run.chunks {
@@ -423,7 +426,7 @@ fn write_run(
             Ok(data) => write_chunk(&data, job, is_root, progress)?,
             Err(e) => match skipping {
                 Some(skipped) if e.is_damage() => skipped.chunk_failed(&job.file, &e),
-                _ => return Err(e),
+                _ => return Err(e.into()),
             },
         }
     }
@@ -589,7 +592,7 @@ pub fn restore_to_writer(
     progress: &dyn Progress,
 ) -> Result<u64, Error> {
     if !matches!(snapshot.kind, SnapshotKind::Stream | SnapshotKind::PgDump) {
-        return Err(Error::InvalidRequest(
+        return Err(Error::Usage(
             "only a stream snapshot (backup --stdin) can be restored to standard output; use --to DIR".into(),
         ));
     }
@@ -598,8 +601,8 @@ pub fn restore_to_writer(
     let mut entries = TreeReader::new(&snapshot.tree, |id| repo.read_chunk(&index, id));
     let entry = entries.next().ok_or_else(|| Error::corrupt("tree", "a stream snapshot without an entry"))??;
     progress.start("restoring", Some(entry.size));
-    let (job_tx, job_rx) = bounded::<(Id, Sender<Result<Vec<u8>, Error>>)>(workers());
-    let (order_tx, order_rx) = bounded::<Receiver<Result<Vec<u8>, Error>>>(workers() * READ_AHEAD);
+    let (job_tx, job_rx) = bounded::<(Id, Sender<Result<Vec<u8>, repo::Error>>)>(workers());
+    let (order_tx, order_rx) = bounded::<Receiver<Result<Vec<u8>, repo::Error>>>(workers() * READ_AHEAD);
     let written = std::thread::scope(|s| {
         for _ in 0..workers() {
             let (jobs, index) = (job_rx.clone(), &index);
@@ -621,7 +624,7 @@ pub fn restore_to_writer(
         });
         let mut written = 0u64;
         for pending in order_rx {
-            let data = pending.recv().map_err(|_| Error::InvalidRequest("chunk reader stopped".into()))??;
+            let data = pending.recv().map_err(|_| Error::Usage("chunk reader stopped".into()))??;
             out.write_all(&data).map_err(|e| Error::Target { path: "<stdout>".into(), reason: e.to_string() })?;
             written += data.len() as u64;
             progress.add(data.len() as u64);
@@ -682,7 +685,7 @@ mod tests {
                 }
                 tree.push(&e)?;
             }
-            tree.finish()
+            Ok(tree.finish()?)
         })
         .unwrap()
         .1
@@ -745,7 +748,7 @@ mod tests {
             let snap = crafted(&repo, entries);
             let target = tmp.path().join(format!("target-{}", what.replace(' ', "-")));
             let err = restore_to_dir(&repo, &snap, &target, false, &NoProgress).expect_err(what);
-            assert!(matches!(err, Error::Corrupt { .. }), "{what}: {err}");
+            assert!(matches!(err, Error::Repo(repo::Error::Corrupt { .. })), "{what}: {err}");
             assert_eq!(state(&outside), before, "{what}: the restore changed something outside the target");
             assert!(!target.exists(), "{what}: a refused restore left {}", target.display());
         }

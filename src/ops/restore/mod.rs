@@ -19,8 +19,8 @@ use crate::pg::recovery::{Recovery, RecoveryTarget};
 use crate::pg::server::Recovered;
 use crate::pg::wal::parse_lsn;
 use crate::progress::Progress;
-use crate::repo::crypto::Id;
-use crate::repo::snapshot::{self, Snapshot, SnapshotKind};
+use crate::repo::Id;
+use crate::repo::snapshot::{Snapshot, SnapshotKind};
 use crate::repo::{self, Repository};
 use select::EndedBefore;
 
@@ -90,7 +90,7 @@ pub enum Event<'a> {
 }
 
 /// Restores as `options` say, reporting each phase to `events`. A restore that left damaged
-/// files out ends in [`repo::Error::PartlyRestored`] after reporting them.
+/// files out ends in [`Error::PartlyRestored`] after reporting them.
 pub fn run(
     repo: &Repository,
     options: &RestoreOptions,
@@ -99,14 +99,14 @@ pub fn run(
 ) -> Result<(Id, Snapshot)> {
     let (target, bound) = recovery_target(&options.target)?;
     let (id, snap) = match &options.snapshot {
-        Some(query) => snapshot::find(repo.store(), repo.key(), query)?,
+        Some(query) => repo.find_snapshot(query)?,
         None => {
             let wal: Vec<_> = repo::wal::list(repo.store())?.into_iter().map(|(name, _)| name).collect();
-            select::choose_backup(snapshot::load_all(repo.store(), repo.key())?, &wal, bound)?
+            select::choose_backup(repo.snapshots()?, &wal, bound)?
         }
     };
     if options.start && snap.kind != SnapshotKind::PgBase {
-        return Err(repo::Error::InvalidRequest("--start applies to PostgreSQL base backups only".into()).into());
+        return Err(Error::Usage("--start applies to PostgreSQL base backups only".into()));
     }
     let started = Instant::now();
     let dir = match &options.destination {
@@ -122,21 +122,21 @@ pub fn run(
     let existed = dir.exists();
     let summary =
         restore_to_dir(repo, &snap, dir, options.skip_damaged, progress).map_err(|e| match e.is_damage() {
-            false => Error::Repo(e),
+            false => e,
             true => Error::Context {
                 context: format!(
                     "restore stopped at damaged data and left nothing in {}: nothing unverified was restored \
                  (--skip-damaged restores every file whose data is intact)",
                     dir.display()
                 ),
-                source: Box::new(Error::Repo(e)),
+                source: Box::new(e),
             },
         })?;
     events(Event::FilesRestored { id, dir, summary: &summary, elapsed: started.elapsed() });
     let postgres = snap.kind == SnapshotKind::PgBase;
     if !summary.not_restored.is_empty() {
         events(Event::PartlyRestored { summary: &summary, postgres });
-        return Err(repo::Error::PartlyRestored { path: dir.clone(), count: summary.not_restored.len() }.into());
+        return Err(Error::PartlyRestored { path: dir.clone(), count: summary.not_restored.len() });
     }
     if postgres {
         let recovery = Recovery { target, timeline: options.target.timeline, keep_archiving: options.keep_archiving };
@@ -169,9 +169,8 @@ fn recovery_target(request: &TargetRequest) -> Result<(RecoveryTarget, EndedBefo
         return Ok((RecoveryTarget::Time(time), EndedBefore::Time(time)));
     }
     if let Some(text) = &request.lsn {
-        let lsn = parse_lsn(text).ok_or_else(|| {
-            repo::Error::InvalidRequest(format!("{text:?} is not a WAL position; write it like 0/5000028"))
-        })?;
+        let lsn = parse_lsn(text)
+            .ok_or_else(|| Error::Usage(format!("{text:?} is not a WAL position; write it like 0/5000028")))?;
         return Ok((RecoveryTarget::Lsn(text.clone()), EndedBefore::Lsn(lsn)));
     }
     if let Some(xid) = request.xid {

@@ -2,10 +2,10 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::ops::Error;
 use crate::pg::wal::{WalName, parse_lsn};
 use crate::pg::window::Archive;
-use crate::repo::Error;
-use crate::repo::crypto::Id;
+use crate::repo::Id;
 use crate::repo::snapshot::{Snapshot, SnapshotKind};
 
 /// Parses a target time. A time zone is required ("2026-11-20 14:03:00+00", RFC 3339, …): a
@@ -18,7 +18,7 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, Error> {
         .or_else(|| formats.iter().find_map(|f| DateTime::parse_from_str(text, f).ok()))
         .or_else(|| text.strip_suffix(" UTC").and_then(|t| parse_time(&format!("{t}+00")).ok().map(|d| d.into())));
     parsed.map(|t| t.with_timezone(&Utc)).ok_or_else(|| {
-        Error::InvalidRequest(format!(
+        Error::Usage(format!(
             "{text:?} is not a time with a time zone; write it like \"2026-11-20 14:03:00+00\" or \"2026-11-20T14:03:00Z\""
         ))
     })

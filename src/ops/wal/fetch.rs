@@ -1,15 +1,12 @@
 //! `wal-fetch`: restore one WAL file from the archive, through the prefetch spool when a worker
 //! has fetched it ahead, and keep the prefetch worker going.
 
-use anyhow::Context;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::RepoSource;
-use super::prefetch;
 use super::spool::Spool;
+use super::{Error, RepoSource, Result, prefetch};
 use crate::pg::wal::{WalKind, WalName};
-use crate::repo::{self, wal};
 
 /// What to fetch and where.
 #[derive(Debug, Clone)]
@@ -39,23 +36,25 @@ pub enum Fetched {
 }
 
 /// Restores `options.name` to `options.path`.
-pub fn fetch(options: &FetchOptions, repo: &dyn RepoSource) -> anyhow::Result<Fetched> {
+pub fn fetch(options: &FetchOptions, repo: &dyn RepoSource) -> Result<Fetched> {
     let name = WalName::parse(&options.name)
-        .ok_or_else(|| repo::Error::InvalidRequest(format!("{:?} is not a WAL file name", options.name)))?;
+        .ok_or_else(|| Error::Usage(format!("{:?} is not a WAL file name", options.name)))?;
     // Only segments are prefetched; history and partial files are asked for rarely.
     let spool = if options.prefetch > 0 && name.kind() == WalKind::Segment { open_spool(options) } else { None };
     if options.worker {
         // Errors are logged, never an exit status: whoever reaps a detached worker (in a container
         // without an init, the postmaster) must not take it for a crash.
-        let served = (|| -> anyhow::Result<()> {
-            let spool = spool.context("the prefetch spool is not usable")?;
-            let Some(_lock) = spool.try_lock()? else { return Ok(()) };
+        let served = (|| -> Result<()> {
+            let spool = spool.ok_or_else(|| Error::Usage("the prefetch spool is not usable".into()))?;
+            let Some(_lock) = spool.try_lock().map_err(Error::io("cannot lock the prefetch spool"))? else {
+                return Ok(());
+            };
             let repo = repo.open()?;
             prefetch::serve(&repo, &spool, options.prefetch as usize, options.jobs as usize, prefetch::IDLE_EXIT)?;
             Ok(())
         })();
         if let Err(e) = served {
-            tracing::error!(error = %format!("{e:#}"), "prefetch worker stopped");
+            tracing::error!(error = %crate::ops::with_causes(&e), "prefetch worker stopped");
         }
         return Ok(Fetched::Restored);
     }
@@ -69,7 +68,7 @@ pub fn fetch(options: &FetchOptions, repo: &dyn RepoSource) -> anyhow::Result<Fe
     let opened = repo.open()?;
     // Written beside the target and renamed, so PostgreSQL never sees a partial file. No fsync:
     // the file is replayed at once, and after a crash recovery fetches it again.
-    let Some(bytes) = wal::fetch_into(&opened, &name, &options.path)? else {
+    let Some(bytes) = super::fetch_into(&opened, &name, &options.path)? else {
         tracing::info!(wal = %name, "not in the archive");
         return Ok(Fetched::NotInArchive);
     };
@@ -95,18 +94,19 @@ fn open_spool(options: &FetchOptions) -> Option<Spool> {
 /// Tells the worker what the server asked for and makes sure one runs. Prefetch is an
 /// optimisation: a failure here is logged, never fails the fetch.
 fn keep_prefetching(options: &FetchOptions, repo: &dyn RepoSource, spool: &Spool, name: &WalName) {
-    let started = (|| -> anyhow::Result<()> {
-        prefetch::request(spool, name)?;
+    let started = (|| -> Result<()> {
+        prefetch::request(spool, name).map_err(Error::io("cannot tell the prefetch worker what was asked for"))?;
         let mut worker: Vec<OsString> = vec!["wal-fetch".into(), "--worker".into()];
         worker.extend(repo.forward()?);
         worker.extend(["--spool-dir".into(), spool.dir().as_os_str().to_owned()]);
         worker.extend(["--prefetch".into(), options.prefetch.to_string().into()]);
         worker.extend(["--jobs".into(), options.jobs.to_string().into()]);
-        worker.extend([name.as_str().into(), std::path::absolute(&options.path)?.into_os_string()]);
-        spool.ensure_worker(&worker)?;
+        let target = std::path::absolute(&options.path).map_err(Error::io("cannot resolve the WAL file's path"))?;
+        worker.extend([name.as_str().into(), target.into_os_string()]);
+        spool.ensure_worker(&worker).map_err(Error::io("cannot start the prefetch worker"))?;
         Ok(())
     })();
     if let Err(e) = started {
-        tracing::warn!(error = %e, "cannot start WAL prefetch");
+        tracing::warn!(error = %crate::ops::with_causes(&e), "cannot start WAL prefetch");
     }
 }

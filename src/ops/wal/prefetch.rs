@@ -15,8 +15,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::spool::Spool;
+use super::{Error, fetch_into};
 use crate::pg::wal::{WalKind, WalName};
-use crate::repo::{Error, Repository, wal};
+use crate::repo::{Repository, wal};
 
 /// The spool's name beside the file the server asks for: `pg_wal/drctl-prefetch`.
 pub const DEFAULT_SPOOL: &str = "drctl-prefetch";
@@ -184,7 +185,7 @@ fn fetch_all(repo: &Repository, spool: &Spool, names: Vec<WalName>, jobs: usize)
 }
 
 fn fetch_one(repo: &Repository, spool: &Spool, name: &WalName) -> Result<(), Error> {
-    if wal::fetch_into(repo, name, &spool.path(name.as_str()))?.is_some() {
+    if fetch_into(repo, name, &spool.path(name.as_str()))?.is_some() {
         tracing::debug!(wal = %name, "prefetched");
     }
     Ok(())

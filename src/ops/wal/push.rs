@@ -1,15 +1,14 @@
 //! `wal-push`: archive one WAL file, directly or through the asynchronous worker.
 
-use anyhow::Context;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::RepoSource;
 use super::async_push::{self, Waited};
 use super::spool::Spool;
+use super::{Error, RepoSource, Result};
 use crate::pg::wal::WalName;
-use crate::repo::{self, wal};
+use crate::repo::wal;
 
 /// What to archive and how.
 #[derive(Debug, Clone)]
@@ -35,10 +34,10 @@ const WAIT_FOR_WORKER: Duration = Duration::from_secs(120);
 
 /// Archives `options.path`; returns once it is durably in the repository (or, as the worker, once
 /// the worker exits).
-pub fn push(options: &PushOptions, repo: &dyn RepoSource) -> anyhow::Result<()> {
+pub fn push(options: &PushOptions, repo: &dyn RepoSource) -> Result<()> {
     let file_name = options.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let name = WalName::parse(file_name).ok_or_else(|| {
-        repo::Error::InvalidRequest(format!("{} is not a WAL file name PostgreSQL archives", options.path.display()))
+        Error::Usage(format!("{} is not a WAL file name PostgreSQL archives", options.path.display()))
     })?;
     if options.asynchronous {
         let pg_wal = options.path.parent().unwrap_or(Path::new("."));
@@ -73,13 +72,11 @@ pub fn push(options: &PushOptions, repo: &dyn RepoSource) -> anyhow::Result<()> 
     push_directly(options, repo, &name)
 }
 
-fn read_wal(path: &Path) -> anyhow::Result<memmap2::Mmap> {
-    async_push::map_wal_file(path)
-        .with_context(|| format!("cannot read {}", path.display()))
-        .map_err(|e| e.context(repo::Error::InvalidRequest(format!("WAL file {} is not readable", path.display()))))
+fn read_wal(path: &Path) -> Result<memmap2::Mmap> {
+    async_push::map_wal_file(path).map_err(|source| Error::UnreadableWal { path: path.to_path_buf(), source })
 }
 
-fn push_directly(options: &PushOptions, repo: &dyn RepoSource, name: &WalName) -> anyhow::Result<()> {
+fn push_directly(options: &PushOptions, repo: &dyn RepoSource, name: &WalName) -> Result<()> {
     let data = read_wal(&options.path)?;
     let repo = repo.open()?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -93,7 +90,7 @@ fn push_directly(options: &PushOptions, repo: &dyn RepoSource, name: &WalName) -
 }
 
 /// The command line that starts the worker for this spool.
-fn worker_args(options: &PushOptions, repo: &dyn RepoSource, spool: &Spool) -> anyhow::Result<Vec<OsString>> {
+fn worker_args(options: &PushOptions, repo: &dyn RepoSource, spool: &Spool) -> Result<Vec<OsString>> {
     let mut worker: Vec<OsString> = vec!["wal-push".into(), "--async".into(), "--worker".into()];
     worker.extend(repo.forward()?);
     worker.extend(["--spool-dir".into(), spool.dir().as_os_str().to_owned()]);
@@ -102,7 +99,8 @@ fn worker_args(options: &PushOptions, repo: &dyn RepoSource, spool: &Spool) -> a
     if let Some(tli) = options.allow_fork {
         worker.extend(["--allow-fork".into(), tli.to_string().into()]);
     }
-    worker.push(std::path::absolute(&options.path)?.into_os_string());
+    let wal = std::path::absolute(&options.path).map_err(Error::io("cannot resolve the WAL file's path"))?;
+    worker.push(wal.into_os_string());
     Ok(worker)
 }
 
@@ -118,24 +116,27 @@ fn binding(worker: &[OsString]) -> String {
 }
 
 /// The background worker: one per spool; exits at once if another serves it already.
-fn serve(options: &PushOptions, repo: &dyn RepoSource, pg_wal: &Path, spool: &Spool) -> anyhow::Result<()> {
+fn serve(options: &PushOptions, repo: &dyn RepoSource, pg_wal: &Path, spool: &Spool) -> Result<()> {
     // A worker's exit status reaches no one but whoever reaps it (in a container without an
     // init, the postmaster, which takes unexpected statuses for a crash): errors are logged, and
     // every archive_command that waited pushes its file itself.
-    let served = (|| -> anyhow::Result<()> {
-        let Some(_lock) = spool.try_lock()? else { return Ok(()) };
+    let served = (|| -> Result<()> {
+        let Some(_lock) = spool.try_lock().map_err(Error::io("cannot lock the archiving spool"))? else {
+            return Ok(());
+        };
         let binding = binding(&worker_args(options, repo, spool)?);
         let repo = repo.open()?;
         tracing::info!(spool = %spool.dir().display(), jobs = options.jobs, "archiving worker started");
         let compression = wal::Compression { level: options.compression_level, threads: 1 };
         let settings =
             async_push::Settings { binding, jobs: options.jobs as usize, compression, allow_fork: options.allow_fork };
-        async_push::serve(&repo, pg_wal, spool, &settings, async_push::IDLE_EXIT)?;
+        async_push::serve(&repo, pg_wal, spool, &settings, async_push::IDLE_EXIT)
+            .map_err(Error::io("archiving worker"))?;
         tracing::info!("archiving worker idle; exiting");
         Ok(())
     })();
     if let Err(e) = served {
-        tracing::error!(error = %format!("{e:#}"), "archiving worker stopped");
+        tracing::error!(error = %crate::ops::with_causes(&e), "archiving worker stopped");
     }
     Ok(())
 }
