@@ -4,7 +4,8 @@
 //! errors to exit codes. Layers, top down (imports point down only):
 //! - [`cli`]: one file per command: its arguments, one call into the library, its output;
 //! - [`job`], [`schedule`], [`metrics`]: a policy run as a job, on a cron schedule, as metrics;
-//! - [`ops`]: the use cases (unlock, backup, restore, copy, retention, WAL) as library operations;
+//! - [`ops`]: the use cases (unlock, backup, restore, copy, retention, WAL, catalog, repair) as
+//!   library operations with typed errors;
 //! - [`repo`], [`pg`], [`aws`], [`policy`]: the repository format, PostgreSQL know-how, AWS
 //!   services, policy files;
 //! - [`store`]: where bytes live (a local directory or S3), behind one small trait.
