@@ -24,6 +24,8 @@ use std::process::Command;
 use drctl::cli::Cli;
 use drctl::policy::{self, BaseMode, Connection, KeySlot, Password, Policy, Schedule, SourceKind};
 
+use crate::harness::on_path;
+
 /// The PostgreSQL settings whose value is a shell command PostgreSQL runs.
 const PG_COMMAND_SETTINGS: &[&str] =
     &["archive_command", "restore_command", "archive_cleanup_command", "recovery_end_command"];
@@ -1716,10 +1718,6 @@ fn dashboard_exprs(dashboard: &serde_json::Value) -> Vec<(String, String)> {
         }
     }
     exprs
-}
-
-fn on_path(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(program)).find(|p| p.is_file())
 }
 
 #[test]

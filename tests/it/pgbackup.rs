@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::harness::pg::{Cluster, archiving_to, free_port, repo_for_postgres};
 use crate::harness::*;
-use crate::pg::{Cluster, archiving_to, free_port, repo_for_postgres};
 
 #[test]
 fn stream_base_backup_restores_to_its_end_point() {

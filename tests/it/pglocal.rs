@@ -5,8 +5,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use crate::harness::pg::{BIN, Cluster, archiving_to, as_postgres, repo_for_postgres};
 use crate::harness::*;
-use crate::pg::{BIN, Cluster, archiving_to, as_postgres, repo_for_postgres};
 
 fn dumpall(cluster: &Cluster) -> String {
     let out = Command::new(format!("{BIN}/pg_dumpall"))

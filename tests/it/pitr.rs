@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::harness::pg::{Cluster, archiving_to, drctl_env, repo_for_postgres};
 use crate::harness::*;
-use crate::pg::{Cluster, archiving_to, drctl_env, repo_for_postgres};
 
 /// `restore --point-in-time T --start --key-file K --to DIR`.
 fn restore_to_time(repo: &Repo, target: &str, key_file: &std::path::Path, dir: &std::path::Path) -> Output {

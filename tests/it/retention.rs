@@ -62,7 +62,7 @@ fn forget_needs_a_rule_and_refuses_bad_durations() {
 
 #[test]
 fn forget_keeps_wal_from_the_oldest_kept_base_backup_and_recovery_still_reaches_the_end() {
-    use crate::pg::{Cluster, archiving_to, repo_for_postgres};
+    use crate::harness::pg::{Cluster, archiving_to, repo_for_postgres};
     use std::time::Duration;
     let ws = Workspace::new_public();
     let (repo, key_file) = repo_for_postgres(&ws);
@@ -173,7 +173,7 @@ fn backup_and_prune_at_once_on_a_local_repository() {
 
 #[test]
 fn backup_and_prune_at_once_on_s3() {
-    let moto = crate::moto::Moto::start("concurrent");
+    let moto = crate::harness::moto::Moto::start("concurrent");
     let ws = Workspace::new();
     backup_and_prune_at_once(&ws, &|sub| moto.drctl(sub).args(["--repo", "s3://concurrent/app"]));
 }

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
+use crate::harness::moto::Moto;
+use crate::harness::pg::Cluster;
 use crate::harness::*;
-use crate::moto::Moto;
-use crate::pg::Cluster;
 
 #[test]
 fn a_cluster_archives_to_s3_and_recovers_from_it_to_the_latest_commit() {

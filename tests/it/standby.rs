@@ -6,8 +6,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::harness::pg::{Cluster, drctl_env, repo_for_postgres};
 use crate::harness::*;
-use crate::pg::{Cluster, drctl_env, repo_for_postgres};
 
 /// "16/B374D848" as a number, to compare WAL positions.
 fn lsn(text: &str) -> u64 {

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::harness::pg::{Cluster, archiving_to, drctl_env, repo_for_postgres};
 use crate::harness::*;
-use crate::pg::{Cluster, archiving_to, drctl_env, repo_for_postgres};
 
 /// Rows per writer in the restored cluster of `dir`, recovered to the archive's end.
 fn rows_at_latest(repo: &Repo, key_file: &std::path::Path, dir: &std::path::Path) -> String {

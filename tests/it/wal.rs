@@ -4,8 +4,8 @@
 use std::fs;
 use std::time::Duration;
 
+use crate::harness::pg::{Cluster, archiving_to, drctl_env, repo_for_postgres};
 use crate::harness::*;
-use crate::pg::{Cluster, archiving_to, drctl_env, repo_for_postgres};
 
 #[test]
 fn postgres_archives_through_wal_push_and_recovers_through_wal_fetch() {

@@ -5,8 +5,8 @@ use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::harness::pg::{Cluster, drctl_env, repo_for_postgres};
 use crate::harness::*;
-use crate::pg::{Cluster, drctl_env, repo_for_postgres};
 
 /// Kills (SIGKILL) every process whose command line mentions `needle`; returns how many.
 fn kill_matching(needle: &str) -> usize {

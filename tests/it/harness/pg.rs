@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Drctl, Repo, Workspace, chown_r, drctl_bin, user_ids};
+use super::{Drctl, Repo, Workspace, chown_r, drctl_bin, user_ids};
 
 pub const BIN: &str = "/usr/lib/postgresql/15/bin";
 
