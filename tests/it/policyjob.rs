@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::moto::Moto;
-use crate::harness::pg::{Cluster, archiving_to, repo_for_postgres};
+use crate::harness::pg::{Cluster, archiving_primary};
 use crate::harness::pushgateway::Pushgateway;
 use crate::harness::*;
 
@@ -45,9 +45,7 @@ fn source<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Valu
 #[test]
 fn a_policy_job_runs_due_sources_copies_and_applies_retention() {
     let ws = Workspace::new_public();
-    let (repo, key_file) = repo_for_postgres(&ws);
-    let mut server = Cluster::init(&ws.join("pg"), &archiving_to(&repo, &key_file));
-    server.start();
+    let (repo, key_file, server) = archiving_primary(&ws, &[], &[]);
     server.sql("CREATE DATABASE app");
     server.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
     let config = ws.mkdir("config");
@@ -144,9 +142,7 @@ fn a_policy_job_runs_due_sources_copies_and_applies_retention() {
 #[test]
 fn a_failing_source_fails_the_job_but_not_the_other_steps() {
     let ws = Workspace::new_public();
-    let (repo, key_file) = repo_for_postgres(&ws);
-    let mut server = Cluster::init(&ws.join("pg"), &archiving_to(&repo, &key_file));
-    server.start();
+    let (repo, key_file, server) = archiving_primary(&ws, &[], &[]);
     let config = ws.mkdir("config");
     std::fs::write(config.join("a"), "x").unwrap();
     let copy = ws.join("copy");
