@@ -1,8 +1,8 @@
 //! `drctl copy`: snapshots and WAL to another repository (another bucket and region, opened with
 //! its own KMS key), only the objects it lacks, each verified; resumable after a kill.
 
+use crate::harness::moto::Moto;
 use crate::harness::*;
-use crate::moto::Moto;
 
 fn report(out: &Output) -> serde_json::Value {
     out.ok();

@@ -1,9 +1,9 @@
 //! KMS key slots against moto's KMS API: a repository opened with no passphrase at all, slots
 //! added, rotated and removed without rewriting data, and KMS refusals reported as such.
 
-use crate::faultproxy::{Fault, FaultProxy, Rule};
+use crate::harness::faultproxy::{Fault, FaultProxy, Rule};
+use crate::harness::moto::Moto;
 use crate::harness::*;
-use crate::moto::Moto;
 
 /// Every object of the bucket but key slots and locks: what a key operation must not touch.
 fn data_objects(moto: &Moto, bucket: &str) -> Vec<(String, u64)> {

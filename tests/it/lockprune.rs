@@ -5,8 +5,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::harness::moto::Moto;
 use crate::harness::*;
-use crate::moto::Moto;
 
 fn wait_for_lock(repo: &Repo) {
     let deadline = Instant::now() + Duration::from_secs(30);

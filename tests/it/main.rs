@@ -6,6 +6,10 @@
 //! tmpfs, and check that restore reproduces owners); the `postgres` user must exist; about
 //! 4 GiB free under the temp dir (the 4 GiB stream test stores ~2.5 GiB).
 //! Tests that use randomness print their seed; set DRCTL_TEST_SEED to reproduce a run.
+//!
+//! `harness/` holds what the tests share (running drctl, workspaces, generated data and trees,
+//! PostgreSQL clusters, moto, the fault proxy, the Pushgateway); every other module is a file of
+//! tests, named for what it tests.
 
 mod harness;
 
@@ -21,9 +25,7 @@ mod hygiene;
 mod keys;
 mod kms;
 mod lockprune;
-mod moto;
 mod packaging;
-mod pg;
 mod pgbackup;
 mod pgdump;
 mod pglocal;

@@ -3,15 +3,13 @@
 
 use std::time::Duration;
 
+use crate::harness::pg::{Cluster, archiving_primary, free_port};
 use crate::harness::*;
-use crate::pg::{Cluster, archiving_to, free_port, repo_for_postgres};
 
 #[test]
 fn stream_base_backup_restores_to_its_end_point() {
     let ws = Workspace::new_public();
-    let (repo, key_file) = repo_for_postgres(&ws);
-    let mut primary = Cluster::init(&ws.join("primary"), &archiving_to(&repo, &key_file));
-    primary.start();
+    let (repo, key_file, mut primary) = archiving_primary(&ws, &[], &[]);
     primary.sql("CREATE TABLE t (n int PRIMARY KEY, phase text)");
     primary.sql("INSERT INTO t SELECT g, 'before' FROM generate_series(1, 5000) g");
 

@@ -4,8 +4,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use crate::harness::pg::{BIN, Cluster};
 use crate::harness::*;
-use crate::pg::{BIN, Cluster};
 
 fn plain_dump(cluster: &Cluster, db: &str) -> String {
     let out = Command::new(format!("{BIN}/pg_dump"))

@@ -5,8 +5,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use crate::harness::pg::{BIN, Cluster, archiving_primary, as_postgres};
 use crate::harness::*;
-use crate::pg::{BIN, Cluster, archiving_to, as_postgres, repo_for_postgres};
 
 fn dumpall(cluster: &Cluster) -> String {
     let out = Command::new(format!("{BIN}/pg_dumpall"))
@@ -79,9 +79,10 @@ fn primary_count_hint(dump: &str) -> String {
     (block[..end].lines().count() - 1).to_string()
 }
 
-fn primary_with_tablespace(ws: &Workspace, repo: &Repo, key_file: &std::path::Path) -> Cluster {
-    let mut primary = Cluster::init(&ws.join("primary"), &archiving_to(repo, key_file));
-    primary.start();
+/// The archiving primary with a tablespace outside its data directory, a table in it and two
+/// outside, an unlogged table and a second database.
+fn primary_with_tablespace(ws: &Workspace) -> (Repo, std::path::PathBuf, Cluster) {
+    let (repo, key_file, primary) = archiving_primary(ws, &[], &[]);
     let space = ws.mkdir("space");
     let (uid, gid) = user_ids("postgres");
     std::os::unix::fs::chown(&space, Some(uid), Some(gid)).unwrap();
@@ -90,14 +91,13 @@ fn primary_with_tablespace(ws: &Workspace, repo: &Repo, key_file: &std::path::Pa
     primary.sql("CREATE TABLE spaced (n int, note text) TABLESPACE outside");
     primary.sql("CREATE UNLOGGED TABLE scratch AS SELECT g FROM generate_series(1, 1000) g");
     primary.sql("CREATE DATABASE second");
-    primary
+    (repo, key_file, primary)
 }
 
 #[test]
 fn local_mode_round_trips_and_reads_only_changed_files() {
     let ws = Workspace::new_public();
-    let (repo, key_file) = repo_for_postgres(&ws);
-    let mut primary = primary_with_tablespace(&ws, &repo, &key_file);
+    let (repo, key_file, mut primary) = primary_with_tablespace(&ws);
     workload(&primary, 1);
     primary.sql("CHECKPOINT");
     // Files are reused only when last written well before the previous backup started.
@@ -148,9 +148,7 @@ fn local_mode_round_trips_and_reads_only_changed_files() {
 #[test]
 fn stream_mode_round_trips() {
     let ws = Workspace::new_public();
-    let (repo, key_file) = repo_for_postgres(&ws);
-    let mut primary = Cluster::init(&ws.join("primary"), &archiving_to(&repo, &key_file));
-    primary.start();
+    let (repo, key_file, mut primary) = archiving_primary(&ws, &[], &[]);
     primary.sql("CREATE TABLE t (n int PRIMARY KEY, digest text, label text)");
     primary.sql("CREATE TABLE spaced (n int, note text)");
     primary.sql("CREATE DATABASE second");
@@ -168,9 +166,7 @@ fn stream_mode_round_trips() {
 #[test]
 fn local_mode_refuses_the_data_directory_of_another_cluster() {
     let ws = Workspace::new_public();
-    let (repo, key_file) = repo_for_postgres(&ws);
-    let mut primary = Cluster::init(&ws.join("primary"), &archiving_to(&repo, &key_file));
-    primary.start();
+    let (repo, _, primary) = archiving_primary(&ws, &[], &[]);
     let other = ws.join("other");
     std::fs::create_dir_all(&other).unwrap();
     let (uid, gid) = user_ids("postgres");
@@ -203,9 +199,7 @@ fn local_mode_refuses_the_data_directory_of_another_cluster() {
 #[test]
 fn local_mode_does_not_reuse_chunks_that_are_in_no_index() {
     let ws = Workspace::new_public();
-    let (repo, key_file) = repo_for_postgres(&ws);
-    let mut primary = Cluster::init(&ws.join("primary"), &archiving_to(&repo, &key_file));
-    primary.start();
+    let (repo, key_file, mut primary) = archiving_primary(&ws, &[], &[]);
     primary.sql("CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
     primary.sql("CHECKPOINT");
     std::thread::sleep(Duration::from_secs(6));

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::harness::pg::{Cluster, archiving, archiving_primary, drctl_env};
 use crate::harness::*;
-use crate::pg::{Cluster, archiving_to, drctl_env, repo_for_postgres};
 
 /// `restore --point-in-time T --start --key-file K --to DIR`.
 fn restore_to_time(repo: &Repo, target: &str, key_file: &std::path::Path, dir: &std::path::Path) -> Output {
@@ -25,17 +25,7 @@ fn insert(primary: &Cluster, n: i32) {
 #[test]
 fn point_in_time_restore_holds_exactly_the_rows_committed_by_the_target() {
     let ws = Workspace::new_public();
-    let (repo, key_file) = repo_for_postgres(&ws);
-    let env = drctl_env(&repo, &key_file);
-    let mut primary = Cluster::init(
-        &ws.join("primary"),
-        &[
-            ("archive_mode", "on".into()),
-            ("archive_command", format!("'{env} wal-push %p'")),
-            ("track_commit_timestamp", "on".into()),
-        ],
-    );
-    primary.start();
+    let (repo, key_file, mut primary) = archiving_primary(&ws, &[], &[("track_commit_timestamp", "on".into())]);
     primary.sql("CREATE TABLE t (n int PRIMARY KEY)");
     let dsn = primary.dsn();
     let backup = |tag: &str| {
@@ -129,15 +119,8 @@ fn point_in_time_restore_holds_exactly_the_rows_committed_by_the_target() {
 #[test]
 fn point_in_time_restore_follows_a_new_timeline() {
     let ws = Workspace::new_public();
-    let (repo, key_file) = repo_for_postgres(&ws);
-    let env = drctl_env(&repo, &key_file);
-    let archiving = [
-        ("archive_mode", "on".to_string()),
-        ("archive_command", format!("'{env} wal-push %p'")),
-        ("track_commit_timestamp", "on".into()),
-    ];
-    let mut primary = Cluster::init(&ws.join("primary"), &archiving);
-    primary.start();
+    let commit_timestamps = [("track_commit_timestamp", "on".to_string())];
+    let (repo, key_file, mut primary) = archiving_primary(&ws, &[], &commit_timestamps);
     primary.sql("CREATE TABLE t (n int PRIMARY KEY)");
     let dsn = primary.dsn();
     repo.cmd("backup").args(["--pg", &dsn]).timeout(Duration::from_secs(300)).run().ok();
@@ -167,7 +150,7 @@ fn point_in_time_restore_follows_a_new_timeline() {
         .timeout(Duration::from_secs(300))
         .run()
         .ok();
-    let mut new_primary = Cluster::existing(&second, &archiving);
+    let mut new_primary = Cluster::existing(&second, &archiving(&drctl_env(&repo, &key_file), &[], &commit_timestamps));
     new_primary.start();
     assert_eq!(new_primary.sql("SELECT timeline_id FROM pg_control_checkpoint()"), "2");
     for n in 1001..=1020 {
@@ -191,9 +174,7 @@ fn point_in_time_restore_follows_a_new_timeline() {
 #[test]
 fn lsn_xid_and_latest_targets_recover_exactly_that_far() {
     let ws = Workspace::new_public();
-    let (repo, key_file) = repo_for_postgres(&ws);
-    let mut primary = Cluster::init(&ws.join("primary"), &archiving_to(&repo, &key_file));
-    primary.start();
+    let (repo, key_file, mut primary) = archiving_primary(&ws, &[], &[]);
     primary.sql("CREATE TABLE t (n int PRIMARY KEY)");
     let dsn = primary.dsn();
     let backup = || repo.cmd("backup").args(["--pg", &dsn]).timeout(Duration::from_secs(300)).run().ok().clone();

@@ -5,9 +5,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::harness::moto::Moto;
+use crate::harness::pg::{Cluster, archiving_primary};
+use crate::harness::pushgateway::Pushgateway;
 use crate::harness::*;
-use crate::moto::Moto;
-use crate::pg::{Cluster, archiving_to, repo_for_postgres};
 
 /// A self-managed policy for `cluster`: a stream base backup, a dump of `databases`, a config
 /// snapshot of `config`, all daily; the primary repository and one copy opened with `key_file`.
@@ -44,9 +45,7 @@ fn source<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Valu
 #[test]
 fn a_policy_job_runs_due_sources_copies_and_applies_retention() {
     let ws = Workspace::new_public();
-    let (repo, key_file) = repo_for_postgres(&ws);
-    let mut server = Cluster::init(&ws.join("pg"), &archiving_to(&repo, &key_file));
-    server.start();
+    let (repo, key_file, server) = archiving_primary(&ws, &[], &[]);
     server.sql("CREATE DATABASE app");
     server.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
     let config = ws.mkdir("config");
@@ -103,7 +102,7 @@ fn a_policy_job_runs_due_sources_copies_and_applies_retention() {
     }
     assert!(text.contains("drctl_job_last_status{policy=\"api\"} 1\n"), "{text}");
     assert!(text.contains("drctl_wal_archive_failures_total{policy=\"api\"} 0\n"), "{text}");
-    if let Ok(promtool) = which("promtool") {
+    if let Some(promtool) = on_path("promtool") {
         let out = Command::new(promtool)
             .args(["check", "metrics"])
             .stdin(std::fs::File::open(&metrics).unwrap())
@@ -143,9 +142,7 @@ fn a_policy_job_runs_due_sources_copies_and_applies_retention() {
 #[test]
 fn a_failing_source_fails_the_job_but_not_the_other_steps() {
     let ws = Workspace::new_public();
-    let (repo, key_file) = repo_for_postgres(&ws);
-    let mut server = Cluster::init(&ws.join("pg"), &archiving_to(&repo, &key_file));
-    server.start();
+    let (repo, key_file, server) = archiving_primary(&ws, &[], &[]);
     let config = ws.mkdir("config");
     std::fs::write(config.join("a"), "x").unwrap();
     let copy = ws.join("copy");
@@ -251,56 +248,4 @@ fn an_s3_policy_copies_across_regions_and_pushes_metrics_to_a_pushgateway() {
         "the push reached the Pushgateway:\n{scraped}"
     );
     assert!(scraped.contains("drctl_copy_missing_snapshots{instance=\"\",job=\"drctl\",policy=\"cfg\",repository=\"s3://prod-west/cfg?region=us-west-2\"} 0"), "{scraped}");
-}
-
-/// The path of a program on PATH.
-fn which(program: &str) -> Result<std::path::PathBuf, ()> {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-        .ok_or(())
-}
-
-/// Debian's prometheus-pushgateway on a free loopback port (scripts/test.sh installs it).
-pub struct Pushgateway {
-    child: std::process::Child,
-    pub url: String,
-}
-
-impl Pushgateway {
-    pub fn start(ws: &Workspace) -> Pushgateway {
-        let port = crate::pg::free_port();
-        let program = which("prometheus-pushgateway").expect("prometheus-pushgateway is installed (scripts/test.sh)");
-        let child = Command::new(program)
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!("--persistence.file={}", ws.join("pushgateway.db").display()))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "the Pushgateway did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Pushgateway { child, url }
-    }
-
-    pub fn scrape(&self) -> String {
-        let out = Command::new("python3")
-            .args(["-c", "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())"])
-            .arg(format!("{}/metrics", self.url))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for Pushgateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

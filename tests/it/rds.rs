@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use drctl::aws::rds::{Rds, RdsError};
 use drctl::policy::{self, Schedule};
 
-use crate::moto::Moto;
+use crate::harness::moto::Moto;
 
 static CREDENTIALS: Once = Once::new();
 static ENDPOINT: Mutex<()> = Mutex::new(());

@@ -62,12 +62,10 @@ fn forget_needs_a_rule_and_refuses_bad_durations() {
 
 #[test]
 fn forget_keeps_wal_from_the_oldest_kept_base_backup_and_recovery_still_reaches_the_end() {
-    use crate::pg::{Cluster, archiving_to, repo_for_postgres};
+    use crate::harness::pg::{Cluster, archiving_primary};
     use std::time::Duration;
     let ws = Workspace::new_public();
-    let (repo, key_file) = repo_for_postgres(&ws);
-    let mut primary = Cluster::init(&ws.join("primary"), &archiving_to(&repo, &key_file));
-    primary.start();
+    let (repo, key_file, mut primary) = archiving_primary(&ws, &[], &[]);
     primary.sql("CREATE TABLE t (n int PRIMARY KEY)");
     let dsn = primary.dsn();
     let backup = || repo.cmd("backup").args(["--pg", &dsn, "--json"]).timeout(Duration::from_secs(300)).run();
@@ -173,7 +171,7 @@ fn backup_and_prune_at_once_on_a_local_repository() {
 
 #[test]
 fn backup_and_prune_at_once_on_s3() {
-    let moto = crate::moto::Moto::start("concurrent");
+    let moto = crate::harness::moto::Moto::start("concurrent");
     let ws = Workspace::new();
     backup_and_prune_at_once(&ws, &|sub| moto.drctl(sub).args(["--repo", "s3://concurrent/app"]));
 }

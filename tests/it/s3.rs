@@ -2,8 +2,8 @@
 //! by scripts/test.sh), reached by drctl through the AWS SDK with `--s3-endpoint` and path-style
 //! addressing.
 
+use crate::harness::moto::Moto;
 use crate::harness::*;
-use crate::moto::Moto;
 
 #[test]
 fn an_s3_repository_round_trips_multipart_packs_and_passes_check() {

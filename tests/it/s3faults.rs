@@ -8,9 +8,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::faultproxy::{Fault, FaultProxy, Rule, RuleId};
+use crate::harness::faultproxy::{Fault, FaultProxy, Rule, RuleId};
+use crate::harness::moto::Moto;
 use crate::harness::*;
-use crate::moto::Moto;
 
 const BUCKET: &str = "drctl-backups";
 const REPO: &str = "s3://drctl-backups/team/app";

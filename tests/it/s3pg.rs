@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
+use crate::harness::moto::Moto;
+use crate::harness::pg::{Cluster, archiving};
 use crate::harness::*;
-use crate::moto::Moto;
-use crate::pg::Cluster;
 
 #[test]
 fn a_cluster_archives_to_s3_and_recovers_from_it_to_the_latest_commit() {
@@ -26,8 +26,7 @@ fn a_cluster_archives_to_s3_and_recovers_from_it_to_the_latest_commit() {
         key_file.display(),
         drctl_bin()
     );
-    let settings = [("archive_mode", "on".to_string()), ("archive_command", format!("'{env} wal-push %p'"))];
-    let mut primary = Cluster::init(&ws.join("primary"), &settings);
+    let mut primary = Cluster::init(&ws.join("primary"), &archiving(&env, &[], &[]));
     primary.start();
     primary.sql("CREATE TABLE t (n int PRIMARY KEY)");
     primary.sql("INSERT INTO t SELECT generate_series(1, 100)");

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{Timelike, Utc};
 
+use crate::harness::pg::{BIN, Cluster, free_port};
+use crate::harness::pushgateway::Pushgateway;
 use crate::harness::*;
-use crate::pg::{BIN, Cluster, free_port};
-use crate::policyjob::Pushgateway;
 
 /// GET `path` from the scheduler: (status code, body).
 fn get(port: u16, path: &str) -> (u16, String) {

@@ -6,8 +6,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::harness::pg::{Cluster, archiving_primary, drctl_env, wal_push_command};
 use crate::harness::*;
-use crate::pg::{Cluster, drctl_env, repo_for_postgres};
 
 /// "16/B374D848" as a number, to compare WAL positions.
 fn lsn(text: &str) -> u64 {
@@ -78,20 +78,13 @@ fn restore_and_count(repo: &Repo, key_file: &std::path::Path, ws: &Workspace, sn
 #[test]
 fn base_backups_from_a_standby_restore() {
     let ws = Workspace::new_public();
-    let (repo, key_file) = repo_for_postgres(&ws);
-    let env = drctl_env(&repo, &key_file);
-    let archive_command = format!("'{env} wal-push %p'");
-    let mut primary = Cluster::init(
-        &ws.join("primary"),
-        &[("archive_mode", "on".into()), ("archive_command", archive_command.clone())],
-    );
-    primary.start();
+    let (repo, key_file, mut primary) = archiving_primary(&ws, &[], &[]);
     primary.sql("CREATE TABLE t (n int PRIMARY KEY, phase text, payload text)");
     primary.sql("CREATE TABLE ticks (at timestamptz DEFAULT clock_timestamp())");
     let mut standby = Cluster::standby_of(
         &primary,
         &ws.join("standby"),
-        &[("archive_mode", "always".into()), ("archive_command", archive_command)],
+        &[("archive_mode", "always".into()), ("archive_command", wal_push_command(&drctl_env(&repo, &key_file), &[]))],
     );
     standby.start();
     assert_eq!(standby.sql("SELECT pg_is_in_recovery()"), "t");

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use drctl::store::{Error, LocalStore, S3Options, S3Store, Store};
 
+use crate::harness::moto::Moto;
 use crate::harness::*;
-use crate::moto::Moto;
 
 /// More than one S3 list page (1000 keys), so the SDK's paginator is exercised.
 const MANY: usize = 1005;

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::harness::pg::{Cluster, archiving_primary};
 use crate::harness::*;
-use crate::pg::{Cluster, archiving_to, drctl_env, repo_for_postgres};
 
 /// Rows per writer in the restored cluster of `dir`, recovered to the archive's end.
 fn rows_at_latest(repo: &Repo, key_file: &std::path::Path, dir: &std::path::Path) -> String {
@@ -40,13 +40,8 @@ fn a_restored_copy_archiving_asynchronously_never_becomes_the_latest_point() {
 
 fn restored_copy_scenario(asynchronous: bool) {
     let ws = Workspace::new_public();
-    let (repo, key_file) = repo_for_postgres(&ws);
-    let mut archiving = archiving_to(&repo, &key_file);
-    if asynchronous {
-        archiving[1].1 = format!("'{} wal-push --async %p'", drctl_env(&repo, &key_file));
-    }
-    let mut primary = Cluster::init(&ws.join("primary"), &archiving);
-    primary.start();
+    let flags: &[&str] = if asynchronous { &["--async"] } else { &[] };
+    let (repo, key_file, primary) = archiving_primary(&ws, flags, &[]);
     primary.sql("CREATE TABLE t (who text, n int)");
     primary.sql("INSERT INTO t SELECT 'production', g FROM generate_series(1, 10) g");
     repo.cmd("backup").args(["--pg", &primary.dsn()]).timeout(Duration::from_secs(300)).run().ok();

@@ -4,17 +4,15 @@
 use std::fs;
 use std::time::Duration;
 
+use crate::harness::pg::{Cluster, archiving_primary, drctl_env};
 use crate::harness::*;
-use crate::pg::{Cluster, archiving_to, drctl_env, repo_for_postgres};
 
 #[test]
 fn postgres_archives_through_wal_push_and_recovers_through_wal_fetch() {
     let ws = Workspace::new_public();
-    let (repo, key_file) = repo_for_postgres(&ws);
+    let (repo, key_file, mut primary) = archiving_primary(&ws, &[], &[]);
     let env = drctl_env(&repo, &key_file);
-    let data = ws.join("primary");
-    let mut primary = Cluster::init(&data, &archiving_to(&repo, &key_file));
-    primary.start();
+    let data = primary.data.clone();
     primary.sql("CREATE TABLE t (n int PRIMARY KEY, pad text)");
     primary.sql("CHECKPOINT");
     // A base: a copy of the cleanly stopped data directory.

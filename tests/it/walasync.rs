@@ -5,8 +5,8 @@ use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::harness::pg::{Cluster, archiving_primary, repo_for_postgres};
 use crate::harness::*;
-use crate::pg::{Cluster, drctl_env, repo_for_postgres};
 
 /// Kills (SIGKILL) every process whose command line mentions `needle`; returns how many.
 fn kill_matching(needle: &str) -> usize {
@@ -17,19 +17,11 @@ fn kill_matching(needle: &str) -> usize {
 #[test]
 fn async_archiving_survives_kill_9_and_loses_no_segment() {
     let ws = Workspace::new_public();
-    let (repo, key_file) = repo_for_postgres(&ws);
-    let env = drctl_env(&repo, &key_file);
     let spool = ws.mkdir("spool");
     let (uid, gid) = user_ids("postgres");
     std::os::unix::fs::chown(&spool, Some(uid), Some(gid)).unwrap();
-    let mut primary = Cluster::init(
-        &ws.join("primary"),
-        &[
-            ("archive_mode", "on".into()),
-            ("archive_command", format!("'{env} wal-push --async --spool-dir {} %p'", spool.display())),
-        ],
-    );
-    primary.start();
+    let spool_dir = spool.display().to_string();
+    let (repo, key_file, mut primary) = archiving_primary(&ws, &["--async", "--spool-dir", &spool_dir], &[]);
     primary.sql("CREATE TABLE t (n int PRIMARY KEY, pad text)");
     let dsn = primary.dsn();
     repo.cmd("backup").args(["--pg", &dsn]).timeout(Duration::from_secs(300)).run().ok();
@@ -190,14 +182,11 @@ fn async_archiving_follows_a_new_repository_after_a_reload() {
 #[test]
 fn an_async_worker_stops_when_its_repository_is_initialised_again() {
     let ws = Workspace::new_public();
-    let (repo, key_file) = repo_for_postgres(&ws);
     let spool = ws.mkdir("spool");
     let (uid, gid) = user_ids("postgres");
     std::os::unix::fs::chown(&spool, Some(uid), Some(gid)).unwrap();
-    let command = format!("'{} wal-push --async --spool-dir {} %p'", drctl_env(&repo, &key_file), spool.display());
-    let mut primary =
-        Cluster::init(&ws.join("primary"), &[("archive_mode", "on".into()), ("archive_command", command)]);
-    primary.start();
+    let spool_dir = spool.display().to_string();
+    let (repo, key_file, mut primary) = archiving_primary(&ws, &["--async", "--spool-dir", &spool_dir], &[]);
     primary.sql("CREATE TABLE t (n int)");
     for _ in 0..3 {
         primary.sql("INSERT INTO t SELECT generate_series(1, 1000)");

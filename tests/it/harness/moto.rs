@@ -6,8 +6,8 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::Drctl;
-use crate::pg::free_port;
+use super::Drctl;
+use super::pg::free_port;
 
 pub struct Moto {
     child: Child,

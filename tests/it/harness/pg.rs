@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Drctl, Repo, Workspace, chown_r, drctl_bin, user_ids};
+use super::{Drctl, Repo, Workspace, chown_r, drctl_bin, user_ids};
 
 pub const BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -240,7 +240,7 @@ impl Drop for Cluster {
 }
 
 /// A repository (and key file) that the postgres user can use from archive/restore_command.
-pub fn repo_for_postgres(ws: &Workspace) -> (Repo, std::path::PathBuf) {
+pub fn repo_for_postgres(ws: &Workspace) -> (Repo, PathBuf) {
     let repo = ws.repo();
     repo.init();
     let key_file = ws.join("repo.key");
@@ -255,7 +255,27 @@ pub fn drctl_env(repo: &Repo, key_file: &Path) -> String {
     format!("DRCTL_REPO={} DRCTL_KEY_FILE={} {}", repo.path.display(), key_file.display(), drctl_bin())
 }
 
-/// postgresql.conf settings that archive every WAL file into `repo` through `drctl wal-push`.
-pub fn archiving_to(repo: &Repo, key_file: &Path) -> Vec<(&'static str, String)> {
-    vec![("archive_mode", "on".into()), ("archive_command", format!("'{} wal-push %p'", drctl_env(repo, key_file)))]
+/// An `archive_command` for postgresql.conf: `drctl wal-push [flags] %p`, where `drctl` is the
+/// command line that runs drctl, environment settings first (as [`drctl_env`] gives it).
+pub fn wal_push_command(drctl: &str, flags: &[&str]) -> String {
+    let flags: String = flags.iter().map(|flag| format!("{flag} ")).collect();
+    format!("'{drctl} wal-push {flags}%p'")
+}
+
+/// postgresql.conf settings that archive every WAL file through [`wal_push_command`], then `extra`.
+pub fn archiving<'a>(drctl: &str, flags: &[&str], extra: &[(&'a str, String)]) -> Vec<(&'a str, String)> {
+    let mut settings = vec![("archive_mode", "on".to_string()), ("archive_command", wal_push_command(drctl, flags))];
+    settings.extend_from_slice(extra);
+    settings
+}
+
+/// The archiving primary: a new repository the postgres user can use ([`repo_for_postgres`]) and
+/// a cluster in `<ws>/primary`, started, that archives every WAL file into it through
+/// `drctl wal-push [flags]`, with the `extra` settings after the archiving ones. Returns the
+/// repository, its key file and the running cluster.
+pub fn archiving_primary(ws: &Workspace, flags: &[&str], extra: &[(&str, String)]) -> (Repo, PathBuf, Cluster) {
+    let (repo, key_file) = repo_for_postgres(ws);
+    let mut primary = Cluster::init(&ws.join("primary"), &archiving(&drctl_env(&repo, &key_file), flags, extra));
+    primary.start();
+    (repo, key_file, primary)
 }
