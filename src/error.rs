@@ -25,6 +25,7 @@ pub enum ExitCode {
     Database = 12,
     OutOfReach = 13,
     Rds = 14,
+    Refused = 15,
 }
 
 /// The exit code and the hint for an error of the command line, found by looking through its
@@ -95,6 +96,18 @@ fn classify_ops(e: &ops::Error) -> (ExitCode, String) {
                 .into(),
         ),
         ops::Error::Target { .. } => target(),
+        ops::Error::Refused { .. } => (
+            ExitCode::Refused,
+            "nothing was changed: fix what each refusing gate above names (its measured value and fix are printed \
+             with it), or run with --dry-run to see every gate without acting"
+                .into(),
+        ),
+        ops::Error::Promotion(_) => (
+            ExitCode::Database,
+            "the server is promoted and takes writes; what is named above still needs fixing: see the server log \
+             and pg_stat_archiver on the new primary"
+                .into(),
+        ),
         ops::Error::PartlyRestored { .. } => (
             ExitCode::Damaged,
             "every other file was restored and verified, and nothing unverified was written; get the listed files from \

@@ -11,6 +11,7 @@ mod job;
 mod key;
 mod policy;
 mod progress;
+mod promote;
 mod prune;
 mod repair;
 mod restore;
@@ -81,6 +82,9 @@ pub enum Command {
     /// Rebuild what a damaged repository can prove, and remove what it cannot.
     #[command(subcommand)]
     Repair(repair::RepairCommand),
+    /// Promote a streaming standby to primary behind safety gates (standby, replaying, same
+    /// cluster as the repository, old primary fenced, lag within bounds, archive gap-free).
+    Promote(promote::PromoteArgs),
     /// Archive one WAL file (PostgreSQL's archive_command: `drctl wal-push %p`).
     WalPush(wal_push::WalPushArgs),
     /// Restore one archived WAL file (PostgreSQL's restore_command: `drctl wal-fetch %f %p`).
@@ -106,6 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Prune(args) => prune::run(args, &cli.global),
         Command::Key(command) => key::run(command, &cli.global),
         Command::Repair(command) => repair::run(command, &cli.global),
+        Command::Promote(args) => promote::run(args, &cli.global),
         Command::WalPush(args) => wal_push::run(args),
         Command::WalFetch(args) => return wal_fetch::run(args),
         Command::Policy(command) => return policy::run(command),

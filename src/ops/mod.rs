@@ -6,6 +6,7 @@
 pub mod backup;
 pub mod catalog;
 pub mod copy;
+pub mod promote;
 pub mod repair;
 pub mod restore;
 pub mod retention;
@@ -64,6 +65,12 @@ pub enum Error {
     /// A restore that wrote every verified file but left out the damaged ones it listed (exit 3).
     #[error("{count} file(s) of the snapshot were not restored to {}: their data is damaged (listed above)", path.display())]
     PartlyRestored { path: PathBuf, count: usize },
+    /// Safety gates refused (each printed with what it measured): nothing was changed (exit 15).
+    #[error("promotion refused by {count} safety gate(s): {}", names.join(", "))]
+    Refused { count: usize, names: Vec<&'static str> },
+    /// A promotion that went through but did not end as it must (exit 12).
+    #[error("{0}")]
+    Promotion(String),
     #[error(transparent)]
     Repo(#[from] repo::Error),
     #[error(transparent)]

@@ -1,5 +1,5 @@
 //! PostgreSQL know-how: WAL file names and timelines (base backups and point-in-time restore
-//! build on this).
+//! build on this), client programs, the archiver's and a standby's state, promotion.
 
 pub mod archiver;
 pub mod basebackup;
@@ -7,6 +7,8 @@ pub mod datadir;
 pub mod recovery;
 pub mod server;
 pub mod session;
+pub mod sql;
+pub mod standby;
 pub mod wal;
 pub mod window;
 

@@ -59,6 +59,11 @@ impl Archive {
             .collect()
     }
 
+    /// Where the oldest segment of `timeline` the archive holds begins.
+    pub fn oldest(&self, timeline: u32) -> Option<u64> {
+        Some(self.segments.get(&timeline)?.first()? * self.segment_size)
+    }
+
     /// Where `timeline` begins, from the content of its history file.
     pub fn fork(&self, timeline: u32, history: &[u8]) -> Option<Fork> {
         let (parent, at) = fork_point(history)?;

@@ -32,6 +32,7 @@ mod pglocal;
 mod pitr;
 mod policy;
 mod policyjob;
+mod promote;
 mod rds;
 mod retention;
 mod roundtrip;
