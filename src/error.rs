@@ -4,6 +4,7 @@
 use crate::ops;
 use crate::pg;
 use crate::repo;
+use crate::runbook;
 use crate::store;
 
 /// Documented exit codes (README.md, "Exit codes"). Changing a number breaks scripts.
@@ -26,6 +27,7 @@ pub enum ExitCode {
     OutOfReach = 13,
     Rds = 14,
     Refused = 15,
+    Check = 16,
 }
 
 /// The exit code and the hint for an error of the command line, found by looking through its
@@ -55,6 +57,30 @@ pub fn classify_cause(err: &(dyn std::error::Error + 'static)) -> (ExitCode, Str
         );
     }
     for cause in chain() {
+        if let Some(e) = cause.downcast_ref::<runbook::Error>() {
+            match e {
+                runbook::Error::Usage(_) => return usage(),
+                runbook::Error::Check(_) => {
+                    return (
+                        ExitCode::Check,
+                        "the step's check, command or approval said no (above); fix what it names and run the \
+                         runbook again"
+                            .into(),
+                    );
+                }
+                runbook::Error::Audit(..) => {
+                    return (
+                        ExitCode::Storage,
+                        "give --audit-log (DRCTL_AUDIT_LOG) a file on a writable disk; the run did not start".into(),
+                    );
+                }
+                // The cause below decides (a boxed error is not itself in the chain).
+                runbook::Error::Action(inner) => return classify_cause(inner.as_ref()),
+                runbook::Error::Step { source, .. } | runbook::Error::Precondition(_, source) => {
+                    return classify_cause(source.as_ref());
+                }
+            }
+        }
         if let Some(e) = cause.downcast_ref::<ops::Error>() {
             return classify_ops(e);
         }

@@ -21,5 +21,6 @@ pub mod policy;
 pub mod progress;
 pub mod redact;
 pub mod repo;
+pub mod runbook;
 pub mod schedule;
 pub mod store;

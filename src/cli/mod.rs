@@ -15,6 +15,8 @@ mod promote;
 mod prune;
 mod repair;
 mod restore;
+mod runbook;
+mod runbook_run;
 mod schedule;
 mod snapshots;
 mod wal_fetch;
@@ -92,6 +94,9 @@ pub enum Command {
     /// Run policies on their cron schedules (for hosts without Kubernetes CronJobs), serving
     /// /metrics and /healthz.
     Schedule(schedule::ScheduleArgs),
+    /// The recovery procedures as code (runbooks/): list, show and check them.
+    #[command(subcommand)]
+    Runbook(runbook::RunbookCommand),
     /// Check policy files (one YAML file per protected system) and say what is wrong, where.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -114,6 +119,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::WalPush(args) => wal_push::run(args),
         Command::WalFetch(args) => return wal_fetch::run(args),
         Command::Policy(command) => return policy::run(command),
+        Command::Runbook(command) => return runbook::run(command),
         Command::Schedule(args) => return schedule::run(args, &cli.global),
     };
     done.map(|()| 0)

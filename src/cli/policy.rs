@@ -1,5 +1,5 @@
 use clap::{Args, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::ExitCode;
 use crate::policy;
@@ -22,10 +22,15 @@ pub struct ValidateArgs {
 
 pub fn run(command: PolicyCommand) -> anyhow::Result<u8> {
     let PolicyCommand::Validate(args) = command;
+    Ok(validate_each(&args.files, "policy", |file| policy::load(file).map(drop)))
+}
+
+/// Checks each file with `load`: `FILE: valid`, or every problem; exit 2 if any is invalid.
+pub fn validate_each(files: &[PathBuf], kind: &str, load: impl Fn(&Path) -> Result<(), policy::Invalid>) -> u8 {
     let mut invalid = 0;
-    for file in &args.files {
-        match policy::load(file) {
-            Ok(_) => println!("{}: valid", file.display()),
+    for file in files {
+        match load(file) {
+            Ok(()) => println!("{}: valid", file.display()),
             Err(problems) => {
                 eprintln!("{problems}");
                 invalid += 1;
@@ -33,8 +38,8 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<u8> {
         }
     }
     if invalid == 0 {
-        return Ok(ExitCode::Ok as u8);
+        return ExitCode::Ok as u8;
     }
-    eprintln!("{invalid} of {} policy files invalid", args.files.len());
-    Ok(ExitCode::Usage as u8)
+    eprintln!("{invalid} of {} {kind} files invalid", files.len());
+    ExitCode::Usage as u8
 }

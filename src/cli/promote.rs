@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::{GlobalArgs, RepoArgs, parse_duration};
-use crate::ops::promote::{self, PromoteOptions, Promotion};
+use crate::ops::promote::{self, Lag, PromoteOptions, Promotion, lag_bytes, lag_seconds, parse_lag};
 use crate::pg::Conn;
 
 #[derive(Debug, Args)]
@@ -40,25 +40,14 @@ pub struct PromoteArgs {
     pub json: bool,
 }
 
-/// One bound on replay lag.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Lag {
-    Bytes(u64),
-    Seconds(f64),
-}
-
 pub fn run(args: PromoteArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let repo = args.repo.open()?;
     let options = PromoteOptions {
         standby: Conn::new(args.pg.clone()),
         fence_primary: args.fence_primary.clone().map(Conn::new),
         assume_fenced: args.assume_fenced,
-        max_lag_bytes: args
-            .max_lag
-            .iter()
-            .find_map(|l| if let Lag::Bytes(b) = l { Some(*b) } else { None })
-            .unwrap_or(16 << 20),
-        max_lag_seconds: args.max_lag.iter().find_map(|l| if let Lag::Seconds(s) = l { Some(*s) } else { None }),
+        max_lag_bytes: lag_bytes(&args.max_lag),
+        max_lag_seconds: lag_seconds(&args.max_lag),
         switchover: args.switchover,
         dry_run: args.dry_run,
         wait: args.wait.to_std().unwrap_or_default(),
@@ -96,42 +85,5 @@ fn print(p: &Promotion, json: bool, quiet: bool) {
             p.total_seconds
         ),
         (false, false) => {}
-    }
-}
-
-/// A lag bound: a duration ("30s", "2m") or a size ("16MiB", "512kB", "1048576").
-fn parse_lag(text: &str) -> Result<Lag, String> {
-    let text = text.trim();
-    if let Ok(d) = humantime::parse_duration(text) {
-        return Ok(Lag::Seconds(d.as_secs_f64()));
-    }
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("{text:?} is neither a size (16MiB) nor a duration (30s)"))?;
-    let scale: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "kB" | "KB" => 1000,
-        "KiB" => 1 << 10,
-        "MB" => 1000 * 1000,
-        "MiB" => 1 << 20,
-        "GB" => 1000 * 1000 * 1000,
-        "GiB" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?}: use B, kB, KiB, MB, MiB, GB or GiB")),
-    };
-    number.checked_mul(scale).map(Lag::Bytes).ok_or_else(|| format!("{text:?} is too large"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lag_bounds_are_sizes_or_durations() {
-        assert_eq!(parse_lag("16MiB"), Ok(Lag::Bytes(16 << 20)));
-        assert_eq!(parse_lag("512kB"), Ok(Lag::Bytes(512_000)));
-        assert_eq!(parse_lag("4096"), Ok(Lag::Bytes(4096)));
-        assert_eq!(parse_lag("30s"), Ok(Lag::Seconds(30.0)));
-        assert!(parse_lag("16 parsecs").is_err());
-        assert!(parse_lag("lots").is_err());
     }
 }

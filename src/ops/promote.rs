@@ -36,6 +36,45 @@ pub struct PromoteOptions {
     pub wait: Duration,
 }
 
+/// One bound on replay lag.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Lag {
+    Bytes(u64),
+    Seconds(f64),
+}
+
+/// A lag bound: a duration ("30s", "2m") or a size ("16MiB", "512kB", "1048576").
+pub fn parse_lag(text: &str) -> std::result::Result<Lag, String> {
+    let text = text.trim();
+    if let Ok(d) = humantime::parse_duration(text) {
+        return Ok(Lag::Seconds(d.as_secs_f64()));
+    }
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("{text:?} is neither a size (16MiB) nor a duration (30s)"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "kB" | "KB" => 1000,
+        "KiB" => 1 << 10,
+        "MB" => 1000 * 1000,
+        "MiB" => 1 << 20,
+        "GB" => 1000 * 1000 * 1000,
+        "GiB" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?}: use B, kB, KiB, MB, MiB, GB or GiB")),
+    };
+    number.checked_mul(scale).map(Lag::Bytes).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// The size bound among `lags` (16 MiB when none is given).
+pub fn lag_bytes(lags: &[Lag]) -> u64 {
+    lags.iter().find_map(|l| if let Lag::Bytes(b) = l { Some(*b) } else { None }).unwrap_or(16 << 20)
+}
+
+/// The time bound among `lags`, if one is given.
+pub fn lag_seconds(lags: &[Lag]) -> Option<f64> {
+    lags.iter().find_map(|l| if let Lag::Seconds(s) = l { Some(*s) } else { None })
+}
+
 /// One safety gate: what it checks, what it measured, and (when it refuses) how to fix it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Gate {
@@ -264,4 +303,19 @@ fn catch_up(session: &mut Session, mut state: ServerState, wait: Duration) -> Re
         state = standby::state(session)?;
     }
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_bounds_are_sizes_or_durations() {
+        assert_eq!(parse_lag("16MiB"), Ok(Lag::Bytes(16 << 20)));
+        assert_eq!(parse_lag("512kB"), Ok(Lag::Bytes(512_000)));
+        assert_eq!(parse_lag("4096"), Ok(Lag::Bytes(4096)));
+        assert_eq!(parse_lag("30s"), Ok(Lag::Seconds(30.0)));
+        assert!(parse_lag("16 parsecs").is_err());
+        assert!(parse_lag("lots").is_err());
+    }
 }

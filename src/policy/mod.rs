@@ -17,7 +17,7 @@ mod parse;
 mod rules;
 mod schedule;
 mod schema;
-mod yaml;
+pub mod yaml;
 
 use marked_yaml::{LoadError, LoaderOptions, Marker};
 use std::fmt;
@@ -75,6 +75,12 @@ impl std::error::Error for Invalid {}
 
 /// The policy in the file at `path`, validated; or everything wrong with it.
 pub fn load(path: &Path) -> Result<Policy, Invalid> {
+    load_with(path, read)
+}
+
+/// What `read` makes of the file at `path`; or everything wrong with it (for policies and every
+/// other file read with the same strictness, such as runbooks).
+pub fn load_with<T>(path: &Path, read: impl FnOnce(&str) -> Result<T, Vec<Problem>>) -> Result<T, Invalid> {
     let invalid = |problems| Invalid { path: path.to_path_buf(), problems };
     let text = std::fs::read_to_string(path).map_err(|e| {
         invalid(vec![Problem {
@@ -88,8 +94,7 @@ pub fn load(path: &Path) -> Result<Policy, Invalid> {
 
 /// The policy in `text`, or every problem in it.
 fn read(text: &str) -> Result<Policy, Vec<Problem>> {
-    let options = LoaderOptions::default().error_on_duplicate_keys(true);
-    let root = marked_yaml::parse_yaml_with_options(0, text, options).map_err(|e| vec![syntax(e)])?;
+    let root = parse_document(text, "a policy file", "`name: …`, `kind: …`, `database: …`").map_err(|e| vec![e])?;
     let found = yaml::Found::default();
     let policy = root.as_mapping().and_then(|root| parse::policy(root, &found));
     if let Some(policy) = &policy {
@@ -104,7 +109,14 @@ fn read(text: &str) -> Result<Policy, Vec<Problem>> {
 }
 
 /// A file that is not YAML, or uses YAML that policies leave out (anchors, tags).
-fn syntax(e: LoadError) -> Problem {
+/// Parses YAML strictly (no duplicate keys), or says where and how it is not: `document` names
+/// what the file is ("a policy file"), `first_keys` what it starts with.
+pub fn parse_document(text: &str, document: &str, first_keys: &str) -> Result<marked_yaml::Node, Problem> {
+    let options = LoaderOptions::default().error_on_duplicate_keys(true);
+    marked_yaml::parse_yaml_with_options(0, text, options).map_err(|e| syntax(e, document, first_keys))
+}
+
+fn syntax(e: LoadError, document: &str, first_keys: &str) -> Problem {
     let at = |m: &Marker| Pos { line: m.line(), column: m.column() };
     let quote = "quote values that begin with `*`, `@`, `&`, `!`, `{` or `[`, or hold `: ` or ` #`";
     let (at, message, hint) = match &e {
@@ -120,16 +132,14 @@ fn syntax(e: LoadError) -> Problem {
             };
             (at(m), format!("YAML syntax: {}", scan.info()), hint)
         }
-        LoadError::TopLevelMustBeMapping(m) | LoadError::TopLevelMustBeSequence(m) => (
-            at(m),
-            "a policy file must be a YAML mapping".into(),
-            "start with the keys: `name: …`, `kind: …`, `database: …`".into(),
-        ),
+        LoadError::TopLevelMustBeMapping(m) | LoadError::TopLevelMustBeSequence(m) => {
+            (at(m), format!("{document} must be a YAML mapping"), format!("start with the keys: {first_keys}"))
+        }
         LoadError::UnexpectedAnchor(m) => {
-            (at(m), "YAML anchors are not used in policy files".into(), "write each value out in full".into())
+            (at(m), format!("YAML anchors are not used in {document}s"), "write each value out in full".into())
         }
         LoadError::UnexpectedTag(m) => {
-            (at(m), "YAML tags are not used in policy files".into(), format!("remove the tag, and {quote}"))
+            (at(m), format!("YAML tags are not used in {document}s"), format!("remove the tag, and {quote}"))
         }
         LoadError::MappingKeyMustBeScalar(m) => {
             (at(m), "a key must be a plain name".into(), "write keys as names, e.g. `keep_daily:`".into())

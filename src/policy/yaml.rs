@@ -46,7 +46,7 @@ fn nearest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
 }
 
 /// `did you mean …?` when a candidate is close, else the whole list.
-fn suggest(word: &str, candidates: &[&str], kind: &str) -> String {
+pub fn suggest(word: &str, candidates: &[&str], kind: &str) -> String {
     match nearest(word, candidates) {
         Some(close) => format!("did you mean `{close}`?"),
         None => {

@@ -36,6 +36,7 @@ mod promote;
 mod rds;
 mod retention;
 mod roundtrip;
+mod runbook;
 mod s3;
 mod s3faults;
 mod s3pg;

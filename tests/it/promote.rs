@@ -5,22 +5,8 @@
 
 use std::time::Duration;
 
-use crate::harness::pg::{Cluster, archiving, archiving_primary, drctl_env};
+use crate::harness::pg::{Cluster, primary_and_standby};
 use crate::harness::*;
-
-/// A primary archiving into a new repository that holds one base backup of it, and a streaming
-/// standby (archive_mode = on: it archives once promoted) that has replayed a first table.
-fn primary_and_standby(ws: &Workspace) -> (Repo, Cluster, Cluster) {
-    let (repo, key_file, primary) = archiving_primary(ws, &[], &[]);
-    primary.sql("CREATE TABLE t (n int PRIMARY KEY)");
-    primary.sql("INSERT INTO t SELECT generate_series(1, 1000)");
-    repo.cmd("backup").args(["--pg", &primary.dsn()]).timeout(Duration::from_secs(300)).run().ok();
-    let mut standby =
-        Cluster::standby_of(&primary, &ws.join("standby"), &archiving(&drctl_env(&repo, &key_file), &[], &[]));
-    standby.start();
-    standby.wait_for("SELECT count(*) FROM t", "1000", Duration::from_secs(60));
-    (repo, primary, standby)
-}
 
 fn promote(repo: &Repo, standby: &Cluster) -> Drctl {
     repo.cmd("promote").args(["--pg", &standby.dsn()]).timeout(Duration::from_secs(180))

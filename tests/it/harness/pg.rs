@@ -279,3 +279,17 @@ pub fn archiving_primary(ws: &Workspace, flags: &[&str], extra: &[(&str, String)
     primary.start();
     (repo, key_file, primary)
 }
+
+/// A primary archiving into a new repository that holds one base backup of it, and a streaming
+/// standby (archive_mode = on: it archives once promoted) that has replayed a first table.
+pub fn primary_and_standby(ws: &Workspace) -> (Repo, Cluster, Cluster) {
+    let (repo, key_file, primary) = archiving_primary(ws, &[], &[]);
+    primary.sql("CREATE TABLE t (n int PRIMARY KEY)");
+    primary.sql("INSERT INTO t SELECT generate_series(1, 1000)");
+    repo.cmd("backup").args(["--pg", &primary.dsn()]).timeout(Duration::from_secs(300)).run().ok();
+    let mut standby =
+        Cluster::standby_of(&primary, &ws.join("standby"), &archiving(&drctl_env(&repo, &key_file), &[], &[]));
+    standby.start();
+    standby.wait_for("SELECT count(*) FROM t", "1000", Duration::from_secs(60));
+    (repo, primary, standby)
+}

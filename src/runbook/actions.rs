@@ -1,0 +1,178 @@
+//! The built-in actions, each in two forms: `act` (do it) and `preview` (say what it would do, and
+//! evaluate what can be evaluated without changing anything: a promotion's gates, a check).
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Action, Error, Ui};
+use crate::ops::promote::{self, PromoteOptions};
+use crate::pg::Conn;
+use crate::pg::sql::Session;
+use crate::repo::Repository;
+
+/// What a step's action needs beyond its inputs.
+pub struct Context<'a> {
+    /// Opens a repository named by location, as the command's flags and environment say.
+    pub open: &'a dyn Fn(&str) -> crate::ops::Result<Repository>,
+    pub ui: &'a mut dyn Ui,
+    /// Approvals are given (`--yes`).
+    pub yes: bool,
+}
+
+/// What an action did: one line for the run's output and the audit log.
+pub type Outcome = Result<String, Error>;
+
+pub fn act(action: Action, inputs: &BTreeMap<String, String>, timeout: Duration, cx: &mut Context) -> Outcome {
+    run(action, inputs, timeout, cx, false)
+}
+
+pub fn preview(action: Action, inputs: &BTreeMap<String, String>, timeout: Duration, cx: &mut Context) -> Outcome {
+    run(action, inputs, timeout, cx, true)
+}
+
+fn run(action: Action, inputs: &BTreeMap<String, String>, timeout: Duration, cx: &mut Context, dry: bool) -> Outcome {
+    let input = |key: &str| inputs.get(key).map(String::as_str);
+    let required = |key: &str| input(key).expect("required inputs are checked when the runbook is read");
+    // A check previewed says what it sees now: what earlier steps change is not done yet.
+    let now = |seen: Outcome| Ok(format!("now: {}", seen.unwrap_or_else(|e| crate::ops::with_causes(&e))));
+    match action {
+        Action::PgPromote => pg_promote(inputs, timeout, cx, dry),
+        Action::SqlCheck if dry => now(sql_check(required("dsn"), required("query"), required("expect"), timeout)),
+        Action::SqlCheck => sql_check(required("dsn"), required("query"), required("expect"), timeout),
+        Action::HttpWaitHealthy => {
+            let expect = input("expect_status").map_or(Ok(200), |s| s.parse::<u16>()).map_err(|_| {
+                Error::Usage(format!("expect_status must be an HTTP status code, not {:?}", input("expect_status")))
+            })?;
+            match dry {
+                true => now(http_wait(required("url"), expect, Duration::ZERO)),
+                false => http_wait(required("url"), expect, timeout),
+            }
+        }
+        Action::Shell if dry => Ok(format!("would run: {}", required("command"))),
+        Action::Shell => shell(required("command"), timeout),
+        Action::Approve if dry => Ok(format!("would ask: {}", required("message"))),
+        Action::Approve if cx.yes => Ok("approved by --yes".into()),
+        Action::Approve => match cx.ui.confirm(required("message")) {
+            true => Ok("approved".into()),
+            false => Err(Error::Check("not approved".into())),
+        },
+    }
+}
+
+fn pg_promote(inputs: &BTreeMap<String, String>, timeout: Duration, cx: &mut Context, dry: bool) -> Outcome {
+    let flag = |key: &str| inputs.get(key).is_some_and(|v| v == "true");
+    let lags = match inputs.get("max_lag") {
+        Some(text) => vec![promote::parse_lag(text).map_err(Error::Usage)?],
+        None => Vec::new(),
+    };
+    let wait = match inputs.get("wait") {
+        Some(text) => humantime::parse_duration(text).map_err(|e| Error::Usage(format!("wait: {e}")))?,
+        None => timeout,
+    };
+    let options = PromoteOptions {
+        standby: Conn::new(inputs["pg"].clone()),
+        fence_primary: inputs.get("fence_primary").cloned().map(Conn::new),
+        assume_fenced: flag("assume_fenced"),
+        max_lag_bytes: promote::lag_bytes(&lags),
+        max_lag_seconds: promote::lag_seconds(&lags),
+        switchover: flag("switchover"),
+        dry_run: dry,
+        wait,
+    };
+    let repo = (cx.open)(&inputs["repo"]).map_err(Error::action)?;
+    let ui = &mut *cx.ui;
+    let promoted = promote::promote(&repo, &options, &mut |p| {
+        for g in &p.gates {
+            ui.say(&format!("    {} {}: {}", if g.passed { "ok    " } else { "REFUSE" }, g.name, g.measured));
+            if let Some(fix) = &g.fix {
+                ui.say(&format!("           fix: {fix}"));
+            }
+        }
+    });
+    let p = promoted.map_err(Error::action)?;
+    Ok(match p.promoted {
+        true => format!(
+            "promoted: timeline {} -> {}, writable after {:.1} s, replay was {} bytes behind",
+            p.timeline_before,
+            p.timeline_after.unwrap_or_default(),
+            p.promote_seconds.unwrap_or_default(),
+            p.replay_lag_bytes
+        ),
+        false => "every gate passes".into(),
+    })
+}
+
+fn sql_check(dsn: &str, query: &str, expect: &str, timeout: Duration) -> Outcome {
+    let mut session = Session::connect(&Conn::new(dsn), timeout).map_err(Error::action)?;
+    let got: Option<String> =
+        session.value(&format!("SELECT ({}) ::text", query.trim().trim_end_matches(';'))).map_err(Error::action)?;
+    let got = got.unwrap_or_else(|| "NULL".into());
+    match got == expect {
+        true => Ok(format!("`{query}` returned {got:?}")),
+        false => Err(Error::Check(format!("`{query}` returned {got:?}, not {expect:?}"))),
+    }
+}
+
+/// Polls `url` once a second until it answers `expect`, for at most `timeout` (one look when zero).
+fn http_wait(url: &str, expect: u16, timeout: Duration) -> Outcome {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let started = Instant::now();
+    loop {
+        let seen = match agent.get(url).call() {
+            Ok(response) if response.status().as_u16() == expect => {
+                return Ok(format!("{url} answered {expect} after {:.1} s", started.elapsed().as_secs_f64()));
+            }
+            Ok(response) => format!("status {}", response.status().as_u16()),
+            Err(e) => e.to_string(),
+        };
+        if started.elapsed() >= timeout {
+            return Err(Error::Check(format!("{url} did not answer {expect} within {timeout:?} (last: {seen})")));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Runs `command` with `sh -c`, stopped (SIGKILL to its process group) at `timeout`.
+fn shell(command: &str, timeout: Duration) -> Outcome {
+    use std::os::unix::process::CommandExt as _;
+    let mut child = Command::new("sh")
+        .args(["-c", command])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| Error::Check(format!("cannot run sh: {e}")))?;
+    let (mut out, mut err) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+    let readers = std::thread::spawn(move || {
+        let (mut o, mut e) = (String::new(), String::new());
+        let _ = out.read_to_string(&mut o);
+        let _ = err.read_to_string(&mut e);
+        (o, e)
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| Error::Check(e.to_string()))? {
+            break status;
+        }
+        if started.elapsed() >= timeout {
+            // SAFETY: signalling the process group of our own child.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+            let _ = child.wait();
+            return Err(Error::Check(format!("`{command}` did not finish within {timeout:?}; it was stopped")));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (stdout, stderr) = readers.join().unwrap_or_default();
+    let last = |text: &str| text.trim().lines().last().unwrap_or("").to_string();
+    match status.success() {
+        true => Ok(format!("`{command}` succeeded: {}", last(&stdout))),
+        false => Err(Error::Check(format!("`{command}` failed ({status}): {}", last(&stderr)))),
+    }
+}

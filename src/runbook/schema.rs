@@ -1,0 +1,106 @@
+//! A runbook as drctl runs it: typed parameters, and steps that each run one built-in action.
+
+use chrono::Duration;
+
+/// One recovery procedure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Runbook {
+    pub name: String,
+    pub description: String,
+    pub parameters: Vec<Parameter>,
+    pub steps: Vec<Step>,
+}
+
+/// A value the runbook is given at `run` time (`--param name=value`) or takes by default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parameter {
+    pub name: String,
+    pub kind: ParamKind,
+    pub description: String,
+    /// `None`: required.
+    pub default: Option<String>,
+    /// Never printed or recorded (a password, a token).
+    pub secret: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    String,
+    Integer,
+    Duration,
+    Boolean,
+    /// A point in time with a time zone ("2026-11-20 14:03:00+00").
+    Time,
+}
+
+/// One step: an action with its inputs, the checks that must hold before it acts, and what to
+/// do when it fails.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub name: String,
+    pub action: Action,
+    /// The action's inputs, as written: `${parameter}` is replaced at run time.
+    pub with: Vec<(String, String)>,
+    /// Checks (`sql.check`, `http.wait-healthy`) that must pass before the action runs.
+    pub preconditions: Vec<Step>,
+    pub timeout: Duration,
+    /// Further attempts after a failed one.
+    pub retries: u32,
+    /// Destructive: asks for a yes (or `--yes`), then evaluates the preconditions again.
+    pub confirm: bool,
+    /// Steps run when this one fails, before the run stops.
+    pub on_failure: Vec<Step>,
+}
+
+/// The built-in actions. (Restore, and the RDS and Route 53 actions of region failover, come next.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    PgPromote,
+    HttpWaitHealthy,
+    SqlCheck,
+    Shell,
+    Approve,
+}
+
+/// An action's inputs: what it requires and what it also takes.
+pub struct Inputs {
+    pub required: &'static [&'static str],
+    pub optional: &'static [&'static str],
+}
+
+impl Action {
+    pub const ALL: [(&'static str, Action); 5] = [
+        ("pg.promote", Action::PgPromote),
+        ("http.wait-healthy", Action::HttpWaitHealthy),
+        ("sql.check", Action::SqlCheck),
+        ("shell", Action::Shell),
+        ("approve", Action::Approve),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Action::ALL.iter().find(|(_, a)| *a == self).map(|(n, _)| *n).expect("every action is named")
+    }
+
+    /// Whether the action changes something (and so may need `confirm`), rather than checks.
+    pub fn mutates(self) -> bool {
+        !matches!(self, Action::HttpWaitHealthy | Action::SqlCheck | Action::Approve)
+    }
+
+    /// Whether it can be a precondition: it only checks.
+    pub fn checks(self) -> bool {
+        matches!(self, Action::HttpWaitHealthy | Action::SqlCheck)
+    }
+
+    pub fn inputs(self) -> Inputs {
+        let (required, optional): (&[&str], &[&str]) = match self {
+            Action::PgPromote => {
+                (&["pg", "repo"], &["fence_primary", "assume_fenced", "max_lag", "switchover", "wait", "key_file"])
+            }
+            Action::HttpWaitHealthy => (&["url"], &["expect_status"]),
+            Action::SqlCheck => (&["dsn", "query", "expect"], &[]),
+            Action::Shell => (&["command"], &[]),
+            Action::Approve => (&["message"], &[]),
+        };
+        Inputs { required, optional }
+    }
+}

@@ -1,0 +1,159 @@
+//! Runbooks run for real: the shipped `promote-replica` fails a real streaming standby over and
+//! the stand-in service (scripts/standin-api.py) turns ready on it; a dry run and an unconfirmed
+//! run change nothing; a failing step runs its `on_failure` steps and stops the run; every run
+//! is in the audit log, whose chain `runbook audit --verify` proves and breaks where edited.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::pg::{free_port, primary_and_standby};
+use crate::harness::*;
+
+/// The stand-in for the protected API service, on a real socket; stopped when dropped.
+struct Standin {
+    child: Child,
+    url: String,
+}
+
+impl Standin {
+    fn start(dsn: &str) -> Standin {
+        let port = free_port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/standin-api.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(dsn)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the stand-in service");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        assert!(first.starts_with("listening"), "the stand-in did not start: {first:?}");
+        Standin { child, url: format!("http://127.0.0.1:{port}") }
+    }
+
+    fn status(&self, path: &str) -> u16 {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        agent.get(format!("{}{path}", self.url)).call().map(|r| r.status().as_u16()).unwrap_or(0)
+    }
+}
+
+impl Drop for Standin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn shipped() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks")
+}
+
+fn runbook(dir: &Path, name: &str, audit: &Path) -> Drctl {
+    Drctl::new()
+        .args(["runbook", "run", name, "--dir"])
+        .arg(dir)
+        .arg("--audit-log")
+        .arg(audit)
+        .env("DRCTL_PASSWORD", PASSWORD)
+        .timeout(Duration::from_secs(300))
+}
+
+fn audit_records(audit: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(audit).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn every_shipped_runbook_is_valid() {
+    let files: Vec<PathBuf> = std::fs::read_dir(shipped()).unwrap().map(|e| e.unwrap().path()).collect();
+    let yaml: Vec<&PathBuf> = files.iter().filter(|f| f.extension().is_some_and(|x| x == "yaml")).collect();
+    assert!(!yaml.is_empty());
+    Drctl::new().args(["runbook", "validate"]).args(&yaml).run().ok();
+    Drctl::new().args(["runbook", "list", "--dir"]).arg(shipped()).run().ok().mentions("promote-replica", "the list");
+}
+
+#[test]
+fn promote_replica_fails_over_and_the_service_turns_ready_after_a_dry_run_and_a_refusal_changed_nothing() {
+    let ws = Workspace::new_public();
+    let (repo, mut primary, standby) = primary_and_standby(&ws);
+    let standin = Standin::start(&standby.dsn());
+    assert_eq!(standin.status("/health"), 200);
+    assert_eq!(standin.status("/health/ready"), 503, "the stand-in is not ready on a standby");
+    let audit = ws.join("audit.jsonl");
+    let params = |d: Drctl| {
+        d.args(["--param", &format!("standby_dsn={}", standby.dsn())])
+            .args(["--param", &format!("repo={}", repo.path.display())])
+            .args(["--param", &format!("service_url={}/health/ready", standin.url)])
+    };
+    primary.stop();
+
+    // A dry run resolves, evaluates every gate and changes nothing.
+    let out = params(runbook(&shipped(), "promote-replica", &audit)).arg("--dry-run").run();
+    out.ok()
+        .mentions("ok     old primary fenced: 127.0.0.1: unreachable", "the gates")
+        .mentions("every gate passes", "the promotion preview")
+        .mentions("now: http://", "the health check as it is now");
+    assert_eq!(standby.sql("SELECT pg_is_in_recovery()"), "t", "a dry run promoted\n{out}");
+
+    // Without --yes and no terminal, the confirmation is not given: nothing happens.
+    let out = params(runbook(&shipped(), "promote-replica", &audit)).run();
+    out.code_is(16).mentions("not confirmed", "why it stopped").stderr_mentions("promote the standby", "the step");
+    assert_eq!(standby.sql("SELECT pg_is_in_recovery()"), "t", "an unconfirmed step promoted\n{out}");
+
+    let out = params(runbook(&shipped(), "promote-replica", &audit)).arg("--yes").run();
+    out.ok().mentions("promoted: timeline 1 -> 2", "the promotion").mentions("every step succeeded", "the end");
+    assert_eq!(standby.sql("SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(standin.status("/health/ready"), 200, "the service is ready on the new primary");
+    assert!(repo.path.join("wal/00000002/00000002.history").is_file());
+
+    // Three runs, each started and ended in the log, the chain whole.
+    let records = audit_records(&audit);
+    let events = |e: &str| records.iter().filter(|r| r["event"] == e).count();
+    assert_eq!((events("run-start"), events("run-end")), (3, 3), "{records:#?}");
+    assert_eq!(records.iter().filter(|r| r["event"] == "step" && r["result"] == "ok").count(), 4 + 1 + 4);
+    Drctl::new().args(["runbook", "audit", "--verify", "--audit-log"]).arg(&audit).run().ok();
+    let text = std::fs::read_to_string(&audit).unwrap();
+    std::fs::write(&audit, text.replacen("\"result\":\"failed\"", "\"result\":\"ok\"", 1)).unwrap();
+    Drctl::new().args(["runbook", "audit", "--verify", "--audit-log"]).arg(&audit).run().code_is(3);
+}
+
+#[test]
+fn a_failing_step_runs_its_on_failure_steps_and_stops_the_run() {
+    let ws = Workspace::new();
+    let dir = ws.join("runbooks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = |name: &str| ws.join(name);
+    std::fs::write(
+        dir.join("broken.yaml"),
+        format!(
+            "name: broken\ndescription: a step that fails\nparameters:\n  word:\n    description: what to echo\n\
+             steps:\n  - name: first\n    action: shell\n    with: {{command: 'touch {first}'}}\n\
+             \x20 - name: second\n    action: shell\n    retries: 1\n    with: {{command: 'echo ${{word}}; exit 3'}}\n\
+             \x20   on_failure:\n      - name: clean up\n        action: shell\n        with: {{command: 'touch {cleanup}'}}\n\
+             \x20 - name: third\n    action: shell\n    with: {{command: 'touch {third}'}}\n",
+            first = marker("first").display(),
+            cleanup = marker("cleanup").display(),
+            third = marker("third").display(),
+        ),
+    )
+    .unwrap();
+    let audit = ws.join("audit.jsonl");
+
+    let out = runbook(&dir, "broken", &audit).run();
+    out.code_is(2).stderr_mentions("--param word=", "the missing parameter");
+    let out = runbook(&dir, "broken", &audit).args(["--param", "wrod=x"]).run();
+    out.code_is(2).stderr_mentions("no parameter `wrod`", "the unknown parameter");
+    assert!(!audit.exists() || audit_records(&audit).is_empty(), "a refused run is not started");
+
+    let out = runbook(&dir, "broken", &audit).args(["--param", "word=hello"]).run();
+    out.code_is(16).mentions("attempt 1 failed", "the retry").stderr_mentions("stopped at step `second`", "where");
+    assert!(marker("first").exists() && marker("cleanup").exists(), "{out}");
+    assert!(!marker("third").exists(), "the run went on after a failed step\n{out}");
+    let records = audit_records(&audit);
+    let second = records.iter().find(|r| r["step"] == "second" && r["event"] == "step").unwrap();
+    assert_eq!(second["result"], "failed");
+    assert!(records.iter().any(|r| r["event"] == "on-failure" && r["result"] == "ok"));
+    assert_eq!(records.last().unwrap()["result"], "failed");
+}
