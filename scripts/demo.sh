@@ -8,6 +8,9 @@
 #     by PostgreSQL through `drctl wal-fetch`, then every row verified.
 #  3. A policy job: the same server under a policy file (base backup, dump, config snapshot),
 #     copied to a DR repository, retention applied, metrics written; the copy checked.
+#  4. A failover: a streaming standby of the server and a stand-in for the API service on it;
+#     the primary stops; the promote-replica runbook (dry run first) promotes the standby behind
+#     its safety gates and the service turns ready; the audit log's chain is verified.
 # Everything lives in one temporary directory, removed at the end. Run as root (PostgreSQL runs
 # as the unprivileged `postgres` user).
 set -euo pipefail
@@ -24,7 +27,8 @@ chmod 755 "$work"
 mkdir "$work/bin" && cp target/release/drctl "$work/bin/" && drctl="$work/bin/drctl"
 cleanup() {
   status=$?
-  for d in "$work/pgdata" "$work/restored"; do
+  [ -n "${standin:-}" ] && kill "$standin" 2>/dev/null
+  for d in "$work/pgdata" "$work/restored" "$work/standby"; do
     [ -f "$d/postmaster.pid" ] && runuser -u postgres -- $pgbin/pg_ctl -D "$d" -m fast stop >/dev/null 2>&1
   done
   rm -rf "$work"
@@ -163,4 +167,49 @@ step "a second job at once: no schedule fired since, so no source runs; the copy
 grep '^drctl_backup_last_success_timestamp_seconds' "$work/demo.prom"
 step "drctl check --read-data of the DR copy"
 "$drctl" check --read-data --repo "$work/pgrepo-dr" --key-file "$work/pgrepo.key"
+
+# ---- A failover -------------------------------------------------------------------------------
+step "a streaming standby of the server (archive_mode on: it archives once promoted)"
+sport=$(free_port)
+mkdir -m 700 "$work/standby" && chown postgres: "$work/standby"
+pg $pgbin/pg_basebackup -h 127.0.0.1 -p "$port" -U postgres -R -X stream -C -S demo_standby --checkpoint=fast \
+  --no-sync -D "$work/standby"
+cat >> "$work/standby/postgresql.conf" <<CONF
+port = $sport
+CONF
+pg $pgbin/pg_ctl -D "$work/standby" -l "$work/logs/standby.log" -w start >/dev/null
+sql $port "INSERT INTO orders SELECT g, 'item ' || g FROM generate_series(12001, 13000) g"
+for _ in $(seq 100); do
+  [ "$(sql $sport "SELECT count(*) FROM orders WHERE id > 12000")" = 1000 ] && break
+  sleep 0.2
+done
+echo "the standby replays: $(sql $sport "SELECT pg_is_in_recovery()"), rows $(sql $sport "SELECT count(*) FROM orders")"
+
+step "a stand-in for the API service on the standby: ready only while its database takes writes"
+aport=$(free_port)
+python3 scripts/standin-api.py "$aport" "host=127.0.0.1 port=$sport user=postgres" > "$work/logs/standin.log" &
+standin=$!
+ready() { python3 -c "import urllib.request,sys
+try: print(urllib.request.urlopen('http://127.0.0.1:$aport/health/ready').status)
+except Exception as e: print(getattr(e, 'code', 'down'))"; }
+for _ in $(seq 50); do grep -q listening "$work/logs/standin.log" && break; sleep 0.1; done
+echo "service ready: $(ready)"
+
+step "the primary is lost"
+pg $pgbin/pg_ctl -D "$work/pgdata" -m fast -w stop >/dev/null
+
+run_promote() {
+  "$drctl" runbook run promote-replica --audit-log "$work/audit.jsonl" \
+    --param standby_dsn="host=127.0.0.1 port=$sport user=postgres" --param repo="$work/pgrepo" \
+    --param service_url="http://127.0.0.1:$aport/health/ready" "$@"
+}
+step "drctl runbook run promote-replica --dry-run: every gate as it is now, nothing changed"
+run_promote --dry-run
+step "drctl runbook run promote-replica --yes"
+run_promote --yes
+echo "service ready: $(ready); new primary in recovery: $(sql $sport "SELECT pg_is_in_recovery()")"
+[ "$(ready)" = 200 ] || { echo "the service is not ready on the new primary" >&2; exit 1; }
+sql $sport "INSERT INTO orders VALUES (13001, 'after the failover')"
+step "drctl runbook audit --verify"
+"$drctl" runbook audit --verify --audit-log "$work/audit.jsonl"
 printf '\ndemo passed\n'

@@ -68,6 +68,14 @@ pub fn classify_cause(err: &(dyn std::error::Error + 'static)) -> (ExitCode, Str
                             .into(),
                     );
                 }
+                runbook::Error::Busy(_) => {
+                    return (
+                        ExitCode::Locked,
+                        "wait for the other run to end (see `drctl runbook audit`); if it was killed, take it up with \
+                         --resume RUN once its lock is released"
+                            .into(),
+                    );
+                }
                 runbook::Error::Audit(..) => {
                     return (
                         ExitCode::Storage,

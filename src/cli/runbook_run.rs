@@ -16,6 +16,11 @@ pub struct RunArgs {
     /// A parameter's value (repeatable): `--param standby_dsn="host=… port=…"`.
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
     pub params: Vec<(String, String)>,
+    /// Take up run RUN (from `drctl runbook audit`) that stopped: its steps that succeeded are not
+    /// run again, and a step it stopped in is checked first for having happened already.
+    /// Parameters come from that run; give again the secret ones (recorded as ***).
+    #[arg(long, value_name = "RUN", conflicts_with = "dry_run")]
+    pub resume: Option<String>,
     /// Resolve every parameter, evaluate every precondition and gate, change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -54,6 +59,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         dry_run: args.dry_run,
         yes: args.yes,
         audit_log: args.audit.path.clone(),
+        resume: args.resume.clone(),
         open: &open,
     };
     println!(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::{Action, Error, Ui};
 use crate::ops::promote::{self, PromoteOptions};
 use crate::pg::Conn;
-use crate::pg::sql::Session;
+use crate::pg::sql::{CONNECT_TIMEOUT, Session};
 use crate::repo::Repository;
 
 /// What a step's action needs beyond its inputs.
@@ -19,10 +19,28 @@ pub struct Context<'a> {
     pub ui: &'a mut dyn Ui,
     /// Approvals are given (`--yes`).
     pub yes: bool,
+    /// An earlier run that stopped is being taken up.
+    pub resuming: bool,
 }
 
 /// What an action did: one line for the run's output and the audit log.
 pub type Outcome = Result<String, Error>;
+
+/// Whether what `action` does has happened already (a run killed after it acted and before it
+/// recorded so): then it is not done again. Only actions that change something can tell; checks
+/// run again.
+pub fn already_done(action: Action, inputs: &BTreeMap<String, String>) -> Result<Option<String>, Error> {
+    match action {
+        Action::PgPromote => {
+            let mut session =
+                Session::connect(&Conn::new(inputs["pg"].clone()), CONNECT_TIMEOUT).map_err(Error::action)?;
+            let state = crate::pg::standby::state(&mut session).map_err(Error::action)?;
+            Ok((!state.in_recovery).then(|| format!("already promoted: it writes timeline {}", state.timeline)))
+        }
+        // A shell command cannot tell: runbooks give idempotent ones (`kubectl scale --replicas=0`).
+        Action::Shell | Action::SqlCheck | Action::HttpWaitHealthy | Action::Approve => Ok(None),
+    }
+}
 
 pub fn act(action: Action, inputs: &BTreeMap<String, String>, timeout: Duration, cx: &mut Context) -> Outcome {
     run(action, inputs, timeout, cx, false)
@@ -46,7 +64,11 @@ fn run(action: Action, inputs: &BTreeMap<String, String>, timeout: Duration, cx:
                 Error::Usage(format!("expect_status must be an HTTP status code, not {:?}", input("expect_status")))
             })?;
             match dry {
-                true => now(http_wait(required("url"), expect, Duration::ZERO)),
+                true => Ok(format!(
+                    "now: {} (the step waits up to {} for {expect})",
+                    http_look(required("url")),
+                    humantime::format_duration(timeout)
+                )),
                 false => http_wait(required("url"), expect, timeout),
             }
         }
@@ -115,21 +137,34 @@ fn sql_check(dsn: &str, query: &str, expect: &str, timeout: Duration) -> Outcome
     }
 }
 
-/// Polls `url` once a second until it answers `expect`, for at most `timeout` (one look when zero).
-fn http_wait(url: &str, expect: u16, timeout: Duration) -> Outcome {
+/// One GET of `url`: its status, or why there was none.
+fn http_get(url: &str) -> Result<u16, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(5)))
         .http_status_as_error(false)
         .build()
         .into();
+    agent.get(url).call().map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+}
+
+/// What `url` answers now, in words.
+fn http_look(url: &str) -> String {
+    match http_get(url) {
+        Ok(status) => format!("{url} answers {status}"),
+        Err(e) => format!("{url} does not answer ({e})"),
+    }
+}
+
+/// Polls `url` once a second until it answers `expect`, for at most `timeout`.
+fn http_wait(url: &str, expect: u16, timeout: Duration) -> Outcome {
     let started = Instant::now();
     loop {
-        let seen = match agent.get(url).call() {
-            Ok(response) if response.status().as_u16() == expect => {
+        let seen = match http_get(url) {
+            Ok(status) if status == expect => {
                 return Ok(format!("{url} answered {expect} after {:.1} s", started.elapsed().as_secs_f64()));
             }
-            Ok(response) => format!("status {}", response.status().as_u16()),
-            Err(e) => e.to_string(),
+            Ok(status) => format!("status {status}"),
+            Err(e) => e,
         };
         if started.elapsed() >= timeout {
             return Err(Error::Check(format!("{url} did not answer {expect} within {timeout:?} (last: {seen})")));

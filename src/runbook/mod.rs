@@ -6,6 +6,7 @@
 mod actions;
 pub mod audit;
 mod parse;
+mod resume;
 mod run;
 mod schema;
 
@@ -45,6 +46,9 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// Another run of this runbook goes on (exit 6).
+    #[error("runbook {0} is running already (one run of a runbook at a time)")]
+    Busy(String),
     #[error("cannot write the audit log {}", .0.display())]
     Audit(PathBuf, #[source] std::io::Error),
 }

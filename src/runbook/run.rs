@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use super::actions::{self, Context};
 use super::audit::AuditLog;
+use super::resume;
 use super::{Error, ParamKind, Runbook, Step, Ui};
 use crate::repo::Repository;
 
@@ -22,13 +23,29 @@ pub struct RunOptions<'a> {
     /// Confirmations and approvals are given.
     pub yes: bool,
     pub audit_log: PathBuf,
+    /// Take up this earlier run: its steps that succeeded are not run again.
+    pub resume: Option<String>,
     /// Opens a repository named by location, as the command's flags and environment say.
     pub open: &'a dyn Fn(&str) -> crate::ops::Result<Repository>,
 }
 
 /// Runs `runbook`; `Ok` when every step succeeded (or, dry, would be tried).
 pub fn run(runbook: &Runbook, options: &RunOptions, ui: &mut dyn Ui) -> Result<(), Error> {
-    let values = resolve(runbook, &options.params)?;
+    // A dry run changes nothing, so it may look while a run goes on.
+    let _lock = (!options.dry_run).then(|| resume::lock(&options.audit_log, &runbook.name)).transpose()?;
+    let earlier = match &options.resume {
+        Some(id) => Some(resume::earlier(&options.audit_log, &runbook.name, id)?),
+        None => None,
+    };
+    if let Some(earlier) = earlier.as_ref().filter(|e| e.finished) {
+        ui.say(&format!("run {} of {} finished already: nothing to take up", earlier.id, runbook.name));
+        return Ok(());
+    }
+    // Given parameters win over those the earlier run recorded.
+    let mut params = earlier.as_ref().map(|e| e.parameters.clone()).unwrap_or_default();
+    params.retain(|(k, _)| !options.params.iter().any(|(given, _)| given == k));
+    params.extend(options.params.iter().cloned());
+    let values = resolve(runbook, &params)?;
     let secrets: Vec<&str> = runbook
         .parameters
         .iter()
@@ -41,7 +58,7 @@ pub fn run(runbook: &Runbook, options: &RunOptions, ui: &mut dyn Ui) -> Result<(
         crate::redact::credentials(&text)
     };
     let mut audit = AuditLog::open(&options.audit_log).map_err(|e| Error::Audit(options.audit_log.clone(), e))?;
-    let run_id = run_id();
+    let run_id = earlier.as_ref().map_or_else(run_id, |e| e.id.clone());
     let record = |audit: &mut AuditLog, event: &str, fields: Vec<(&str, Value)>| {
         let mut m = Map::new();
         m.insert("time".into(), chrono::Utc::now().to_rfc3339().into());
@@ -56,7 +73,7 @@ pub fn run(runbook: &Runbook, options: &RunOptions, ui: &mut dyn Ui) -> Result<(
     let shown: BTreeMap<&str, String> = values.iter().map(|(k, v)| (k.as_str(), redact(v))).collect();
     record(
         &mut audit,
-        "run-start",
+        if earlier.is_some() { "resume" } else { "run-start" },
         vec![
             ("user", whoami().into()),
             ("host", crate::repo::hostname().into()),
@@ -64,11 +81,19 @@ pub fn run(runbook: &Runbook, options: &RunOptions, ui: &mut dyn Ui) -> Result<(
             ("parameters", serde_json::to_value(&shown).expect("strings serialize")),
         ],
     )?;
-    let mut cx = Context { open: options.open, ui, yes: options.yes };
+    let mut cx = Context { open: options.open, ui, yes: options.yes, resuming: earlier.is_some() };
     let resolved = Values { values: &values, redact: &redact };
     let mut first_failure = None;
     for (i, step) in runbook.steps.iter().enumerate() {
         let label = format!("step {}/{} {}", i + 1, runbook.steps.len(), step.name);
+        if let Some(earlier) = earlier.as_ref().filter(|e| e.done.contains(&step.name)) {
+            cx.ui.say(&format!("{label}: done in run {}; not run again", earlier.id));
+            record(&mut audit, "step", vec![("step", step.name.clone().into()), ("result", "done-earlier".into())])?;
+            continue;
+        }
+        if !options.dry_run {
+            record(&mut audit, "step-start", vec![("step", step.name.clone().into())])?;
+        }
         let started = Instant::now();
         let outcome = match options.dry_run {
             true => preview_step(step, &resolved, &mut cx, &label),
@@ -76,6 +101,7 @@ pub fn run(runbook: &Runbook, options: &RunOptions, ui: &mut dyn Ui) -> Result<(
         };
         let seconds = started.elapsed().as_secs_f64();
         let (result, text) = match &outcome {
+            Ok(text) if options.dry_run => ("previewed", text.clone()),
             Ok(text) => ("ok", text.clone()),
             Err(e) => ("failed", crate::ops::with_causes(e)),
         };
@@ -131,6 +157,12 @@ fn run_step(step: &Step, values: &Values, cx: &mut Context, label: &str) -> Resu
     cx.ui.say(&format!("{label} [{}]", step.action.name()));
     let inputs = substitute(step, values);
     let timeout = step.timeout.to_std().unwrap_or_default();
+    // Taking up a run that stopped inside this step: it may have happened already.
+    if cx.resuming
+        && let Some(done) = actions::already_done(step.action, &inputs)?
+    {
+        return Ok(done);
+    }
     check_preconditions(step, values, cx, redact, false)?;
     if step.confirm && !cx.yes {
         let summary: Vec<String> = inputs.iter().map(|(k, v)| format!("{k}={}", redact(v))).collect();

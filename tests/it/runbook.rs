@@ -112,7 +112,8 @@ fn promote_replica_fails_over_and_the_service_turns_ready_after_a_dry_run_and_a_
     let records = audit_records(&audit);
     let events = |e: &str| records.iter().filter(|r| r["event"] == e).count();
     assert_eq!((events("run-start"), events("run-end")), (3, 3), "{records:#?}");
-    assert_eq!(records.iter().filter(|r| r["event"] == "step" && r["result"] == "ok").count(), 4 + 1 + 4);
+    let steps = |result: &str| records.iter().filter(|r| r["event"] == "step" && r["result"] == result).count();
+    assert_eq!((steps("previewed"), steps("ok"), steps("failed")), (4, 1 + 4, 1), "{records:#?}");
     Drctl::new().args(["runbook", "audit", "--verify", "--audit-log"]).arg(&audit).run().ok();
     let text = std::fs::read_to_string(&audit).unwrap();
     std::fs::write(&audit, text.replacen("\"result\":\"failed\"", "\"result\":\"ok\"", 1)).unwrap();
@@ -156,4 +157,99 @@ fn a_failing_step_runs_its_on_failure_steps_and_stops_the_run() {
     assert_eq!(second["result"], "failed");
     assert!(records.iter().any(|r| r["event"] == "on-failure" && r["result"] == "ok"));
     assert_eq!(records.last().unwrap()["result"], "failed");
+}
+
+/// Waits until the audit log holds a record `event` of `step`.
+fn wait_for_record(audit: &Path, event: &str, step: &str) {
+    for _ in 0..300 {
+        if audit.exists() && audit_records(audit).iter().any(|r| r["event"] == event && r["step"] == step) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no {event} record of step {step:?} in {}", audit.display());
+}
+
+#[test]
+fn a_run_killed_mid_step_is_taken_up_with_resume_and_repeats_no_completed_step() {
+    let ws = Workspace::new();
+    let dir = ws.join("runbooks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (count, block, after) = (ws.join("count"), ws.join("block"), ws.join("after"));
+    std::fs::write(
+        dir.join("twice.yaml"),
+        format!(
+            "name: twice\ndescription: a mutation, a wait, a mutation\nsteps:\n\
+             \x20 - name: count\n    action: shell\n    with: {{command: 'echo x >> {count}'}}\n\
+             \x20 - name: wait\n    action: shell\n    with: {{command: 'while [ -e {block} ]; do sleep 0.1; done'}}\n\
+             \x20 - name: after\n    action: shell\n    with: {{command: 'echo y >> {after}'}}\n",
+            count = count.display(),
+            block = block.display(),
+            after = after.display(),
+        ),
+    )
+    .unwrap();
+    std::fs::write(&block, "").unwrap();
+    let audit = ws.join("audit.jsonl");
+    let mut running = runbook(&dir, "twice", &audit).spawn();
+    wait_for_record(&audit, "step-start", "wait");
+
+    // One run of a runbook at a time.
+    runbook(&dir, "twice", &audit).run().code_is(6).stderr_mentions("running already", "why");
+    assert!(running.kill9(), "the run ended before it was killed");
+    running.finish();
+    let run = audit_records(&audit)[0]["run"].as_str().unwrap().to_string();
+
+    std::fs::remove_file(&block).unwrap();
+    let out = runbook(&dir, "twice", &audit).args(["--resume", &run]).run();
+    out.ok().mentions("count: done in run", "the completed step is not run again");
+    let lines = |p: &Path| std::fs::read_to_string(p).unwrap_or_default().lines().count();
+    assert_eq!((lines(&count), lines(&after)), (1, 1), "each mutation happened once\n{out}");
+    let out = runbook(&dir, "twice", &audit).args(["--resume", &run]).run();
+    out.ok().mentions("finished already", "a finished run is not run again");
+    assert_eq!(lines(&after), 1);
+    Drctl::new().args(["runbook", "audit", "--verify", "--audit-log"]).arg(&audit).run().ok();
+}
+
+#[test]
+fn a_resumed_promotion_that_already_happened_is_not_done_again() {
+    let ws = Workspace::new_public();
+    let (repo, mut primary, standby) = primary_and_standby(&ws);
+    primary.stop();
+    let dir = ws.join("runbooks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let block = ws.join("block");
+    std::fs::write(
+        dir.join("failover.yaml"),
+        format!(
+            "name: failover\ndescription: wait, then promote\nparameters:\n  dsn:\n    description: the standby\n\
+             \x20 repo:\n    description: the repository\nsteps:\n\
+             \x20 - name: wait\n    action: shell\n    with: {{command: 'while [ -e {block} ]; do sleep 0.1; done'}}\n\
+             \x20 - name: promote\n    action: pg.promote\n    with: {{pg: '${{dsn}}', repo: '${{repo}}'}}\n",
+            block = block.display(),
+        ),
+    )
+    .unwrap();
+    std::fs::write(&block, "").unwrap();
+    let audit = ws.join("audit.jsonl");
+    let params = |d: Drctl| {
+        d.args(["--param", &format!("dsn={}", standby.dsn())])
+            .args(["--param", &format!("repo={}", repo.path.display())])
+    };
+    let mut running = params(runbook(&dir, "failover", &audit)).spawn();
+    wait_for_record(&audit, "step-start", "wait");
+    assert!(running.kill9());
+    running.finish();
+    // Meanwhile someone promoted it by hand.
+    repo.cmd("promote").args(["--pg", &standby.dsn()]).run().ok();
+    let run = audit_records(&audit)[0]["run"].as_str().unwrap().to_string();
+
+    std::fs::remove_file(&block).unwrap();
+    let out = runbook(&dir, "failover", &audit).args(["--resume", &run]).run();
+    out.ok().mentions("already promoted: it writes timeline 2", "the promotion is recognised");
+    assert_eq!(
+        standby.sql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"),
+        "00000002",
+        "not promoted twice"
+    );
 }
