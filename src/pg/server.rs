@@ -101,13 +101,11 @@ pub fn recover(dir: &Path, timeout: Duration) -> Result<Recovered, Error> {
                 fail(format!("postgres stopped during recovery ({status}):\n{}", tail(&log)))
             });
         }
-        let promoted = !dir.join("recovery.signal").exists()
-            && Command::new(find_program("pg_isready"))
-                .args(["-q", "-h"])
-                .arg(&sockets)
-                .args(["-p", &port.to_string()])
-                .status()
-                .is_ok_and(|s| s.success());
+        // Promotion is over when the control file says so. recovery.signal goes earlier, and
+        // the server answers connections (hot standby) earlier still: a shutdown in between
+        // leaves it "shut down in recovery", and its next start replays, with no target, the WAL
+        // past the target.
+        let promoted = !dir.join("recovery.signal").exists() && cluster_state(dir).as_deref() == Some("in production");
         if promoted {
             let log = read_log();
             break Ok(Recovered {
@@ -130,6 +128,14 @@ pub fn recover(dir: &Path, timeout: Duration) -> Result<Recovered, Error> {
             .map_err(|e| fail(format!("cannot mark the new timeline for archiving: {e}")))?;
     }
     result
+}
+
+/// The "Database cluster state" pg_controldata reads from the control file.
+fn cluster_state(dir: &Path) -> Option<String> {
+    let out = Command::new(find_program("pg_controldata")).arg(dir).env("LC_ALL", "C").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text.lines().find_map(|l| l.strip_prefix("Database cluster state:"))?;
+    Some(line.trim().to_string())
 }
 
 /// Recovery ran with archiving off, so PostgreSQL did not queue the new timeline's history file

@@ -220,3 +220,45 @@ fn lsn_xid_and_latest_targets_recover_exactly_that_far() {
     check("latest", &["--point-in-time", "latest"], None, 30);
     repo.cmd("restore").args(["--target-lsn", "nonsense", "--to"]).arg(ws.join("bad")).run().code_is(2);
 }
+
+/// `restore --start` hands over a cluster that recovery left as a shut-down primary: started by
+/// anyone (pg_ctl here), it replays nothing past the target. A shutdown caught between the
+/// removal of recovery.signal and the end of promotion left it "shut down in recovery", and the
+/// next start replayed, without a recovery target, the WAL after it: here, the DELETE.
+#[test]
+fn a_started_restore_is_left_a_shut_down_primary_that_keeps_the_target() {
+    let ws = Workspace::new_public();
+    let (repo, key_file, primary) = archiving_primary(&ws, &[], &[]);
+    primary.sql("CREATE TABLE orders (id int PRIMARY KEY)");
+    primary.sql("INSERT INTO orders SELECT generate_series(1, 5000)");
+    repo.cmd("backup").args(["--pg", &primary.dsn()]).timeout(Duration::from_secs(300)).run().ok();
+    primary.sql("INSERT INTO orders SELECT generate_series(5001, 6000)");
+    std::thread::sleep(Duration::from_millis(1100));
+    let before =
+        primary.sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'");
+    std::thread::sleep(Duration::from_millis(1100));
+    primary.sql("DELETE FROM orders");
+    primary.archive_all_wal();
+
+    // Opened by the passphrase (DRCTL_PASSWORD, inherited by restore_command): each wal-fetch
+    // then costs an argon2 run, which widens the window between the two.
+    let _ = key_file;
+    let dir = ws.join("restored");
+    repo.cmd("restore")
+        .args(["--point-in-time", &before, "--start", "--to"])
+        .arg(&dir)
+        .timeout(Duration::from_secs(300))
+        .run()
+        .ok();
+    let control = crate::harness::pg::as_postgres(format!("{}/pg_controldata", crate::harness::pg::BIN))
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let control = String::from_utf8_lossy(&control.stdout).into_owned();
+    let state = control.lines().find(|l| l.starts_with("Database cluster state:")).unwrap_or_default().to_string();
+    assert!(state.ends_with("shut down") && !state.contains("in recovery"), "{state}");
+    let mut restored = Cluster::existing(&dir, &[]);
+    restored.start();
+    assert_eq!(restored.sql("SELECT count(*) FROM orders"), "6000");
+    restored.stop();
+}
