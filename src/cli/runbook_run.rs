@@ -53,14 +53,14 @@ pub struct AuditArgs {
 
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let Some(r) = super::runbook::load(&args.dir.dir, &args.name)? else { return Ok(ExitCode::Usage as u8) };
-    let open = |location: &str| args.access.access(location).open(|| Err(crate::repo::Error::NoPassword.into()));
+    let access = |location: &str| args.access.access(location);
     let options = runbook::RunOptions {
         params: args.params.clone(),
         dry_run: args.dry_run,
         yes: args.yes,
         audit_log: args.audit.path.clone(),
         resume: args.resume.clone(),
-        open: &open,
+        access: &access,
     };
     println!(
         "runbook {}{}: {}",

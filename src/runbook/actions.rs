@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 
 use super::{Action, Error, Ui};
 use crate::ops::promote::{self, PromoteOptions};
+use crate::ops::unlock::Access;
 use crate::pg::Conn;
 use crate::pg::sql::{CONNECT_TIMEOUT, Session};
 use crate::repo::Repository;
 
 /// What a step's action needs beyond its inputs.
 pub struct Context<'a> {
-    /// Opens a repository named by location, as the command's flags and environment say.
-    pub open: &'a dyn Fn(&str) -> crate::ops::Result<Repository>,
+    /// How to reach a repository named by location, as the command's flags and environment say.
+    pub access: &'a dyn Fn(&str) -> Access,
     pub ui: &'a mut dyn Ui,
     /// Approvals are given (`--yes`).
     pub yes: bool,
@@ -37,6 +38,15 @@ pub fn already_done(action: Action, inputs: &BTreeMap<String, String>) -> Result
             let state = crate::pg::standby::state(&mut session).map_err(Error::action)?;
             Ok((!state.in_recovery).then(|| format!("already promoted: it writes timeline {}", state.timeline)))
         }
+        // A restore builds a hidden staging folder and moves it into place whole; with `start`,
+        // recovery then removes recovery.signal when it has promoted.
+        Action::DrctlRestore => {
+            let to = std::path::Path::new(&inputs["to"]);
+            let restored = std::fs::read_dir(to)
+                .is_ok_and(|d| d.flatten().any(|e| !e.file_name().to_string_lossy().starts_with(".drctl-restore-")));
+            let recovered = inputs.get("start").is_none_or(|s| s != "true") || !to.join("recovery.signal").exists();
+            Ok((restored && recovered).then(|| format!("already restored into {}", to.display())))
+        }
         // A shell command cannot tell: runbooks give idempotent ones (`kubectl scale --replicas=0`).
         Action::Shell | Action::SqlCheck | Action::HttpWaitHealthy | Action::Approve => Ok(None),
     }
@@ -57,6 +67,7 @@ fn run(action: Action, inputs: &BTreeMap<String, String>, timeout: Duration, cx:
     let now = |seen: Outcome| Ok(format!("now: {}", seen.unwrap_or_else(|e| crate::ops::with_causes(&e))));
     match action {
         Action::PgPromote => pg_promote(inputs, timeout, cx, dry),
+        Action::DrctlRestore => drctl_restore(inputs, cx, dry),
         Action::SqlCheck if dry => now(sql_check(required("dsn"), required("query"), required("expect"), timeout)),
         Action::SqlCheck => sql_check(required("dsn"), required("query"), required("expect"), timeout),
         Action::HttpWaitHealthy => {
@@ -103,7 +114,7 @@ fn pg_promote(inputs: &BTreeMap<String, String>, timeout: Duration, cx: &mut Con
         dry_run: dry,
         wait,
     };
-    let repo = (cx.open)(&inputs["repo"]).map_err(Error::action)?;
+    let repo = open(cx, &inputs["repo"])?;
     let ui = &mut *cx.ui;
     let promoted = promote::promote(&repo, &options, &mut |p| {
         for g in &p.gates {
@@ -210,4 +221,63 @@ fn shell(command: &str, timeout: Duration) -> Outcome {
         true => Ok(format!("`{command}` succeeded: {}", last(&stdout))),
         false => Err(Error::Check(format!("`{command}` failed ({status}): {}", last(&stderr)))),
     }
+}
+
+/// The repository at `location`, opened without a prompt (a runbook may run unattended).
+fn open(cx: &Context, location: &str) -> Result<Repository, Error> {
+    (cx.access)(location)
+        .open::<crate::ops::Error>(|| Err(crate::repo::Error::NoPassword.into()))
+        .map_err(Error::action)
+}
+
+/// Restores a snapshot (or a point in time) into a new directory; the restored cluster never
+/// archives into the repository it came from. With `start`, recovery runs now, privately.
+fn drctl_restore(inputs: &BTreeMap<String, String>, cx: &mut Context, dry: bool) -> Outcome {
+    let to = std::path::PathBuf::from(&inputs["to"]);
+    let access = (cx.access)(&inputs["repo"]);
+    let repo = open(cx, &inputs["repo"])?;
+    let what = match (inputs.get("snapshot"), inputs.get("point_in_time")) {
+        (Some(s), _) => format!("snapshot {s}"),
+        (None, Some(t)) => format!("the point in time {t}"),
+        (None, None) => "the latest snapshot".into(),
+    };
+    if dry {
+        let empty = std::fs::read_dir(&to).map_or(true, |mut d| d.next().is_none());
+        return match empty {
+            true => Ok(format!("would restore {what} into {} (archiving off)", to.display())),
+            false => {
+                Err(Error::Check(format!("{} is not empty: a restore needs a new or empty directory", to.display())))
+            }
+        };
+    }
+    let options = crate::ops::restore::RestoreOptions {
+        snapshot: inputs
+            .get("snapshot")
+            .cloned()
+            .or_else(|| inputs.get("point_in_time").is_none().then(|| "latest".into())),
+        target: crate::ops::restore::TargetRequest {
+            point_in_time: inputs.get("point_in_time").cloned(),
+            ..Default::default()
+        },
+        destination: crate::ops::restore::Destination::Dir(to.clone()),
+        keep_archiving: false,
+        start: inputs.get("start").is_some_and(|s| s == "true"),
+        skip_damaged: false,
+        repo_args: access
+            .forward()
+            .map_err(|e| Error::Usage(format!("cannot resolve the repository's path: {e}")))?
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+    };
+    let progress = crate::progress::NoProgress;
+    let mut recovered = String::new();
+    let (id, _) = crate::ops::restore::run(&repo, &options, &progress, &mut |event| {
+        if let crate::ops::restore::Event::Recovered { recovered: r, .. } = event {
+            let lines: Vec<&str> = [&r.stop, &r.last_transaction].into_iter().flatten().map(String::as_str).collect();
+            recovered = format!("; recovered and promoted ({})", lines.join("; "));
+        }
+    })
+    .map_err(Error::action)?;
+    Ok(format!("restored {what} (snapshot {}) into {}{recovered}", id.short(), to.display()))
 }

@@ -92,15 +92,11 @@ fn typed(v: &Value, kind: ParamKind) -> Option<String> {
         ParamKind::Boolean => v.choice(&BOOLS).map(|b| b.to_string()),
         ParamKind::Time => {
             let text = v.text()?;
-            let ok = chrono::DateTime::parse_from_rfc3339(text).is_ok()
-                || chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%#z").is_ok();
-            if !ok {
-                v.problem(
-                    format!("`{}` is not a time with a time zone: `{text}`", v.path()),
-                    "write it like \"2026-11-20 14:03:00+00\" or \"2026-11-20T14:03:00Z\"",
-                );
+            let time = crate::ops::restore::select::parse_time(text);
+            if let Err(e) = &time {
+                v.problem(format!("`{}`: {e}", v.path()), "write it like \"2026-11-20 14:03:00+00\"");
             }
-            ok.then(|| text.to_string())
+            time.ok().map(|_| text.to_string())
         }
     }
 }

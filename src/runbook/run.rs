@@ -13,7 +13,7 @@ use super::actions::{self, Context};
 use super::audit::AuditLog;
 use super::resume;
 use super::{Error, ParamKind, Runbook, Step, Ui};
-use crate::repo::Repository;
+use crate::ops::unlock::Access;
 
 /// How to run.
 pub struct RunOptions<'a> {
@@ -25,8 +25,8 @@ pub struct RunOptions<'a> {
     pub audit_log: PathBuf,
     /// Take up this earlier run: its steps that succeeded are not run again.
     pub resume: Option<String>,
-    /// Opens a repository named by location, as the command's flags and environment say.
-    pub open: &'a dyn Fn(&str) -> crate::ops::Result<Repository>,
+    /// How to reach a repository named by location, as the command's flags and environment say.
+    pub access: &'a dyn Fn(&str) -> Access,
 }
 
 /// Runs `runbook`; `Ok` when every step succeeded (or, dry, would be tried).
@@ -81,7 +81,7 @@ pub fn run(runbook: &Runbook, options: &RunOptions, ui: &mut dyn Ui) -> Result<(
             ("parameters", serde_json::to_value(&shown).expect("strings serialize")),
         ],
     )?;
-    let mut cx = Context { open: options.open, ui, yes: options.yes, resuming: earlier.is_some() };
+    let mut cx = Context { access: options.access, ui, yes: options.yes, resuming: earlier.is_some() };
     let resolved = Values { values: &values, redact: &redact };
     let mut first_failure = None;
     for (i, step) in runbook.steps.iter().enumerate() {
@@ -264,10 +264,7 @@ fn check_type(kind: ParamKind, value: &str) -> Result<(), String> {
         ParamKind::Integer => value.parse::<u64>().is_ok(),
         ParamKind::Duration => humantime::parse_duration(value).is_ok(),
         ParamKind::Boolean => value == "true" || value == "false",
-        ParamKind::Time => {
-            chrono::DateTime::parse_from_rfc3339(value).is_ok()
-                || chrono::DateTime::parse_from_str(value, "%Y-%m-%d %H:%M:%S%#z").is_ok()
-        }
+        ParamKind::Time => return crate::ops::restore::select::parse_time(value).map(drop).map_err(|e| e.to_string()),
     };
     match ok {
         true => Ok(()),

@@ -52,10 +52,11 @@ pub struct Step {
     pub on_failure: Vec<Step>,
 }
 
-/// The built-in actions. (Restore, and the RDS and Route 53 actions of region failover, come next.)
+/// The built-in actions. (The RDS and Route 53 actions of region failover come next.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     PgPromote,
+    DrctlRestore,
     HttpWaitHealthy,
     SqlCheck,
     Shell,
@@ -69,8 +70,9 @@ pub struct Inputs {
 }
 
 impl Action {
-    pub const ALL: [(&'static str, Action); 5] = [
+    pub const ALL: [(&'static str, Action); 6] = [
         ("pg.promote", Action::PgPromote),
+        ("drctl.restore", Action::DrctlRestore),
         ("http.wait-healthy", Action::HttpWaitHealthy),
         ("sql.check", Action::SqlCheck),
         ("shell", Action::Shell),
@@ -96,6 +98,7 @@ impl Action {
             Action::PgPromote => {
                 (&["pg", "repo"], &["fence_primary", "assume_fenced", "max_lag", "switchover", "wait", "key_file"])
             }
+            Action::DrctlRestore => (&["repo", "to"], &["snapshot", "point_in_time", "start"]),
             Action::HttpWaitHealthy => (&["url"], &["expect_status"]),
             Action::SqlCheck => (&["dsn", "query", "expect"], &[]),
             Action::Shell => (&["command"], &[]),
