@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use super::{Error, audit};
@@ -17,7 +18,12 @@ pub struct RunLock {
 pub fn lock(audit_log: &Path, runbook: &str) -> Result<RunLock, Error> {
     let dir = audit_log.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let path = dir.join(format!("runbook-{runbook}.lock"));
-    let file = File::create(&path).map_err(|e| Error::Audit(path.clone(), e))?;
+    let file = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .and_then(|()| File::create(&path))
+        .map_err(|e| Error::Audit(path.clone(), e))?;
     // SAFETY: flock on a descriptor this function owns.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(Error::Busy(runbook.to_string()));

@@ -190,7 +190,8 @@ fn a_run_killed_mid_step_is_taken_up_with_resume_and_repeats_no_completed_step()
     )
     .unwrap();
     std::fs::write(&block, "").unwrap();
-    let audit = ws.join("audit.jsonl");
+    // The audit log's folder does not exist yet: the run creates it (with its lock).
+    let audit = ws.join("state/drctl/audit.jsonl");
     let mut running = runbook(&dir, "twice", &audit).spawn();
     wait_for_record(&audit, "step-start", "wait");
 
