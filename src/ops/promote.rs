@@ -12,6 +12,7 @@ use crate::pg::standby::{self, Fence, ServerState};
 use crate::pg::wal::{WalName, format_lsn};
 use crate::pg::window::Archive;
 use crate::pg::{Conn, sql};
+use crate::repo::snapshot::PgBackup;
 use crate::repo::{Repository, wal};
 
 /// What to promote and how careful to be.
@@ -118,6 +119,8 @@ pub fn promote(repo: &Repository, options: &PromoteOptions, report: &mut dyn FnM
     let mut state = standby::state(&mut session)?;
     let mut promotion = Promotion { dry_run: options.dry_run, timeline_before: state.timeline, ..Default::default() };
     let fenced = fence_gate(options, &state);
+    // The repository's base backups, read once for the gates that judge them.
+    let backups: Vec<PgBackup> = repo.snapshots()?.into_iter().filter_map(|(_, s)| s.pg).collect();
     if options.switchover && fenced.passed && !options.dry_run {
         state = catch_up(&mut session, state, options.wait)?;
     }
@@ -135,10 +138,10 @@ pub fn promote(repo: &Repository, options: &PromoteOptions, report: &mut dyn FnM
             "resume replay with `SELECT pg_wal_replay_resume()` once you know why it was paused (a paused \
              standby may be held back on purpose, e.g. before bad data), then promote again",
         ),
-        cluster_gate(repo, &state)?,
+        cluster_gate(&backups, &state),
         fenced,
         lag_gate(options, &state),
-        archive_gate(repo, &state)?,
+        archive_gate(repo, &backups, &state)?,
     ];
     promotion.replay_lag_bytes = state.replay_lag_bytes();
     promotion.replay_lag_seconds = state.replay_lag_seconds;
@@ -186,9 +189,8 @@ fn gate(name: &'static str, passed: bool, measured: String, fix: &str) -> Gate {
 }
 
 /// The standby belongs to the cluster whose base backups the repository holds.
-fn cluster_gate(repo: &Repository, state: &ServerState) -> Result<Gate> {
-    let mut systems: Vec<String> =
-        repo.snapshots()?.into_iter().filter_map(|(_, s)| s.pg.map(|pg| pg.system_identifier)).collect();
+fn cluster_gate(backups: &[PgBackup], state: &ServerState) -> Gate {
+    let mut systems: Vec<String> = backups.iter().map(|pg| pg.system_identifier.clone()).collect();
     systems.sort();
     systems.dedup();
     let passed = systems.contains(&state.system_identifier);
@@ -200,13 +202,13 @@ fn cluster_gate(repo: &Repository, state: &ServerState) -> Result<Gate> {
             systems.join(", ")
         ),
     };
-    Ok(gate(
+    gate(
         "the repository's cluster",
         passed,
         measured,
         "give --repo the repository this cluster archives into (and back it up there if it never was): its new \
          timeline must continue a history the repository can restore",
-    ))
+    )
 }
 
 /// The old primary cannot take writes any more.
@@ -254,13 +256,11 @@ fn lag_gate(options: &PromoteOptions, state: &ServerState) -> Gate {
 
 /// Every WAL segment from the newest base backup (or the oldest archived segment) of the
 /// standby's timeline up to the one it replays is in the archive.
-fn archive_gate(repo: &Repository, state: &ServerState) -> Result<Gate> {
+fn archive_gate(repo: &Repository, backups: &[PgBackup], state: &ServerState) -> Result<Gate> {
     let names: Vec<WalName> = wal::list(repo.store())?.into_iter().map(|(n, _)| n).collect();
     let archive = Archive::new(&names, state.segment_size);
-    let backup_start = repo
-        .snapshots()?
-        .into_iter()
-        .filter_map(|(_, s)| s.pg)
+    let backup_start = backups
+        .iter()
         .filter(|pg| pg.system_identifier == state.system_identifier && pg.timeline == state.timeline)
         .filter_map(|pg| crate::pg::wal::parse_lsn(&pg.start_lsn))
         .max();
