@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::harness::pg::{Cluster, archiving, archiving_primary, drctl_env};
+use crate::harness::pg::{Cluster, archiving, archiving_primary, drctl_env, orders_deleted};
 use crate::harness::*;
 
 /// `restore --point-in-time T --start --key-file K --to DIR`.
@@ -228,21 +228,9 @@ fn lsn_xid_and_latest_targets_recover_exactly_that_far() {
 #[test]
 fn a_started_restore_is_left_a_shut_down_primary_that_keeps_the_target() {
     let ws = Workspace::new_public();
-    let (repo, key_file, primary) = archiving_primary(&ws, &[], &[]);
-    primary.sql("CREATE TABLE orders (id int PRIMARY KEY)");
-    primary.sql("INSERT INTO orders SELECT generate_series(1, 5000)");
-    repo.cmd("backup").args(["--pg", &primary.dsn()]).timeout(Duration::from_secs(300)).run().ok();
-    primary.sql("INSERT INTO orders SELECT generate_series(5001, 6000)");
-    std::thread::sleep(Duration::from_millis(1100));
-    let before =
-        primary.sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'");
-    std::thread::sleep(Duration::from_millis(1100));
-    primary.sql("DELETE FROM orders");
-    primary.archive_all_wal();
-
+    let (repo, _primary, before) = orders_deleted(&ws);
     // Opened by the passphrase (DRCTL_PASSWORD, inherited by restore_command): each wal-fetch
     // then costs an argon2 run, which widens the window between the two.
-    let _ = key_file;
     let dir = ws.join("restored");
     repo.cmd("restore")
         .args(["--point-in-time", &before, "--start", "--to"])

@@ -270,17 +270,7 @@ impl Drop for StopServer {
 #[test]
 fn pitr_after_bad_data_restores_beside_production_and_proves_the_rows_are_back() {
     let ws = Workspace::new_public();
-    let (repo, _key_file, primary) = crate::harness::pg::archiving_primary(&ws, &[], &[]);
-    primary.sql("CREATE TABLE orders (id int PRIMARY KEY)");
-    primary.sql("INSERT INTO orders SELECT generate_series(1, 5000)");
-    repo.cmd("backup").args(["--pg", &primary.dsn()]).timeout(Duration::from_secs(300)).run().ok();
-    primary.sql("INSERT INTO orders SELECT generate_series(5001, 6000)");
-    std::thread::sleep(Duration::from_millis(1100));
-    let before =
-        primary.sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'");
-    std::thread::sleep(Duration::from_millis(1100));
-    primary.sql("DELETE FROM orders");
-    primary.archive_all_wal();
+    let (repo, primary, before) = crate::harness::pg::orders_deleted(&ws);
 
     let to = ws.join("restored");
     let _stop = StopServer(to.clone());

@@ -293,3 +293,21 @@ pub fn primary_and_standby(ws: &Workspace) -> (Repo, Cluster, Cluster) {
     standby.wait_for("SELECT count(*) FROM t", "1000", Duration::from_secs(60));
     (repo, primary, standby)
 }
+
+/// Bad data on an archiving primary: 5000 orders in a base backup, 1000 more after it, then
+/// every order deleted, and all WAL archived. Returns the repository, the primary, and a time
+/// (UTC, with its zone) between the last good write and the DELETE.
+pub fn orders_deleted(ws: &Workspace) -> (Repo, Cluster, String) {
+    let (repo, _key_file, primary) = archiving_primary(ws, &[], &[]);
+    primary.sql("CREATE TABLE orders (id int PRIMARY KEY)");
+    primary.sql("INSERT INTO orders SELECT generate_series(1, 5000)");
+    repo.cmd("backup").args(["--pg", &primary.dsn()]).timeout(Duration::from_secs(300)).run().ok();
+    primary.sql("INSERT INTO orders SELECT generate_series(5001, 6000)");
+    std::thread::sleep(Duration::from_millis(1100));
+    let before =
+        primary.sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'");
+    std::thread::sleep(Duration::from_millis(1100));
+    primary.sql("DELETE FROM orders");
+    primary.archive_all_wal();
+    (repo, primary, before)
+}
