@@ -17,8 +17,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
 fi
 
-# The S3 API the S3 tests talk to through the real AWS SDK: moto's server, from PyPI.
-command -v moto_server >/dev/null || python3 -m pip install --quiet 'moto[server]'
+# The S3, KMS, RDS, CloudWatch and Route 53 APIs the tests talk to through the real AWS SDK:
+# moto's server, from PyPI; 5.2.6 or later, which speaks the CBOR protocol today's CloudWatch SDK
+# uses.
+if ! command -v moto_server >/dev/null ||
+  ! python3 -c 'import moto, sys; sys.exit(tuple(map(int, moto.__version__.split(".")[:3])) < (5, 2, 6))' 2>/dev/null; then
+  python3 -m pip install --quiet 'moto[server]>=5.2.6'
+fi
 
 cargo build --all-targets --locked
 if command -v cargo-nextest >/dev/null 2>&1; then

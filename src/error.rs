@@ -151,6 +151,12 @@ fn classify_ops(e: &ops::Error) -> (ExitCode, String) {
         ops::Error::Repo(e) => classify_repo(e),
         ops::Error::Store(e) => classify_store(e),
         ops::Error::Pg(e) => classify_pg(e),
+        ops::Error::Rds(_) | ops::Error::Dns(_) => (
+            ExitCode::Rds,
+            "fix the cause above and run again: check the identifiers and the region, and the AWS credentials \
+             (default chain: environment, profile, web identity); a runbook run takes up where it stopped with --resume"
+                .into(),
+        ),
     }
 }
 

@@ -14,7 +14,7 @@
 
 use std::time::{Duration as StdDuration, Instant};
 
-use aws_sdk_rds::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_rds::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_rds::types::{DbSnapshot, Tag};
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 
@@ -424,63 +424,32 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    let cause = match (err.code(), err.message()) {
-        (Some(code), Some(message)) if !message.is_empty() => format!("{code}: {message}"),
-        (Some(code), _) => code.to_string(),
-        (None, _) => String::new(),
-    };
-    let detail = match err.code() {
-        Some("DBInstanceNotFound") => {
-            format!("no such DB instance in this region ({cause}): check rds.instance and rds.region in the policy")
-        }
-        Some("DBSnapshotNotFound") => format!("the snapshot is gone ({cause}): someone deleted it; run again"),
-        Some("DBSnapshotAlreadyExists") => format!(
+    let permissions =
+        format!("{}; allow it in the role's IAM policy (drctl's RDS snapshots need {PERMISSIONS})", api.permissions());
+    let detail = super::explain(&err, "RDS", "AWS_ENDPOINT_URL_RDS", &permissions, |code, cause| match code {
+        "DBInstanceNotFound" => Some(format!(
+            "no such DB instance in this region ({cause}): check rds.instance and rds.region in the policy"
+        )),
+        "DBSnapshotNotFound" => Some(format!("the snapshot is gone ({cause}): someone deleted it; run again")),
+        "DBSnapshotAlreadyExists" => Some(format!(
             "a snapshot of this name exists already ({cause}): another run took one in the same second; run again"
-        ),
-        Some("InvalidDBInstanceState") => format!(
+        )),
+        "InvalidDBInstanceState" => Some(format!(
             "the instance cannot be snapshotted now ({cause}): it must be available (not stopped, being modified or \
              snapshotted); run again when it is"
-        ),
-        Some("InvalidDBSnapshotState") => {
-            format!("the snapshot is busy ({cause}): run again when it is available")
-        }
-        Some("SnapshotQuotaExceeded") => format!(
+        )),
+        "InvalidDBSnapshotState" => Some(format!("the snapshot is busy ({cause}): run again when it is available")),
+        "SnapshotQuotaExceeded" => Some(format!(
             "the account's manual snapshot quota in this region is reached ({cause}): shorten \
              rds.snapshot_retention, delete manual snapshots nobody needs, or ask AWS for a higher quota"
-        ),
-        Some("KMSKeyNotAccessibleFault" | "KMSKeyNotAccessible") => format!(
+        )),
+        "KMSKeyNotAccessibleFault" | "KMSKeyNotAccessible" => Some(format!(
             "the snapshot's KMS key cannot be used ({cause}): allow kms:CreateGrant and kms:DescribeKey on the \
              instance's key and on the DR region's aws/rds key"
-        ),
-        Some("AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "NotAuthorized") => format!(
-            "access denied ({cause}): these credentials may not use {}; allow it in the role's IAM policy (drctl's \
-             RDS snapshots need {PERMISSIONS})",
-            api.permissions()
-        ),
-        Some("ExpiredToken" | "ExpiredTokenException" | "RequestExpired") => {
-            format!("the AWS credentials have expired ({cause}): refresh the session or the web identity token")
-        }
-        Some(
-            "InvalidClientTokenId"
-            | "SignatureDoesNotMatch"
-            | "UnrecognizedClientException"
-            | "InvalidSignatureException"
-            | "AuthFailure",
-        ) => format!("the AWS credentials are not valid ({cause}): check the access key, secret key and session token"),
-        Some("Throttling" | "ThrottlingException" | "RequestLimitExceeded") => {
-            format!("RDS kept throttling the calls, retries included ({cause}): run again later")
-        }
-        Some(_) => format!("{} refused ({cause})", api.name()),
-        None => {
-            let text = format!("{}", DisplayErrorContext(&err));
-            super::missing_credentials(&text).unwrap_or_else(|| {
-                format!(
-                    "cannot reach RDS ({}): check the network, and AWS_ENDPOINT_URL_RDS when it is set",
-                    text.split(" (").next().unwrap_or(&text)
-                )
-            })
-        }
-    };
+        )),
+        _ => None,
+    })
+    .unwrap_or_else(|| format!("{} refused ({})", api.name(), super::cause(&err)));
     site.fail(what, &detail)
 }
 

@@ -1,32 +1,51 @@
-//! `drctl promote`: a streaming standby becomes the primary, behind safety gates.
+//! `drctl promote`: a streaming standby, or an RDS read replica, becomes the primary, behind
+//! safety gates.
 
 use clap::Args;
 
-use super::{GlobalArgs, RepoArgs, parse_duration};
-use crate::ops::promote::{self, Lag, PromoteOptions, Promotion, lag_bytes, lag_seconds, parse_lag};
+use super::{AccessArgs, GlobalArgs, parse_duration};
+use crate::ops::promote::{self, Gate, Lag, PromoteOptions, Promotion, lag_bytes, lag_seconds, parse_lag};
+use crate::ops::promote_rds::{self, RdsPromoteOptions, RdsPromotion};
 use crate::pg::Conn;
 
 #[derive(Debug, Args)]
 pub struct PromoteArgs {
+    /// The repository the standby's cluster archives into (self-managed: its base backups and
+    /// WAL are checked, and the new timeline's history file must reach it).
+    #[arg(long, env = "DRCTL_REPO", value_name = "LOCATION")]
+    pub repo: Option<String>,
     #[command(flatten)]
-    pub repo: RepoArgs,
+    pub access: AccessArgs,
     /// The standby to promote (a libpq connection string or URL; PG* variables apply).
-    #[arg(long, value_name = "DSN")]
-    pub pg: String,
+    #[arg(long, value_name = "DSN", required_unless_present = "rds_instance", conflicts_with = "rds_instance")]
+    pub pg: Option<String>,
+    /// The RDS read replica to promote (its identifier), with --region.
+    #[arg(long, value_name = "ID", requires = "region")]
+    pub rds_instance: Option<String>,
+    /// The read replica's region.
+    #[arg(long, value_name = "REGION", requires = "rds_instance")]
+    pub region: Option<String>,
+    /// RDS: the promoted instance's connection string, checked to answer SQL and take writes.
+    #[arg(long, value_name = "DSN", requires = "rds_instance")]
+    pub verify_dsn: Option<String>,
+    /// RDS: promote though CloudWatch has no current ReplicaLag (the source's region is down).
+    #[arg(long, requires = "rds_instance")]
+    pub accept_unknown_lag: bool,
     /// The old primary, checked to be unreachable, stopped or read-only (default: where the
     /// standby streams from, its primary_conninfo).
-    #[arg(long, value_name = "DSN", conflicts_with = "assume_fenced")]
+    #[arg(long, value_name = "DSN", conflicts_with_all = ["assume_fenced", "rds_instance"])]
     pub fence_primary: Option<String>,
     /// Take the old primary as fenced without checking (shut off by other means).
     #[arg(long)]
     pub assume_fenced: bool,
     /// The most replay lag accepted: a size ("16MiB", "512kB", bytes without a unit) and/or a
-    /// time ("30s"); repeat to give both. Default: 16MiB.
+    /// time ("30s"); repeat to give both. Default: 16MiB; for RDS (which reports seconds only)
+    /// 30s.
     #[arg(long, value_name = "SIZE|DURATION", value_parser = parse_lag)]
     pub max_lag: Vec<Lag>,
     /// A planned move: the primary was shut down cleanly; wait for the standby to replay all it
     /// received and accept no lag at all.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "rds_instance")]
     pub switchover: bool,
     /// Evaluate and print every gate; change nothing.
     #[arg(long)]
@@ -41,16 +60,37 @@ pub struct PromoteArgs {
 }
 
 pub fn run(args: PromoteArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let repo = args.repo.open()?;
+    let wait = args.wait.to_std().unwrap_or_default();
+    if let (Some(instance), Some(region)) = (&args.rds_instance, &args.region) {
+        let options = RdsPromoteOptions {
+            instance: instance.clone(),
+            region: region.clone(),
+            assume_fenced: args.assume_fenced,
+            max_lag_seconds: rds_lag(&args.max_lag)?,
+            accept_unknown_lag: args.accept_unknown_lag,
+            verify: args.verify_dsn.clone().map(Conn::new),
+            dry_run: args.dry_run,
+            wait,
+        };
+        promote_rds::promote(&options, &mut |p| print_rds(p, args.json, global.quiet))?;
+        return Ok(());
+    }
+    let Some(location) = &args.repo else {
+        return Err(crate::ops::Error::Usage(
+            "promoting a standby needs --repo (or DRCTL_REPO): the repository its cluster archives into".into(),
+        )
+        .into());
+    };
+    let repo = args.access.open(location)?;
     let options = PromoteOptions {
-        standby: Conn::new(args.pg.clone()),
+        standby: Conn::new(args.pg.clone().expect("clap requires --pg without --rds-instance")),
         fence_primary: args.fence_primary.clone().map(Conn::new),
         assume_fenced: args.assume_fenced,
         max_lag_bytes: lag_bytes(&args.max_lag),
         max_lag_seconds: lag_seconds(&args.max_lag),
         switchover: args.switchover,
         dry_run: args.dry_run,
-        wait: args.wait.to_std().unwrap_or_default(),
+        wait,
     };
     promote::promote(&repo, &options, &mut |p| print(p, args.json, global.quiet))?;
     Ok(())
@@ -61,12 +101,7 @@ fn print(p: &Promotion, json: bool, quiet: bool) {
         println!("{}", serde_json::to_string_pretty(p).expect("a promotion serializes"));
         return;
     }
-    for g in &p.gates {
-        println!("{} {}: {}", if g.passed { "ok    " } else { "REFUSE" }, g.name, g.measured);
-        if let Some(fix) = &g.fix {
-            println!("       fix: {fix}");
-        }
-    }
+    print_gates(&p.gates);
     if quiet {
         return;
     }
@@ -82,6 +117,50 @@ fn print(p: &Promotion, json: bool, quiet: bool) {
             p.history_archived_seconds.unwrap_or_default(),
             p.replay_lag_bytes,
             p.replay_lag_seconds,
+            p.total_seconds
+        ),
+        (false, false) => {}
+    }
+}
+
+/// The lag bound of an RDS promotion: RDS reports a replica's lag in seconds only.
+fn rds_lag(lags: &[Lag]) -> Result<f64, crate::ops::Error> {
+    if lags.iter().any(|l| matches!(l, Lag::Bytes(_))) {
+        return Err(crate::ops::Error::Usage(
+            "RDS reports a read replica's lag in seconds only: give --max-lag as a duration (30s)".into(),
+        ));
+    }
+    Ok(lag_seconds(lags).unwrap_or(30.0))
+}
+
+fn print_gates(gates: &[Gate]) {
+    for g in gates {
+        println!("{} {}: {}", if g.passed { "ok    " } else { "REFUSE" }, g.name, g.measured);
+        if let Some(fix) = &g.fix {
+            println!("       fix: {fix}");
+        }
+    }
+}
+
+fn print_rds(p: &RdsPromotion, json: bool, quiet: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(p).expect("a promotion serializes"));
+        return;
+    }
+    print_gates(&p.gates);
+    if quiet {
+        return;
+    }
+    match (p.dry_run, p.promoted) {
+        (true, _) if p.refusals().is_empty() => println!("dry run: every gate passes; nothing was changed"),
+        (true, _) => println!("dry run: {} gate(s) would refuse; nothing was changed", p.refusals().len()),
+        (false, true) => println!(
+            "promoted: {} in {} is a standalone instance after {:.1} s{}{} ({:.1} s in all)",
+            p.instance,
+            p.region,
+            p.promote_seconds.unwrap_or_default(),
+            p.endpoint.as_deref().map(|e| format!(" at {e}")).unwrap_or_default(),
+            p.verified.as_deref().map(|v| format!("; it {v}")).unwrap_or_default(),
             p.total_seconds
         ),
         (false, false) => {}

@@ -7,6 +7,7 @@ pub mod backup;
 pub mod catalog;
 pub mod copy;
 pub mod promote;
+pub mod promote_rds;
 pub mod repair;
 pub mod restore;
 pub mod retention;
@@ -77,6 +78,10 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error(transparent)]
     Pg(#[from] crate::pg::Error),
+    #[error(transparent)]
+    Rds(#[from] crate::aws::rds::RdsError),
+    #[error(transparent)]
+    Dns(#[from] crate::aws::route53::DnsError),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

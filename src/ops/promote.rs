@@ -184,7 +184,7 @@ pub fn promote(repo: &Repository, options: &PromoteOptions, report: &mut dyn FnM
     Ok(promotion)
 }
 
-fn gate(name: &'static str, passed: bool, measured: String, fix: &str) -> Gate {
+pub(super) fn gate(name: &'static str, passed: bool, measured: String, fix: &str) -> Gate {
     Gate { name, passed, measured, fix: (!passed).then(|| fix.to_string()) }
 }
 

@@ -30,7 +30,11 @@ pub type Outcome = Result<String, Error>;
 /// Whether what `action` does has happened already (a run killed after it acted and before it
 /// recorded so): then it is not done again. Only actions that change something can tell; checks
 /// run again.
-pub fn already_done(action: Action, inputs: &BTreeMap<String, String>) -> Result<Option<String>, Error> {
+pub fn already_done(
+    action: Action,
+    inputs: &BTreeMap<String, String>,
+    timeout: Duration,
+) -> Result<Option<String>, Error> {
     match action {
         Action::PgPromote => {
             let mut session =
@@ -46,6 +50,9 @@ pub fn already_done(action: Action, inputs: &BTreeMap<String, String>) -> Result
                 .is_ok_and(|d| d.flatten().any(|e| !e.file_name().to_string_lossy().starts_with(".drctl-restore-")));
             let recovered = inputs.get("start").is_none_or(|s| s != "true") || !to.join("recovery.signal").exists();
             Ok((restored && recovered).then(|| format!("already restored into {}", to.display())))
+        }
+        Action::RdsPromote | Action::RdsRestorePointInTime | Action::RdsRestoreSnapshot | Action::DnsSwitch => {
+            super::aws::already_done(action, inputs, timeout)
         }
         // A shell command cannot tell: runbooks give idempotent ones (`kubectl scale --replicas=0`).
         Action::Shell | Action::SqlCheck | Action::HttpWaitHealthy | Action::Approve => Ok(None),
@@ -67,6 +74,10 @@ fn run(action: Action, inputs: &BTreeMap<String, String>, timeout: Duration, cx:
     let now = |seen: Outcome| Ok(format!("now: {}", seen.unwrap_or_else(|e| crate::ops::with_causes(&e))));
     match action {
         Action::PgPromote => pg_promote(inputs, timeout, cx, dry),
+        Action::RdsPromote => super::aws::promote_replica(inputs, timeout, cx, dry),
+        Action::RdsRestorePointInTime => super::aws::restore_point_in_time(inputs, timeout, cx, dry),
+        Action::RdsRestoreSnapshot => super::aws::restore_snapshot(inputs, timeout, cx, dry),
+        Action::DnsSwitch => super::aws::dns_switch(inputs, timeout, cx, dry),
         Action::DrctlRestore => drctl_restore(inputs, cx, dry),
         Action::SqlCheck if dry => now(sql_check(required("dsn"), required("query"), required("expect"), timeout)),
         Action::SqlCheck => sql_check(required("dsn"), required("query"), required("expect"), timeout),
@@ -116,14 +127,7 @@ fn pg_promote(inputs: &BTreeMap<String, String>, timeout: Duration, cx: &mut Con
     };
     let repo = open(cx, &inputs["repo"])?;
     let ui = &mut *cx.ui;
-    let promoted = promote::promote(&repo, &options, &mut |p| {
-        for g in &p.gates {
-            ui.say(&format!("    {} {}: {}", if g.passed { "ok    " } else { "REFUSE" }, g.name, g.measured));
-            if let Some(fix) = &g.fix {
-                ui.say(&format!("           fix: {fix}"));
-            }
-        }
-    });
+    let promoted = promote::promote(&repo, &options, &mut |p| say_gates(ui, &p.gates));
     let p = promoted.map_err(Error::action)?;
     Ok(match p.promoted {
         true => format!(
@@ -135,6 +139,16 @@ fn pg_promote(inputs: &BTreeMap<String, String>, timeout: Duration, cx: &mut Con
         ),
         false => "every gate passes".into(),
     })
+}
+
+/// A promotion's gates, each with what it measured (and its fix when it refuses).
+pub(super) fn say_gates(ui: &mut dyn Ui, gates: &[promote::Gate]) {
+    for g in gates {
+        ui.say(&format!("    {} {}: {}", if g.passed { "ok    " } else { "REFUSE" }, g.name, g.measured));
+        if let Some(fix) = &g.fix {
+            ui.say(&format!("           fix: {fix}"));
+        }
+    }
 }
 
 fn sql_check(dsn: &str, query: &str, expect: &str, timeout: Duration) -> Outcome {

@@ -5,6 +5,7 @@
 
 mod actions;
 pub mod audit;
+mod aws;
 mod parse;
 mod resume;
 mod run;

@@ -159,7 +159,7 @@ fn run_step(step: &Step, values: &Values, cx: &mut Context, label: &str) -> Resu
     let timeout = step.timeout.to_std().unwrap_or_default();
     // Taking up a run that stopped inside this step: it may have happened already.
     if cx.resuming
-        && let Some(done) = actions::already_done(step.action, &inputs)?
+        && let Some(done) = actions::already_done(step.action, &inputs, timeout)?
     {
         return Ok(done);
     }

@@ -52,10 +52,14 @@ pub struct Step {
     pub on_failure: Vec<Step>,
 }
 
-/// The built-in actions. (The RDS and Route 53 actions of region failover come next.)
+/// The built-in actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     PgPromote,
+    RdsPromote,
+    RdsRestorePointInTime,
+    RdsRestoreSnapshot,
+    DnsSwitch,
     DrctlRestore,
     HttpWaitHealthy,
     SqlCheck,
@@ -70,8 +74,12 @@ pub struct Inputs {
 }
 
 impl Action {
-    pub const ALL: [(&'static str, Action); 6] = [
+    pub const ALL: [(&'static str, Action); 10] = [
         ("pg.promote", Action::PgPromote),
+        ("rds.promote-read-replica", Action::RdsPromote),
+        ("rds.restore-to-point-in-time", Action::RdsRestorePointInTime),
+        ("rds.restore-from-snapshot", Action::RdsRestoreSnapshot),
+        ("dns.switch", Action::DnsSwitch),
         ("drctl.restore", Action::DrctlRestore),
         ("http.wait-healthy", Action::HttpWaitHealthy),
         ("sql.check", Action::SqlCheck),
@@ -98,6 +106,18 @@ impl Action {
             Action::PgPromote => {
                 (&["pg", "repo"], &["fence_primary", "assume_fenced", "max_lag", "switchover", "wait", "key_file"])
             }
+            Action::RdsPromote => {
+                (&["instance", "region"], &["max_lag", "accept_unknown_lag", "assume_fenced", "verify_dsn", "wait"])
+            }
+            Action::RdsRestorePointInTime => (
+                &["source_instance", "instance", "region", "subnet_group", "security_groups", "parameter_group"],
+                &["point_in_time", "instance_class", "wait"],
+            ),
+            Action::RdsRestoreSnapshot => (
+                &["instance", "region", "subnet_group", "security_groups", "parameter_group"],
+                &["snapshot", "policy", "instance_class", "wait"],
+            ),
+            Action::DnsSwitch => (&["zone", "name"], &["value", "instance", "region", "type", "ttl", "wait"]),
             Action::DrctlRestore => (&["repo", "to"], &["snapshot", "point_in_time", "start"]),
             Action::HttpWaitHealthy => (&["url"], &["expect_status"]),
             Action::SqlCheck => (&["dsn", "query", "expect"], &[]),

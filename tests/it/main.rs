@@ -20,6 +20,7 @@ mod dedup;
 mod edge;
 mod env;
 mod errors;
+mod failover;
 mod faultproxy;
 mod hygiene;
 mod keys;

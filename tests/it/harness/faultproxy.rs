@@ -141,6 +141,9 @@ pub struct Logged {
     pub method: String,
     pub path: String,
     pub query: String,
+    /// The API action of a query-protocol call (RDS: `Action=…` in its form body) or of a JSON
+    /// one (its `X-Amz-Target`); empty for REST calls, which the method and path name.
+    pub action: String,
     /// The rule that fired on it, if any.
     pub rule: Option<RuleId>,
     /// `200` (forwarded, upstream status) or the fault, e.g. `500 InternalError`, `reset`.
@@ -150,6 +153,9 @@ pub struct Logged {
 impl fmt::Display for Logged {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.method, self.path)?;
+        if !self.action.is_empty() {
+            write!(f, " [{}]", self.action)?;
+        }
         if !self.query.is_empty() {
             write!(f, "?{}", self.query)?;
         }
@@ -202,6 +208,11 @@ impl FaultProxy {
     /// How many times a rule's fault has been served.
     pub fn fired(&self, id: RuleId) -> u32 {
         self.shared.rules.lock().unwrap()[id.0].fired
+    }
+
+    /// How many requests of API action `action` (see [`Logged::action`]) reached the proxy.
+    pub fn calls(&self, action: &str) -> usize {
+        self.log().iter().filter(|l| l.action == action).count()
     }
 
     /// Every request so far, in the order they were handled.
@@ -282,7 +293,14 @@ impl Shared {
 
     fn record(&self, request: &Request, rule: Option<RuleId>, outcome: String) {
         let (method, path, query) = (request.method.clone(), request.path.clone(), request.query.clone());
-        self.log.lock().unwrap().push(Logged { method, path, query, rule, outcome });
+        let form = String::from_utf8_lossy(&request.body);
+        let action = form
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("Action="))
+            .or_else(|| request.head.get("X-Amz-Target").and_then(|t| t.rsplit('.').next()))
+            .unwrap_or_default()
+            .to_string();
+        self.log.lock().unwrap().push(Logged { method, path, query, action, rule, outcome });
     }
 
     /// The fault for this request, if a rule has one for it now. Every matching rule counts the

@@ -9,7 +9,8 @@
 //! - [`pg`]: throwaway PostgreSQL 15 clusters, and a primary archiving into a repository;
 //! - [`moto`]: moto's S3 and KMS server;
 //! - [`faultproxy`]: a fault-injecting HTTP proxy in front of it;
-//! - [`pushgateway`]: a Prometheus Pushgateway.
+//! - [`pushgateway`]: a Prometheus Pushgateway;
+//! - [`standin`]: the stand-in for the protected API service.
 //!
 //! `use crate::harness::*;` brings in the first five; the servers are named by their module
 //! (`harness::pg::Cluster`, `harness::moto::Moto`, …).
@@ -28,6 +29,7 @@ pub mod faultproxy;
 pub mod moto;
 pub mod pg;
 pub mod pushgateway;
+pub mod standin;
 
 pub use data::*;
 pub use drctl::*;

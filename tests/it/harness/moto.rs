@@ -1,6 +1,7 @@
-//! moto's server on loopback: the real S3 and KMS HTTP APIs that drctl reaches through the AWS
-//! SDK with its endpoint settings (installed by scripts/test.sh). One server per test, killed on
-//! drop; buckets and keys are made with boto3, as an operator would with the AWS CLI.
+//! moto's server on loopback: the real S3, KMS, RDS, CloudWatch and Route 53 HTTP APIs that drctl
+//! reaches through the AWS SDK with its endpoint settings (installed by scripts/test.sh). One
+//! server per test, killed on drop; what a test needs in it is made with boto3, as an operator
+//! would with the AWS CLI.
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -84,6 +85,23 @@ impl Moto {
             .env("AWS_ENDPOINT_URL_KMS", endpoint)
             .env("DRCTL_S3_ENDPOINT", endpoint)
             .env("DRCTL_S3_PATH_STYLE", "true")
+    }
+
+    /// drctl with this server as every AWS endpoint (RDS, CloudWatch, Route 53, …), test
+    /// credentials, no instance metadata.
+    pub fn aws(&self, sub: &str) -> Drctl {
+        self.aws_via(sub, &self.endpoint)
+    }
+
+    /// [`Moto::aws`] reaching this server through `endpoint` (a proxy that counts the calls).
+    pub fn aws_via(&self, sub: &str, endpoint: &str) -> Drctl {
+        Drctl::new()
+            .arg(sub)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ENDPOINT_URL", endpoint)
     }
 
     /// Every key in a bucket with its size, sorted.
