@@ -208,19 +208,19 @@ fn region_failover_promotes_the_dr_replica_switches_dns_and_the_service_turns_re
     assert!(!still_a_replica(&moto, "us-west-2", "api-db-dr"));
 }
 
-/// A DR-region network for restored instances: a VPC with two subnets in a subnet group, a
-/// security group and a parameter group; returns the security group's id.
-fn dr_network(moto: &Moto) -> String {
+/// A network for restored instances in `region`: a VPC with two subnets in subnet group
+/// `api-db-dr`, a security group and parameter group `api-pg15`; returns the security group's id.
+fn network(moto: &Moto, region: &str) -> String {
     moto.python(
-        "ec2 = client('ec2', 'us-west-2'); rds = client('rds', 'us-west-2')\n\
+        "ec2 = client('ec2', args[0]); rds = client('rds', args[0])\n\
          vpc = ec2.create_vpc(CidrBlock='10.1.0.0/16')['Vpc']['VpcId']\n\
-         subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f'10.1.{i}.0/24', AvailabilityZone=f'us-west-2{z}')\
+         subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f'10.1.{i}.0/24', AvailabilityZone=args[0] + z)\
          ['Subnet']['SubnetId'] for i, z in ((1, 'a'), (2, 'b'))]\n\
          rds.create_db_subnet_group(DBSubnetGroupName='api-db-dr', DBSubnetGroupDescription='dr', SubnetIds=subnets)\n\
          rds.create_db_parameter_group(DBParameterGroupName='api-pg15', DBParameterGroupFamily='postgres15', \
          Description='the service settings')\n\
          print(ec2.create_security_group(GroupName='api-db', Description='db', VpcId=vpc)['GroupId'])",
-        &[],
+        &[region],
     )
 }
 
@@ -261,7 +261,7 @@ fn region_failover_from_snapshot_restores_the_dr_copy_in_place_and_a_killed_run_
         &[],
     );
     dr_snapshot_copy(&moto);
-    let group = dr_network(&moto);
+    let group = network(&moto, "us-west-2");
     let zone = zone(&moto, "api-db.aaaaaaaaaa.us-east-1.rds.amazonaws.com", 20);
     let db = postgres(&ws);
     let standin = Standin::start(&db.dsn());
@@ -275,6 +275,13 @@ fn region_failover_from_snapshot_restores_the_dr_copy_in_place_and_a_killed_run_
             .args(["--param", &format!("service_url={}/health/ready", standin.url)])
             .arg("--yes")
     };
+
+    // A dry run finds the copy and previews every step.
+    let out =
+        params(runbook(&moto, &proxy, "region-failover-from-snapshot", &audit), "api-pg15").arg("--dry-run").run();
+    out.ok()
+        .mentions("would restore snapshot drctl-api-20261205-010000 into a new instance api-db-restored", "the copy")
+        .mentions("would UPSERT it -> the endpoint of instance api-db-restored (not there yet)", "the DNS preview");
 
     // RDS's default parameter group is refused before any call.
     let out = params(runbook(&moto, &proxy, "region-failover-from-snapshot", &audit), "default.postgres15").run();
@@ -321,4 +328,94 @@ fn region_failover_from_snapshot_restores_the_dr_copy_in_place_and_a_killed_run_
     assert_eq!((proxy.calls("RestoreDBInstanceFromDBSnapshot"), dns_changes(&proxy)), (1, 1), "{proxy}");
     assert!(record(&moto, &zone).starts_with("api-db-restored."), "{}", record(&moto, &zone));
     assert_eq!(standin.status("/health/ready"), 200);
+}
+
+#[test]
+fn promote_replica_rds_runbook_previews_then_promotes_and_the_service_turns_ready() {
+    let ws = Workspace::new_public();
+    let moto = Moto::empty();
+    let proxy = FaultProxy::start(&moto.endpoint);
+    moto.python(
+        "client('rds').create_db_instance(DBInstanceIdentifier='api-db', Engine='postgres', \
+         DBInstanceClass='db.t3.micro', AllocatedStorage=20, MasterUsername='app', MasterUserPassword='secret-pw-1')\n\
+         client('rds').create_db_instance_read_replica(DBInstanceIdentifier='api-db-ro', \
+         SourceDBInstanceIdentifier='api-db')",
+        &[],
+    );
+    replica_lag(&moto, "us-east-1", "api-db-ro", 4.0);
+    let db = postgres(&ws);
+    let standin = Standin::start(&db.dsn());
+    let audit = ws.join("audit.jsonl");
+    let run = || {
+        runbook(&moto, &proxy, "promote-replica-rds", &audit)
+            .args(["--param", "replica=api-db-ro", "--param", "region=us-east-1"])
+            .args(["--param", &format!("replica_dsn={}", db.dsn())])
+            .args(["--param", &format!("service_url={}/health/ready", standin.url)])
+    };
+    run().arg("--dry-run").run().code_is(15).mentions("REFUSE old primary fenced: api-db is available", "the gate");
+    moto.python("client('rds').stop_db_instance(DBInstanceIdentifier='api-db')", &[]);
+    run().arg("--dry-run").run().ok().mentions("ok     replica lag: ReplicaLag 4 s (at most 30 s allowed)", "the lag");
+    assert_eq!(proxy.calls("PromoteReadReplica"), 0, "a dry run promoted\n{proxy}");
+    run().arg("--yes").run().ok().mentions("promoted: api-db-ro is a standalone instance", "the promotion");
+    assert_eq!(proxy.calls("PromoteReadReplica"), 1, "{proxy}");
+    assert!(!still_a_replica(&moto, "us-east-1", "api-db-ro"));
+}
+
+#[test]
+fn an_rds_point_in_time_restore_lands_where_asked_and_never_in_rds_defaults() {
+    let ws = Workspace::new_public();
+    let moto = Moto::empty();
+    let proxy = FaultProxy::start(&moto.endpoint);
+    moto.python(
+        "client('rds').create_db_instance(DBInstanceIdentifier='api-db', Engine='postgres', \
+         DBInstanceClass='db.t3.micro', AllocatedStorage=20, MasterUsername='app', MasterUserPassword='secret-pw-1', \
+         BackupRetentionPeriod=7)",
+        &[],
+    );
+    let group = network(&moto, "us-east-1");
+    let dir = ws.join("runbooks");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("rds-pitr.yaml"),
+        "name: rds-pitr\n\
+         description: api-db as it was, in a new instance\n\
+         parameters:\n  \
+           time: {type: time, description: the moment}\n  \
+           security_groups: {description: the groups}\n\
+         steps:\n  \
+           - name: restore\n    \
+             action: rds.restore-to-point-in-time\n    \
+             with:\n      \
+               source_instance: api-db\n      \
+               instance: api-db-pitr\n      \
+               region: us-east-1\n      \
+               point_in_time: ${time}\n      \
+               subnet_group: api-db-dr\n      \
+               security_groups: ${security_groups}\n      \
+               parameter_group: api-pg15\n",
+    )
+    .unwrap();
+    let run = |groups: &str| {
+        moto.aws_via("runbook", &proxy.endpoint())
+            .args(["run", "rds-pitr", "--dir"])
+            .arg(&dir)
+            .arg("--audit-log")
+            .arg(ws.join("audit.jsonl"))
+            .args(["--param", "time=2026-12-05 10:00:00+00", "--param", &format!("security_groups={groups}")])
+    };
+    run(" , ").run().code_is(2).mentions("set security groups", "the refusal");
+    run("default").run().code_is(2).mentions("VPC's default group", "the refusal");
+    assert_eq!(proxy.calls("RestoreDBInstanceToPointInTime"), 0, "{proxy}");
+    run(&group).arg("--dry-run").run().ok().mentions(
+        "would restore api-db as of 2026-12-05T10:00:00+00:00 into a new instance api-db-pitr in us-east-1",
+        "the preview",
+    );
+    run(&group).run().ok().mentions("restored api-db as of 2026-12-05T10:00:00+00:00 into api-db-pitr", "the restore");
+    assert_eq!(proxy.calls("RestoreDBInstanceToPointInTime"), 1, "{proxy}");
+    let placed: Vec<String> =
+        instances(&moto, "us-east-1").into_iter().filter(|l| l.starts_with("api-db-pitr ")).collect();
+    assert_eq!(placed, vec![format!("api-db-pitr api-db-dr {group} api-pg15")]);
+    // The name is taken now: a second run fails the step, makes nothing.
+    run(&group).run().code_is(16).mentions("an instance api-db-pitr exists already", "the refusal");
+    assert_eq!(proxy.calls("RestoreDBInstanceToPointInTime"), 1, "{proxy}");
 }
