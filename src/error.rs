@@ -200,6 +200,11 @@ fn classify_store(e: &store::Error) -> (ExitCode, String) {
 fn classify_pg(e: &pg::Error) -> (ExitCode, String) {
     use pg::Error as P;
     let (code, hint) = match e {
+        P::Sql { .. } => (
+            ExitCode::Database,
+            "check the connection string (host, port, user, password or PG* variables, ~/.pgpass, sslmode) and that \
+             the server is running and lets this user connect",
+        ),
         P::Database { .. } => (
             ExitCode::Database,
             "check the connection string (host, port, user, password or PG* variables), that the server is running, \

@@ -18,6 +18,9 @@ pub mod window;
 pub enum Error {
     #[error("the database cannot be backed up: {detail}")]
     Database { detail: String },
+    /// SQL drctl sends itself (promotion, runbook checks): the server and what went wrong.
+    #[error("PostgreSQL {detail}")]
+    Sql { detail: String },
     #[error("WAL archiving is not set up on the database (archive_mode = {archive_mode}{}), so a base backup could never be restored", if *standby { ", a standby" } else { "" })]
     ArchivingOff { archive_mode: String, standby: bool },
     #[error("pg_basebackup waited {seconds} s for the backup's last WAL segment to be archived")]
@@ -31,6 +34,10 @@ pub enum Error {
 impl Error {
     pub fn database(detail: impl Into<String>) -> Error {
         Error::Database { detail: detail.into() }
+    }
+
+    pub fn sql(detail: impl Into<String>) -> Error {
+        Error::Sql { detail: detail.into() }
     }
 }
 

@@ -27,7 +27,9 @@ impl Session {
     pub fn connect(conn: &Conn, timeout: Duration) -> Result<Session, Error> {
         match reach(conn, timeout)? {
             Reach::Connected(session) => Ok(session),
-            Reach::Unreachable(why) | Reach::Refused(why) => Err(Error::database(format!("cannot connect: {why}"))),
+            Reach::Unreachable(why) | Reach::Refused(why) => {
+                Err(Error::sql(format!("at {}: cannot connect: {why}", server_name(&conn.dsn))))
+            }
         }
     }
     /// Runs `sql`, which returns one row, and gives it to `read`.
@@ -35,8 +37,8 @@ impl Session {
         let row = self
             .runtime
             .block_on(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&mut self.connection))
-            .map_err(|e| Error::database(format!("{sql}: {e}")))?;
-        read(&row).map_err(|e| Error::database(format!("{sql}: {e}")))
+            .map_err(|e| Error::sql(format!("refused `{sql}`: {e}")))?;
+        read(&row).map_err(|e| Error::sql(format!("answered `{sql}` with what drctl cannot read: {e}")))
     }
 
     /// Runs `sql`, which returns one value.
@@ -67,7 +69,7 @@ pub fn reach(conn: &Conn, timeout: Duration) -> Result<Reach, Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::database(format!("cannot start the SQL client: {e}")))?;
+        .map_err(|e| Error::sql(format!("client cannot start: {e}")))?;
     let connected =
         runtime.block_on(async { tokio::time::timeout(timeout, PgConnection::connect_with(&options)).await });
     Ok(match connected {
@@ -76,6 +78,13 @@ pub fn reach(conn: &Conn, timeout: Duration) -> Result<Reach, Error> {
         Ok(Err(e)) => Reach::Refused(e.to_string()),
         Err(_) => Reach::Unreachable(format!("no answer within {timeout:?}")),
     })
+}
+
+/// `host:port` of a connection string, for messages (`the server` when it does not say: PG*
+/// variables or the defaults decide then).
+pub fn server_name(dsn: &str) -> String {
+    let Ok(options) = connect_options(dsn) else { return "the server".into() };
+    format!("{}:{}", options.get_host(), options.get_port())
 }
 
 /// sqlx's options for a libpq connection string (URL or `keyword=value` pairs).
@@ -90,13 +99,13 @@ pub fn connect_options(dsn: &str) -> Result<PgConnectOptions, Error> {
         }
         format!("postgres://?{}", query.finish())
     };
-    url.parse().map_err(|e| Error::database(format!("the connection string is not valid: {e}")))
+    url.parse().map_err(|e| Error::sql(format!("connection string is not valid: {e}")))
 }
 
 /// The `keyword=value` pairs of a libpq connection string: values may be single-quoted, with
 /// `\'` and `\\` inside; whitespace around `=` is allowed.
 pub fn parse_conninfo(dsn: &str) -> Result<Vec<(String, String)>, Error> {
-    let bad = |why: &str| Error::database(format!("the connection string is not valid: {why}"));
+    let bad = |why: &str| Error::sql(format!("connection string is not valid: {why}"));
     let mut pairs = Vec::new();
     let mut chars = dsn.chars().peekable();
     loop {

@@ -45,7 +45,8 @@ pub fn state(session: &mut Session) -> Result<ServerState, Error> {
     let in_recovery: bool = session.value("SELECT pg_is_in_recovery()")?;
     let system_identifier: String = session.value("SELECT system_identifier::text FROM pg_control_system()")?;
     let segment_size: String = session.value("SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'")?;
-    let segment_size = segment_size.parse().map_err(|_| Error::database("wal_segment_size is not a number"))?;
+    let segment_size =
+        segment_size.parse().map_err(|_| Error::sql("reports a wal_segment_size that is not a number"))?;
     if !in_recovery {
         let written: String = session.value("SELECT pg_current_wal_lsn()::text")?;
         let walfile: String = session.value("SELECT pg_walfile_name(pg_current_wal_lsn())")?;
@@ -135,14 +136,14 @@ pub fn promote(session: &mut Session, timeout: Duration) -> Result<Duration, Err
     let seconds = timeout.as_secs().max(1);
     let promoted: bool = session.value(&format!("SELECT pg_promote(wait => true, wait_seconds => {seconds})"))?;
     if !promoted {
-        return Err(Error::database(format!("pg_promote did not finish promoting within {seconds} s")));
+        return Err(Error::sql(format!("did not finish pg_promote within {seconds} s")));
     }
     // Promoted is not yet writable to every session: wait for an xid to be handed out.
     loop {
         match session.value::<String>("SELECT pg_current_xact_id()::text") {
             Ok(_) => return Ok(started.elapsed()),
             Err(e) if started.elapsed() > timeout => {
-                return Err(Error::database(format!("promoted, but no write was accepted within {timeout:?}: {e}")));
+                return Err(Error::sql(format!("was promoted, but accepted no write within {timeout:?}: {e}")));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
@@ -154,5 +155,5 @@ fn timeline_of(walfile: &str) -> Result<u32, Error> {
     walfile
         .get(..8)
         .and_then(|t| u32::from_str_radix(t, 16).ok())
-        .ok_or_else(|| Error::database(format!("{walfile:?} is not a WAL file name")))
+        .ok_or_else(|| Error::sql(format!("named {walfile:?} as its WAL file, which is not a WAL file name")))
 }

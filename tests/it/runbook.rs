@@ -259,3 +259,102 @@ fn pitr_after_bad_data_restores_beside_production_and_proves_the_rows_are_back()
     let settings = std::fs::read_to_string(to.join("postgresql.auto.conf")).unwrap();
     assert!(settings.contains("archive_mode = 'off'") || settings.contains("archive_mode = off"), "{settings}");
 }
+
+/// `runuser … pg_ctl status || pg_ctl start` for a restored cluster in `dir` on `port`: a start
+/// that may run twice.
+fn start_command(dir: &Path, port: u16) -> String {
+    let pg_ctl = format!("{}/pg_ctl", crate::harness::pg::BIN);
+    format!(
+        "runuser -u postgres -- sh -c '{pg_ctl} -D {dir} status >/dev/null || {pg_ctl} -D {dir} -o \"-p {port}\" -l {dir}/server.log -w start'",
+        dir = dir.display()
+    )
+}
+
+#[test]
+fn restore_new_infrastructure_and_self_managed_region_failover_rebuild_from_the_copy() {
+    let ws = Workspace::new_public();
+    let (repo, primary, before) = crate::harness::pg::orders_deleted(&ws);
+    let conf = ws.join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(conf.join("api.env"), "DATABASE_URL=postgres://db.example.com/api\n").unwrap();
+    let (config, _) = repo.backup(&[&conf]);
+    let audit = ws.join("audit.jsonl");
+
+    // New infrastructure: the configuration and the cluster as it was before the DELETE.
+    let (to, config_dir, port) = (ws.join("new/data"), ws.join("new/conf"), free_port());
+    let _stop = StopServer(to.clone());
+    let dsn = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
+    let standin = Standin::start(&dsn);
+    let run = || {
+        runbook(&shipped(), "restore-new-infrastructure", &audit)
+            .args(["--param", &format!("repo={}", repo.path.display())])
+            .args(["--param", &format!("config_snapshot={}", config.short_id)])
+            .args(["--param", &format!("config_dir={}", config_dir.display())])
+            .args(["--param", &format!("to={}", to.display()), "--param", &format!("time={before}")])
+            .args(["--param", &format!("start_command={}", start_command(&to, port))])
+            .args(["--param", &format!("dsn={dsn}")])
+            .args(["--param", &format!("service_url={}/health/ready", standin.url)])
+    };
+    let out = run().arg("--dry-run").run();
+    out.ok()
+        .mentions("would restore the point in time", "the preview")
+        .mentions(&format!("now: PostgreSQL at 127.0.0.1:{port}: cannot connect"), "the check as it is now");
+    assert!(!out.all().contains("cannot be backed up"), "a runbook's check is no backup\n{out}");
+    assert!(!to.exists() && !config_dir.exists(), "a dry run restored");
+    run().run().ok().mentions("every step succeeded", "the end");
+    let restored = std::fs::read_to_string(config_dir.join(conf.strip_prefix("/").unwrap()).join("api.env"));
+    assert_eq!(restored.unwrap(), "DATABASE_URL=postgres://db.example.com/api\n");
+    let count = |port: u16| {
+        let out = std::process::Command::new(format!("{}/psql", crate::harness::pg::BIN))
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-XAtc", "SELECT count(*) FROM orders", "-p"])
+            .arg(port.to_string())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(count(port), "6000", "the rows before the DELETE");
+    assert_eq!(standin.status("/health/ready"), 200);
+
+    // The region is lost: the DR host restores everything the copy holds, and DNS follows.
+    let moto = crate::harness::moto::Moto::empty();
+    let zone = moto.python(
+        "r53 = client('route53')\n\
+         z = r53.create_hosted_zone(Name='example.com', CallerReference='t')['HostedZone']['Id'].split('/')[-1]\n\
+         r53.change_resource_record_sets(HostedZoneId=z, ChangeBatch={'Changes': [{'Action': 'UPSERT', \
+         'ResourceRecordSet': {'Name': 'db.example.com', 'Type': 'A', 'TTL': 1, \
+         'ResourceRecords': [{'Value': '10.0.0.1'}]}}]})\n\
+         print(z)",
+        &[],
+    );
+    let (to, port) = (ws.join("dr/data"), free_port());
+    let _stop_dr = StopServer(to.clone());
+    let dsn = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
+    let standin = Standin::start(&dsn);
+    let dr = || {
+        runbook(&shipped(), "region-failover-self-managed", &audit)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .args(["--param", &format!("repo={}", repo.path.display()), "--param", &format!("to={}", to.display())])
+            .args(["--param", &format!("start_command={}", start_command(&to, port))])
+            .args(["--param", &format!("dsn={dsn}"), "--param", &format!("zone={zone}")])
+            .args(["--param", "record=db.example.com", "--param", "record_type=A", "--param", "dr_host=10.1.0.1"])
+            .args(["--param", &format!("service_url={}/health/ready", standin.url)])
+    };
+    dr().arg("--dry-run").run().ok().mentions("now: db.example.com A -> 10.0.0.1", "the DNS as it is");
+    dr().arg("--yes")
+        .run()
+        .ok()
+        .mentions("waited out the old TTL of 1 s", "the TTL")
+        .mentions("every step succeeded", "end");
+    assert_eq!(count(port), "0", "everything the copy holds: the DELETE too");
+    let record = moto.python(
+        "print(client('route53').list_resource_record_sets(HostedZoneId=args[0], StartRecordName='db.example.com', \
+         StartRecordType='A', MaxItems='1')['ResourceRecordSets'][0]['ResourceRecords'][0]['Value'])",
+        &[&zone],
+    );
+    assert_eq!(record, "10.1.0.1");
+    assert_eq!(standin.status("/health/ready"), 200);
+    assert_eq!(primary.sql("SELECT count(*) FROM orders"), "0", "production untouched");
+}
