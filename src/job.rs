@@ -12,18 +12,16 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 use crate::aws::rds;
 use crate::error;
 use crate::ops::backup::{self, BackupOptions, LocalOptions, Source};
-use crate::ops::unlock::{Access, SecretSource};
+use crate::ops::policy_repos::{self, location_of};
 use crate::ops::{self, retention::ForgetOptions};
 use crate::pg::Conn;
 use crate::pg::archiver::ArchiverState;
-use crate::policy::{self, BaseMode, Connection, KeySlot, Password, Policy, SourceKind};
+use crate::policy::{self, BaseMode, Connection, Password, Policy, SourceKind};
 use crate::progress::NoProgress;
-use crate::repo::key::Secret;
 use crate::repo::retention::Rules;
 use crate::repo::snapshot::{policy_source, policy_tags};
 use crate::repo::{self, Repository, snapshot};
@@ -45,6 +43,13 @@ pub struct JobOptions {
     pub s3: store::S3Options,
     /// How long to wait for a conflicting repository lock.
     pub lock_wait: std::time::Duration,
+}
+
+impl JobOptions {
+    /// How the policy's repositories are reached.
+    fn reach(&self) -> policy_repos::Reach {
+        policy_repos::Reach { s3: self.s3.clone(), lock_wait: self.lock_wait }
+    }
 }
 
 /// Everything a job did, step by step: printed with `--json`, turned into metrics, and read back
@@ -183,7 +188,7 @@ pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, ops::Erro
         password: password.as_ref().ok().cloned().flatten(),
     };
     let password = password.map_err(|e| StepError::of(&e));
-    let primary = open(&policy.repositories.primary, options).map_err(|e| StepError::of(&e));
+    let primary = policy_repos::open(&policy.repositories.primary, &options.reach()).map_err(|e| StepError::of(&e));
 
     // Sources, in the order of the file.
     let existing = match &primary {
@@ -252,7 +257,7 @@ pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, ops::Erro
             }
             report.retention.push(apply_retention(primary, &rules, &policy.name));
             for copy in &policy.repositories.copies {
-                report.retention.push(match open_copy_of(primary, copy, options) {
+                report.retention.push(match policy_repos::open_copy_of(primary, copy, &options.reach()) {
                     Ok(target) => apply_retention(&target, &rules, &policy.name),
                     Err(e) => failed_retention(location_of(copy), StepError::of(&e)),
                 });
@@ -420,83 +425,13 @@ fn database_password(database: &policy::Database) -> Result<Option<String>, crat
     }
 }
 
-/// A repository's location with the policy's region in it, as `--repo` takes it.
-fn location_of(repository: &policy::Repository) -> String {
-    match &repository.region {
-        Some(region) if repository.location.starts_with("s3://") && !repository.location.contains("region=") => {
-            let separator = if repository.location.contains('?') { '&' } else { '?' };
-            format!("{}{separator}region={region}", repository.location)
-        }
-        _ => repository.location.clone(),
-    }
-}
-
-/// How a job reaches one of the policy's repositories, opened by the key slot the policy names.
-fn access_of(repository: &policy::Repository, options: &JobOptions) -> Access {
-    Access {
-        location: location_of(repository),
-        s3: options.s3.clone(),
-        secret: Some(secret_source(&repository.key)),
-        lock_wait: options.lock_wait,
-    }
-}
-
-/// Where the secret of the key slot the policy names comes from.
-fn secret_source(slot: &KeySlot) -> SecretSource {
-    match slot {
-        KeySlot::PasswordEnv(name) => SecretSource::PasswordEnv(name.clone()),
-        KeySlot::PasswordFile(path) => SecretSource::PasswordFile(path.clone()),
-        KeySlot::KeyFile(path) => SecretSource::KeyFile(path.clone()),
-        KeySlot::Kms(key) => SecretSource::Kms(Some(key.clone())),
-    }
-}
-
-/// The secret of the key slot the policy names. What cannot be read is a key problem (exit 4).
-fn secret_of(slot: &KeySlot) -> Result<Secret, ops::Error> {
-    secret_source(slot).secret()
-}
-
-fn store_of(repository: &policy::Repository, options: &JobOptions) -> Result<Arc<dyn store::Store>, ops::Error> {
-    access_of(repository, options).store()
-}
-
-/// Opens a repository of the policy with the key slot the policy names.
-fn open(repository: &policy::Repository, options: &JobOptions) -> Result<Repository, ops::Error> {
-    access_of(repository, options).open(|| Err(repo::Error::NoPassword.into()))
-}
-
-/// Opens an existing copy of `primary`; another repository at the copy's location is an error,
-/// so retention never judges snapshots that are not the policy's.
-fn open_copy_of(
-    primary: &Repository,
-    copy: &policy::Repository,
-    options: &JobOptions,
-) -> Result<Repository, ops::Error> {
-    let target = open(copy, options)?;
-    if target.config().id != primary.config().id {
-        return Err(ops::Error::Usage(format!(
-            "{} is not a copy of the primary repository {}: its retention is left alone (fix the copy's location \
-             in the policy)",
-            location_of(copy),
-            primary.store().location()
-        )));
-    }
-    Ok(target)
-}
-
 /// Brings `copy` up to date with `primary`: every snapshot and the WAL archive; an empty location
 /// becomes a copy, opened by the key slot the policy names for it.
 fn copy_to(primary: &Repository, copy: &policy::Repository, options: &JobOptions) -> CopyStep {
     let mut step = CopyStep::new(location_of(copy));
     let result = (|| -> Result<(), ops::Error> {
-        let target = ops::copy::Target {
-            store: store_of(copy, options)?,
-            open: &|store| Ok(Repository::open(store, &secret_of(&copy.key)?)?),
-            new_secret: &|| secret_of(&copy.key),
-            lock_wait: options.lock_wait,
-        };
         let copy_options = ops::copy::Options { snapshots: None, wal: true, jobs: COPY_JOBS };
-        let done = ops::copy::copy(primary, target, &copy_options, &NoProgress)?;
+        let done = policy_repos::copy_to(primary, copy, &options.reach(), &copy_options)?;
         step.snapshots_copied = done.report.snapshots_copied;
         step.wal_copied = done.report.wal_copied;
         step.objects_copied = done.report.objects_copied;
@@ -715,17 +650,5 @@ mod tests {
             connection_string(&parts),
             r"host='/var/run/postgresql' port='5432' user='o\'brien' sslmode='verify-full'"
         );
-    }
-
-    #[test]
-    fn a_region_joins_the_location() {
-        let repo = |location: &str, region: Option<&str>| policy::Repository {
-            location: location.into(),
-            region: region.map(String::from),
-            key: KeySlot::Kms("k".into()),
-        };
-        assert_eq!(location_of(&repo("s3://b/p", Some("us-west-2"))), "s3://b/p?region=us-west-2");
-        assert_eq!(location_of(&repo("s3://b/p?region=eu-west-1", Some("us-west-2"))), "s3://b/p?region=eu-west-1");
-        assert_eq!(location_of(&repo("/var/backups", Some("us-west-2"))), "/var/backups");
     }
 }

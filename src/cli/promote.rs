@@ -4,6 +4,7 @@
 use clap::Args;
 
 use super::{AccessArgs, GlobalArgs, parse_duration};
+use crate::ops::policy_repos::{self, Reach};
 use crate::ops::promote::{self, Gate, Lag, PromoteOptions, Promotion, lag_bytes, lag_seconds, parse_lag};
 use crate::ops::promote_rds::{self, RdsPromoteOptions, RdsPromotion};
 use crate::pg::Conn;
@@ -14,6 +15,10 @@ pub struct PromoteArgs {
     /// WAL are checked, and the new timeline's history file must reach it).
     #[arg(long, env = "DRCTL_REPO", value_name = "LOCATION")]
     pub repo: Option<String>,
+    /// The cluster's policy, instead of --repo: its primary repository is checked and receives
+    /// the new timeline's history file, which is then copied to every copy the policy names.
+    #[arg(long, value_name = "FILE", conflicts_with = "rds_instance")]
+    pub policy: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub access: AccessArgs,
     /// The standby to promote (a libpq connection string or URL; PG* variables apply).
@@ -75,13 +80,22 @@ pub fn run(args: PromoteArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         promote_rds::promote(&options, &mut |p| print_rds(p, args.json, global.quiet))?;
         return Ok(());
     }
-    let Some(location) = &args.repo else {
-        return Err(crate::ops::Error::Usage(
-            "promoting a standby needs --repo (or DRCTL_REPO): the repository its cluster archives into".into(),
-        )
-        .into());
+    let reach = Reach { s3: args.access.s3_options(), lock_wait: args.access.lock_wait.to_std().unwrap_or_default() };
+    let (repo, copies) = match (&args.policy, &args.repo) {
+        (Some(path), _) => {
+            let policy = crate::policy::load(path).map_err(|invalid| crate::ops::Error::Usage(invalid.to_string()))?;
+            (policy_repos::open(&policy.repositories.primary, &reach)?, policy.repositories.copies)
+        }
+        (None, Some(location)) => (args.access.open(location)?, Vec::new()),
+        (None, None) => {
+            return Err(crate::ops::Error::Usage(
+                "promoting a standby needs --repo (or DRCTL_REPO) or --policy: the repository its cluster archives \
+                 into"
+                    .into(),
+            )
+            .into());
+        }
     };
-    let repo = args.access.open(location)?;
     let options = PromoteOptions {
         standby: Conn::new(args.pg.clone().expect("clap requires --pg without --rds-instance")),
         fence_primary: args.fence_primary.clone().map(Conn::new),
@@ -91,6 +105,8 @@ pub fn run(args: PromoteArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         switchover: args.switchover,
         dry_run: args.dry_run,
         wait,
+        copies,
+        reach,
     };
     promote::promote(&repo, &options, &mut |p| print(p, args.json, global.quiet))?;
     Ok(())
@@ -108,17 +124,25 @@ fn print(p: &Promotion, json: bool, quiet: bool) {
     match (p.dry_run, p.promoted) {
         (true, _) if p.refusals().is_empty() => println!("dry run: every gate passes; nothing was changed"),
         (true, _) => println!("dry run: {} gate(s) would refuse; nothing was changed", p.refusals().len()),
-        (false, true) => println!(
-            "promoted: timeline {} -> {}, writable after {:.1} s, history archived after {:.1} s; replay was {} bytes \
-             and {:.1} s behind ({:.1} s in all)",
-            p.timeline_before,
-            p.timeline_after.unwrap_or_default(),
-            p.promote_seconds.unwrap_or_default(),
-            p.history_archived_seconds.unwrap_or_default(),
-            p.replay_lag_bytes,
-            p.replay_lag_seconds,
-            p.total_seconds
-        ),
+        (false, true) => {
+            for copy in &p.history_copies {
+                println!(
+                    "history file copied to {} ({} WAL object(s) in {:.1} s)",
+                    copy.repository, copy.wal_copied, copy.seconds
+                );
+            }
+            println!(
+                "promoted: timeline {} -> {}, writable after {:.1} s, history archived after {:.1} s; replay was {} \
+                 bytes and {:.1} s behind ({:.1} s in all)",
+                p.timeline_before,
+                p.timeline_after.unwrap_or_default(),
+                p.promote_seconds.unwrap_or_default(),
+                p.history_archived_seconds.unwrap_or_default(),
+                p.replay_lag_bytes,
+                p.replay_lag_seconds,
+                p.total_seconds
+            )
+        }
         (false, false) => {}
     }
 }

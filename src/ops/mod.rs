@@ -6,6 +6,7 @@
 pub mod backup;
 pub mod catalog;
 pub mod copy;
+pub mod policy_repos;
 pub mod promote;
 pub mod promote_rds;
 pub mod repair;

@@ -6,7 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Error, Result};
+use super::policy_repos::{self, Reach, location_of};
+use super::{Error, Result, copy};
 use crate::pg::sql::{CONNECT_TIMEOUT, Session};
 use crate::pg::standby::{self, Fence, ServerState};
 use crate::pg::wal::{WalName, format_lsn};
@@ -35,6 +36,11 @@ pub struct PromoteOptions {
     pub dry_run: bool,
     /// How long catching up, promotion, the first write and the history file may each take.
     pub wait: Duration,
+    /// The copies a policy names: the new timeline's history file (and the WAL they lack) is
+    /// copied to each, so a restore from any of them follows the new timeline.
+    pub copies: Vec<crate::policy::Repository>,
+    /// How the copies are reached.
+    pub reach: Reach,
 }
 
 /// One bound on replay lag.
@@ -101,7 +107,17 @@ pub struct Promotion {
     pub promote_seconds: Option<f64>,
     /// The first write to the new timeline's history file in the repository.
     pub history_archived_seconds: Option<f64>,
+    /// The policy's copies that hold the history file now, and how long each took.
+    pub history_copies: Vec<HistoryCopy>,
     pub total_seconds: f64,
+}
+
+/// A copy the new timeline's history file reached.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryCopy {
+    pub repository: String,
+    pub wal_copied: usize,
+    pub seconds: f64,
 }
 
 impl Promotion {
@@ -179,9 +195,43 @@ pub fn promote(repo: &Repository, options: &PromoteOptions, report: &mut dyn FnM
         std::thread::sleep(Duration::from_millis(200));
     }
     promotion.history_archived_seconds = Some(promote_took.as_secs_f64() + waited.elapsed().as_secs_f64());
+    for target in &options.copies {
+        promotion.history_copies.push(history_to_copy(repo, target, &options.reach, &history, after.timeline)?);
+    }
     promotion.total_seconds = started.elapsed().as_secs_f64();
     report(&promotion);
     Ok(promotion)
+}
+
+/// Copies the WAL archive (the new history file with it, no snapshots) to one of the policy's
+/// copies, and checks that the history file is there.
+fn history_to_copy(
+    repo: &Repository,
+    target: &crate::policy::Repository,
+    reach: &Reach,
+    history: &WalName,
+    timeline: u32,
+) -> Result<HistoryCopy> {
+    let started = Instant::now();
+    let location = location_of(target);
+    let missed = |why: String| {
+        Error::Promotion(format!(
+            "the server was promoted to timeline {timeline} and its history file {history} is in the repository, \
+             but not in the copy {location}: {why}; once that is fixed, the policy's job (`drctl backup --policy`) \
+             copies it"
+        ))
+    };
+    let options = copy::Options { snapshots: Some(Vec::new()), wal: true, jobs: 4 };
+    let copied = policy_repos::copy_to(repo, target, reach, &options).map_err(|e| missed(super::with_causes(&e)))?;
+    let store = policy_repos::access_of(target, reach).store()?;
+    if !store.exists(&wal::key_of(history))? {
+        return Err(missed("the copy finished without it".into()));
+    }
+    Ok(HistoryCopy {
+        repository: location,
+        wal_copied: copied.report.wal_copied,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 pub(super) fn gate(name: &'static str, passed: bool, measured: String, fix: &str) -> Gate {

@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{Action, Error, Ui};
+use crate::ops::policy_repos::{self, Reach};
 use crate::ops::promote::{self, PromoteOptions};
 use crate::ops::unlock::Access;
 use crate::pg::Conn;
@@ -115,6 +116,18 @@ fn pg_promote(inputs: &BTreeMap<String, String>, timeout: Duration, cx: &mut Con
         Some(text) => humantime::parse_duration(text).map_err(|e| Error::Usage(format!("wait: {e}")))?,
         None => timeout,
     };
+    // The repository, and the copies that get the new history file: a policy names both.
+    let (repo, copies, reach) = match (inputs.get("policy"), inputs.get("repo")) {
+        (Some(path), None) => {
+            let policy = crate::policy::load(std::path::Path::new(path)).map_err(|e| Error::Usage(e.to_string()))?;
+            let access = (cx.access)(&policy.repositories.primary.location);
+            let reach = Reach { s3: access.s3, lock_wait: access.lock_wait };
+            let repo = policy_repos::open(&policy.repositories.primary, &reach).map_err(Error::action)?;
+            (repo, policy.repositories.copies, reach)
+        }
+        (None, Some(location)) => (open(cx, location)?, Vec::new(), Reach::default()),
+        _ => return Err(Error::Usage("give pg.promote either `repo` or `policy`".into())),
+    };
     let options = PromoteOptions {
         standby: Conn::new(inputs["pg"].clone()),
         fence_primary: inputs.get("fence_primary").cloned().map(Conn::new),
@@ -124,8 +137,9 @@ fn pg_promote(inputs: &BTreeMap<String, String>, timeout: Duration, cx: &mut Con
         switchover: flag("switchover"),
         dry_run: dry,
         wait,
+        copies,
+        reach,
     };
-    let repo = open(cx, &inputs["repo"])?;
     let ui = &mut *cx.ui;
     let promoted = promote::promote(&repo, &options, &mut |p| say_gates(ui, &p.gates));
     let p = promoted.map_err(Error::action)?;

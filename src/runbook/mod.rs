@@ -174,7 +174,11 @@ steps:
     #[test]
     fn missing_inputs_and_bad_defaults_are_refused() {
         let found = problems(&VALID.replace("      repo: ${repo}\n", ""));
-        assert!(found.iter().any(|p| p.contains("missing key `steps[0].with.repo`")), "{found:#?}");
+        assert!(found.iter().any(|p| p.contains("`steps[0].with` needs `repo` or `policy`")), "{found:#?}");
+        let found = problems(&VALID.replace("      repo: ${repo}\n", "      repo: ${repo}\n      policy: ${repo}\n"));
+        assert!(found.iter().any(|p| p.contains("takes `repo` or `policy`, not both")), "{found:#?}");
+        let found = problems(&VALID.replace("      pg: ${standby_dsn}\n", ""));
+        assert!(found.iter().any(|p| p.contains("missing key `steps[0].with.pg`")), "{found:#?}");
         let found = problems(&VALID.replace("type: string", "type: duration"));
         assert!(found.iter().any(|p| p.contains("is not a duration: `16MiB`")), "{found:#?}");
         let found = problems(&VALID.replace("name: promote\n", "name: promote\n    retries: many\n"));

@@ -160,7 +160,7 @@ fn step(v: &Value, params: &[&str], checks_only: bool) -> Option<Step> {
 
 /// The action's inputs: each required one given, none unknown, every `${name}` a parameter.
 fn inputs(v: &Value, action: Action, params: &[&str]) -> Option<Vec<(String, String)>> {
-    let Inputs { required, optional: also } = action.inputs();
+    let Inputs { required, optional: also, one_of } = action.inputs();
     let mut m = v.map()?;
     let mut values = Vec::new();
     let hint = format!(
@@ -175,6 +175,16 @@ fn inputs(v: &Value, action: Action, params: &[&str]) -> Option<Vec<(String, Str
         values.extend(m.get(key).map(|v| Some((key, v))));
     }
     m.finish();
+    let given: Vec<&str> = one_of.iter().copied().filter(|k| values.iter().flatten().any(|(g, _)| g == k)).collect();
+    if !one_of.is_empty() && given.len() != 1 {
+        let names = one_of.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" or ");
+        let message = match given.is_empty() {
+            true => format!("`{}` needs {names}", v.path()),
+            false => format!("`{}` takes {names}, not both", v.path()),
+        };
+        v.problem(message, hint.clone());
+        return None;
+    }
     all(values.into_iter().map(|entry| {
         let (key, value) = entry?;
         let text = value.text()?;

@@ -67,10 +67,12 @@ pub enum Action {
     Approve,
 }
 
-/// An action's inputs: what it requires and what it also takes.
+/// An action's inputs: what it requires, what it also takes, and the groups of optional ones of
+/// which exactly one must be given.
 pub struct Inputs {
     pub required: &'static [&'static str],
     pub optional: &'static [&'static str],
+    pub one_of: &'static [&'static str],
 }
 
 impl Action {
@@ -104,7 +106,7 @@ impl Action {
     pub fn inputs(self) -> Inputs {
         let (required, optional): (&[&str], &[&str]) = match self {
             Action::PgPromote => {
-                (&["pg", "repo"], &["fence_primary", "assume_fenced", "max_lag", "switchover", "wait", "key_file"])
+                (&["pg"], &["repo", "policy", "fence_primary", "assume_fenced", "max_lag", "switchover", "wait"])
             }
             Action::RdsPromote => {
                 (&["instance", "region"], &["max_lag", "accept_unknown_lag", "assume_fenced", "verify_dsn", "wait"])
@@ -124,6 +126,12 @@ impl Action {
             Action::Shell => (&["command"], &[]),
             Action::Approve => (&["message"], &[]),
         };
-        Inputs { required, optional }
+        let one_of: &[&str] = match self {
+            Action::PgPromote => &["repo", "policy"],
+            Action::RdsRestoreSnapshot => &["snapshot", "policy"],
+            Action::DnsSwitch => &["value", "instance"],
+            _ => &[],
+        };
+        Inputs { required, optional, one_of }
     }
 }

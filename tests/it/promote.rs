@@ -30,9 +30,30 @@ fn a_standby_is_promoted_once_its_old_primary_is_fenced_and_its_new_timeline_is_
     out.ok().mentions("every gate passes", "the verdict").mentions("archive gap-free", "the archive gate");
     assert_eq!(standby.sql("SELECT pg_is_in_recovery()"), "t", "a dry run promoted\n{out}");
 
-    // Failover: the primary is gone; the standby becomes the primary of timeline 2.
+    // Failover: the primary is gone; the standby becomes the primary of timeline 2. Named by its
+    // policy, whose copy gets the new history file too.
     primary.stop();
-    let out = promote(&repo, &standby).arg("--json").run();
+    let copy = ws.join("copy");
+    let policy = ws.join("api-db.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "name: api-db\nkind: self-managed\ndatabase:\n  dsn: \"{dsn}\"\n\
+             sources:\n  base:\n    type: base-backup\n    mode: stream\n    schedule: \"0 2 * * *\"\n\
+             repositories:\n  primary:\n    location: {primary}\n    password_env: DRCTL_PASSWORD\n\
+             \x20 copies:\n    - location: {copy}\n      password_env: DRCTL_PASSWORD\n\
+             retention:\n  keep_last: 2\ntargets:\n  rto: 1h\n  rpo: 1h\n",
+            dsn = standby.dsn(),
+            primary = repo.path.display(),
+            copy = copy.display()
+        ),
+    )
+    .unwrap();
+    let out = Drctl::new()
+        .args(["promote", "--pg", &standby.dsn(), "--json", "--policy"])
+        .arg(&policy)
+        .timeout(Duration::from_secs(180))
+        .run();
     out.ok();
     let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{out}"));
     assert_eq!(report["promoted"], true, "{out}");
@@ -49,6 +70,8 @@ fn a_standby_is_promoted_once_its_old_primary_is_fenced_and_its_new_timeline_is_
     standby.sql("INSERT INTO t VALUES (2001)");
     assert_eq!(standby.sql("SELECT count(*) FROM t"), "2001");
     assert!(repo.path.join("wal/00000002/00000002.history").is_file(), "the new timeline's history is archived");
+    assert!(copy.join("wal/00000002/00000002.history").is_file(), "and copied\n{out}");
+    assert_eq!(report["history_copies"][0]["repository"], copy.display().to_string(), "{out}");
 }
 
 #[test]
