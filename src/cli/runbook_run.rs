@@ -40,12 +40,19 @@ pub struct AuditLogArgs {
     /// The audit log (JSON lines, hash-chained; created 0600).
     #[arg(long = "audit-log", env = "DRCTL_AUDIT_LOG", value_name = "FILE", default_value_os_t = default_audit_log())]
     pub path: PathBuf,
+    /// A repository that keeps every record too, encrypted (`audit/` objects, copied by `copy`);
+    /// opened as the access flags say.
+    #[arg(long = "audit-repo", env = "DRCTL_AUDIT_REPO", value_name = "LOCATION")]
+    pub repo: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     #[command(flatten)]
     pub audit: AuditLogArgs,
+    /// How to open --audit-repo.
+    #[command(flatten)]
+    pub access: super::AccessArgs,
     /// Prove the chain: exit 3 at the first record altered, removed or inserted.
     #[arg(long)]
     pub verify: bool,
@@ -54,6 +61,7 @@ pub struct AuditArgs {
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let Some(r) = super::runbook::load(&args.dir.dir, &args.name)? else { return Ok(ExitCode::Usage as u8) };
     let access = |location: &str| args.access.access(location);
+    let audit_repo = args.audit.repo.as_deref().map(|location| args.access.open(location)).transpose()?;
     let options = runbook::RunOptions {
         params: args.params.clone(),
         dry_run: args.dry_run,
@@ -61,6 +69,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         audit_log: args.audit.path.clone(),
         resume: args.resume.clone(),
         access: &access,
+        audit_repo: audit_repo.as_ref(),
     };
     println!(
         "runbook {}{}: {}",
@@ -74,7 +83,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
 }
 
 pub fn audit(args: &AuditArgs) -> anyhow::Result<u8> {
-    match runbook::audit::verify(&args.audit.path) {
+    let (checked, what) = match &args.audit.repo {
+        Some(location) => {
+            let repo = args.access.open(location)?;
+            (runbook::audit::verify_stored(&repo), format!("the audit records in {location}"))
+        }
+        None => (runbook::audit::verify(&args.audit.path), format!("the audit log {}", args.audit.path.display())),
+    };
+    match checked {
         Ok(records) => {
             for r in &records {
                 let field = |k: &str| {
@@ -91,18 +107,18 @@ pub fn audit(args: &AuditArgs) -> anyhow::Result<u8> {
                 );
             }
             if args.verify {
-                println!("{}: {} records, the chain is whole", args.audit.path.display(), records.len());
+                println!("{what}: {} records, the chain is whole", records.len());
             }
             Ok(ExitCode::Ok as u8)
         }
         Err(why) if args.verify => {
             eprintln!(
-                "error: the audit log {} is not whole: {why}\nhint: restore it from a copy; records after the break cannot be trusted",
-                args.audit.path.display()
+                "error: {what}: the chain is broken: {why}\nhint: restore them from a copy; records after the break cannot be \
+                 trusted"
             );
             Ok(ExitCode::Damaged as u8)
         }
-        Err(why) => Err(crate::ops::Error::Usage(format!("cannot list the audit log: {why}")).into()),
+        Err(why) => Err(crate::ops::Error::Usage(format!("cannot list {what}: {why}")).into()),
     }
 }
 

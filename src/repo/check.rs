@@ -13,8 +13,8 @@ use super::index::{self, ChunkLocation, PackInfo};
 use super::pack::{self, ChunkEntry};
 use super::snapshot;
 use super::tree::TreeReader;
-use super::wal;
 use super::{Error, Repository};
+use super::{audit, wal};
 use crate::progress::Progress;
 
 /// Bytes read at once while verifying a pack.
@@ -38,6 +38,8 @@ pub struct Report {
     pub packs: usize,
     pub chunks: usize,
     pub wal_files: usize,
+    /// Runbook audit records.
+    pub audit_records: usize,
     pub bytes_read: u64,
 }
 
@@ -209,6 +211,19 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
                 Ok(None) => findings.add(format!("WAL file {name}"), "it vanished while being checked".into()),
                 Err(Error::Store(e)) => return Err(Error::Store(e)),
                 Err(e) => findings.add(object_of(&e).unwrap_or_else(|| format!("WAL file {name}")), e.to_string()),
+            }
+        }
+    }
+
+    // Runbook audit records: each must open under its own key (read with --read-data).
+    let records = audit::list(repo)?;
+    report.audit_records = records.len();
+    if read_data {
+        for key in records {
+            match audit::read(repo, &key) {
+                Ok(bytes) => report.bytes_read += bytes.len() as u64,
+                Err(Error::Store(e)) => return Err(Error::Store(e)),
+                Err(e) => findings.add(object_of(&e).unwrap_or_else(|| format!("audit record {key}")), e.to_string()),
             }
         }
     }

@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::crypto::Id;
 use super::format::{self, ObjectType};
 use super::index::{self, ChunkLocation};
-use super::{Error, Repository, snapshot, wal};
+use super::{Error, Repository, audit, snapshot, wal};
 use crate::pg::wal::{WalName, parse_lsn, segment_name};
 use crate::progress::Progress;
 use crate::store::Store;
@@ -72,6 +72,8 @@ pub struct CopyReport {
     pub packs_present: usize,
     pub index_files_copied: usize,
     pub wal_copied: usize,
+    /// Runbook audit records copied.
+    pub audit_copied: usize,
     pub wal_present: usize,
     pub objects_copied: usize,
     pub bytes_copied: u64,
@@ -85,6 +87,8 @@ enum Proof {
     NamedByHash(Id),
     /// A WAL file: it opens under its own name.
     Wal(WalName),
+    /// A runbook audit record: it opens under its own key.
+    Audit,
 }
 
 struct Item {
@@ -122,7 +126,7 @@ pub fn copy(
     };
 
     let mut report = CopyReport::default();
-    let in_target: HashMap<String, u64> = ["packs/", "index/", "snapshots/"]
+    let in_target: HashMap<String, u64> = ["packs/", "index/", "snapshots/", audit::AUDIT_DIR]
         .into_iter()
         .chain(options.wal.then_some(wal::WAL_DIR))
         .map(|prefix| target.store().list(prefix))
@@ -184,6 +188,13 @@ pub fn copy(
                     items.push(Item { key, proof: Proof::Wal(name) });
                 }
             }
+        }
+    }
+    // Runbook audit records: evidence goes wherever the backups go.
+    for key in audit::list(source)? {
+        if !in_target.contains_key(&key) {
+            report.audit_copied += 1;
+            items.push(Item { key, proof: Proof::Audit });
         }
     }
     let total: u64 = items.iter().map(|i| if let Proof::Pack { size, .. } = i.proof { size } else { 0 }).sum();
@@ -363,6 +374,9 @@ fn prove(source: &Repository, item: &Item, bytes: &[u8]) -> Result<(), Error> {
         }
         Proof::Wal(name) => {
             format::open_file(source.key(), ObjectType::Wal, name.as_str().as_bytes(), bytes, &object())?;
+        }
+        Proof::Audit => {
+            format::open_file(source.key(), ObjectType::Audit, item.key.as_bytes(), bytes, &object())?;
         }
     }
     Ok(())

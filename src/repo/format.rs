@@ -26,6 +26,7 @@ pub enum ObjectType {
     KeySlot = 7,
     Wal = 8,
     PrunePlan = 9,
+    Audit = 10,
 }
 
 /// Associated data: "drctl" || version || type || binding (the object's id or name where it has

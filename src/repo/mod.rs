@@ -4,6 +4,7 @@
 //! snapshot that can be listed has everything it needs, and a crash at any point leaves at worst
 //! unreferenced packs, which `check` reports as harmless and prune reclaims.
 
+pub mod audit;
 pub mod check;
 pub mod chunker;
 pub mod config;

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use crate::repo::Repository;
+
 /// The hash the first record follows.
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -46,20 +48,94 @@ impl AuditLog {
     }
 
     /// Appends `fields` as the next record, chained to the one before, and syncs it to disk.
-    pub fn append(&mut self, fields: Map<String, Value>) -> std::io::Result<()> {
+    /// Returns the record's number and its line.
+    pub fn append(&mut self, fields: Map<String, Value>) -> std::io::Result<(u64, String)> {
         let mut record = fields;
         record.insert("seq".into(), (self.seq + 1).into());
         record.insert("prev".into(), self.prev.clone().into());
         let hash = hash_of(&record);
         record.insert("hash".into(), hash.clone().into());
-        let mut line = serde_json::to_string(&record).map_err(std::io::Error::other)?;
-        line.push('\n');
-        self.file.write_all(line.as_bytes())?;
+        let line = serde_json::to_string(&record).map_err(std::io::Error::other)?;
+        self.file.write_all(format!("{line}\n").as_bytes())?;
         self.file.sync_data()?;
         self.seq += 1;
         self.prev = hash;
+        Ok((self.seq, line))
+    }
+}
+
+/// Where a run's records go: the local log first, then, encrypted, the repository the run was
+/// given. The local log is the record of truth during a run: a repository that cannot take a
+/// record (an outage in the middle of a failover) does not stop the recovery; the failure is
+/// recorded locally and said once, and no further copies are tried.
+pub struct Recorder<'a> {
+    log: AuditLog,
+    repo: Option<&'a Repository>,
+    copying: bool,
+}
+
+impl<'a> Recorder<'a> {
+    pub fn new(log: AuditLog, repo: Option<&'a Repository>) -> Recorder<'a> {
+        Recorder { log, repo, copying: true }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.log.path()
+    }
+
+    /// Appends the record of run `run`; an error is the local log's.
+    pub fn append(&mut self, run: &str, fields: Map<String, Value>) -> std::io::Result<()> {
+        let (seq, line) = self.log.append(fields.clone())?;
+        let Some(repo) = self.repo.filter(|_| self.copying) else { return Ok(()) };
+        if let Err(e) = crate::repo::audit::put(repo, run, seq, line.as_bytes()) {
+            self.copying = false;
+            let cause = crate::ops::with_causes(&e);
+            tracing::warn!("the audit record could not be copied to {}: {cause}", repo.store().location());
+            let mut failed = Map::new();
+            for key in ["time", "run", "runbook"] {
+                if let Some(v) = fields.get(key) {
+                    failed.insert(key.into(), v.clone());
+                }
+            }
+            failed.insert("event".into(), "audit-copy-failed".into());
+            failed.insert("repository".into(), repo.store().location().into());
+            failed.insert("cause".into(), cause.into());
+            self.log.append(failed)?;
+        }
         Ok(())
     }
+}
+
+/// Checks the records stored in a repository: each authenticates under its key (any edit or move
+/// fails), holds the hash of its own content, and, within a run, numbered without a gap, follows
+/// the record before it. Returns the records in order, or the first that breaks and why.
+pub fn verify_stored(repo: &Repository) -> Result<Vec<Map<String, Value>>, String> {
+    let keys = crate::repo::audit::list(repo).map_err(|e| crate::ops::with_causes(&e))?;
+    let mut records = Vec::new();
+    let mut before: Option<(String, u64, String)> = None;
+    for key in keys {
+        let bytes = crate::repo::audit::read(repo, &key).map_err(|e| crate::ops::with_causes(&e))?;
+        let record: Map<String, Value> =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{key}: not a JSON record: {e}"))?;
+        let run = key.split('/').nth(1).unwrap_or_default().to_string();
+        let seq = record.get("seq").and_then(Value::as_u64).unwrap_or(0);
+        if crate::repo::audit::key_of(&run, seq) != key || record.get("run").and_then(Value::as_str) != Some(&run) {
+            return Err(format!("{key}: holds record {seq} of run {:?}: it was moved", record.get("run")));
+        }
+        let hash = hash_of(&record);
+        if record.get("hash").and_then(Value::as_str) != Some(hash.as_str()) {
+            return Err(format!("{key}: its content does not match its hash: it was altered"));
+        }
+        if let Some((prev_run, prev_seq, prev_hash)) = &before
+            && *prev_run == run
+            && (seq != prev_seq + 1 || record.get("prev").and_then(Value::as_str) != Some(prev_hash))
+        {
+            return Err(format!("{key}: does not follow record {prev_seq} of its run: a record was removed"));
+        }
+        before = Some((run, seq, hash));
+        records.push(record);
+    }
+    Ok(records)
 }
 
 /// The hash of a record without its own `hash` field (keys in order: serde_json's map sorts).

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use super::actions::{self, Context};
-use super::audit::AuditLog;
+use super::audit::{AuditLog, Recorder};
 use super::resume;
 use super::{Error, ParamKind, Runbook, Step, Ui};
 use crate::ops::unlock::Access;
@@ -27,6 +27,8 @@ pub struct RunOptions<'a> {
     pub resume: Option<String>,
     /// How to reach a repository named by location, as the command's flags and environment say.
     pub access: &'a dyn Fn(&str) -> Access,
+    /// The repository that keeps an encrypted copy of every audit record.
+    pub audit_repo: Option<&'a crate::repo::Repository>,
 }
 
 /// Runs `runbook`; `Ok` when every step succeeded (or, dry, would be tried).
@@ -57,9 +59,10 @@ pub fn run(runbook: &Runbook, options: &RunOptions, ui: &mut dyn Ui) -> Result<(
         let text = secrets.iter().fold(text.to_string(), |t, s| t.replace(s, "***"));
         crate::redact::credentials(&text)
     };
-    let mut audit = AuditLog::open(&options.audit_log).map_err(|e| Error::Audit(options.audit_log.clone(), e))?;
+    let log = AuditLog::open(&options.audit_log).map_err(|e| Error::Audit(options.audit_log.clone(), e))?;
+    let mut audit = Recorder::new(log, options.audit_repo);
     let run_id = earlier.as_ref().map_or_else(run_id, |e| e.id.clone());
-    let record = |audit: &mut AuditLog, event: &str, fields: Vec<(&str, Value)>| {
+    let record = |audit: &mut Recorder, event: &str, fields: Vec<(&str, Value)>| {
         let mut m = Map::new();
         m.insert("time".into(), chrono::Utc::now().to_rfc3339().into());
         m.insert("run".into(), run_id.clone().into());
@@ -68,7 +71,7 @@ pub fn run(runbook: &Runbook, options: &RunOptions, ui: &mut dyn Ui) -> Result<(
         for (k, v) in fields {
             m.insert(k.into(), v);
         }
-        audit.append(m).map_err(|e| Error::Audit(audit.path().to_path_buf(), e))
+        audit.append(&run_id, m).map_err(|e| Error::Audit(audit.path().to_path_buf(), e))
     };
     let shown: BTreeMap<&str, String> = values.iter().map(|(k, v)| (k.as_str(), redact(v))).collect();
     record(

@@ -358,3 +358,68 @@ fn restore_new_infrastructure_and_self_managed_region_failover_rebuild_from_the_
     assert_eq!(standin.status("/health/ready"), 200);
     assert_eq!(primary.sql("SELECT count(*) FROM orders"), "0", "production untouched");
 }
+
+#[test]
+fn audit_records_go_encrypted_into_the_repository_travel_with_copy_and_any_edit_or_removal_is_found() {
+    let ws = Workspace::new();
+    let repo = Repo::new(ws.join("repo"));
+    repo.init();
+    let dir = ws.join("runbooks");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("two.yaml"),
+        "name: two\ndescription: two steps\nparameters:\n  token:\n    description: a secret\n    secret: true\n\
+         steps:\n  - name: first-step-name\n    action: shell\n    with: {command: 'echo ${token}'}\n\
+         \x20 - name: second\n    action: shell\n    with: {command: 'true'}\n",
+    )
+    .unwrap();
+    let audit = ws.join("audit.jsonl");
+    let run =
+        || runbook(&dir, "two", &audit).arg("--audit-repo").arg(&repo.path).args(["--param", "token=hunter2-secret"]);
+    run().run().ok();
+    run().arg("--dry-run").run().ok();
+
+    // Every local record is in the repository too, sealed: no step name, no secret in the clear.
+    let local = audit_records(&audit);
+    let stored: Vec<PathBuf> = walk(&repo.path.join("audit"));
+    assert_eq!(stored.len(), local.len(), "{stored:#?}");
+    for file in &stored {
+        let bytes = std::fs::read(file).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("first-step-name") && !text.contains("hunter2"), "{} is readable", file.display());
+    }
+    let verify = || Drctl::new().args(["runbook", "audit", "--verify", "--audit-repo"]).arg(&repo.path).run();
+    verify().ok().mentions(&format!("{} records, the chain is whole", local.len()), "the verdict");
+    repo.cmd("check").arg("--read-data").run().ok().mentions(&format!("{} audit records", local.len()), "check");
+
+    // copy takes them along.
+    let copy = Repo::new(ws.join("copy"));
+    Drctl::new().arg("copy").arg("--from").arg(&repo.path).arg("--to").arg(&copy.path).arg("--all").run().ok();
+    assert_eq!(walk(&copy.path.join("audit")).len(), local.len());
+    Drctl::new().args(["runbook", "audit", "--verify", "--audit-repo"]).arg(&copy.path).run().ok();
+
+    // One flipped byte fails authentication; a record removed from a run's middle breaks it.
+    let victim = &stored[1];
+    let original = std::fs::read(victim).unwrap();
+    let mut flipped = original.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    std::fs::write(victim, &flipped).unwrap();
+    verify().code_is(3).stderr_mentions("the chain is broken", "the verdict");
+    std::fs::remove_file(victim).unwrap();
+    verify().code_is(3).stderr_mentions("a record was removed", "the gap");
+}
+
+/// The files under `dir`, sorted.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        match path.is_dir() {
+            true => files.extend(walk(&path)),
+            false => files.push(path),
+        }
+    }
+    files.sort();
+    files
+}
