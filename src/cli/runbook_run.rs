@@ -101,7 +101,10 @@ pub fn audit(args: &AuditArgs) -> anyhow::Result<u8> {
                     field("time"),
                     field("run"),
                     field("runbook"),
-                    field("event"),
+                    match r.get("dry_run").and_then(serde_json::Value::as_bool) {
+                        Some(true) => format!("{} (dry run)", field("event")),
+                        _ => field("event"),
+                    },
                     field("step"),
                     field("result")
                 );

@@ -181,6 +181,16 @@ steps:
         assert!(found.iter().any(|p| p.contains("missing key `steps[0].with.pg`")), "{found:#?}");
         let found = problems(&VALID.replace("type: string", "type: duration"));
         assert!(found.iter().any(|p| p.contains("is not a duration: `16MiB`")), "{found:#?}");
+        // One rule for a default and a --param: both take what the other takes.
+        for (kind, good, bad) in [
+            (ParamKind::Duration, "0s", "16MiB"),
+            (ParamKind::Integer, "3", "-1"),
+            (ParamKind::Boolean, "false", "no"),
+            (ParamKind::Time, "2026-11-20 14:03:00+00", "2026-11-20 14:03:00"),
+        ] {
+            assert_eq!(kind.check(good), Ok(()), "{kind:?} {good}");
+            assert!(kind.check(bad).is_err(), "{kind:?} {bad}");
+        }
         let found = problems(&VALID.replace("name: promote\n", "name: promote\n    retries: many\n"));
         assert!(found.iter().any(|p| p.contains("must be a whole number")), "{found:#?}");
     }

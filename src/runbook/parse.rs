@@ -85,18 +85,12 @@ fn parameter(name: &str, v: &Value) -> Option<Parameter> {
 
 /// A value of the given type, as text.
 fn typed(v: &Value, kind: ParamKind) -> Option<String> {
-    match kind {
-        ParamKind::String => v.string(),
-        ParamKind::Integer => v.whole::<u64>().map(|n| n.to_string()),
-        ParamKind::Duration => v.duration().and(v.string()),
-        ParamKind::Boolean => v.choice(&BOOLS).map(|b| b.to_string()),
-        ParamKind::Time => {
-            let text = v.text()?;
-            let time = crate::ops::restore::select::parse_time(text);
-            if let Err(e) = &time {
-                v.problem(format!("`{}`: {e}", v.path()), "write it like \"2026-11-20 14:03:00+00\"");
-            }
-            time.ok().map(|_| text.to_string())
+    let text = v.text()?;
+    match kind.check(text) {
+        Ok(()) => Some(text.to_string()),
+        Err(why) => {
+            v.problem(format!("`{}` {why}", v.path()), "give a default of the parameter's type, or none to require it");
+            None
         }
     }
 }

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::actions::{self, Context};
 use super::audit::{AuditLog, Recorder};
 use super::resume;
-use super::{Error, ParamKind, Runbook, Step, Ui};
+use super::{Error, Runbook, Step, Ui};
 use crate::ops::unlock::Access;
 
 /// How to run.
@@ -239,7 +239,7 @@ fn resolve(runbook: &Runbook, given: &[(String, String)]) -> Result<BTreeMap<Str
             let names: Vec<&str> = runbook.parameters.iter().map(|p| p.name.as_str()).collect();
             return Err(usage(format!("it has no parameter `{name}` (its parameters: {})", names.join(", "))));
         };
-        check_type(p.kind, value).map_err(|why| usage(format!("--param {name}: {why}")))?;
+        p.kind.check(value).map_err(|why| usage(format!("--param {name} {why}")))?;
         values.insert(name.clone(), value.clone());
     }
     for p in &runbook.parameters {
@@ -259,20 +259,6 @@ fn resolve(runbook: &Runbook, given: &[(String, String)]) -> Result<BTreeMap<Str
         }
     }
     Ok(values)
-}
-
-fn check_type(kind: ParamKind, value: &str) -> Result<(), String> {
-    let ok = match kind {
-        ParamKind::String => true,
-        ParamKind::Integer => value.parse::<u64>().is_ok(),
-        ParamKind::Duration => humantime::parse_duration(value).is_ok(),
-        ParamKind::Boolean => value == "true" || value == "false",
-        ParamKind::Time => return crate::ops::restore::select::parse_time(value).map(drop).map_err(|e| e.to_string()),
-    };
-    match ok {
-        true => Ok(()),
-        false => Err(format!("{value:?} is not a {}", format!("{kind:?}").to_lowercase())),
-    }
 }
 
 /// The step's inputs with every `${name}` replaced by its value.

@@ -33,6 +33,30 @@ pub enum ParamKind {
     Time,
 }
 
+impl ParamKind {
+    /// Whether `value` is one of this kind: the one rule for a default in the file and a value
+    /// given with `--param`.
+    pub fn check(self, value: &str) -> Result<(), String> {
+        let (ok, example) = match self {
+            ParamKind::String => (true, ""),
+            ParamKind::Integer => (value.parse::<u64>().is_ok(), "a whole number, e.g. `3`"),
+            ParamKind::Duration => (
+                humantime::parse_duration(value).is_ok(),
+                "a number and a unit: `90s`, `15m`, `36h`, `7d` (or several: `1d 12h`)",
+            ),
+            ParamKind::Boolean => (value == "true" || value == "false", "`true` or `false`"),
+            ParamKind::Time => match crate::ops::restore::select::parse_time(value) {
+                Ok(_) => (true, ""),
+                Err(e) => return Err(format!("{e}; write it like \"2026-11-20 14:03:00+00\"")),
+            },
+        };
+        match ok {
+            true => Ok(()),
+            false => Err(format!("is not a {}: `{value}` (write {example})", format!("{self:?}").to_lowercase())),
+        }
+    }
+}
+
 /// One step: an action with its inputs, the checks that must hold before it acts, and what to
 /// do when it fails.
 #[derive(Debug, Clone, PartialEq)]

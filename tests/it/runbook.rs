@@ -244,16 +244,19 @@ fn pitr_after_bad_data_restores_beside_production_and_proves_the_rows_are_back()
         dir = to.display()
     );
     let check_dsn = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
-    let out = runbook(&shipped(), "pitr-after-bad-data", &ws.join("audit.jsonl"))
-        .args(["--param", &format!("repo={}", repo.path.display())])
-        .args(["--param", &format!("time={before}")])
-        .args(["--param", &format!("to={}", to.display())])
-        .args(["--param", &format!("start_command={start}")])
-        .args(["--param", &format!("check_dsn={check_dsn}")])
-        .args(["--param", "check_query=SELECT count(*) FROM orders"])
-        .args(["--param", "check_expect=6000"])
-        .arg("--yes")
-        .run();
+    let run = || {
+        runbook(&shipped(), "pitr-after-bad-data", &ws.join("audit.jsonl"))
+            .args(["--param", &format!("repo={}", repo.path.display())])
+            .args(["--param", &format!("time={before}")])
+            .args(["--param", &format!("to={}", to.display())])
+            .args(["--param", &format!("start_command={start}")])
+            .args(["--param", &format!("check_dsn={check_dsn}")])
+            .args(["--param", "check_query=SELECT count(*) FROM orders"])
+            .args(["--param", "check_expect=6000"])
+    };
+    run().arg("--dry-run").run().ok().mentions("would restore the point in time", "the preview");
+    assert!(!to.exists(), "a dry run restored");
+    let out = run().arg("--yes").run();
     out.ok().mentions("returned \"6000\"", "the rows are back").mentions("every step succeeded", "the end");
     assert_eq!(primary.sql("SELECT count(*) FROM orders"), "0", "production is not touched");
     let settings = std::fs::read_to_string(to.join("postgresql.auto.conf")).unwrap();
@@ -389,7 +392,10 @@ fn audit_records_go_encrypted_into_the_repository_travel_with_copy_and_any_edit_
         assert!(!text.contains("first-step-name") && !text.contains("hunter2"), "{} is readable", file.display());
     }
     let verify = || Drctl::new().args(["runbook", "audit", "--verify", "--audit-repo"]).arg(&repo.path).run();
-    verify().ok().mentions(&format!("{} records, the chain is whole", local.len()), "the verdict");
+    verify()
+        .ok()
+        .mentions(&format!("{} records, the chain is whole", local.len()), "the verdict")
+        .mentions("two run-start (dry run)", "the dry run marked");
     repo.cmd("check").arg("--read-data").run().ok().mentions(&format!("{} audit records", local.len()), "check");
 
     // copy takes them along.
