@@ -71,7 +71,8 @@ pub fn run(args: PromoteArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             instance: instance.clone(),
             region: region.clone(),
             assume_fenced: args.assume_fenced,
-            max_lag_seconds: rds_lag(&args.max_lag)?,
+            max_lag_seconds: promote_rds::max_lag_seconds(&args.max_lag)
+                .map_err(|e| crate::ops::Error::Usage(format!("--max-lag: {e}")))?,
             accept_unknown_lag: args.accept_unknown_lag,
             verify: args.verify_dsn.clone().map(Conn::new),
             dry_run: args.dry_run,
@@ -122,8 +123,7 @@ fn print(p: &Promotion, json: bool, quiet: bool) {
         return;
     }
     match (p.dry_run, p.promoted) {
-        (true, _) if p.refusals().is_empty() => println!("dry run: every gate passes; nothing was changed"),
-        (true, _) => println!("dry run: {} gate(s) would refuse; nothing was changed", p.refusals().len()),
+        (true, _) => print_dry_run(p.refusals().len()),
         (false, true) => {
             for copy in &p.history_copies {
                 println!(
@@ -147,14 +147,11 @@ fn print(p: &Promotion, json: bool, quiet: bool) {
     }
 }
 
-/// The lag bound of an RDS promotion: RDS reports a replica's lag in seconds only.
-fn rds_lag(lags: &[Lag]) -> Result<f64, crate::ops::Error> {
-    if lags.iter().any(|l| matches!(l, Lag::Bytes(_))) {
-        return Err(crate::ops::Error::Usage(
-            "RDS reports a read replica's lag in seconds only: give --max-lag as a duration (30s)".into(),
-        ));
+fn print_dry_run(refusals: usize) {
+    match refusals {
+        0 => println!("dry run: every gate passes; nothing was changed"),
+        n => println!("dry run: {n} gate(s) would refuse; nothing was changed"),
     }
-    Ok(lag_seconds(lags).unwrap_or(30.0))
 }
 
 fn print_gates(gates: &[Gate]) {
@@ -176,8 +173,7 @@ fn print_rds(p: &RdsPromotion, json: bool, quiet: bool) {
         return;
     }
     match (p.dry_run, p.promoted) {
-        (true, _) if p.refusals().is_empty() => println!("dry run: every gate passes; nothing was changed"),
-        (true, _) => println!("dry run: {} gate(s) would refuse; nothing was changed", p.refusals().len()),
+        (true, _) => print_dry_run(p.refusals().len()),
         (false, true) => println!(
             "promoted: {} in {} is a standalone instance after {:.1} s{}{} ({:.1} s in all)",
             p.instance,

@@ -164,10 +164,7 @@ pub fn promote(repo: &Repository, options: &PromoteOptions, report: &mut dyn FnM
     if !promotion.refusals().is_empty() || options.dry_run {
         promotion.total_seconds = started.elapsed().as_secs_f64();
         report(&promotion);
-        return match promotion.refusals().len() {
-            0 => Ok(promotion),
-            n => Err(Error::Refused { count: n, names: promotion.refusals().iter().map(|g| g.name).collect() }),
-        };
+        return verdict(&promotion.gates).map(|()| promotion);
     }
 
     let promote_took = standby::promote(&mut session, options.wait)?;
@@ -232,6 +229,15 @@ fn history_to_copy(
         wal_copied: copied.report.wal_copied,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Nothing, or the refusal of the gates that refused.
+pub(super) fn verdict(gates: &[Gate]) -> Result<()> {
+    let names: Vec<&'static str> = gates.iter().filter(|g| !g.passed).map(|g| g.name).collect();
+    match names.len() {
+        0 => Ok(()),
+        count => Err(Error::Refused { count, names }),
+    }
 }
 
 pub(super) fn gate(name: &'static str, passed: bool, measured: String, fix: &str) -> Gate {

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::promote::{Gate, gate};
+use super::promote::{Gate, Lag, gate, lag_seconds, verdict};
 use super::{Error, Result};
 use crate::aws::rds_instance::{Instance, Instances, arn_region};
 use crate::pg::Conn;
@@ -56,6 +56,15 @@ impl RdsPromotion {
     }
 }
 
+/// The lag bound of an RDS promotion among `lags` (30 s when none is given): RDS reports a
+/// replica's lag in seconds only, so a size is refused.
+pub fn max_lag_seconds(lags: &[Lag]) -> std::result::Result<f64, String> {
+    if lags.iter().any(|l| matches!(l, Lag::Bytes(_))) {
+        return Err("RDS reports a read replica's lag in seconds only: give the bound as a duration (30s)".into());
+    }
+    Ok(lag_seconds(lags).unwrap_or(30.0))
+}
+
 /// Evaluates the gates and, unless one refuses or this is a dry run, promotes. A refusal is
 /// [`Error::Refused`] after `report` has seen the gates; no mutating call was made then.
 pub fn promote(options: &RdsPromoteOptions, report: &mut dyn FnMut(&RdsPromotion)) -> Result<RdsPromotion> {
@@ -103,10 +112,7 @@ pub fn promote(options: &RdsPromoteOptions, report: &mut dyn FnMut(&RdsPromotion
     if !promotion.refusals().is_empty() || options.dry_run {
         promotion.total_seconds = started.elapsed().as_secs_f64();
         report(&promotion);
-        return match promotion.refusals().len() {
-            0 => Ok(promotion),
-            n => Err(Error::Refused { count: n, names: promotion.refusals().iter().map(|g| g.name).collect() }),
-        };
+        return verdict(&promotion.gates).map(|()| promotion);
     }
 
     let asked = Instant::now();

@@ -106,16 +106,25 @@ fn run(action: Action, inputs: &BTreeMap<String, String>, timeout: Duration, cx:
     }
 }
 
+/// Whether a boolean input is `true`.
+pub(super) fn flag(inputs: &BTreeMap<String, String>, key: &str) -> bool {
+    inputs.get(key).is_some_and(|v| v == "true")
+}
+
+/// The `wait` input, else the step's timeout.
+pub(super) fn wait(inputs: &BTreeMap<String, String>, timeout: Duration) -> Result<Duration, Error> {
+    match inputs.get("wait") {
+        Some(text) => humantime::parse_duration(text).map_err(|e| Error::Usage(format!("wait: {e}"))),
+        None => Ok(timeout),
+    }
+}
+
 fn pg_promote(inputs: &BTreeMap<String, String>, timeout: Duration, cx: &mut Context, dry: bool) -> Outcome {
-    let flag = |key: &str| inputs.get(key).is_some_and(|v| v == "true");
     let lags = match inputs.get("max_lag") {
         Some(text) => vec![promote::parse_lag(text).map_err(Error::Usage)?],
         None => Vec::new(),
     };
-    let wait = match inputs.get("wait") {
-        Some(text) => humantime::parse_duration(text).map_err(|e| Error::Usage(format!("wait: {e}")))?,
-        None => timeout,
-    };
+    let wait = wait(inputs, timeout)?;
     // The repository, and the copies that get the new history file: a policy names both.
     let (repo, copies, reach) = match (inputs.get("policy"), inputs.get("repo")) {
         (Some(path), None) => {
@@ -131,10 +140,10 @@ fn pg_promote(inputs: &BTreeMap<String, String>, timeout: Duration, cx: &mut Con
     let options = PromoteOptions {
         standby: Conn::new(inputs["pg"].clone()),
         fence_primary: inputs.get("fence_primary").cloned().map(Conn::new),
-        assume_fenced: flag("assume_fenced"),
+        assume_fenced: flag(inputs, "assume_fenced"),
         max_lag_bytes: promote::lag_bytes(&lags),
         max_lag_seconds: promote::lag_seconds(&lags),
-        switchover: flag("switchover"),
+        switchover: flag(inputs, "switchover"),
         dry_run: dry,
         wait,
         copies,

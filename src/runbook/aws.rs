@@ -6,40 +6,25 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::Error;
-use super::actions::{Context, Outcome};
+use super::actions::{Context, Outcome, flag, wait};
 use crate::aws::rds_instance::{Instance, Instances, Placement};
 use crate::aws::route53::Dns;
-use crate::ops::promote::{self, Lag};
+use crate::ops::promote;
 use crate::ops::promote_rds::{self, RdsPromoteOptions};
 use crate::pg::Conn;
 
 type Inputs = BTreeMap<String, String>;
-
-fn flag(inputs: &Inputs, key: &str) -> bool {
-    inputs.get(key).is_some_and(|v| v == "true")
-}
-
-/// The `wait` input, else the step's timeout.
-fn wait(inputs: &Inputs, timeout: Duration) -> Result<Duration, Error> {
-    match inputs.get("wait") {
-        Some(text) => humantime::parse_duration(text).map_err(|e| Error::Usage(format!("wait: {e}"))),
-        None => Ok(timeout),
-    }
-}
 
 fn instances(inputs: &Inputs) -> Result<Instances, Error> {
     Instances::connect(&inputs["region"]).map_err(Error::action)
 }
 
 pub fn promote_replica(inputs: &Inputs, timeout: Duration, cx: &mut Context, dry: bool) -> Outcome {
-    let max_lag_seconds = match inputs.get("max_lag").map(|t| promote::parse_lag(t)) {
-        None => 30.0,
-        Some(Ok(Lag::Seconds(s))) => s,
-        Some(Ok(Lag::Bytes(_))) => {
-            return Err(Error::Usage("max_lag: RDS reports a replica's lag in seconds only; give a duration".into()));
-        }
-        Some(Err(e)) => return Err(Error::Usage(format!("max_lag: {e}"))),
+    let lags = match inputs.get("max_lag") {
+        Some(text) => vec![promote::parse_lag(text).map_err(|e| Error::Usage(format!("max_lag: {e}")))?],
+        None => Vec::new(),
     };
+    let max_lag_seconds = promote_rds::max_lag_seconds(&lags).map_err(|e| Error::Usage(format!("max_lag: {e}")))?;
     let options = RdsPromoteOptions {
         instance: inputs["instance"].clone(),
         region: inputs["region"].clone(),
