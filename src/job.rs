@@ -16,11 +16,12 @@ use serde::{Deserialize, Serialize};
 use crate::aws::rds;
 use crate::error;
 use crate::ops::backup::{self, BackupOptions, LocalOptions, Source};
+use crate::ops::policy_db;
 use crate::ops::policy_repos::{self, location_of};
 use crate::ops::{self, retention::ForgetOptions};
 use crate::pg::Conn;
 use crate::pg::archiver::ArchiverState;
-use crate::policy::{self, BaseMode, Connection, Password, Policy, SourceKind};
+use crate::policy::{self, BaseMode, Policy, SourceKind};
 use crate::progress::NoProgress;
 use crate::repo::retention::Rules;
 use crate::repo::snapshot::{policy_source, policy_tags};
@@ -182,9 +183,9 @@ pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, ops::Erro
     }
     let clock = std::time::Instant::now();
     let mut report = JobReport::new(&policy.name, Utc::now());
-    let password = database_password(&policy.database);
+    let password = policy_db::password(&policy.database);
     let conn = Conn {
-        dsn: connection_string(&policy.database.connection),
+        dsn: policy_db::connection_string(&policy.database.connection),
         password: password.as_ref().ok().cloned().flatten(),
     };
     let password = password.map_err(|e| StepError::of(&e));
@@ -392,37 +393,6 @@ fn run_source(
         }
     }
     Ok(())
-}
-
-/// A libpq connection string for the policy's `database`.
-fn connection_string(connection: &Connection) -> String {
-    match connection {
-        Connection::Dsn(dsn) => dsn.clone(),
-        Connection::Parts { host, port, user, dbname, sslmode } => crate::pg::conninfo(&[
-            ("host", Some(host.clone())),
-            ("port", port.map(|p| p.to_string())),
-            ("user", user.clone()),
-            ("dbname", dbname.clone()),
-            ("sslmode", sslmode.clone()),
-        ]),
-    }
-}
-
-/// The database password the policy names, if any; an error names the variable or file missing.
-fn database_password(database: &policy::Database) -> Result<Option<String>, crate::pg::Error> {
-    let database_error = |detail: String| crate::pg::Error::Database { detail };
-    match &database.password {
-        None => Ok(None),
-        Some(Password::Env(name)) => std::env::var(name).map(Some).map_err(|_| {
-            database_error(format!(
-                "the policy takes the database password from the environment variable {name}, which is not set \
-                 (set it, e.g. from a Kubernetes Secret)"
-            ))
-        }),
-        Some(Password::File(path)) => ops::unlock::read_password_file(path)
-            .map(Some)
-            .map_err(|e| database_error(format!("cannot read the database password file {}: {e}", path.display()))),
-    }
 }
 
 /// Brings `copy` up to date with `primary`: every snapshot and the WAL archive; an empty location
@@ -635,20 +605,5 @@ mod tests {
         let forced = vec!["b".to_string()];
         assert!(matches!(decide(&forced, "b", &daily, Some(now), now), Decision::Run(_)));
         assert!(matches!(decide(&forced, "a", &daily, None, now), Decision::Skip(_)));
-    }
-
-    #[test]
-    fn connection_parts_become_a_quoted_conninfo() {
-        let parts = Connection::Parts {
-            host: "/var/run/postgresql".into(),
-            port: Some(5432),
-            user: Some("o'brien".into()),
-            dbname: None,
-            sslmode: Some("verify-full".into()),
-        };
-        assert_eq!(
-            connection_string(&parts),
-            r"host='/var/run/postgresql' port='5432' user='o\'brien' sslmode='verify-full'"
-        );
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod aws;
 pub mod cli;
+pub mod drill;
 pub mod error;
 pub mod job;
 pub mod metrics;

@@ -35,6 +35,12 @@ pub const METRIC_NAMES: &[&str] = &[
     "drctl_retention_last_status",
     "drctl_retention_snapshots_removed",
     "drctl_rds_snapshot_last_success_timestamp_seconds",
+    "drctl_drill_last_run_timestamp_seconds",
+    "drctl_drill_last_success_timestamp_seconds",
+    "drctl_drill_last_status",
+    "drctl_drill_rto_seconds",
+    "drctl_drill_rpo_seconds",
+    "drctl_drill_phase_seconds",
     "drctl_schedule_up",
     "drctl_schedule_runs_total",
     "drctl_schedule_skipped_runs_total",
@@ -123,6 +129,24 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
         "When drctl's newest RDS snapshot of the instance was taken: in its region, and of the newest copy in the DR region.",
         &["policy", "region"],
     ),
+    ("drctl_drill_last_run_timestamp_seconds", "When the policy's last drill started (Unix time).", &["policy"]),
+    (
+        "drctl_drill_last_success_timestamp_seconds",
+        "When the policy's newest passing drill started (Unix time), from the drill records.",
+        &["policy"],
+    ),
+    ("drctl_drill_last_status", "1 if the policy's last drill passed every check and target, else 0.", &["policy"]),
+    (
+        "drctl_drill_rto_seconds",
+        "RTO the last drill measured: its start to the restored database passing its checks (phase=\"total\"), and the time to the end of each phase.",
+        &["policy", "phase"],
+    ),
+    (
+        "drctl_drill_rpo_seconds",
+        "RPO the last drill measured: the simulated failure to the newest heartbeat recovered.",
+        &["policy"],
+    ),
+    ("drctl_drill_phase_seconds", "How long each phase of the last drill took.", &["policy", "phase"]),
     ("drctl_schedule_up", "1 while drctl schedule runs.", &[]),
 ];
 
@@ -217,6 +241,30 @@ impl Metrics {
         }
     }
 
+    /// The state of one policy's drills after `record`'s drill; `last_success` is when the newest
+    /// passing one (of all recorded) started.
+    pub fn record_drill(&self, record: &crate::drill::record::Record, last_success: Option<DateTime<Utc>>) {
+        let policy = record.policy.as_str();
+        let seconds = |t: DateTime<Utc>| t.timestamp_millis() as f64 / 1000.0;
+        self.set("drctl_drill_last_run_timestamp_seconds", &[policy], seconds(record.started));
+        self.set("drctl_drill_last_status", &[policy], if record.passed { 1.0 } else { 0.0 });
+        if let Some(at) = last_success {
+            self.set("drctl_drill_last_success_timestamp_seconds", &[policy], seconds(at));
+        }
+        let mut elapsed = 0.0;
+        for phase in &record.phases {
+            elapsed += phase.seconds;
+            self.set("drctl_drill_phase_seconds", &[policy, &phase.name], phase.seconds);
+            self.set("drctl_drill_rto_seconds", &[policy, &phase.name], elapsed);
+        }
+        if let Some(rto) = record.rto_seconds {
+            self.set("drctl_drill_rto_seconds", &[policy, "total"], rto);
+        }
+        if let Some(rpo) = record.rpo_seconds {
+            self.set("drctl_drill_rpo_seconds", &[policy], rpo);
+        }
+    }
+
     /// The scheduler's own state: up, and its run and skip counts per policy.
     pub fn record_schedule(&self, runs: &[(String, &'static str, u64)], skipped: &[(String, u64)]) {
         self.set("drctl_schedule_up", &[], 1.0);
@@ -252,10 +300,10 @@ pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Replaces the policy's group on a Pushgateway (`PUT /metrics/job/drctl/policy/NAME`): the group
-/// holds exactly the latest job's state.
-pub fn push(gateway: &str, policy: &str, text: &str) -> Result<(), String> {
-    let url = format!("{}/metrics/job/drctl/policy/{policy}", gateway.trim_end_matches('/'));
+/// Replaces the policy's group of `job` on a Pushgateway (`PUT /metrics/job/JOB/policy/NAME`;
+/// `drctl` for jobs, `drctl-drill` for drills): the group holds exactly the latest state.
+pub fn push(gateway: &str, job: &str, policy: &str, text: &str) -> Result<(), String> {
+    let url = format!("{}/metrics/job/{job}/policy/{policy}", gateway.trim_end_matches('/'));
     let agent: ureq::Agent =
         ureq::Agent::config_builder().timeout_global(Some(std::time::Duration::from_secs(30))).build().into();
     agent

@@ -35,7 +35,7 @@ pub fn run(args: CheckArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         }
         if !global.quiet || !report.is_ok() {
             println!(
-                "checked {} snapshots, {} index files, {} packs, {} chunks, {} WAL files{}{}: {}",
+                "checked {} snapshots, {} index files, {} packs, {} chunks, {} WAL files{}{}{}: {}",
                 report.snapshots,
                 report.index_files,
                 report.packs,
@@ -44,6 +44,10 @@ pub fn run(args: CheckArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                 match report.audit_records {
                     0 => String::new(),
                     n => format!(", {n} audit records"),
+                },
+                match report.drill_records {
+                    0 => String::new(),
+                    n => format!(", {n} drill records"),
                 },
                 if args.read_data { format!(", read {}", human_bytes(report.bytes_read)) } else { String::new() },
                 if report.is_ok() {

@@ -11,16 +11,7 @@ use crate::job::{self, JobOptions, JobReport};
 
 /// `backup --policy FILE`: one job of the policy, its report, and its metrics.
 pub fn run(path: &std::path::Path, args: &BackupArgs, global: &GlobalArgs) -> anyhow::Result<u8> {
-    let policy = match crate::policy::load(path) {
-        Ok(policy) => policy,
-        Err(invalid) => {
-            eprintln!(
-                "{invalid}\nhint: fix the policy (`drctl policy validate {}` lists every problem)",
-                path.display()
-            );
-            return Ok(ExitCode::Usage as u8);
-        }
-    };
+    let Some(policy) = super::policy::load_or_explain(path) else { return Ok(ExitCode::Usage as u8) };
     let options = JobOptions {
         sources: args.sources.clone(),
         s3: args.access.s3_options(),
@@ -59,17 +50,33 @@ impl MetricsArgs {
         if self.metrics_file.is_none() && self.pushgateway.is_none() {
             return;
         }
-        let text = crate::metrics::of_report(report);
+        self.write(&crate::metrics::of_report(report), "drctl", &report.policy);
+    }
+
+    fn write(&self, text: &str, job: &str, policy: &str) {
         if let Some(path) = &self.metrics_file
-            && let Err(e) = crate::metrics::write_textfile(path, &text)
+            && let Err(e) = crate::metrics::write_textfile(path, text)
         {
             tracing::error!("cannot write the metrics file {}: {e}", path.display());
         }
         if let Some(gateway) = &self.pushgateway
-            && let Err(e) = crate::metrics::push(gateway, &report.policy, &text)
+            && let Err(e) = crate::metrics::push(gateway, job, policy, text)
         {
             tracing::error!("{e}");
         }
+    }
+}
+
+impl MetricsArgs {
+    /// Publishes a drill's metrics where asked (the Pushgateway group `drctl-drill`, apart from
+    /// the jobs'); a failure is logged, as for jobs.
+    pub fn publish_drill(&self, drilled: &crate::drill::Drilled) {
+        if self.metrics_file.is_none() && self.pushgateway.is_none() {
+            return;
+        }
+        let metrics = crate::metrics::Metrics::new();
+        metrics.record_drill(&drilled.record, drilled.last_success);
+        self.write(&metrics.encode(), "drctl-drill", &drilled.record.policy);
     }
 }
 

@@ -5,7 +5,9 @@ mod access;
 mod backup;
 mod check;
 mod copy;
+mod drill;
 mod forget;
+mod heartbeat;
 mod init;
 mod job;
 mod key;
@@ -91,6 +93,13 @@ pub enum Command {
     WalPush(wal_push::WalPushArgs),
     /// Restore one archived WAL file (PostgreSQL's restore_command: `drctl wal-fetch %f %p`).
     WalFetch(wal_fetch::WalFetchArgs),
+    /// Write heartbeat rows into a policy's database (table drctl.heartbeat), which drills
+    /// measure RPO with: once, or --every DURATION until stopped.
+    Heartbeat(heartbeat::HeartbeatArgs),
+    /// A DR drill: restore the policy's backup into a scratch cluster (never production), verify
+    /// it, measure RTO and RPO against the policy's targets, and store the record; `drill list`
+    /// shows the records.
+    Drill(drill::DrillArgs),
     /// Run policies on their cron schedules (for hosts without Kubernetes CronJobs), serving
     /// /metrics and /healthz.
     Schedule(schedule::ScheduleArgs),
@@ -121,6 +130,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Policy(command) => return policy::run(command),
         Command::Runbook(command) => return runbook::run(command),
         Command::Schedule(args) => return schedule::run(args, &cli.global),
+        Command::Heartbeat(args) => return heartbeat::run(args, &cli.global),
+        Command::Drill(args) => return drill::run(args, &cli.global),
     };
     done.map(|()| 0)
 }

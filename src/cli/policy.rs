@@ -25,6 +25,21 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<u8> {
     Ok(validate_each(&args.files, "policy", |file| policy::load(file).map(drop)))
 }
 
+/// The policy in `path`; when it is not valid, every problem is printed with the fix, and the
+/// caller exits 2.
+pub fn load_or_explain(path: &Path) -> Option<policy::Policy> {
+    match policy::load(path) {
+        Ok(policy) => Some(policy),
+        Err(invalid) => {
+            eprintln!(
+                "{invalid}\nhint: fix the policy (`drctl policy validate {}` lists every problem)",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
 /// Checks each file with `load`: `FILE: valid`, or every problem; exit 2 if any is invalid.
 pub fn validate_each(files: &[PathBuf], kind: &str, load: impl Fn(&Path) -> Result<(), policy::Invalid>) -> u8 {
     let mut invalid = 0;

@@ -86,6 +86,7 @@ pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         start: args.start,
         skip_damaged: args.skip_damaged,
         repo_args,
+        repo_env: Vec::new(),
     };
     let progress = super::progress(global);
     restore::run(&repo, &options, progress.as_ref(), &mut |event| print(event, global.quiet))?;

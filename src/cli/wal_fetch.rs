@@ -27,6 +27,10 @@ pub struct WalFetchArgs {
     /// Segments the prefetch worker fetches at once.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
+    /// Serve only the WAL files FILE names (one per line) and report every other as not in the
+    /// archive: `drill` recovers from the archive as it was at the simulated failure.
+    #[arg(long, value_name = "FILE")]
+    pub archive_list: Option<PathBuf>,
     /// Run as the prefetch worker (started by wal-fetch itself).
     #[arg(long, hide = true)]
     pub worker: bool,
@@ -45,6 +49,7 @@ pub fn run(args: WalFetchArgs) -> anyhow::Result<u8> {
         spool_dir: args.spool_dir,
         jobs: args.jobs,
         worker: args.worker,
+        archive_list: args.archive_list,
     };
     Ok(match fetch(&options, &args.repo)? {
         Fetched::Restored => 0,

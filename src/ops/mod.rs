@@ -6,6 +6,8 @@
 pub mod backup;
 pub mod catalog;
 pub mod copy;
+pub mod heartbeat;
+pub mod policy_db;
 pub mod policy_repos;
 pub mod promote;
 pub mod promote_rds;

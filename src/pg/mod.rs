@@ -4,11 +4,13 @@
 pub mod archiver;
 pub mod basebackup;
 pub mod datadir;
+pub mod heartbeat;
 pub mod recovery;
 pub mod server;
 pub mod session;
 pub mod sql;
 pub mod standby;
+pub mod verify;
 pub mod wal;
 pub mod window;
 

@@ -4,7 +4,7 @@
 //! recovered, and shuts it down cleanly, leaving a promoted data directory for the operator.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -54,38 +54,173 @@ pub fn check_version(backup_version: &str) -> Result<(), Error> {
     }
 }
 
+/// A server run privately on a data directory: no TCP listener, its socket in a fresh folder
+/// only its owner can enter, archiving off, SSL off (the backup's certificate paths need not
+/// exist here), and its own pg_hba.conf trusting local connections only, so drctl can connect to
+/// a restored cluster whatever roles and passwords it holds. Stopped (fast) when dropped.
+pub struct Private {
+    child: std::process::Child,
+    sockets: std::path::PathBuf,
+    port: u16,
+    owner: fs::Metadata,
+}
+
+impl Private {
+    /// Starts `postgres` on `dir`; `settings` are extra `-c name=value` pairs, `env` variables
+    /// the server (and the commands it runs) get.
+    pub fn start(dir: &Path, settings: &[(&str, &str)], env: &[(String, String)]) -> Result<Private, Error> {
+        let fail = |what: &str, e: std::io::Error| Error::Database { detail: format!("{what}: {e}") };
+        let owner = fs::metadata(dir).map_err(|e| fail(&format!("cannot read {}", dir.display()), e))?;
+        let mut random = [0u8; 6];
+        getrandom::fill(&mut random).map_err(|e| Error::Database { detail: format!("no randomness: {e}") })?;
+        let tag: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let sockets = std::env::temp_dir().join(format!("drctl-pg-{tag}"));
+        let made = (|| {
+            fs::create_dir(&sockets)?;
+            fs::set_permissions(&sockets, fs::Permissions::from_mode(0o700))?;
+            fs::write(
+                sockets.join("pg_hba.conf"),
+                "# drctl: a private server, reached by its socket only\nlocal all all trust\n",
+            )?;
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } == 0 {
+                for path in [sockets.clone(), sockets.join("pg_hba.conf")] {
+                    std::os::unix::fs::chown(path, Some(owner.uid()), Some(owner.gid()))?;
+                }
+            }
+            fs::File::create(sockets.join("postgres.log"))
+        })();
+        let log = made.map_err(|e| fail(&format!("cannot prepare {}", sockets.display()), e))?;
+        let port = 40000 + u16::from_le_bytes([random[0], random[1]]) % 20000;
+        let mut server = Command::new(find_program("postgres"));
+        server.arg("-D").arg(dir);
+        let hba = format!("hba_file={}", sockets.join("pg_hba.conf").display());
+        let socket_dir = format!("unix_socket_directories={}", sockets.display());
+        let port_setting = format!("port={port}");
+        let fixed = ["listen_addresses=", &port_setting, &socket_dir, &hba, "archive_mode=off", "ssl=off"];
+        for setting in fixed.iter().map(|s| s.to_string()).chain(settings.iter().map(|(k, v)| format!("{k}={v}"))) {
+            server.arg("-c").arg(setting);
+        }
+        server.envs(env.iter().map(|(k, v)| (k, v)));
+        server.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).current_dir(dir);
+        if unsafe { libc::geteuid() } == 0 {
+            server.uid(owner.uid()).gid(owner.gid());
+        }
+        let child = match server.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&sockets);
+                return Err(fail("cannot start postgres", e));
+            }
+        };
+        Ok(Private { child, sockets, port, owner })
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.sockets.join("postgres.log")).unwrap_or_default()
+    }
+
+    /// The last lines of the log, for messages.
+    pub fn log_tail(&self) -> String {
+        tail(&self.log())
+    }
+
+    /// The exit status, once the server has stopped by itself.
+    pub fn exited(&mut self) -> Result<Option<std::process::ExitStatus>, Error> {
+        self.child.try_wait().map_err(|e| Error::Database { detail: format!("cannot watch postgres: {e}") })
+    }
+
+    /// A connection to `database` as `user` through the private socket.
+    pub fn conn(&self, user: &str, database: &str) -> super::Conn {
+        super::Conn::new(super::conninfo(&[
+            ("host", Some(self.sockets.display().to_string())),
+            ("port", Some(self.port.to_string())),
+            ("user", Some(user.to_string())),
+            ("dbname", Some(database.to_string())),
+        ]))
+    }
+
+    /// The environment a client program reaches this server as `user` with.
+    pub fn client_env(&self, user: &str) -> Vec<(&'static str, String)> {
+        vec![("PGHOST", self.sockets.display().to_string()), ("PGPORT", self.port.to_string()), ("PGUSER", user.into())]
+    }
+
+    /// Waits until the server accepts connections, then connects as its bootstrap superuser
+    /// (whatever its name: the roles in `candidates` are tried, any one that exists will do to
+    /// ask), to template1, which every cluster has. Returns the superuser's name and the session.
+    pub fn superuser_session(
+        &mut self,
+        candidates: &[String],
+        timeout: Duration,
+    ) -> Result<(String, super::sql::Session), Error> {
+        use super::sql::{CONNECT_TIMEOUT, Reach, Session, reach};
+        let deadline = Instant::now() + timeout;
+        let mut last = String::from("no answer yet");
+        loop {
+            if let Some(status) = self.exited()? {
+                return Err(Error::database(format!("postgres stopped ({status}):\n{}", self.log_tail())));
+            }
+            for user in candidates {
+                match reach(&self.conn(user, "template1"), CONNECT_TIMEOUT)? {
+                    Reach::Connected(mut session) => {
+                        let superuser: String = session.value("SELECT rolname::text FROM pg_roles WHERE oid = 10")?;
+                        if &superuser == user {
+                            return Ok((superuser, session));
+                        }
+                        let session = Session::connect(&self.conn(&superuser, "template1"), CONNECT_TIMEOUT)?;
+                        return Ok((superuser, session));
+                    }
+                    Reach::Refused(why) | Reach::Unreachable(why) => last = why,
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::database(format!(
+                    "the server did not accept a connection within {} s (as {}): {last}\n{}",
+                    timeout.as_secs(),
+                    candidates.join(", "),
+                    self.log_tail()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The owner of the data directory (the server's user).
+    pub fn owner(&self) -> &fs::Metadata {
+        &self.owner
+    }
+
+    /// A fast shutdown (SIGINT: sessions ended, a checkpoint, a clean stop), waited for.
+    pub fn stop(mut self) {
+        self.shut_down();
+    }
+
+    fn shut_down(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+            let _ = self.child.wait();
+        }
+        let _ = fs::remove_dir_all(&self.sockets);
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
 /// Runs recovery to its end; `Err(OutOfReach)` when PostgreSQL reports that the target lies
 /// beyond what the archive holds.
-pub fn recover(dir: &Path, timeout: Duration) -> Result<Recovered, Error> {
+pub fn recover(dir: &Path, timeout: Duration, env: &[(String, String)]) -> Result<Recovered, Error> {
     let fail = |detail: String| Error::Database { detail };
-    let owner = fs::metadata(dir).map_err(|e| fail(e.to_string()))?;
-    let sockets = std::env::temp_dir().join(format!("drctl-recovery-{}", std::process::id()));
-    fs::create_dir_all(&sockets).map_err(|e| fail(e.to_string()))?;
-    std::os::unix::fs::chown(&sockets, Some(owner.uid()), Some(owner.gid())).map_err(|e| fail(e.to_string()))?;
-    let log_path = sockets.join("postgres.log");
-    let log = fs::File::create(&log_path).map_err(|e| fail(e.to_string()))?;
-    let port = 50000 + (std::process::id() % 10000);
-    let mut server = Command::new(find_program("postgres"));
-    server
-        .arg("-D")
-        .arg(dir)
-        .args(["-c", "listen_addresses=", "-c", &format!("port={port}"), "-c", "archive_mode=off"])
-        .arg("-c")
-        .arg(format!("unix_socket_directories={}", sockets.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .current_dir(dir);
-    // SAFETY: geteuid has no preconditions. PostgreSQL refuses to run as root.
-    if unsafe { libc::geteuid() } == 0 {
-        server.uid(owner.uid()).gid(owner.gid());
-    }
-    let mut child = server.spawn().map_err(|e| fail(format!("cannot start postgres: {e}")))?;
-    let read_log = || fs::read_to_string(&log_path).unwrap_or_default();
+    let mut server = Private::start(dir, &[], env)?;
     let deadline = Instant::now() + timeout;
     let result = loop {
-        if let Some(status) = child.try_wait().map_err(|e| fail(e.to_string()))? {
-            let log = read_log();
+        if let Some(status) = server.exited()? {
+            let log = server.log();
             break Err(if log.contains("recovery ended before configured recovery target was reached") {
                 let last = log_line(&log, "last completed transaction was at log time")
                     .map(|l| format!(" (the {l})"))
@@ -107,22 +242,20 @@ pub fn recover(dir: &Path, timeout: Duration) -> Result<Recovered, Error> {
         // past the target.
         let promoted = !dir.join("recovery.signal").exists() && cluster_state(dir).as_deref() == Some("in production");
         if promoted {
-            let log = read_log();
+            let log = server.log();
             break Ok(Recovered {
                 stop: log_line(&log, "recovery stopping"),
                 last_transaction: log_line(&log, "last completed transaction was at log time"),
             });
         }
         if Instant::now() >= deadline {
-            break Err(fail(format!("recovery did not finish within {} s:\n{}", timeout.as_secs(), tail(&read_log()))));
+            break Err(fail(format!("recovery did not finish within {} s:\n{}", timeout.as_secs(), server.log_tail())));
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     // A clean (fast) shutdown either way; the promoted directory is then ready to start.
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    let _ = child.wait();
-    let _ = fs::remove_dir_all(&sockets);
+    let owner = server.owner().clone();
+    server.stop();
     if result.is_ok() {
         queue_for_archiving(dir, &owner)
             .map_err(|e| fail(format!("cannot mark the new timeline for archiving: {e}")))?;

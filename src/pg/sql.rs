@@ -41,6 +41,44 @@ impl Session {
         read(&row).map_err(|e| Error::sql(format!("answered `{sql}` with what drctl cannot read: {e}")))
     }
 
+    /// Runs `sql`, which returns no rows (or rows nobody reads).
+    pub fn execute(&mut self, sql: &str) -> Result<(), Error> {
+        self.runtime
+            .block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut self.connection))
+            .map(|_| ())
+            .map_err(|e| Error::sql(format!("refused `{}`: {e}", first_line(sql))))
+    }
+
+    /// Runs `sql` and gives every row to `read`.
+    pub fn rows<T>(&mut self, sql: &str, read: impl Fn(&PgRow) -> Result<T, sqlx::Error>) -> Result<Vec<T>, Error> {
+        let rows = self
+            .runtime
+            .block_on(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).fetch_all(&mut self.connection))
+            .map_err(|e| Error::sql(format!("refused `{sql}`: {e}")))?;
+        rows.iter()
+            .map(|row| read(row).map_err(|e| Error::sql(format!("answered `{sql}` with what drctl cannot read: {e}"))))
+            .collect()
+    }
+
+    /// Runs `sql` with the simple query protocol, which sends every value as text, and returns
+    /// the rows as `psql -At` would print them: columns joined by `|`, rows by newlines, NULL as
+    /// nothing, booleans as `t` and `f`.
+    pub fn text(&mut self, sql: &str) -> Result<String, Error> {
+        let rows = self
+            .runtime
+            .block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).fetch_all(&mut self.connection))
+            .map_err(|e| Error::sql(format!("refused `{}`: {e}", first_line(sql))))?;
+        let mut lines = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let columns = (0..row.len())
+                .map(|i| row.try_get_unchecked::<Option<String>, _>(i).map(Option::unwrap_or_default))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Error::sql(format!("answered `{}` with what drctl cannot read: {e}", first_line(sql))))?;
+            lines.push(columns.join("|"));
+        }
+        Ok(lines.join("\n"))
+    }
+
     /// Runs `sql`, which returns one value.
     pub fn value<T>(&mut self, sql: &str) -> Result<T, Error>
     where
@@ -48,6 +86,11 @@ impl Session {
     {
         self.row(sql, |row| row.try_get(0))
     }
+}
+
+/// The first line of a statement, for messages.
+fn first_line(sql: &str) -> &str {
+    sql.trim().lines().next().unwrap_or_default()
 }
 
 /// Whether a server answers: fenced-off and stopped servers do not, a server that turns the

@@ -193,7 +193,7 @@ targets:
         assert_eq!(policy.sources[0].what, SourceKind::BaseBackup(BaseMode::Stream));
         assert_eq!(policy.retention.pitr_window, Some(chrono::Duration::days(3)));
         assert_eq!(policy.repositories.primary.key, KeySlot::KeyFile("/etc/drctl/repo.key".into()));
-        assert!(policy.drill.is_empty() && policy.rds.is_none());
+        assert!(policy.drill.checks.is_empty() && policy.rds.is_none());
     }
 
     #[test]

@@ -370,13 +370,14 @@ fn targets(v: Value) -> Option<Targets> {
     Some(Targets { rto: rto?, rpo: rpo? })
 }
 
-fn drill(v: &Value) -> Option<Vec<DrillCheck>> {
+fn drill(v: &Value) -> Option<Drill> {
     let mut m = v.map()?;
-    let checks = m
-        .require("checks", "list what a restored database must answer: `checks:` with `name`, `sql`, `expect`")
-        .and_then(|v| v.nonempty_list("check").and_then(|items| all(items.into_iter().map(drill_check))));
+    let checks = optional(m.get("checks"), |v| {
+        v.nonempty_list("check").and_then(|items| all(items.into_iter().map(drill_check)))
+    });
+    let heartbeat = optional(m.get("heartbeat"), Value::duration);
     m.finish();
-    checks
+    Some(Drill { checks: checks?.unwrap_or_default(), heartbeat: heartbeat? })
 }
 
 fn drill_check(v: Value) -> Option<DrillCheck> {

@@ -182,8 +182,8 @@ fn kms_regions(policy: &Policy, found: &Found) {
 
 /// Reports name each check; two with one name could not be told apart.
 fn drill_names(policy: &Policy, found: &Found) {
-    for (i, check) in policy.drill.iter().enumerate() {
-        if policy.drill[..i].iter().any(|c| c.name == check.name) {
+    for (i, check) in policy.drill.checks.iter().enumerate() {
+        if policy.drill.checks[..i].iter().any(|c| c.name == check.name) {
             found.problem(
                 found.place(&format!("drill.checks[{i}].name")),
                 format!("drill check `{}` is listed twice", check.name),

@@ -27,8 +27,8 @@ pub struct Policy {
     pub retention: Rules,
     /// `targets`: the recovery objectives drills are measured against.
     pub targets: Targets,
-    /// `drill.checks`: what a restored database must answer for a drill to pass (may be empty).
-    pub drill: Vec<DrillCheck>,
+    /// `drill`: what a restored database must answer, and how often heartbeats are written.
+    pub drill: Drill,
     /// `rds`: the instance and its snapshots; present exactly when `kind` is `rds`.
     pub rds: Option<Rds>,
 }
@@ -136,6 +136,16 @@ pub struct Targets {
     pub rto: Duration,
     /// `rpo`: the most recent data a failure may lose.
     pub rpo: Duration,
+}
+
+/// `drill`: how drills of this system are measured and judged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Drill {
+    /// `checks`: what a restored database must answer for a drill to pass (may be empty).
+    pub checks: Vec<DrillCheck>,
+    /// `heartbeat`: how often `drctl schedule` writes a heartbeat row into the primary, the
+    /// newest of which a drill's restore recovers to measure RPO (none: no heartbeats).
+    pub heartbeat: Option<Duration>,
 }
 
 /// One entry of `drill.checks`.

@@ -8,13 +8,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use super::crypto::Id;
+use super::evidence::{self, Kind};
 use super::format;
 use super::index::{self, ChunkLocation, PackInfo};
 use super::pack::{self, ChunkEntry};
 use super::snapshot;
 use super::tree::TreeReader;
+use super::wal;
 use super::{Error, Repository};
-use super::{audit, wal};
 use crate::progress::Progress;
 
 /// Bytes read at once while verifying a pack.
@@ -40,6 +41,8 @@ pub struct Report {
     pub wal_files: usize,
     /// Runbook audit records.
     pub audit_records: usize,
+    /// Drill records.
+    pub drill_records: usize,
     pub bytes_read: u64,
 }
 
@@ -215,15 +218,22 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
         }
     }
 
-    // Runbook audit records: each must open under its own key (read with --read-data).
-    let records = audit::list(repo)?;
-    report.audit_records = records.len();
-    if read_data {
-        for key in records {
-            match audit::read(repo, &key) {
-                Ok(bytes) => report.bytes_read += bytes.len() as u64,
-                Err(Error::Store(e)) => return Err(Error::Store(e)),
-                Err(e) => findings.add(object_of(&e).unwrap_or_else(|| format!("audit record {key}")), e.to_string()),
+    // Audit and drill records: each must open under its own key (read with --read-data).
+    for kind in Kind::ALL {
+        let records = evidence::list(repo, kind)?;
+        *match kind {
+            Kind::Audit => &mut report.audit_records,
+            Kind::Drill => &mut report.drill_records,
+        } = records.len();
+        if read_data {
+            for key in records {
+                match evidence::read(repo, kind, &key) {
+                    Ok(bytes) => report.bytes_read += bytes.len() as u64,
+                    Err(Error::Store(e)) => return Err(Error::Store(e)),
+                    Err(e) => {
+                        findings.add(object_of(&e).unwrap_or_else(|| format!("{} {key}", kind.what())), e.to_string())
+                    }
+                }
             }
         }
     }

@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use serde::Serialize;
 
 use super::crypto::Id;
+use super::evidence::{self, Kind};
 use super::format::{self, ObjectType};
 use super::index::{self, ChunkLocation};
-use super::{Error, Repository, audit, snapshot, wal};
+use super::{Error, Repository, snapshot, wal};
 use crate::pg::wal::{WalName, parse_lsn, segment_name};
 use crate::progress::Progress;
 use crate::store::Store;
@@ -74,6 +75,8 @@ pub struct CopyReport {
     pub wal_copied: usize,
     /// Runbook audit records copied.
     pub audit_copied: usize,
+    /// Drill records copied.
+    pub drills_copied: usize,
     pub wal_present: usize,
     pub objects_copied: usize,
     pub bytes_copied: u64,
@@ -87,8 +90,8 @@ enum Proof {
     NamedByHash(Id),
     /// A WAL file: it opens under its own name.
     Wal(WalName),
-    /// A runbook audit record: it opens under its own key.
-    Audit,
+    /// Evidence (an audit or drill record): it opens under its own key.
+    Evidence(Kind),
 }
 
 struct Item {
@@ -126,8 +129,9 @@ pub fn copy(
     };
 
     let mut report = CopyReport::default();
-    let in_target: HashMap<String, u64> = ["packs/", "index/", "snapshots/", audit::AUDIT_DIR]
+    let in_target: HashMap<String, u64> = ["packs/", "index/", "snapshots/"]
         .into_iter()
+        .chain(Kind::ALL.map(Kind::dir))
         .chain(options.wal.then_some(wal::WAL_DIR))
         .map(|prefix| target.store().list(prefix))
         .collect::<Result<Vec<_>, _>>()?
@@ -190,11 +194,16 @@ pub fn copy(
             }
         }
     }
-    // Runbook audit records: evidence goes wherever the backups go.
-    for key in audit::list(source)? {
-        if !in_target.contains_key(&key) {
-            report.audit_copied += 1;
-            items.push(Item { key, proof: Proof::Audit });
+    // Audit and drill records: evidence goes wherever the backups go.
+    for kind in Kind::ALL {
+        for key in evidence::list(source, kind)? {
+            if !in_target.contains_key(&key) {
+                *match kind {
+                    Kind::Audit => &mut report.audit_copied,
+                    Kind::Drill => &mut report.drills_copied,
+                } += 1;
+                items.push(Item { key, proof: Proof::Evidence(kind) });
+            }
         }
     }
     let total: u64 = items.iter().map(|i| if let Proof::Pack { size, .. } = i.proof { size } else { 0 }).sum();
@@ -375,8 +384,8 @@ fn prove(source: &Repository, item: &Item, bytes: &[u8]) -> Result<(), Error> {
         Proof::Wal(name) => {
             format::open_file(source.key(), ObjectType::Wal, name.as_str().as_bytes(), bytes, &object())?;
         }
-        Proof::Audit => {
-            format::open_file(source.key(), ObjectType::Audit, item.key.as_bytes(), bytes, &object())?;
+        Proof::Evidence(kind) => {
+            format::open_file(source.key(), kind.object_type(), item.key.as_bytes(), bytes, &object())?;
         }
     }
     Ok(())

@@ -27,6 +27,7 @@ pub enum ObjectType {
     Wal = 8,
     PrunePlan = 9,
     Audit = 10,
+    Drill = 11,
 }
 
 /// Associated data: "drctl" || version || type || binding (the object's id or name where it has

@@ -4,12 +4,12 @@
 //! snapshot that can be listed has everything it needs, and a crash at any point leaves at worst
 //! unreferenced packs, which `check` reports as harmless and prune reclaims.
 
-pub mod audit;
 pub mod check;
 pub mod chunker;
 pub mod config;
 pub mod copy;
 pub(crate) mod crypto;
+pub mod evidence;
 pub mod forget;
 pub(crate) mod format;
 pub(crate) mod index;

@@ -306,6 +306,7 @@ fn drctl_restore(inputs: &BTreeMap<String, String>, cx: &mut Context, dry: bool)
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect(),
+        repo_env: Vec::new(),
     };
     let progress = crate::progress::NoProgress;
     let mut recovered = String::new();

@@ -87,7 +87,7 @@ impl<'a> Recorder<'a> {
     pub fn append(&mut self, run: &str, fields: Map<String, Value>) -> std::io::Result<()> {
         let (seq, line) = self.log.append(fields.clone())?;
         let Some(repo) = self.repo.filter(|_| self.copying) else { return Ok(()) };
-        if let Err(e) = crate::repo::audit::put(repo, run, seq, line.as_bytes()) {
+        if let Err(e) = crate::repo::evidence::put_audit(repo, run, seq, line.as_bytes()) {
             self.copying = false;
             let cause = crate::ops::with_causes(&e);
             tracing::warn!("the audit record could not be copied to {}: {cause}", repo.store().location());
@@ -110,16 +110,19 @@ impl<'a> Recorder<'a> {
 /// fails), holds the hash of its own content, and, within a run, numbered without a gap, follows
 /// the record before it. Returns the records in order, or the first that breaks and why.
 pub fn verify_stored(repo: &Repository) -> Result<Vec<Map<String, Value>>, String> {
-    let keys = crate::repo::audit::list(repo).map_err(|e| crate::ops::with_causes(&e))?;
+    let keys = crate::repo::evidence::list(repo, crate::repo::evidence::Kind::Audit)
+        .map_err(|e| crate::ops::with_causes(&e))?;
     let mut records = Vec::new();
     let mut before: Option<(String, u64, String)> = None;
     for key in keys {
-        let bytes = crate::repo::audit::read(repo, &key).map_err(|e| crate::ops::with_causes(&e))?;
+        let bytes = crate::repo::evidence::read(repo, crate::repo::evidence::Kind::Audit, &key)
+            .map_err(|e| crate::ops::with_causes(&e))?;
         let record: Map<String, Value> =
             serde_json::from_slice(&bytes).map_err(|e| format!("{key}: not a JSON record: {e}"))?;
         let run = key.split('/').nth(1).unwrap_or_default().to_string();
         let seq = record.get("seq").and_then(Value::as_u64).unwrap_or(0);
-        if crate::repo::audit::key_of(&run, seq) != key || record.get("run").and_then(Value::as_str) != Some(&run) {
+        if crate::repo::evidence::audit_key(&run, seq) != key || record.get("run").and_then(Value::as_str) != Some(&run)
+        {
             return Err(format!("{key}: holds record {seq} of run {:?}: it was moved", record.get("run")));
         }
         let hash = hash_of(&record);

@@ -17,6 +17,7 @@ mod copy;
 mod crash;
 mod damage;
 mod dedup;
+mod drill;
 mod edge;
 mod env;
 mod errors;

@@ -62,6 +62,9 @@ pub struct RestoreOptions {
     pub skip_damaged: bool,
     /// The flags restore_command's `drctl wal-fetch` reaches the repository with.
     pub repo_args: Vec<String>,
+    /// Environment variables the server (and so restore_command) gets with `start`, e.g. the
+    /// passphrase as DRCTL_PASSWORD when a policy names another variable for it.
+    pub repo_env: Vec<(String, String)>,
 }
 
 /// A phase that ended, in order.
@@ -144,7 +147,7 @@ pub fn run(
             let configured = recovery::configure(dir, &snap, &recovery, &options.repo_args)?;
             events(Event::RecoveryConfigured { dir, configured: &configured, start: options.start });
             if options.start {
-                let recovered = recovery::run(dir, &snap)?;
+                let recovered = recovery::run(dir, &snap, &options.repo_env)?;
                 events(Event::Recovered { dir, configured: &configured, recovered: &recovered });
             }
             Ok(())

@@ -54,11 +54,11 @@ pub fn configure(dir: &Path, snap: &Snapshot, recovery: &Recovery, repo_args: &[
 
 /// Runs recovery in `dir` privately (no TCP, archiving off) until the target is reached and the
 /// server promoted, then stops it cleanly; with the server binaries of the backup's version.
-pub fn run(dir: &Path, snap: &Snapshot) -> Result<Recovered> {
+pub fn run(dir: &Path, snap: &Snapshot, env: &[(String, String)]) -> Result<Recovered> {
     if let Some(pg) = &snap.pg {
         server::check_version(&pg.pg_version)?;
     }
-    let recovered = server::recover(dir, RECOVERY_TIMEOUT);
+    let recovered = server::recover(dir, RECOVERY_TIMEOUT, env);
     // The prefetch worker restore_command started outlives the server: stop it and remove its
     // spool before the directory is reported ready (or removed).
     prefetch::shut_down(&dir.join("pg_wal").join(prefetch::DEFAULT_SPOOL), Duration::from_secs(15));

@@ -24,6 +24,9 @@ pub struct FetchOptions {
     pub jobs: u16,
     /// Run as the prefetch worker.
     pub worker: bool,
+    /// Serve only the files this list names (one per line), as if the archive held nothing else:
+    /// a drill recovers from the archive as it was at its simulated failure.
+    pub archive_list: Option<PathBuf>,
 }
 
 /// How a fetch ended.
@@ -57,6 +60,14 @@ pub fn fetch(options: &FetchOptions, repo: &dyn RepoSource) -> Result<Fetched> {
             tracing::error!(error = %crate::ops::with_causes(&e), "prefetch worker stopped");
         }
         return Ok(Fetched::Restored);
+    }
+    if let Some(list) = &options.archive_list {
+        let listed = std::fs::read_to_string(list)
+            .map_err(Error::io(format!("cannot read the archive list {}", list.display())))?;
+        if !listed.lines().any(|l| l.trim() == name.as_str()) {
+            tracing::info!(wal = %name, list = %list.display(), "not in the archive list");
+            return Ok(Fetched::NotInArchive);
+        }
     }
     if let Some(spool) = &spool
         && prefetch::take(spool, &name, &options.path).unwrap_or(false)

@@ -43,13 +43,20 @@ impl Cluster {
     /// initdb into `data` (created, owned by postgres) with 1 MiB WAL segments, then the given
     /// settings appended to postgresql.conf; not started.
     pub fn init(data: &Path, settings: &[(&str, String)]) -> Cluster {
+        Cluster::init_with(data, &[], settings)
+    }
+
+    /// [`Cluster::init`] with more initdb options (e.g. `--data-checksums`).
+    pub fn init_with(data: &Path, initdb: &[&str], settings: &[(&str, String)]) -> Cluster {
         fs::create_dir_all(data).unwrap();
         let (uid, gid) = user_ids("postgres");
         chown_r(data, uid, gid);
         fs::set_permissions(data, fs::Permissions::from_mode(0o700)).unwrap();
         run_ok(
             as_postgres(format!("{BIN}/initdb"))
-                .args(["-U", "postgres", "-A", "trust", "--no-sync", "--wal-segsize=1", "-D"])
+                .args(["-U", "postgres", "-A", "trust", "--no-sync", "--wal-segsize=1"])
+                .args(initdb)
+                .arg("-D")
                 .arg(data),
             "initdb",
         );
