@@ -17,6 +17,10 @@
 //! - SIGTERM or SIGINT stops new jobs and waits for the running ones to finish; a second signal
 //!   passes SIGTERM on to them.
 //!
+//! A policy with `drill.heartbeat` also gets a heartbeat row in its database at that interval
+//! (a thread per policy; a failed beat is logged and the next one tried), which drills measure
+//! their RPO with.
+//!
 //! `/metrics` serves every policy's latest job report as Prometheus metrics, `/healthz` says
 //! whether the scheduling loop is alive.
 
@@ -162,6 +166,14 @@ pub fn run(options: ScheduleOptions) -> Result<(), Error> {
     for entry in &entries {
         jobs.push(start_job(entry, &options, &state));
     }
+    let beats: Vec<_> = entries
+        .iter()
+        .filter_map(|entry| {
+            let every = entry.policy.drill.heartbeat?.to_std().ok()?;
+            let (policy, signals) = (entry.policy.clone(), signals.clone());
+            Some(std::thread::spawn(move || heartbeats(&policy, every, &signals)))
+        })
+        .collect();
     while signals.load(Ordering::SeqCst) == 0 {
         let now = Utc::now();
         state.heartbeat.store(now.timestamp(), Ordering::SeqCst);
@@ -205,11 +217,27 @@ pub fn run(options: ScheduleOptions) -> Result<(), Error> {
         state.heartbeat.store(Utc::now().timestamp(), Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(100));
     }
-    for job in jobs {
+    for job in jobs.into_iter().chain(beats) {
         let _ = job.join();
     }
     tracing::info!("scheduler stopped");
     Ok(())
+}
+
+/// Writes a heartbeat into `policy`'s database every `every` until a signal comes.
+fn heartbeats(policy: &Policy, every: Duration, signals: &AtomicUsize) {
+    while signals.load(Ordering::SeqCst) == 0 {
+        let next = Instant::now() + every;
+        match crate::ops::heartbeat::beat(policy) {
+            Ok(at) => tracing::debug!(policy = %policy.name, at = %at.to_rfc3339(), "heartbeat written"),
+            Err(e) => {
+                tracing::error!(policy = %policy.name, error = %crate::ops::with_causes(&e), "heartbeat not written")
+            }
+        }
+        while signals.load(Ordering::SeqCst) == 0 && Instant::now() < next {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
 }
 
 /// Starts the policy's job in a child process; the thread returned waits for it and records its

@@ -191,7 +191,7 @@ fn an_invalid_policy_stops_the_scheduler_before_it_starts() {
 }
 
 #[test]
-fn every_runs_a_policy_between_its_fire_times_without_taking_sources_that_are_not_due() {
+fn every_runs_a_policy_between_its_fire_times_without_taking_sources_that_are_not_due_and_heartbeats() {
     let ws = Workspace::new_public();
     let mut server = Cluster::init(&ws.join("pg"), &[]);
     server.start();
@@ -201,6 +201,7 @@ fn every_runs_a_policy_between_its_fire_times_without_taking_sources_that_are_no
     // Yearly sources: only the start-up job is due; the later jobs come from --every alone.
     let yearly = "  dump:\n    type: logical-dump\n    databases: [postgres]\n    schedule: \"0 0 1 1 *\"\n";
     let text = policy_file("yearly", yearly, &repo).replace("{DSN}", &server.dsn()).replace("rpo: 1h", "rpo: 400d");
+    let text = format!("{text}drill:\n  heartbeat: 1s\n");
     std::fs::write(policies.join("yearly.yaml"), text).unwrap();
     let port = free_port();
     let gateway = Pushgateway::start(&ws);
@@ -215,6 +216,12 @@ fn every_runs_a_policy_between_its_fire_times_without_taking_sources_that_are_no
         get(port, "/metrics").1.contains("drctl_schedule_runs_total{policy=\"yearly\",result=\"ok\"} 3")
     });
     assert_eq!(repo.snapshots().len(), 1, "only the start-up job took the dump");
+    // drill.heartbeat: a row a second in the policy's database.
+    let table = "SELECT to_regclass('drctl.heartbeat') IS NOT NULL";
+    wait_until("the heartbeat table", Duration::from_secs(30), || server.sql(table) == "t");
+    wait_until("heartbeats", Duration::from_secs(30), || {
+        server.sql("SELECT count(*) >= 3 FROM drctl.heartbeat") == "t"
+    });
     let pushed = gateway.scrape();
     assert!(pushed.contains("drctl_job_last_status{instance=\"\",job=\"drctl\",policy=\"yearly\"} 1"), "{pushed}");
     // SAFETY: signalling the child this test started.
