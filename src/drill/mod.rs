@@ -8,6 +8,7 @@
 //! recovery is given only the WAL files archived when the drill started (the simulated failure),
 //! so WAL that arrives while it runs cannot improve the RPO it reports.
 
+mod dump;
 pub mod record;
 
 use chrono::{DateTime, Utc};
@@ -66,10 +67,9 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(300);
 /// started (the repository cannot be opened, the request does not fit the policy); everything
 /// after that ends in a stored record.
 pub fn run(policy: &Policy, options: &DrillOptions, say: &mut dyn FnMut(&str)) -> Result<Drilled, ops::Error> {
-    if !policy.archives_wal() {
+    if !policy.archives_wal() && dump::databases(policy).is_empty() {
         return Err(ops::Error::Usage(format!(
-            "policy {} takes no base backups: a drill restores a base backup and its WAL into a scratch cluster \
-             (drills of logical dumps are not built yet)",
+            "policy {} takes neither base backups nor logical dumps: a drill has nothing to restore",
             policy.name
         )));
     }
@@ -81,7 +81,10 @@ pub fn run(policy: &Policy, options: &DrillOptions, say: &mut dyn FnMut(&str)) -
     let point = options.point.clone().unwrap_or(Point::Latest);
     let scratch = Scratch::create(options.scratch.clone(), &drill.record.id, options.keep)?;
 
-    let result = drill.run(&repo, &point, &scratch, clock, say);
+    let result = match policy.archives_wal() {
+        true => drill.run(&repo, &point, &scratch, clock, say),
+        false => drill.run_dumps(&repo, &point, &scratch, clock, say),
+    };
     if options.keep {
         drill.record.kept = Some(scratch.root.display().to_string());
     }
@@ -206,25 +209,8 @@ impl<'a> Drill<'a> {
                 ("at", *t, id.to_string(), Some(t.to_rfc3339()))
             }
             Point::RandomWithin(window) => {
-                let restorable = restore::select::choose_backup(
-                    snapshots.clone(),
-                    &names,
-                    restore::select::EndedBefore::Time(started),
-                )
-                .ok();
-                let oldest = oldest_restorable(&snapshots, &names).unwrap_or(started);
-                let from = (started - *window).max(oldest);
-                if restorable.is_none() || from >= started {
-                    return Err(ops::Error::Usage(format!(
-                        "no moment within {} before now can be restored: the oldest restorable base backup ended at \
-                         {oldest}",
-                        humantime::format_duration(window.to_std().unwrap_or_default())
-                    )));
-                }
-                let span = (started - from).num_milliseconds().max(1) as u64;
-                let mut random = [0u8; 8];
-                let _ = getrandom::fill(&mut random);
-                let t = from + chrono::Duration::milliseconds((u64::from_le_bytes(random) % span) as i64);
+                let oldest = oldest_restorable(&snapshots, &names);
+                let t = random_moment(started, *window, oldest, "base backup")?;
                 let (id, _) = restore::select::choose_backup(snapshots, &names, restore::select::EndedBefore::Time(t))?;
                 ("random-within", t, id.to_string(), Some(t.to_rfc3339()))
             }
@@ -323,33 +309,56 @@ impl<'a> Drill<'a> {
         let (superuser, mut session) = server.superuser_session(&candidates, OPEN_TIMEOUT)?;
         self.phase("open", say, &format!("accepting connections (as {superuser})"));
 
-        // Checks.
         match checksums {
             Some(verdict) => self.check("checksums", verdict, say),
             None => {
                 self.skip("checksums", "data checksums are off in this cluster (initdb --data-checksums)".into(), say)
             }
         }
+        self.verify(&server, &superuser, &mut session, failure, Expected::Heartbeat, clock, say)?;
+        drop(session);
+        server.stop();
+        Ok(())
+    }
+
+    /// The checks on the open scratch cluster, then RTO (if they pass) and RPO (from the newest
+    /// heartbeat at or before `failure`).
+    #[allow(clippy::too_many_arguments)]
+    fn verify(
+        &mut self,
+        server: &Private,
+        superuser: &str,
+        session: &mut Session,
+        failure: DateTime<Utc>,
+        expected: Expected,
+        clock: Instant,
+        say: &mut dyn FnMut(&str),
+    ) -> Result<(), ops::Error> {
         let database = heartbeat_database(self.policy);
-        let beat = match Session::connect(&server.conn(&superuser, &database), crate::pg::sql::CONNECT_TIMEOUT) {
+        let beat = match Session::connect(&server.conn(superuser, &database), crate::pg::sql::CONNECT_TIMEOUT) {
             Ok(mut s) => heartbeat::newest(&mut s, failure)?,
             Err(_) => None,
         };
-        match &beat {
-            Some(beat) => {
-                self.check("databases", present("database", &beat.databases, &names_of(&mut session, DATABASES)?), say);
-                self.check("roles", present("role", &beat.roles, &names_of(&mut session, ROLES)?), say);
+        let restored = names_of(session, DATABASES)?;
+        match (&expected, &beat) {
+            (Expected::Dumps(dumped), _) => {
+                self.check("databases", present("database", dumped, &restored), say);
+                self.skip("roles", "a logical dump holds no roles (pg_dumpall --globals-only does)".into(), say);
             }
-            None => {
+            (Expected::Heartbeat, Some(beat)) => {
+                self.check("databases", present("database", &beat.databases, &restored), say);
+                self.check("roles", present("role", &beat.roles, &names_of(session, ROLES)?), say);
+            }
+            (Expected::Heartbeat, None) => {
                 self.skip("databases", "no heartbeat recovered, so what the source had is not known".into(), say);
                 self.skip("roles", "no heartbeat recovered, so what the source had is not known".into(), say);
             }
         }
         let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-        self.check("amcheck", verify::amcheck(&server.client_env(&superuser), jobs)?, say);
+        self.check("amcheck", verify::amcheck(&server.client_env(superuser), jobs)?, say);
         for check in &self.policy.drill.checks {
             let db = check.database.clone().unwrap_or_else(|| database.clone());
-            let verdict = Session::connect(&server.conn(&superuser, &db), crate::pg::sql::CONNECT_TIMEOUT)
+            let verdict = Session::connect(&server.conn(superuser, &db), crate::pg::sql::CONNECT_TIMEOUT)
                 .and_then(|mut s| s.text(&check.sql))
                 .map_err(|e| e.to_string())
                 .and_then(|got| match got.trim() == check.expect.trim() {
@@ -358,7 +367,6 @@ impl<'a> Drill<'a> {
                 });
             self.check(&check.name, verdict, say);
         }
-        drop(session);
         let passed_checks = self.record.checks.iter().all(|c| c.status != Status::Fail);
         self.phase("checks", say, &format!("{} check(s)", self.record.checks.len()));
         if passed_checks {
@@ -374,7 +382,6 @@ impl<'a> Drill<'a> {
                  `drctl heartbeat --policy FILE` (or set drill.heartbeat for drctl schedule) on the primary"
             )),
         }
-        server.stop();
         Ok(())
     }
 
@@ -407,9 +414,19 @@ impl<'a> Drill<'a> {
     }
 }
 
-/// A duration in seconds, for people.
+/// What the restored databases are held to: the heartbeat's lists (a base backup), or the
+/// databases whose dumps were restored.
+enum Expected {
+    Heartbeat,
+    Dumps(Vec<String>),
+}
+
+/// A duration in seconds, for people: tenths under a minute, else whole seconds.
 pub fn seconds(s: f64) -> String {
-    humantime::format_duration(Duration::from_secs(s.round() as u64)).to_string()
+    match s < 60.0 {
+        true => format!("{s:.1}s"),
+        false => humantime::format_duration(Duration::from_secs(s.round() as u64)).to_string(),
+    }
 }
 
 const DATABASES: &str = "SELECT datname::text FROM pg_database WHERE datallowconn ORDER BY 1";
@@ -460,6 +477,31 @@ fn user_name(uid: u32) -> Option<String> {
         let fields: Vec<&str> = line.split(':').collect();
         (fields.get(2)?.parse::<u32>().ok()? == uid).then(|| fields[0].to_string())
     })
+}
+
+/// A random moment between `window` before `now` (but not before `oldest`, the earliest moment
+/// a backup can be restored to) and `now`.
+fn random_moment(
+    now: DateTime<Utc>,
+    window: chrono::Duration,
+    oldest: Option<DateTime<Utc>>,
+    what: &str,
+) -> Result<DateTime<Utc>, ops::Error> {
+    let from = oldest.map_or(now, |oldest| (now - window).max(oldest));
+    if from >= now {
+        return Err(ops::Error::Usage(format!(
+            "no moment within {} before now can be restored: {}",
+            humantime::format_duration(window.to_std().unwrap_or_default()),
+            match oldest {
+                Some(t) => format!("the oldest restorable {what} ended at {t}"),
+                None => format!("the repository holds no restorable {what}"),
+            }
+        )));
+    }
+    let span = (now - from).num_milliseconds().max(1) as u64;
+    let mut random = [0u8; 8];
+    let _ = getrandom::fill(&mut random);
+    Ok(from + chrono::Duration::milliseconds((u64::from_le_bytes(random) % span) as i64))
 }
 
 /// The end of the oldest base backup whose WAL is archived whole.

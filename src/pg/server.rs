@@ -212,6 +212,46 @@ impl Drop for Private {
     }
 }
 
+/// Creates a new, empty cluster in `dir` (which must not exist) for a scratch restore, its
+/// superuser `postgres`. PostgreSQL refuses to run as root: as root, the cluster belongs to, and
+/// runs as, the system user `postgres`.
+pub fn init_scratch(dir: &Path) -> Result<(), Error> {
+    let fail = |detail: String| Error::Database { detail };
+    fs::create_dir(dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| fail(e.to_string()))?;
+    let mut initdb = Command::new(find_program("initdb"));
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let (uid, gid) = system_user("postgres").ok_or_else(|| {
+            fail(
+                "a scratch cluster cannot run as root and there is no `postgres` user to run it as; run drctl as \
+                  an unprivileged user"
+                    .into(),
+            )
+        })?;
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| fail(e.to_string()))?;
+        initdb.uid(uid).gid(gid).current_dir("/");
+    }
+    let out = initdb
+        .args(["--username=postgres", "--auth=trust", "--no-sync", "--encoding=UTF8", "--locale=C", "-D"])
+        .arg(dir)
+        .output()
+        .map_err(|e| fail(format!("cannot run initdb: {e}")))?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(fail(format!("initdb failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))),
+    }
+}
+
+/// The uid and gid of a system user, from /etc/passwd.
+fn system_user(name: &str) -> Option<(u32, u32)> {
+    let passwd = fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.first() == Some(&name)).then(|| Some((fields.get(2)?.parse().ok()?, fields.get(3)?.parse().ok()?)))?
+    })
+}
+
 /// Runs recovery to its end; `Err(OutOfReach)` when PostgreSQL reports that the target lies
 /// beyond what the archive holds.
 pub fn recover(dir: &Path, timeout: Duration, env: &[(String, String)]) -> Result<Recovered, Error> {

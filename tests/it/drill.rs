@@ -41,13 +41,7 @@ fn primary_with_a_backup(ws: &Workspace) -> (Repo, PathBuf, Cluster) {
 }
 
 fn drill(file: &Path, extra: &[&str]) -> Output {
-    Drctl::new()
-        .no_password()
-        .args(["drill", "--json", "--policy"])
-        .arg(file)
-        .args(extra)
-        .timeout(Duration::from_secs(600))
-        .run()
+    Drctl::new().args(["drill", "--json", "--policy"]).arg(file).args(extra).timeout(Duration::from_secs(600)).run()
 }
 
 fn wal_listing(repo: &Path) -> Vec<String> {
@@ -168,4 +162,56 @@ fn a_drill_fails_naming_the_missed_target_and_the_failed_check() {
     assert_eq!(out.json()["failure_time"].as_str().map(|t| t[..19].to_string()), Some(before[..19].to_string()));
     let listed = Drctl::new().no_password().args(["drill", "list", "--policy"]).arg(&file).run();
     listed.ok().mentions("FAIL", "the list");
+}
+
+#[test]
+fn a_drill_of_logical_dumps_restores_them_into_a_new_cluster_and_measures_rpo() {
+    let ws = Workspace::new_public();
+    let mut server = Cluster::init(&ws.join("pg"), &[]);
+    server.start();
+    server.sql("CREATE DATABASE orders");
+    server.sql_in("orders", "CREATE TABLE orders (id int PRIMARY KEY, owner_note text)");
+    server.sql_in("orders", "INSERT INTO orders SELECT g, 'n' || g FROM generate_series(1, 500) g");
+    server.sql("CREATE ROLE app LOGIN");
+    server.sql_in("orders", "ALTER TABLE orders OWNER TO app");
+    let repo = ws.repo();
+    repo.init();
+    let file = ws.join("orders.yaml");
+    let dsn = server.dsn().replace("dbname=postgres", "dbname=orders");
+    std::fs::write(
+        &file,
+        format!(
+            "name: orders\nkind: self-managed\ndatabase:\n  dsn: \"{dsn}\"\n\
+             sources:\n  dump:\n    type: logical-dump\n    databases: [orders]\n    schedule: \"0 */4 * * *\"\n\
+             repositories:\n  primary:\n    location: {}\n    password_env: DRCTL_PASSWORD\n\
+             retention:\n  keep_last: 3\ntargets:\n  rto: 10m\n  rpo: 5h\n\
+             drill:\n  checks:\n    - name: orders-present\n      sql: SELECT count(*) FROM orders\n      expect: \"500\"\n",
+            repo.path.display()
+        ),
+    )
+    .unwrap();
+    Drctl::new().args(["heartbeat", "--policy"]).arg(&file).run().ok();
+    let beat = server.sql_in("orders", "SELECT extract(epoch FROM max(at)) FROM drctl.heartbeat");
+    Drctl::new().args(["backup", "--policy"]).arg(&file).timeout(Duration::from_secs(120)).run().ok();
+    // A row after the dump is not in it: the RPO reaches back to the heartbeat before the dump.
+    Drctl::new().args(["heartbeat", "--policy"]).arg(&file).run().ok();
+
+    let record = drill(&file, &[]).ok().json();
+    assert_eq!(record["passed"], true, "{record}");
+    assert_eq!(record["snapshot"]["kind"], "pg-dump");
+    for name in ["databases", "amcheck", "orders-present"] {
+        assert_eq!(check(&record, name)["status"], "pass", "{name}: {record}");
+    }
+    assert_eq!(check(&record, "roles")["status"], "skip");
+    let recovered = chrono::DateTime::parse_from_rfc3339(record["heartbeat"].as_str().unwrap()).unwrap();
+    assert!((recovered.timestamp_micros() as f64 / 1e6 - beat.parse::<f64>().unwrap()).abs() < 0.001, "{record}");
+    let phases: Vec<&str> = record["phases"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["select", "open", "restore", "checks"]);
+
+    // Before the first dump there is nothing to restore: out of reach, exit 13, and recorded.
+    drill(&file, &["--at", "2020-01-01 00:00:00+00"])
+        .code_is(13)
+        .stderr_mentions("no logical dump of database orders", "why");
+    let listed = Drctl::new().args(["drill", "list", "--json", "--policy"]).arg(&file).run().ok().json();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
 }

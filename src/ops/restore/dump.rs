@@ -10,8 +10,15 @@ use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::snapshot::{Snapshot, SnapshotKind};
 
-/// Restores the dump `snap` into the database `conn` names (it must exist).
-pub fn restore_dump(repo: &Repository, snap: &Snapshot, conn: &Conn, progress: &dyn Progress) -> Result<()> {
+/// Restores the dump `snap` into the database `conn` names (it must exist); `options` are extra
+/// pg_restore flags (a drill's scratch cluster has none of the source's roles: `--no-owner`).
+pub fn restore_dump(
+    repo: &Repository,
+    snap: &Snapshot,
+    conn: &Conn,
+    options: &[&str],
+    progress: &dyn Progress,
+) -> Result<()> {
     if snap.kind != SnapshotKind::PgDump {
         return Err(Error::Usage("--pg restores logical dumps (backup --pg-dump) only".into()));
     }
@@ -19,6 +26,7 @@ pub fn restore_dump(repo: &Repository, snap: &Snapshot, conn: &Conn, progress: &
     let mut child = conn
         .client("pg_restore")
         .args(["--exit-on-error", "-d", &conn.dsn])
+        .args(options)
         .stdin(Stdio::piped())
         .spawn()
         .map_err(|e| failed(format!("cannot run pg_restore: {e}")))?;

@@ -113,7 +113,9 @@ pub fn run(
     }
     let started = Instant::now();
     let dir = match &options.destination {
-        Destination::Database(conn) => return dump::restore_dump(repo, &snap, conn, progress).map(|()| (id, snap)),
+        Destination::Database(conn) => {
+            return dump::restore_dump(repo, &snap, conn, &[], progress).map(|()| (id, snap));
+        }
         Destination::Stdout => {
             let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
             let bytes = restore_to_writer(repo, &snap, &mut out, progress)?;
