@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 # The drctl container image: the drctl binary with the PostgreSQL 15 client programs it drives
-# (psql, pg_basebackup, pg_dump, pg_restore), running as an unprivileged user under tini.
+# (psql, pg_basebackup, pg_dump, pg_restore) and the server binaries drills run a scratch
+# cluster with, running as an unprivileged user under tini.
 #
 #   docker build -t ghcr.io/acme/drctl:0.1.0 .
 #   docker run --rm ghcr.io/acme/drctl:0.1.0 backup --policy /etc/drctl/policies/rds-orders.yaml --json
@@ -36,11 +37,15 @@ LABEL org.opencontainers.image.title="drctl" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.base.name="debian:bookworm-slim"
 # postgresql-client-15: psql (the SQL session of local base backups, WAL archiver status),
-# pg_basebackup, pg_dump, pg_restore. A pg_dump refuses servers of a newer major version than its
-# own: dump PostgreSQL 16+ servers with an image built on that version's client.
-RUN apt-get update \
+# pg_basebackup, pg_dump, pg_restore, pg_amcheck. A pg_dump refuses servers of a newer major
+# version than its own: dump PostgreSQL 16+ servers with an image built on that version's client.
+# postgresql-15: the server binaries a drill's scratch cluster runs (postgres, initdb,
+# pg_controldata, pg_checksums) and `restore --start`; no cluster is created at install.
+RUN mkdir -p /etc/postgresql-common/createcluster.d \
+    && echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/drctl.conf \
+    && apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        postgresql-client-15 ca-certificates tini \
+        postgresql-client-15 postgresql-15 ca-certificates tini \
     && rm -rf /var/lib/apt/lists/*
 # The client programs themselves first on PATH, not Debian's pg_wrapper (a Perl script that
 # picks a version per cluster configuration this image does not have).

@@ -208,10 +208,29 @@ fn a_drill_of_logical_dumps_restores_them_into_a_new_cluster_and_measures_rpo() 
     let phases: Vec<&str> = record["phases"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(phases, ["select", "open", "restore", "checks"]);
 
+    // The quarterly script: a summary line and the record per policy, exit 0 when all passed.
+    let out = ws.join("drills");
+    let script = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/quarterly-drill.sh"))
+        .arg("--out")
+        .arg(&out)
+        .arg(&file)
+        .env("DRCTL", drctl_bin())
+        .env("DRCTL_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&script.stdout);
+    assert!(
+        script.status.success() && said.contains("orders: passed RTO"),
+        "{said}{}",
+        String::from_utf8_lossy(&script.stderr)
+    );
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+
     // Before the first dump there is nothing to restore: out of reach, exit 13, and recorded.
     drill(&file, &["--at", "2020-01-01 00:00:00+00"])
         .code_is(13)
         .stderr_mentions("no logical dump of database orders", "why");
     let listed = Drctl::new().args(["drill", "list", "--json", "--policy"]).arg(&file).run().ok().json();
-    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
 }

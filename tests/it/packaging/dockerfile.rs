@@ -177,7 +177,8 @@ fn the_dockerfile_builds_drctl_and_runs_it_unprivileged_under_tini_with_the_post
         "a slim Debian runtime: {runtime_image}"
     );
     let installs = dockerfile.all(last, "RUN").join("\n");
-    for package in ["postgresql-client-15", "ca-certificates", "tini"] {
+    // The server binaries too: a drill runs a scratch cluster in the drctl pod.
+    for package in ["postgresql-client-15", "postgresql-15", "ca-certificates", "tini"] {
         assert!(installs.split_whitespace().any(|w| w == package), "the runtime stage installs {package}");
     }
     assert!(installs.contains("--no-install-recommends"), "apt-get install --no-install-recommends");

@@ -298,13 +298,30 @@ fn cronjobs_run_on_schedules_drctl_parses_often_enough_for_their_policy() {
         for (inv, p) in found.iter().zip(&parsed).filter(|(i, _)| std::ptr::eq(&pods[i.pod], pod)) {
             // A policy's job does everything the policy asks, copies (WAL included) too: a CronJob
             // runs nothing else.
-            let policy = match p.name().as_str() {
-                "backup" => {
-                    let file = p.value("policy").expect("CronJobs run policies");
-                    load_shipped(Path::new(file).file_name().unwrap().to_str().unwrap())
+            let file = p.value("policy").expect("CronJobs run policies");
+            let policy = load_shipped(Path::new(file).file_name().unwrap().to_str().unwrap());
+            assert!(
+                inv.env.contains_key("DRCTL_PUSHGATEWAY") || p.has("pushgateway") || p.has("metrics-file"),
+                "{}: a CronJob's metrics must go somewhere (DRCTL_PUSHGATEWAY)",
+                inv.origin
+            );
+            match p.name().as_str() {
+                "backup" => {}
+                // A drill restores into a scratch directory of its own pod: a new directory inside
+                // a writable volume, so the read-only root filesystem is never written.
+                "drill" => {
+                    let scratch = p.value("scratch").unwrap_or_else(|| panic!("{}: drill --scratch", inv.origin));
+                    let mounts = pod.containers[inv.container].mounts.iter();
+                    let parent = Path::new(scratch).parent().unwrap();
+                    assert!(
+                        mounts.clone().any(|m| Path::new(&m.path) == parent && !m.read_only),
+                        "{}: --scratch {scratch} must be a new directory in a writable volume",
+                        inv.origin
+                    );
+                    continue;
                 }
-                other => panic!("{}: a CronJob runs `drctl {other}`, not a policy's job", inv.origin),
-            };
+                other => panic!("{}: a CronJob runs `drctl {other}`, not a policy's job or drill", inv.origin),
+            }
             let mut bounds = vec![("the RPO".to_string(), policy.targets.rpo)];
             bounds.extend(policy.sources.iter().map(|s| (format!("source {}", s.name), s.schedule.longest_gap())));
             bounds.extend(
@@ -318,11 +335,6 @@ fn cronjobs_run_on_schedules_drctl_parses_often_enough_for_their_policy() {
                     policy.name
                 );
             }
-            assert!(
-                inv.env.contains_key("DRCTL_PUSHGATEWAY") || p.has("pushgateway") || p.has("metrics-file"),
-                "{}: a CronJob's metrics must go somewhere (DRCTL_PUSHGATEWAY)",
-                inv.origin
-            );
         }
     }
     assert!(cronjobs >= 1, "no CronJobs in k8s/");
