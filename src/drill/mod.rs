@@ -77,12 +77,12 @@ pub fn run(policy: &Policy, options: &DrillOptions, say: &mut dyn FnMut(&str)) -
     let started = Utc::now();
     let primary = &policy.repositories.primary;
     let repo = policy_repos::open(primary, &options.reach)?;
-    let mut drill = Drill::new(policy, started, options);
+    let mut drill = Drill::new(policy, started, clock, options)?;
     let point = options.point.clone().unwrap_or(Point::Latest);
     let scratch = Scratch::create(options.scratch.clone(), &drill.record.id, options.keep)?;
 
     let result = match policy.archives_wal() {
-        true => drill.run(&repo, &point, &scratch, clock, say),
+        true => drill.run_base_backup(&repo, &point, &scratch, clock, say),
         false => drill.run_dumps(&repo, &point, &scratch, clock, say),
     };
     if options.keep {
@@ -115,7 +115,12 @@ struct Drill<'a> {
 }
 
 impl<'a> Drill<'a> {
-    fn new(policy: &'a Policy, started: DateTime<Utc>, options: &DrillOptions) -> Drill<'a> {
+    fn new(
+        policy: &'a Policy,
+        started: DateTime<Utc>,
+        clock: Instant,
+        options: &DrillOptions,
+    ) -> Result<Drill<'a>, ops::Error> {
         let mut random = [0u8; 4];
         let _ = getrandom::fill(&mut random);
         let id = format!("{}-{}", started.format("%Y%m%dT%H%M%SZ"), hex(&random));
@@ -141,14 +146,15 @@ impl<'a> Drill<'a> {
             kept: None,
         };
         let access = policy_repos::access_of(&policy.repositories.primary, &options.reach);
-        let repo_args = access.forward().map(|a| a.into_iter().map(|a| a.to_string_lossy().into_owned()).collect());
+        let repo_args = access.forward().map_err(ops::Error::io("cannot resolve the repository's path"))?;
+        let repo_args = repo_args.into_iter().map(|a| a.to_string_lossy().into_owned()).collect();
         let repo_env = match &policy.repositories.primary.key {
             KeySlot::PasswordEnv(name) => {
                 std::env::var(name).map(|v| vec![("DRCTL_PASSWORD".into(), v)]).unwrap_or_default()
             }
             _ => Vec::new(),
         };
-        Drill { policy, record, phase_started: Instant::now(), repo_env, repo_args: repo_args.unwrap_or_default() }
+        Ok(Drill { policy, record, phase_started: clock, repo_env, repo_args })
     }
 
     /// Ends the current phase: its time goes in the record and to `say`.
@@ -164,14 +170,14 @@ impl<'a> Drill<'a> {
             Ok(saw) => (Status::Pass, saw),
             Err(saw) => (Status::Fail, saw),
         };
-        self.checks_say(name, status, detail, say);
+        self.record_check(name, status, detail, say);
     }
 
     fn skip(&mut self, name: &str, why: String, say: &mut dyn FnMut(&str)) {
-        self.checks_say(name, Status::Skip, why, say);
+        self.record_check(name, Status::Skip, why, say);
     }
 
-    fn checks_say(&mut self, name: &str, status: Status, detail: String, say: &mut dyn FnMut(&str)) {
+    fn record_check(&mut self, name: &str, status: Status, detail: String, say: &mut dyn FnMut(&str)) {
         let word = match status {
             Status::Pass => "pass",
             Status::Fail => "FAIL",
@@ -184,7 +190,8 @@ impl<'a> Drill<'a> {
         self.record.checks.push(Check { name: name.into(), status, detail });
     }
 
-    fn run(
+    /// A drill of a base backup and its WAL.
+    fn run_base_backup(
         &mut self,
         repo: &Repository,
         point: &Point,
@@ -389,23 +396,17 @@ impl<'a> Drill<'a> {
     fn finish(&mut self) {
         let r = &mut self.record;
         r.ended = Utc::now();
-        if let Some(rto) = r.rto_seconds
-            && rto > r.targets.rto_seconds
-        {
-            r.failures.push(format!(
-                "RTO target missed: {} measured, the target is {}",
-                seconds(rto),
-                seconds(r.targets.rto_seconds)
-            ));
-        }
-        if let Some(rpo) = r.rpo_seconds
-            && rpo > r.targets.rpo_seconds
-        {
-            r.failures.push(format!(
-                "RPO target missed: {} measured, the target is {}",
-                seconds(rpo),
-                seconds(r.targets.rpo_seconds)
-            ));
+        let measured = [("RTO", r.rto_seconds, r.targets.rto_seconds), ("RPO", r.rpo_seconds, r.targets.rpo_seconds)];
+        for (what, value, target) in measured {
+            if let Some(value) = value
+                && value > target
+            {
+                r.failures.push(format!(
+                    "{what} target missed: {} measured, the target is {}",
+                    seconds(value),
+                    seconds(target)
+                ));
+            }
         }
         if r.rto_seconds.is_none() && r.failures.is_empty() {
             r.failures.push("RTO not measured: the restored database did not pass its checks".into());

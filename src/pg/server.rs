@@ -1,7 +1,8 @@
-//! Running a restored data directory through recovery, privately: no TCP listener, a socket in
-//! a temporary folder, archiving off. drctl watches the server until it has promoted (PostgreSQL
-//! removes recovery.signal at the end of recovery) or failed, reports what the log says it
-//! recovered, and shuts it down cleanly, leaving a promoted data directory for the operator.
+//! PostgreSQL servers drctl runs itself, privately ([`Private`]: no TCP listener, a socket in a
+//! private folder, archiving off): recovery of a restored data directory, watched until the
+//! server has promoted (PostgreSQL removes recovery.signal at the end of recovery) or failed,
+//! then shut down cleanly, leaving a promoted data directory for the operator; and the scratch
+//! clusters drills open, check and remove.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
