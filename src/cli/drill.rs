@@ -62,6 +62,7 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// The policy whose primary repository holds the records.
     #[arg(long, value_name = "FILE")]
     pub policy: PathBuf,
     /// Print the records as JSON.
