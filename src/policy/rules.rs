@@ -21,6 +21,7 @@ pub fn check(policy: &Policy, found: &Found) {
     copies(policy, found);
     kms_regions(policy, found);
     drill_names(policy, found);
+    heartbeat_within_rpo(policy, found);
     if let Some(rds) = &policy.rds {
         rds_snapshots(rds, found);
     }
@@ -177,6 +178,23 @@ fn kms_regions(policy: &Policy, found: &Found) {
                 format!("use a key in {region} (its own, or a multi-Region replica), so the repository opens while {key_region} is down"),
             );
         }
+    }
+}
+
+/// A drill measures RPO from the newest heartbeat recovered: heartbeats further apart than the
+/// RPO would report a loss the data never had.
+fn heartbeat_within_rpo(policy: &Policy, found: &Found) {
+    let Some(every) = policy.drill.heartbeat else { return };
+    if every > policy.targets.rpo {
+        found.problem(
+            found.place("drill.heartbeat"),
+            format!(
+                "a heartbeat every {} cannot show an RPO of {}: a drill would measure up to one interval more loss than there was",
+                human(every),
+                human(policy.targets.rpo)
+            ),
+            format!("write heartbeats at most `{}` apart, e.g. `heartbeat: 30s`", human(policy.targets.rpo)),
+        );
     }
 }
 

@@ -17,7 +17,7 @@ fn policy(cluster: &Cluster, repo: &Repo, key_file: &Path, rpo: &str, checks: &s
          repositories:\n  primary:\n    location: {repo}\n    key_file: {key}\n\
          retention:\n  keep_last: 2\n\
          targets:\n  rto: 10m\n  rpo: {rpo}\n\
-         drill:\n  heartbeat: 10s\n  checks:\n{checks}",
+         drill:\n  checks:\n{checks}",
         dsn = cluster.dsn(),
         repo = repo.path.display(),
         key = key_file.display(),

@@ -133,6 +133,8 @@ fn each_mistake_is_reported_at_its_line_and_column_with_a_hint() {
             "21:17", "a copy at the primary repository's location", "its own bucket or directory"),
         ("rds-snapshots-kept-too-briefly", [RDS, &[NO_BASE, ("snapshot_retention: 7d", "snapshot_retention: 30m")]].concat(),
             "30:23", "snapshots are kept 30m but taken up to 1h apart", "keep them at least `1h`"),
+        ("heartbeat-slower-than-rpo", vec![("rpo: 15m\n", "rpo: 15m\ndrill:\n  heartbeat: 30m\n")], "27:14",
+            "a heartbeat every 30m cannot show an RPO of 15m", "at most `15m` apart"),
         ("kms-key-in-the-wrong-region", vec![("location: /var/backups/api-db\n    key_file: /etc/drctl/repo.key",
             "location: s3://dr/api-db\n    region: us-west-2\n    kms_key_id: arn:aws:kms:us-east-1:111122223333:key/1")], "20:17",
             "KMS key in us-east-1 for a repository in us-west-2", "use a key in us-west-2"),
