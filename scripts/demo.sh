@@ -76,6 +76,16 @@ step "drctl check --read-data"
 pg() { runuser -u postgres -- "$@"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 sql() { $pgbin/psql -X -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres -p "$1" -d postgres -c "$2"; }
+# Switches the server on port $1 to a new WAL segment and waits until the one written is archived.
+archive_current_wal() {
+  local last
+  last=$(sql "$1" "SELECT pg_walfile_name(pg_current_wal_lsn())")
+  sql "$1" "SELECT pg_switch_wal()" >/dev/null
+  for _ in $(seq 100); do
+    [ "$(sql "$1" "SELECT last_archived_wal >= '$last' FROM pg_stat_archiver")" = t ] && break
+    sleep 0.2
+  done
+}
 
 step "a PostgreSQL repository the server can write, opened by a key file (no argon2 per WAL segment)"
 export DRCTL_REPO="$work/pgrepo"
@@ -108,12 +118,7 @@ sleep 1
 target=$(sql $port "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
 sleep 1
 sql $port "DELETE FROM orders"
-last=$(sql $port "SELECT pg_walfile_name(pg_current_wal_lsn())")
-sql $port "SELECT pg_switch_wal()" >/dev/null
-for _ in $(seq 100); do
-  [ "$(sql $port "SELECT last_archived_wal >= '$last' FROM pg_stat_archiver")" = t ] && break
-  sleep 0.2
-done
+archive_current_wal $port
 echo "rows now: $(sql $port "SELECT count(*) FROM orders"); recovering to $target"
 
 step "drctl restore --point-in-time (recovered through drctl wal-fetch, promoted, verified)"
@@ -230,12 +235,7 @@ sleep 1
 "$drctl" heartbeat --policy "$work/demo-policy-after.yaml"
 sql $sport "SELECT count(*) || ' heartbeat rows, newest ' || max(at) FROM drctl.heartbeat"
 # archive_timeout does this on a real server; the drill itself never forces a WAL switch.
-last=$(sql $sport "SELECT pg_walfile_name(pg_current_wal_lsn())")
-sql $sport "SELECT pg_switch_wal()" >/dev/null
-for _ in $(seq 100); do
-  [ "$(sql $sport "SELECT last_archived_wal >= '$last' FROM pg_stat_archiver")" = t ] && break
-  sleep 0.2
-done
+archive_current_wal $sport
 step "drctl drill: restore into a scratch cluster, verify, measure RTO and RPO, store the record"
 "$drctl" drill --policy "$work/demo-policy-after.yaml" --metrics-file "$work/drill.prom"
 grep -E '^drctl_drill_(rpo|rto)_seconds' "$work/drill.prom"

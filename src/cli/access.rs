@@ -115,6 +115,15 @@ impl AccessArgs {
         self.access(location).store()
     }
 
+    /// How a policy's repositories are reached with these flags (their S3 settings and lock
+    /// wait; the key slots come from the policy).
+    pub fn reach(&self) -> crate::ops::policy_repos::Reach {
+        crate::ops::policy_repos::Reach {
+            s3: self.s3_options(),
+            lock_wait: self.lock_wait.to_std().unwrap_or_default(),
+        }
+    }
+
     /// The S3 settings of these flags.
     pub fn s3_options(&self) -> store::S3Options {
         store::S3Options {

@@ -9,7 +9,7 @@ use super::{AccessArgs, GlobalArgs};
 use crate::drill::record::{self, Record, Status};
 use crate::drill::{self, DrillOptions, Point, seconds};
 use crate::error::ExitCode;
-use crate::ops::policy_repos::{self, Reach};
+use crate::ops::policy_repos;
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -88,12 +88,8 @@ fn drill(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<u8> {
         (_, _, Some(id)) => Point::Snapshot(id.clone()),
         _ => Point::Latest,
     };
-    let options = DrillOptions {
-        point: Some(point),
-        scratch: args.scratch.clone(),
-        keep: args.keep,
-        reach: Reach { s3: args.access.s3_options(), lock_wait: args.access.lock_wait.to_std().unwrap_or_default() },
-    };
+    let options =
+        DrillOptions { point: Some(point), scratch: args.scratch.clone(), keep: args.keep, reach: args.access.reach() };
     let talk = !args.json && !global.quiet;
     if talk {
         println!("drill of {} ({})", policy.name, path.display());
@@ -156,8 +152,7 @@ fn print(r: &Record) {
 
 fn list(args: ListArgs) -> anyhow::Result<u8> {
     let Some(policy) = super::policy::load_or_explain(&args.policy) else { return Ok(ExitCode::Usage as u8) };
-    let reach = Reach { s3: args.access.s3_options(), lock_wait: args.access.lock_wait.to_std().unwrap_or_default() };
-    let repo = policy_repos::open(&policy.repositories.primary, &reach)?;
+    let repo = policy_repos::open(&policy.repositories.primary, &args.access.reach())?;
     let records = record::list(&repo)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&records)?);

@@ -4,7 +4,7 @@
 use clap::Args;
 
 use super::{AccessArgs, GlobalArgs, parse_duration};
-use crate::ops::policy_repos::{self, Reach};
+use crate::ops::policy_repos;
 use crate::ops::promote::{self, Gate, Lag, PromoteOptions, Promotion, lag_bytes, lag_seconds, parse_lag};
 use crate::ops::promote_rds::{self, RdsPromoteOptions, RdsPromotion};
 use crate::pg::Conn;
@@ -81,7 +81,7 @@ pub fn run(args: PromoteArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         promote_rds::promote(&options, &mut |p| print_rds(p, args.json, global.quiet))?;
         return Ok(());
     }
-    let reach = Reach { s3: args.access.s3_options(), lock_wait: args.access.lock_wait.to_std().unwrap_or_default() };
+    let reach = args.access.reach();
     let (repo, copies) = match (&args.policy, &args.repo) {
         (Some(path), _) => {
             let policy = crate::policy::load(path).map_err(|invalid| crate::ops::Error::Usage(invalid.to_string()))?;

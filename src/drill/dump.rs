@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 use std::time::Instant;
 
 use super::record::SnapshotUsed;
-use super::{Drill, Expected, Point, Scratch, random_moment};
+use super::{Drill, Expected, Failure, Point, Scratch};
 use crate::ops::restore::dump::restore_dump;
-use crate::ops::{self};
+use crate::ops;
 use crate::pg::server::{self, Private};
 use crate::policy::{Policy, SourceKind};
 use crate::progress::NoProgress;
@@ -54,15 +54,10 @@ impl Drill<'_> {
             .filter(|(_, s)| s.kind == SnapshotKind::PgDump)
             .filter(|(_, s)| policy_source(&s.tags).is_some_and(|(p, _)| p == policy.name))
             .collect();
-        let started = self.record.started;
-        let (mode, failure, only) = match point {
-            Point::Latest => ("latest", started, None),
-            Point::At(t) => ("at", *t, None),
-            Point::RandomWithin(window) => {
-                let oldest = dumps.iter().map(|(_, s)| s.time).min();
-                ("random-within", random_moment(started, *window, oldest, "logical dump")?, None)
-            }
-            Point::Snapshot(query) => {
+        let oldest = || dumps.iter().map(|(_, s)| s.time).min();
+        let (mode, failure, only) = match point.failure(self.record.started, oldest, "logical dump")? {
+            Failure::At(mode, time) => (mode, time, None),
+            Failure::EndOf(query) => {
                 let (id, snap) = repo.find_snapshot(query)?;
                 let Some(database) = database_of(&snap).filter(|_| snap.kind == SnapshotKind::PgDump) else {
                     return Err(ops::Error::Usage(format!(
@@ -99,7 +94,7 @@ impl Drill<'_> {
         // Open: a new cluster, started privately.
         let pgdata = scratch.root.join("pgdata");
         server::init_scratch(&pgdata)?;
-        let mut server = Private::start(&pgdata, &[], &[])?;
+        let mut server = Private::start(&pgdata, &[])?;
         let (superuser, mut session) = server.superuser_session(&["postgres".to_string()], super::OPEN_TIMEOUT)?;
         self.phase("open", say, "a new cluster accepting connections");
 

@@ -16,7 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::ops::restore::{self, Destination, Event, RestoreOptions, TargetRequest};
+use crate::ops::restore::{self, Destination, Event, RestoreOptions, TargetRequest, select};
 use crate::ops::{self, policy_db, policy_repos};
 use crate::pg::server::Private;
 use crate::pg::sql::Session;
@@ -38,6 +38,32 @@ pub enum Point {
     RandomWithin(chrono::Duration),
     /// Restore this snapshot to its end; the failure is the moment it ended.
     Snapshot(String),
+}
+
+/// The simulated failure a [`Point`] names.
+enum Failure<'a> {
+    /// At this moment; the mode says how it was chosen (`latest`, `at`, `random-within`).
+    At(&'static str, DateTime<Utc>),
+    /// At the end of this snapshot.
+    EndOf(&'a str),
+}
+
+impl Point {
+    /// The failure this point names, `now` being the drill's start. `oldest` is the earliest
+    /// moment a backup (`what`) can be restored to, asked for `RandomWithin` only.
+    fn failure(
+        &self,
+        now: DateTime<Utc>,
+        oldest: impl FnOnce() -> Option<DateTime<Utc>>,
+        what: &str,
+    ) -> Result<Failure<'_>, ops::Error> {
+        Ok(match self {
+            Point::Latest => Failure::At("latest", now),
+            Point::At(t) => Failure::At("at", *t),
+            Point::RandomWithin(window) => Failure::At("random-within", random_moment(now, *window, oldest(), what)?),
+            Point::Snapshot(query) => Failure::EndOf(query),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -123,7 +149,7 @@ impl<'a> Drill<'a> {
     ) -> Result<Drill<'a>, ops::Error> {
         let mut random = [0u8; 4];
         let _ = getrandom::fill(&mut random);
-        let id = format!("{}-{}", started.format("%Y%m%dT%H%M%SZ"), hex(&random));
+        let id = format!("{}-{}", started.format("%Y%m%dT%H%M%SZ"), hex::encode(random));
         let secs = |d: chrono::Duration| d.num_milliseconds() as f64 / 1000.0;
         let record = Record {
             id,
@@ -157,10 +183,15 @@ impl<'a> Drill<'a> {
         Ok(Drill { policy, record, phase_started: clock, repo_env, repo_args })
     }
 
-    /// Ends the current phase: its time goes in the record and to `say`.
+    /// Ends the current phase now: its time goes in the record and to `say`.
     fn phase(&mut self, name: &str, say: &mut dyn FnMut(&str), detail: &str) {
-        let seconds = self.phase_started.elapsed().as_secs_f64();
-        self.phase_started = Instant::now();
+        self.phase_ended(name, Instant::now(), say, detail);
+    }
+
+    /// Ends the current phase at `at` (the next one starts there).
+    fn phase_ended(&mut self, name: &str, at: Instant, say: &mut dyn FnMut(&str), detail: &str) {
+        let seconds = at.duration_since(self.phase_started).as_secs_f64();
+        self.phase_started = at;
         self.record.phases.push(Phase { name: name.into(), seconds });
         say(&format!("{name:<10} {seconds:>8.1} s  {detail}"));
     }
@@ -203,25 +234,17 @@ impl<'a> Drill<'a> {
         let wal = repo::wal::list(repo.store())?;
         let names: Vec<_> = wal.iter().map(|(name, _)| name.clone()).collect();
         let snapshots = repo.snapshots()?;
-        let started = self.record.started;
-        let (mode, failure, snapshot, target) = match point {
-            Point::Latest => {
-                let (id, _) =
-                    restore::select::choose_backup(snapshots, &names, restore::select::EndedBefore::Time(started))?;
-                ("latest", started, id.to_string(), Some("latest".to_string()))
+        let oldest = || select::restorable(snapshots.clone(), &names).first().map(|(_, s)| s.time);
+        let (mode, failure, (id, snap), target) = match point.failure(self.record.started, oldest, "base backup")? {
+            Failure::At(mode, time) => {
+                let chosen = select::choose_backup(snapshots, &names, select::EndedBefore::Time(time))?;
+                let target = match point {
+                    Point::Latest => "latest".to_string(),
+                    _ => time.to_rfc3339(),
+                };
+                (mode, time, chosen, Some(target))
             }
-            Point::At(t) => {
-                let (id, _) =
-                    restore::select::choose_backup(snapshots, &names, restore::select::EndedBefore::Time(*t))?;
-                ("at", *t, id.to_string(), Some(t.to_rfc3339()))
-            }
-            Point::RandomWithin(window) => {
-                let oldest = oldest_restorable(&snapshots, &names);
-                let t = random_moment(started, *window, oldest, "base backup")?;
-                let (id, _) = restore::select::choose_backup(snapshots, &names, restore::select::EndedBefore::Time(t))?;
-                ("random-within", t, id.to_string(), Some(t.to_rfc3339()))
-            }
-            Point::Snapshot(query) => {
+            Failure::EndOf(query) => {
                 let (id, snap) = repo.find_snapshot(query)?;
                 if snap.kind != SnapshotKind::PgBase {
                     return Err(ops::Error::Usage(format!(
@@ -229,15 +252,14 @@ impl<'a> Drill<'a> {
                         id.short()
                     )));
                 }
-                ("snapshot", snap.time, id.to_string(), None)
+                ("snapshot", snap.time, (id, snap), None)
             }
         };
-        let (id, snap) = repo.find_snapshot(&snapshot)?;
         self.record.mode = mode.into();
         self.record.failure_time = failure;
         self.record.snapshot = Some(SnapshotUsed { id: id.to_string(), time: snap.time, kind: "pg-base".into() });
         let mut repo_args = self.repo_args.clone();
-        if mode == "latest" {
+        if let Point::Latest = point {
             // Recovery gets exactly the archive as it was at the failure.
             let list = scratch.root.join("archive-at-failure");
             let text: String = names.iter().map(|n| format!("{n}\n")).collect();
@@ -291,11 +313,8 @@ impl<'a> Drill<'a> {
         });
         // The files may have been restored before recovery failed: their phase counts either way.
         if let Some((restored_at, files, bytes)) = restored_after {
-            let seconds = restored_at.duration_since(self.phase_started).as_secs_f64();
-            self.record.phases.push(Phase { name: "restore".into(), seconds });
             let mib = bytes as f64 / 1048576.0;
-            say(&format!("{:<10} {seconds:>8.1} s  {files} files, {mib:.1} MiB", "restore"));
-            self.phase_started = restored_at;
+            self.phase_ended("restore", restored_at, say, &format!("{files} files, {mib:.1} MiB"));
         }
         restored?;
         if let Some(wal) = &mut self.record.wal {
@@ -311,7 +330,7 @@ impl<'a> Drill<'a> {
         self.phase("checksums", say, if checksums.is_some() { "pg_checksums --check" } else { "checksums are off" });
 
         // Open: the restored cluster started privately, accepting connections.
-        let mut server = Private::start(&pgdata, &[], &[])?;
+        let mut server = Private::start(&pgdata, &[])?;
         let candidates = candidate_users(&pgdata, self.policy);
         let (superuser, mut session) = server.superuser_session(&candidates, OPEN_TIMEOUT)?;
         self.phase("open", say, &format!("accepting connections (as {superuser})"));
@@ -459,7 +478,7 @@ fn heartbeat_database(policy: &Policy) -> String {
 fn candidate_users(pgdata: &Path, policy: &Policy) -> Vec<String> {
     let mut users = Vec::new();
     if let Ok(meta) = std::fs::metadata(pgdata)
-        && let Some(name) = user_name(std::os::unix::fs::MetadataExt::uid(&meta))
+        && let Some(name) = crate::pg::server::user_name(std::os::unix::fs::MetadataExt::uid(&meta))
     {
         users.push(name);
     }
@@ -470,14 +489,6 @@ fn candidate_users(pgdata: &Path, policy: &Policy) -> Vec<String> {
     }
     users.dedup();
     users
-}
-
-fn user_name(uid: u32) -> Option<String> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        (fields.get(2)?.parse::<u32>().ok()? == uid).then(|| fields[0].to_string())
-    })
 }
 
 /// A random moment between `window` before `now` (but not before `oldest`, the earliest moment
@@ -503,28 +514,6 @@ fn random_moment(
     let mut random = [0u8; 8];
     let _ = getrandom::fill(&mut random);
     Ok(from + chrono::Duration::milliseconds((u64::from_le_bytes(random) % span) as i64))
-}
-
-/// The end of the oldest base backup whose WAL is archived whole.
-fn oldest_restorable(
-    snapshots: &[(repo::Id, repo::snapshot::Snapshot)],
-    wal: &[crate::pg::wal::WalName],
-) -> Option<DateTime<Utc>> {
-    let mut times: Vec<DateTime<Utc>> =
-        snapshots.iter().filter(|(_, s)| s.kind == SnapshotKind::PgBase).map(|(_, s)| s.time).collect();
-    times.sort();
-    times.into_iter().find(|t| {
-        restore::select::choose_backup(
-            snapshots.to_vec(),
-            wal,
-            restore::select::EndedBefore::Time(*t + chrono::Duration::milliseconds(1)),
-        )
-        .is_ok()
-    })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The drill's scratch directory: created new, removed when dropped unless kept.

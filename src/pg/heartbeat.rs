@@ -50,8 +50,7 @@ pub struct Beat {
 
 /// Writes one heartbeat (creating the table first if it is missing) and returns its time.
 pub fn beat(session: &mut Session) -> Result<DateTime<Utc>, Error> {
-    let exists: bool = session.value("SELECT to_regclass('drctl.heartbeat') IS NOT NULL")?;
-    if !exists {
+    if !has_table(session)? {
         session.execute(CREATE).map_err(|e| match e {
             Error::Sql { detail } => Error::sql(format!(
                 "{detail}; the heartbeat needs the table drctl.heartbeat: create it as the database owner (the \
@@ -81,8 +80,7 @@ pub fn beat(session: &mut Session) -> Result<DateTime<Utc>, Error> {
 /// The newest heartbeat written at or before `not_after`; `None` when there is none (or no
 /// table: the heartbeat never ran before the backup).
 pub fn newest(session: &mut Session, not_after: DateTime<Utc>) -> Result<Option<Beat>, Error> {
-    let exists: bool = session.value("SELECT to_regclass('drctl.heartbeat') IS NOT NULL")?;
-    if !exists {
+    if !has_table(session)? {
         return Ok(None);
     }
     let sql = format!(
@@ -98,4 +96,9 @@ pub fn newest(session: &mut Session, not_after: DateTime<Utc>) -> Result<Option<
         databases,
         roles,
     }))
+}
+
+/// Whether the database has the heartbeat table.
+fn has_table(session: &mut Session) -> Result<bool, Error> {
+    session.value("SELECT to_regclass('drctl.heartbeat') IS NOT NULL")
 }

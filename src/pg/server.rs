@@ -67,14 +67,13 @@ pub struct Private {
 }
 
 impl Private {
-    /// Starts `postgres` on `dir`; `settings` are extra `-c name=value` pairs, `env` variables
-    /// the server (and the commands it runs) get.
-    pub fn start(dir: &Path, settings: &[(&str, &str)], env: &[(String, String)]) -> Result<Private, Error> {
+    /// Starts `postgres` on `dir`; `env` are variables the server (and the commands it runs) get.
+    pub fn start(dir: &Path, env: &[(String, String)]) -> Result<Private, Error> {
         let fail = |what: &str, e: std::io::Error| Error::Database { detail: format!("{what}: {e}") };
         let owner = fs::metadata(dir).map_err(|e| fail(&format!("cannot read {}", dir.display()), e))?;
         let mut random = [0u8; 6];
         getrandom::fill(&mut random).map_err(|e| Error::Database { detail: format!("no randomness: {e}") })?;
-        let tag: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let tag = hex::encode(random);
         let sockets = std::env::temp_dir().join(format!("drctl-pg-{tag}"));
         let made = (|| {
             fs::create_dir(&sockets)?;
@@ -98,8 +97,7 @@ impl Private {
         let hba = format!("hba_file={}", sockets.join("pg_hba.conf").display());
         let socket_dir = format!("unix_socket_directories={}", sockets.display());
         let port_setting = format!("port={port}");
-        let fixed = ["listen_addresses=", &port_setting, &socket_dir, &hba, "archive_mode=off", "ssl=off"];
-        for setting in fixed.iter().map(|s| s.to_string()).chain(settings.iter().map(|(k, v)| format!("{k}={v}"))) {
+        for setting in ["listen_addresses=", &port_setting, &socket_dir, &hba, "archive_mode=off", "ssl=off"] {
             server.arg("-c").arg(setting);
         }
         server.envs(env.iter().map(|(k, v)| (k, v)));
@@ -244,20 +242,31 @@ pub fn init_scratch(dir: &Path) -> Result<(), Error> {
     }
 }
 
-/// The uid and gid of a system user, from /etc/passwd.
-fn system_user(name: &str) -> Option<(u32, u32)> {
-    let passwd = fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
+/// The system users of /etc/passwd: name, uid, gid.
+fn system_users() -> Vec<(String, u32, u32)> {
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let entry = |line: &str| {
         let fields: Vec<&str> = line.split(':').collect();
-        (fields.first() == Some(&name)).then(|| Some((fields.get(2)?.parse().ok()?, fields.get(3)?.parse().ok()?)))?
-    })
+        Some((fields.first()?.to_string(), fields.get(2)?.parse().ok()?, fields.get(3)?.parse().ok()?))
+    };
+    passwd.lines().filter_map(entry).collect()
+}
+
+/// The uid and gid of the system user `name`.
+fn system_user(name: &str) -> Option<(u32, u32)> {
+    system_users().into_iter().find(|(n, ..)| n == name).map(|(_, uid, gid)| (uid, gid))
+}
+
+/// The name of the system user `uid`.
+pub fn user_name(uid: u32) -> Option<String> {
+    system_users().into_iter().find(|(_, u, _)| *u == uid).map(|(name, ..)| name)
 }
 
 /// Runs recovery to its end; `Err(OutOfReach)` when PostgreSQL reports that the target lies
 /// beyond what the archive holds.
 pub fn recover(dir: &Path, timeout: Duration, env: &[(String, String)]) -> Result<Recovered, Error> {
     let fail = |detail: String| Error::Database { detail };
-    let mut server = Private::start(dir, &[], env)?;
+    let mut server = Private::start(dir, env)?;
     let deadline = Instant::now() + timeout;
     let result = loop {
         if let Some(status) = server.exited()? {

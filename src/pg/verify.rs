@@ -41,7 +41,7 @@ pub fn has_checksums(dir: &Path) -> Result<bool, Error> {
     let version = text.lines().find_map(|l| l.strip_prefix("Data page checksum version:")).map(str::trim);
     match version {
         Some(v) => Ok(v != "0"),
-        None => Err(Error::database(format!("pg_controldata cannot read {}: {}", dir.display(), stderr(&out)))),
+        None => Err(Error::database(format!("pg_controldata cannot read {}: {}", dir.display(), said(&out)))),
     }
 }
 
@@ -66,12 +66,12 @@ fn as_owner(command: &mut Command, dir: &Path) -> Result<Output, Error> {
 fn verdict(out: &Output, clean: &str) -> Verdict {
     match out.status.success() {
         true => Ok(clean.to_string()),
-        false => Err(format!("{} ({})", stderr(out), out.status)),
+        false => Err(format!("{} ({})", said(out), out.status)),
     }
 }
 
-/// What a tool said, both streams, at most 20 lines.
-fn stderr(out: &Output) -> String {
+/// What a tool said on both streams, at most 20 lines.
+fn said(out: &Output) -> String {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let shown = lines.iter().take(20).copied().collect::<Vec<_>>().join("; ");

@@ -34,13 +34,9 @@ pub enum EndedBefore {
     Any,
 }
 
-/// The newest PostgreSQL base backup that ended before `bound` and whose own WAL range is
-/// archived whole (`wal` lists the archive).
-pub fn choose_backup(
-    snapshots: Vec<(Id, Snapshot)>,
-    wal: &[WalName],
-    bound: EndedBefore,
-) -> Result<(Id, Snapshot), Error> {
+/// The PostgreSQL base backups whose own WAL range is archived whole (`wal` lists the archive),
+/// oldest first.
+pub fn restorable(snapshots: Vec<(Id, Snapshot)>, wal: &[WalName]) -> Vec<(Id, Snapshot)> {
     let mut bases: Vec<(Id, Snapshot)> = snapshots
         .into_iter()
         .filter(|(_, s)| s.kind == SnapshotKind::PgBase)
@@ -54,6 +50,17 @@ pub fn choose_backup(
         })
         .collect();
     bases.sort_by_key(|(_, s)| s.time);
+    bases
+}
+
+/// The newest PostgreSQL base backup that ended before `bound` and whose own WAL range is
+/// archived whole (`wal` lists the archive).
+pub fn choose_backup(
+    snapshots: Vec<(Id, Snapshot)>,
+    wal: &[WalName],
+    bound: EndedBefore,
+) -> Result<(Id, Snapshot), Error> {
+    let bases = restorable(snapshots, wal);
     let oldest = bases.first().map(|(_, s)| s.time);
     let fits = |s: &Snapshot| match bound {
         EndedBefore::Time(t) => s.time < t,
