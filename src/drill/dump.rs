@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use super::record::SnapshotUsed;
 use super::{Drill, Expected, Failure, Point, Scratch};
-use crate::ops::restore::dump::restore_dump;
 use crate::ops;
+use crate::ops::restore::dump::restore_dump;
 use crate::pg::server::{self, Private};
 use crate::policy::{Policy, SourceKind};
 use crate::progress::NoProgress;
