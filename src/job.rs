@@ -57,6 +57,9 @@ impl JobOptions {
 /// by the scheduler from its child processes (fields are only ever added).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobReport {
+    /// The job's id, also the key of its record in the primary repository (`jobs/<id>`).
+    #[serde(default)]
+    pub id: String,
     pub policy: String,
     pub started: DateTime<Utc>,
     pub duration_seconds: f64,
@@ -67,6 +70,9 @@ pub struct JobReport {
     pub wal: Option<WalStatus>,
     pub copies: Vec<CopyStep>,
     pub retention: Vec<RetentionStep>,
+    /// Why this report could not be stored as the job's record, when it could not.
+    #[serde(default)]
+    pub record_error: Option<StepError>,
 }
 
 /// A failed step: the error as the command line would print it.
@@ -162,11 +168,22 @@ pub struct RetentionStep {
     pub wal_removed: usize,
     /// Objects S3 Object Lock kept past their time; removed by a later job.
     pub retained_by_object_lock: usize,
+    /// The snapshots removed, so reports can judge each removal against the policy later.
+    #[serde(default)]
+    pub removed: Vec<RemovedSnapshot>,
     /// Whether prune ran (after removals, or to finish an earlier prune's second phase).
     pub pruned: bool,
     pub packs_deleted: usize,
     pub bytes_deleted: u64,
     pub packs_marked: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemovedSnapshot {
+    pub id: String,
+    pub time: DateTime<Utc>,
+    /// The source retention judged it in (docs/FORMAT.md §13a).
+    pub group: String,
 }
 
 /// Runs `policy` once. Fails only when the job cannot start (an unknown `--source`); every later
@@ -272,9 +289,19 @@ pub fn run(policy: &Policy, options: &JobOptions) -> Result<JobReport, ops::Erro
         }
     }
 
-    report.exit_code = report.failures().first().map_or(0, |(_, e)| e.exit_code);
     report.duration_seconds = clock.elapsed().as_secs_f64();
+    if let Ok(primary) = &primary {
+        report.record_error = store_record(primary, &report).err().map(|e| StepError::of(&e));
+    }
+    report.exit_code = report.failures().first().map_or(0, |(_, e)| e.exit_code);
     Ok(report)
+}
+
+/// Stores the report as the job's record: the evidence schedule adherence and retention are
+/// judged from in reports, after retention has removed the snapshots themselves.
+fn store_record(repo: &Repository, report: &JobReport) -> Result<(), repo::Error> {
+    let json = serde_json::to_vec(report).expect("job reports serialize");
+    repo::evidence::put_record(repo, repo::evidence::Kind::Job, &report.id, &json)
 }
 
 enum Decision {
@@ -445,6 +472,17 @@ fn apply_retention(repo: &Repository, rules: &Rules, policy: &str) -> RetentionS
         Ok(done) => {
             step.snapshots_kept = done.plan.snapshots.iter().filter(|j| j.verdict.keep).count();
             if let Some(applied) = done.applied {
+                step.removed = done
+                    .plan
+                    .snapshots
+                    .iter()
+                    .filter(|j| !j.verdict.keep)
+                    .filter(|j| {
+                        let key = snapshot::key_of(j.verdict.id);
+                        !applied.retained.iter().any(|r| r.starts_with(&key))
+                    })
+                    .map(|j| RemovedSnapshot { id: j.verdict.id.to_hex(), time: j.time, group: j.group.clone() })
+                    .collect();
                 step.snapshots_removed = applied.snapshots_removed;
                 step.wal_removed = applied.wal_removed;
                 step.retained_by_object_lock = applied.retained.len();
@@ -478,6 +516,7 @@ impl RetentionStep {
             snapshots_kept: 0,
             wal_removed: 0,
             retained_by_object_lock: 0,
+            removed: Vec::new(),
             pruned: false,
             packs_deleted: 0,
             bytes_deleted: 0,
@@ -542,6 +581,7 @@ impl JobReport {
     /// A report of no steps yet.
     pub fn new(policy: &str, started: DateTime<Utc>) -> JobReport {
         JobReport {
+            id: repo::evidence::new_id(started),
             policy: policy.to_string(),
             started,
             duration_seconds: 0.0,
@@ -551,6 +591,7 @@ impl JobReport {
             wal: None,
             copies: Vec::new(),
             retention: Vec::new(),
+            record_error: None,
         }
     }
 
@@ -572,6 +613,7 @@ impl JobReport {
         for r in &self.retention {
             failed.extend(r.error.as_ref().map(|e| (format!("retention in {}", r.repository), e)));
         }
+        failed.extend(self.record_error.as_ref().map(|e| ("the job's record".to_string(), e)));
         failed
     }
 

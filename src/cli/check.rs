@@ -1,7 +1,8 @@
 use clap::Args;
 
 use super::{GlobalArgs, RepoArgs, human_bytes};
-use crate::repo::{self, check};
+use crate::ops;
+use crate::repo;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -19,7 +20,11 @@ pub fn run(args: CheckArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let repo = args.repo.open()?;
     let _lock = repo.lock_for_reading("check")?;
     let progress = super::progress(global);
-    let report = check::check(&repo, args.read_data, progress.as_ref())?;
+    let checked = ops::check::check(&repo, args.read_data, progress.as_ref())?;
+    let report = checked.report;
+    if let Some(e) = checked.record_error {
+        eprintln!("warning: the check's record could not be stored in the repository: {e}");
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -35,20 +40,13 @@ pub fn run(args: CheckArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         }
         if !global.quiet || !report.is_ok() {
             println!(
-                "checked {} snapshots, {} index files, {} packs, {} chunks, {} WAL files{}{}{}: {}",
+                "checked {} snapshots, {} index files, {} packs, {} chunks, {} WAL files{}{}: {}",
                 report.snapshots,
                 report.index_files,
                 report.packs,
                 report.chunks,
                 report.wal_files,
-                match report.audit_records {
-                    0 => String::new(),
-                    n => format!(", {n} audit records"),
-                },
-                match report.drill_records {
-                    0 => String::new(),
-                    n => format!(", {n} drill records"),
-                },
+                report.records.iter().map(|(what, n)| format!(", {n} {what}s")).collect::<String>(),
                 if args.read_data { format!(", read {}", human_bytes(report.bytes_read)) } else { String::new() },
                 if report.is_ok() {
                     "no damage found".to_string()

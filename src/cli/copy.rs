@@ -80,7 +80,7 @@ pub fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     } else if !global.quiet {
         println!(
             "copied {} snapshots ({} already there), {} packs ({} already there), {} index files, {} WAL files ({} \
-             already there), {} audit and drill records: {} objects, {}, each read back and verified",
+             already there), {} evidence records: {} objects, {}, each read back and verified",
             report.snapshots_copied,
             report.snapshots_present,
             report.packs_copied,
@@ -88,7 +88,7 @@ pub fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             report.index_files_copied,
             report.wal_copied,
             report.wal_present,
-            report.audit_copied + report.drills_copied,
+            report.records_copied,
             report.objects_copied,
             human_bytes(report.bytes_copied)
         );

@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod catalog;
+pub mod check;
 pub mod copy;
 pub mod heartbeat;
 pub mod policy_db;

@@ -39,10 +39,8 @@ pub struct Report {
     pub packs: usize,
     pub chunks: usize,
     pub wal_files: usize,
-    /// Runbook audit records.
-    pub audit_records: usize,
-    /// Drill records.
-    pub drill_records: usize,
+    /// Evidence records by kind (`audit record`, `drill record`, …), kinds with none left out.
+    pub records: std::collections::BTreeMap<&'static str, usize>,
     pub bytes_read: u64,
 }
 
@@ -218,13 +216,12 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
         }
     }
 
-    // Audit and drill records: each must open under its own key (read with --read-data).
+    // Evidence records: each must open under its own key (read with --read-data).
     for kind in Kind::ALL {
         let records = evidence::list(repo, kind)?;
-        *match kind {
-            Kind::Audit => &mut report.audit_records,
-            Kind::Drill => &mut report.drill_records,
-        } = records.len();
+        if !records.is_empty() {
+            report.records.insert(kind.what(), records.len());
+        }
         if read_data {
             for key in records {
                 match evidence::read(repo, kind, &key) {

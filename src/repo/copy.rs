@@ -73,10 +73,8 @@ pub struct CopyReport {
     pub packs_present: usize,
     pub index_files_copied: usize,
     pub wal_copied: usize,
-    /// Runbook audit records copied.
-    pub audit_copied: usize,
-    /// Drill records copied.
-    pub drills_copied: usize,
+    /// Evidence records copied (audit, drill, job and check records).
+    pub records_copied: usize,
     pub wal_present: usize,
     pub objects_copied: usize,
     pub bytes_copied: u64,
@@ -194,14 +192,11 @@ pub fn copy(
             }
         }
     }
-    // Audit and drill records: evidence goes wherever the backups go.
+    // Evidence records go wherever the backups go.
     for kind in Kind::ALL {
         for key in evidence::list(source, kind)? {
             if !in_target.contains_key(&key) {
-                *match kind {
-                    Kind::Audit => &mut report.audit_copied,
-                    Kind::Drill => &mut report.drills_copied,
-                } += 1;
+                report.records_copied += 1;
                 items.push(Item { key, proof: Proof::Evidence(kind) });
             }
         }

@@ -1,5 +1,5 @@
-//! Evidence kept in the repository beside what it speaks of: runbook audit records and drill
-//! records. Each record is one sealed object whose associated data binds its full store key, so
+//! Evidence kept in the repository beside what it speaks of: runbook audit records, drill
+//! records, policy job records and check records (what reports are built from). Each record is one sealed object whose associated data binds its full store key, so
 //! a record can be neither edited nor moved to another place. Records are encrypted and
 //! authenticated, travel with `copy`, are counted (and with `--read-data` opened) by `check`,
 //! and are never deleted by `forget` or `prune`: evidence outlives the backups it speaks of.
@@ -14,16 +14,22 @@ pub enum Kind {
     Audit,
     /// `drills/<id>`: the record of one DR drill.
     Drill,
+    /// `jobs/<id>`: what one policy job did (sources, copies, retention).
+    Job,
+    /// `checks/<id>`: the outcome of one `check` of the repository.
+    Check,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Audit, Kind::Drill];
+    pub const ALL: [Kind; 4] = [Kind::Audit, Kind::Drill, Kind::Job, Kind::Check];
 
     /// The folder its records live in.
     pub fn dir(self) -> &'static str {
         match self {
             Kind::Audit => "audit/",
             Kind::Drill => "drills/",
+            Kind::Job => "jobs/",
+            Kind::Check => "checks/",
         }
     }
 
@@ -31,6 +37,8 @@ impl Kind {
         match self {
             Kind::Audit => ObjectType::Audit,
             Kind::Drill => ObjectType::Drill,
+            Kind::Job => ObjectType::Job,
+            Kind::Check => ObjectType::Check,
         }
     }
 
@@ -39,6 +47,8 @@ impl Kind {
         match self {
             Kind::Audit => "audit record",
             Kind::Drill => "drill record",
+            Kind::Job => "job record",
+            Kind::Check => "check record",
         }
     }
 
@@ -46,7 +56,7 @@ impl Kind {
     fn depth(self) -> usize {
         match self {
             Kind::Audit => 3,
-            Kind::Drill => 2,
+            Kind::Drill | Kind::Job | Kind::Check => 2,
         }
     }
 }
@@ -58,7 +68,20 @@ pub fn audit_key(run: &str, seq: u64) -> String {
 
 /// The store key of the drill record `id`.
 pub fn drill_key(id: &str) -> String {
-    format!("{}{id}", Kind::Drill.dir())
+    record_key(Kind::Drill, id)
+}
+
+/// The store key of record `id` of a kind kept one object per record (drills, jobs, checks).
+pub fn record_key(kind: Kind, id: &str) -> String {
+    format!("{}{id}", kind.dir())
+}
+
+/// A new record id: the time (`YYYYMMDDTHHMMSSZ`, so keys sort by it) and 8 random hex
+/// characters, so records made in the same second do not collide.
+pub fn new_id(at: chrono::DateTime<chrono::Utc>) -> String {
+    let mut random = [0u8; 4];
+    getrandom::fill(&mut random).expect("the system's random source");
+    format!("{}-{}", at.format("%Y%m%dT%H%M%SZ"), hex::encode(random))
 }
 
 /// A run or drill id: letters, digits and `-` (ids are a start time and random bits, so no two
@@ -78,8 +101,15 @@ pub fn put_audit(repo: &Repository, run: &str, seq: u64, record: &[u8]) -> Resul
 
 /// Stores the record of drill `id`.
 pub fn put_drill(repo: &Repository, id: &str, record: &[u8]) -> Result<(), Error> {
+    put_record(repo, Kind::Drill, id, record)
+}
+
+/// Stores record `id` of a kind kept one object per record (not audit records: see
+/// [`put_audit`]).
+pub fn put_record(repo: &Repository, kind: Kind, id: &str, record: &[u8]) -> Result<(), Error> {
+    debug_assert!(kind != Kind::Audit);
     check_id(id)?;
-    put(repo, Kind::Drill, &drill_key(id), record)
+    put(repo, kind, &record_key(kind, id), record)
 }
 
 fn put(repo: &Repository, kind: Kind, key: &str, record: &[u8]) -> Result<(), Error> {
@@ -105,4 +135,18 @@ pub fn list(repo: &Repository, kind: Kind) -> Result<Vec<String>, Error> {
 pub fn read(repo: &Repository, kind: Kind, key: &str) -> Result<Vec<u8>, Error> {
     let sealed = repo.store().get(key).map_err(|e| Error::missing_or(e, key))?;
     format::open_file(repo.key(), kind.object_type(), key.as_bytes(), &sealed, &format!("{} {key}", kind.what()))
+}
+
+/// Every record of `kind` (not audit records, which `runbook audit` reads as chains), parsed as
+/// `T`, oldest first; a record that cannot be opened or parsed is an error naming it (evidence is
+/// never skipped silently).
+pub fn read_all<T: serde::de::DeserializeOwned>(repo: &Repository, kind: Kind) -> Result<Vec<T>, Error> {
+    let mut records = Vec::new();
+    for key in list(repo, kind)? {
+        let bytes = read(repo, kind, &key)?;
+        let record = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt(&format!("{} {key}", kind.what()), format!("not a {}: {e}", kind.what())))?;
+        records.push(record);
+    }
+    Ok(records)
 }

@@ -28,6 +28,8 @@ pub enum ObjectType {
     PrunePlan = 9,
     Audit = 10,
     Drill = 11,
+    Job = 12,
+    Check = 13,
 }
 
 /// Associated data: "drctl" || version || type || binding (the object's id or name where it has

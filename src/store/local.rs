@@ -125,7 +125,8 @@ impl LocalStore {
                 self.list_dir(&path, out)?;
             } else if meta.is_file() {
                 let key = path.strip_prefix(&self.root).expect("listed below root");
-                out.push(ObjectInfo { key: key.to_string_lossy().into_owned(), size: meta.len() });
+                let modified = meta.modified().ok().map(chrono::DateTime::<chrono::Utc>::from);
+                out.push(ObjectInfo { key: key.to_string_lossy().into_owned(), size: meta.len(), modified });
             }
         }
         Ok(())
@@ -325,7 +326,9 @@ mod tests {
         store.put("index/i1", b"1").unwrap();
         let mut listed = store.list("packs/").unwrap();
         listed.sort_by(|a, b| a.key.cmp(&b.key));
-        assert_eq!(listed, vec![ObjectInfo { key: "packs/ab/x".into(), size: 11 }]);
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].key.as_str(), listed[0].size), ("packs/ab/x", 11));
+        assert!(listed[0].modified.is_some_and(|t| (chrono::Utc::now() - t).num_seconds().abs() < 60));
         assert!(matches!(store.get("nope"), Err(Error::NotFound { .. })));
         store.delete("packs/ab/x").unwrap();
         store.delete("packs/ab/x").expect("deleting what is not there succeeds, as on S3");

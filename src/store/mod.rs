@@ -54,11 +54,13 @@ impl Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// One listed object: its key relative to the store root and its size in bytes.
+/// One listed object: its key relative to the store root, its size in bytes, and when it was
+/// written (the file's mtime, S3's LastModified): reports date WAL segments and copies by it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A flat key/value object store. Keys are `/`-separated relative names such as `packs/ab/abcd…`.

@@ -420,7 +420,10 @@ impl Store for S3Store {
                 let page = page.map_err(|e| b.error("list", prefix, e))?;
                 for object in page.contents() {
                     let Some(key) = object.key().and_then(|k| k.strip_prefix(&b.prefix)) else { continue };
-                    found.push(ObjectInfo { key: key.to_string(), size: object.size().unwrap_or(0) as u64 });
+                    let modified = object
+                        .last_modified()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
+                    found.push(ObjectInfo { key: key.to_string(), size: object.size().unwrap_or(0) as u64, modified });
                 }
             }
             Ok(found)
