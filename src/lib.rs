@@ -22,6 +22,7 @@ pub mod policy;
 pub mod progress;
 pub mod redact;
 pub mod repo;
+pub mod report;
 pub mod runbook;
 pub mod schedule;
 pub mod store;

@@ -16,6 +16,7 @@ mod progress;
 mod promote;
 mod prune;
 mod repair;
+mod report;
 mod restore;
 mod runbook;
 mod runbook_run;
@@ -100,6 +101,10 @@ pub enum Command {
     /// it, measure RTO and RPO against the policy's targets, and store the record; `drill list`
     /// shows the records.
     Drill(drill::DrillArgs),
+    /// A compliance report of a policy over a period (schedule adherence, backup age, WAL
+    /// coverage, encryption, copies, retention, checks, drills, runbooks), each control PASS,
+    /// FAIL or NO-EVIDENCE from the repositories' evidence; sealed (`report verify`).
+    Report(report::ReportArgs),
     /// Run policies on their cron schedules (for hosts without Kubernetes CronJobs), serving
     /// /metrics and /healthz.
     Schedule(schedule::ScheduleArgs),
@@ -132,6 +137,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Schedule(args) => return schedule::run(args, &cli.global),
         Command::Heartbeat(args) => return heartbeat::run(args, &cli.global),
         Command::Drill(args) => return drill::run(args, &cli.global),
+        Command::Report(args) => return report::run(args, &cli.global),
     };
     done.map(|()| 0)
 }
@@ -147,14 +153,4 @@ impl Command {
     }
 }
 
-/// Byte counts for people.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
-}
+pub use crate::progress::human_bytes;

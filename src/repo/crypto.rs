@@ -107,6 +107,14 @@ impl MasterKey {
         Id(*blake3::keyed_hash(&self.id, plaintext).as_bytes())
     }
 
+    /// A MAC of `data` under a key derived from the master key for reports only: a report is
+    /// proven unedited by anyone who can open the repository, and the MAC key is of no use for
+    /// anything else.
+    pub fn report_mac(&self, data: &[u8]) -> [u8; 32] {
+        let key = blake3::derive_key("drctl 2026-12 report seal v1", &self.to_bytes());
+        *blake3::keyed_hash(&key, data).as_bytes()
+    }
+
     /// The gear-table seed of the content-defined chunker, derived from the id key so that chunk
     /// boundaries (and so chunk sizes) do not reveal which known file a repository holds.
     pub fn chunker_seed(&self) -> u64 {

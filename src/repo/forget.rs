@@ -43,7 +43,7 @@ pub struct Applied {
 /// The source a snapshot belongs to: retention compares snapshots within it only.
 /// Snapshots a policy job takes carry the policy and source as tags, and are grouped by those
 /// rather than by host: each run of a Kubernetes CronJob has a new pod name.
-fn group_of(s: &Snapshot) -> String {
+pub fn group_of(s: &Snapshot) -> String {
     let name = s.stdin_name.as_deref().unwrap_or("");
     let origin = match snapshot::policy_source(&s.tags) {
         Some((policy, source)) => format!("of policy {policy} source {source}"),

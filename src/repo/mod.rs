@@ -258,6 +258,11 @@ impl Repository {
         self.store.clone()
     }
 
+    /// A MAC of `data` under the repository's report key (see `MasterKey::report_mac`).
+    pub fn report_mac(&self, data: &[u8]) -> [u8; 32] {
+        self.key.report_mac(data)
+    }
+
     /// The master key, for the modules of the repository only: callers ask for what it does.
     pub(in crate::repo) fn key(&self) -> &MasterKey {
         &self.key
