@@ -14,6 +14,9 @@
 #  5. A DR drill: heartbeats on the new primary, then `drctl drill` restores the newest base backup
 #     and the WAL archived up to its start (across the failover's timeline) into a scratch
 #     cluster, verifies it and measures RTO and RPO against the policy's targets.
+#  6. A compliance report of the day, judged from the repositories' evidence (job, check and
+#     drill records, snapshots, WAL, copies, key slots), as Markdown and as one HTML file, and its
+#     seal verified.
 # Everything lives in one temporary directory, removed at the end. Run as root (PostgreSQL runs
 # as the unprivileged `postgres` user).
 set -euo pipefail
@@ -241,4 +244,17 @@ step "drctl drill: restore into a scratch cluster, verify, measure RTO and RPO, 
 grep -E '^drctl_drill_(rpo|rto)_seconds' "$work/drill.prom"
 step "drctl drill list"
 "$drctl" drill list --policy "$work/demo-policy-after.yaml"
+
+# ---- A compliance report ----------------------------------------------------------------------
+step "one more policy job (the copy catches up with the new timeline), then a full check"
+"$drctl" backup --policy "$work/demo-policy-after.yaml" --metrics-file "$work/demo.prom" >/dev/null
+"$drctl" check --read-data --repo "$work/pgrepo" --key-file "$work/pgrepo.key"
+step "drctl report: today's controls judged from the evidence in the repositories (exit 16 if one fails)"
+today=$(date -u +%F)
+"$drctl" report --policy "$work/demo-policy-after.yaml" --period "$today" --format md | sed -n '/^| Status/,/^$/p'
+"$drctl" report --policy "$work/demo-policy-after.yaml" --period "$today" --format html --out "$work/report.html" ||
+  [ $? = 16 ]
+cp "$work/report.html" /tmp/drctl-demo-report.html
+"$drctl" report verify --policy "$work/demo-policy-after.yaml" "$work/report.html"
+echo "the HTML report (one self-contained file): /tmp/drctl-demo-report.html"
 printf '\ndemo passed\n'

@@ -13,6 +13,8 @@ test -x /usr/lib/postgresql/15/bin/postgres && id postgres >/dev/null 2>&1 || ne
 # A real Pushgateway for the metrics push, and promtool to check the alert rules and metrics.
 command -v prometheus-pushgateway >/dev/null || need_apt+=(prometheus-pushgateway)
 command -v promtool >/dev/null || need_apt+=(prometheus)
+# The report test opens the HTML report in a headless browser.
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
 fi
@@ -21,8 +23,8 @@ fi
 # moto's server, from PyPI; 5.2.6 or later, which speaks the CBOR protocol today's CloudWatch SDK
 # uses.
 if ! command -v moto_server >/dev/null ||
-  ! python3 -c 'import moto, sys; sys.exit(tuple(map(int, moto.__version__.split(".")[:3])) < (5, 2, 6))' 2>/dev/null; then
-  python3 -m pip install --quiet 'moto[server]>=5.2.6'
+  ! python3 -c 'import jsonschema, moto, sys; sys.exit(tuple(map(int, moto.__version__.split(".")[:3])) < (5, 2, 6))' 2>/dev/null; then
+  python3 -m pip install --quiet 'moto[server]>=5.2.6' jsonschema
 fi
 
 cargo build --all-targets --locked

@@ -33,8 +33,8 @@ pub struct BuildArgs {
     /// targets are what the evidence is judged against.
     #[arg(long, value_name = "FILE", required = true)]
     pub policy: Option<PathBuf>,
-    /// The period: a quarter (2026-Q3), a month (2026-11), a year (2026), or FROM..TO (dates,
-    /// TO included, or times).
+    /// The period: a quarter (2026-Q3), a month (2026-11), a day (2026-11-20), a year (2026),
+    /// or FROM..TO (dates, TO included, or times).
     #[arg(long, value_name = "PERIOD", required = true, value_parser = Period::parse)]
     pub period: Option<Period>,
     /// md (for git), html (one self-contained file with charts) or json

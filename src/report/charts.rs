@@ -132,7 +132,8 @@ impl Axis {
         let step = (days / 6).max(1);
         let mut t = self.from.date_naive().and_hms_opt(0, 0, 0).expect("midnight").and_utc();
         while t <= self.to {
-            if t >= self.from {
+            // A label needs about 40 px: none that would run off the right edge.
+            if t >= self.from && self.x(t) < self.left + self.width - 40.0 {
                 let _ =
                     write!(svg, r#"<text x="{:.1}" y="{y}" font-size="10">{}</text>"#, self.x(t), t.format("%m-%d"));
             }
@@ -154,7 +155,7 @@ fn open(svg: &mut String, height: f64, title: &str) {
 pub fn heatmap(series: &Series, period: &Period, as_of: DateTime<Utc>) -> String {
     let days = ((as_of - period.from).num_hours() as f64 / 24.0).ceil().max(1.0) as i64;
     let (left, row) = (110.0, 2.0);
-    let cell = ((WIDTH - left - 10.0) / days as f64).min(12.0);
+    let cell = ((WIDTH - left - 10.0) / days as f64).min(120.0);
     let band = 24.0 * row + 18.0;
     let height = band * series.sources.len().max(1) as f64 + 20.0;
     let mut svg = String::new();

@@ -387,7 +387,7 @@ fn wal_continuity(policy: &Policy, from: DateTime<Utc>, as_of: DateTime<Utc>, pr
         if gaps.is_empty() && longest <= policy.targets.rpo.num_seconds() as f64 { Status::Pass } else { Status::Fail };
     let finding = format!(
         "PITR coverage {:.2}% of {} judged; {} WAL gap(s); the longest stretch not restorable is {} (RPO target {})",
-        100.0 * covered / total.max(1.0),
+        (100.0 * covered / total.max(1.0)).max(0.0),
         span(total),
         gaps.len(),
         span(longest),
@@ -549,10 +549,12 @@ fn retention(policy: &Policy, from: DateTime<Utc>, as_of: DateTime<Utc>, ev: &Ev
     }
     let mut removals: Vec<(DateTime<Utc>, &str, &crate::job::RemovedSnapshot)> = Vec::new();
     for j in &ev.jobs {
+        // Retention runs last in a job: judge it with what the job had taken by then.
+        let at = j.started + Duration::milliseconds((j.duration_seconds * 1000.0) as i64);
         for r in &j.retention {
             for s in &r.removed {
                 known.entry(s.id.clone()).or_insert((s.time, s.group.clone()));
-                removals.push((j.started, r.repository.as_str(), s));
+                removals.push((at, r.repository.as_str(), s));
             }
         }
     }
@@ -609,7 +611,7 @@ fn retention(policy: &Policy, from: DateTime<Utc>, as_of: DateTime<Utc>, ev: &Ev
     )];
     let status = if early.is_empty() && vanished.is_empty() { Status::Pass } else { Status::Fail };
     let finding = match (early.len(), vanished.len()) {
-        (0, 0) => format!("{judged} snapshots removed, each only once the policy no longer kept it"),
+        (0, 0) => format!("{judged} snapshot removals, each made only once the policy no longer kept it"),
         (e, v) => format!("{e} snapshot(s) removed before the policy allows, {v} removed outside retention"),
     };
     extend_limited(&mut evidence, early);

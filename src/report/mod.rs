@@ -41,20 +41,20 @@ pub enum Format {
 /// The interval a report covers: `[from, to)`, as asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Period {
-    /// As given: `2026-Q3`, `2026-11`, `2026`, or `FROM..TO`.
+    /// As given: `2026-Q3`, `2026-11`, `2026-11-20`, `2026`, or `FROM..TO`.
     pub label: String,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
 }
 
 impl Period {
-    /// `2026-Q3`, `2026-11`, `2026`, or `FROM..TO` where each end is a date (`TO` included
-    /// whole) or a time ("2026-07-01 00:00:00+00").
+    /// `2026-Q3`, `2026-11`, `2026-11-20` (a day), `2026`, or `FROM..TO` where each end is a date
+    /// (`TO` included whole) or a time ("2026-07-01 00:00:00+00").
     pub fn parse(text: &str) -> Result<Period, String> {
         let day = |y: i32, m: u32| NaiveDate::from_ymd_opt(y, m, 1).map(midnight);
         let bad = || {
             format!(
-                "`{text}` is not a period: write a quarter (2026-Q3), a month (2026-11), a year (2026) or FROM..TO \
+                "`{text}` is not a period: write a quarter (2026-Q3), a month (2026-11), a day (2026-11-20), a year (2026) or FROM..TO \
                  (2026-07-01..2026-09-30, dates included whole, or times)"
             )
         };
@@ -69,6 +69,8 @@ impl Period {
             }
             let to = if q == 4 { day(y + 1, 1) } else { day(y, q * 3 + 1) };
             (day(y, q * 3 - 2).ok_or_else(bad)?, to.ok_or_else(bad)?)
+        } else if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+            (midnight(d), midnight(d.succ_opt().ok_or_else(bad)?))
         } else if let Some((y, m)) = text.split_once('-') {
             let (y, m): (i32, u32) = (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
             let to = if m == 12 { day(y + 1, 1) } else { day(y, m + 1) };

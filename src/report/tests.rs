@@ -320,13 +320,15 @@ fn periods_parse_as_written() {
     assert_eq!(p.to, at("2027-01-01T00:00:00Z"));
     let p = Period::parse("2026-02").unwrap();
     assert_eq!((p.from, p.to), (at("2026-02-01T00:00:00Z"), at("2026-03-01T00:00:00Z")));
+    let p = Period::parse("2026-11-20").unwrap();
+    assert_eq!((p.from, p.to), (at("2026-11-20T00:00:00Z"), at("2026-11-21T00:00:00Z")));
     let p = Period::parse("2026").unwrap();
     assert_eq!(p.to, at("2027-01-01T00:00:00Z"));
     let p = Period::parse("2026-07-01..2026-09-30").unwrap();
     assert_eq!((p.from, p.to), (at("2026-07-01T00:00:00Z"), at("2026-10-01T00:00:00Z")));
     let p = Period::parse("2026-07-01 06:00:00+00..2026-07-02 06:00:00+00").unwrap();
     assert_eq!((p.from, p.to), (at("2026-07-01T06:00:00Z"), at("2026-07-02T06:00:00Z")));
-    for bad in ["2026-Q5", "Q3", "2026-13", "2026-09-30..2026-07-01", "yesterday", ""] {
+    for bad in ["2026-Q5", "Q3", "2026-13", "2026-02-30", "2026-09-30..2026-07-01", "yesterday", ""] {
         assert!(Period::parse(bad).is_err(), "{bad}");
     }
 }

@@ -36,6 +36,7 @@ mod policy;
 mod policyjob;
 mod promote;
 mod rds;
+mod report;
 mod retention;
 mod roundtrip;
 mod runbook;
