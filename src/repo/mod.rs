@@ -312,6 +312,12 @@ impl Repository {
         snapshot::load_all(self.store(), &self.key)
     }
 
+    /// Writes a snapshot manifest; what it names must be stored already (a snapshot appears only
+    /// once all it needs is there).
+    pub fn save_snapshot(&self, snapshot: &snapshot::Snapshot) -> Result<Id> {
+        snapshot::save(self.store(), &self.key, snapshot)
+    }
+
     /// The snapshot `query` names: `latest`, or a unique prefix of its id.
     pub fn find_snapshot(&self, query: &str) -> Result<(Id, snapshot::Snapshot)> {
         snapshot::find(self.store(), &self.key, query)

@@ -19,7 +19,7 @@ use super::crypto::Id;
 use super::format;
 use super::index::{self, Index};
 use super::pack::{self, PackRecord, PackWriter};
-use super::snapshot::{self, Snapshot};
+use super::snapshot::Snapshot;
 use super::{Error, Repository, prune};
 
 /// Stores what `produce` gives the sink as `snapshot`, its tree being what `produce` returns:
@@ -71,7 +71,7 @@ where
     // Had another process taken the lock for stale, prune may have deleted what this snapshot
     // reuses: then no snapshot at all, rather than one that cannot be restored.
     lock.verify("writing the snapshot (what it stored stays for prune to judge)")?;
-    let id = snapshot::save(repo.store(), repo.key(), &snapshot)?;
+    let id = repo.save_snapshot(&snapshot)?;
     tracing::info!(snapshot = %id.short(), new_chunks = snapshot.summary.new_chunks, stored_bytes = snapshot.summary.stored_bytes, "snapshot saved");
     Ok((id, snapshot))
 }

@@ -241,6 +241,9 @@ pub struct Coverage {
     pub gaps: Vec<WalGap>,
 }
 
+/// The last segment of an unbroken run of segments, and when it was written.
+type RunEnd = (u64, Option<DateTime<Utc>>);
+
 pub struct WalGap {
     pub timeline: u32,
     pub first_missing: String,
@@ -287,18 +290,35 @@ pub fn wal_coverage(from: DateTime<Utc>, as_of: DateTime<Utc>, primary: &Holding
             }
         }
     }
+    // Each timeline's unbroken runs of segments: first → (last, when the last was written).
+    let mut runs: BTreeMap<u32, BTreeMap<u64, RunEnd>> = BTreeMap::new();
+    for (&tli, segs) in &segments {
+        let of_timeline = runs.entry(tli).or_default();
+        let mut current: Option<(u64, u64, Option<DateTime<Utc>>)> = None;
+        for (&n, &written) in segs {
+            current = match current {
+                Some((first, last, _)) if n == last + 1 => Some((first, n, written)),
+                Some((first, last, at)) => {
+                    of_timeline.insert(first, (last, at));
+                    Some((n, n, written))
+                }
+                None => Some((n, n, written)),
+            };
+        }
+        if let Some((first, last, at)) = current {
+            of_timeline.insert(first, (last, at));
+        }
+    }
     let mut intervals = Vec::new();
     for base in &bases {
         let pg = base.pg.as_ref().expect("filtered");
         let Some(start) = WalName::parse(&pg.start_wal).and_then(|n| n.segment_number(per_log)) else { continue };
-        let Some(segs) = segments.get(&pg.timeline) else { continue };
-        let mut reach = None;
-        for (expected, (&n, written)) in (start..).zip(segs.range(start..)) {
-            if n != expected {
-                break;
-            }
-            reach = *written;
-        }
+        // The run holding the backup's first segment: its WAL reaches as far as that run goes.
+        let run = runs.get(&pg.timeline).and_then(|r| r.range(..=start).next_back());
+        let reach = match run {
+            Some((_, &(last, at))) if last >= start => at,
+            _ => None,
+        };
         if let Some(reach) = reach.filter(|r| *r >= base.time) {
             intervals.push((base.time, reach));
         }
