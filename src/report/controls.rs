@@ -47,6 +47,7 @@ pub fn all(policy: &Policy, period: &Period, as_of: DateTime<Utc>, ev: &Evidence
     }
     controls.push(encryption(ev, as_of));
     controls.extend(copies(policy, from, as_of, ev));
+    controls.extend(object_lock(from, as_of, ev));
     controls.push(retention(policy, from, as_of, ev));
     controls.push(checks(from, as_of, ev));
     controls.push(drills(from, as_of, ev));
@@ -549,6 +550,60 @@ fn copies(policy: &Policy, from: DateTime<Utc>, as_of: DateTime<Utc>, ev: &Evide
         listed.extend(wal_missing.iter().map(|n| format!("missing: WAL {}", n.as_str())));
         extend_limited(&mut evidence, listed);
         let status = if missing.is_empty() && wal_missing.is_empty() { Status::Pass } else { Status::Fail };
+        out.push(control(&id, &title, status, finding, evidence));
+    }
+    out
+}
+
+/// Per S3 repository: every snapshot manifest of the period under Object Lock retention at least
+/// as long as drctl is told to write (`--s3-object-lock MODE:DAYS`), from the backup on.
+fn object_lock(from: DateTime<Utc>, as_of: DateTime<Utc>, ev: &Evidence) -> Vec<Control> {
+    let held = std::iter::once(&ev.primary).chain(ev.copies.iter().filter_map(|(_, c)| c.as_ref().ok()));
+    let mut out = Vec::new();
+    for h in held {
+        let Some(retention) = &h.retention else { continue };
+        let (id, title) = (format!("object-lock/{}", h.location), format!("Object Lock: {}", h.location));
+        let Some(lock) = &ev.object_lock else {
+            let finding = "Object Lock is not configured for this repository: give the report the --s3-object-lock \
+                           MODE:DAYS its jobs run with";
+            out.push(control(&id, &title, Status::NoEvidence, finding.into(), vec![]));
+            continue;
+        };
+        let times: HashMap<Id, DateTime<Utc>> = h.snapshots.iter().map(|(i, s, _)| (*i, s.time)).collect();
+        let days = Duration::days(lock.days.into());
+        let mut short = Vec::new();
+        let mut judged = 0;
+        for (sid, r) in retention {
+            let Some(&time) = times.get(sid).filter(|t| **t >= from && **t < as_of) else { continue };
+            judged += 1;
+            match r {
+                None => short.push(format!("not retained: snapshot {} of {}", sid.short(), minute(time))),
+                // A minute of slack: retention is set from the writer's clock as the object is written.
+                Some(r) if r.until + Duration::minutes(1) < time + days || !r.mode.eq_ignore_ascii_case(&lock.mode) => {
+                    short.push(format!(
+                        "retained too briefly: snapshot {} of {}: {} until {}",
+                        sid.short(),
+                        minute(time),
+                        r.mode,
+                        minute(r.until)
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if judged == 0 {
+            out.push(control(&id, &title, Status::NoEvidence, "no snapshot of the period is held".into(), vec![]));
+            continue;
+        }
+        let status = if short.is_empty() { Status::Pass } else { Status::Fail };
+        let finding = format!(
+            "{} of {judged} snapshot manifests of the period under {} retention for at least {} days from the backup",
+            judged - short.len(),
+            lock.mode.to_uppercase(),
+            lock.days
+        );
+        let mut evidence = Vec::new();
+        extend_limited(&mut evidence, short);
         out.push(control(&id, &title, status, finding, evidence));
     }
     out

@@ -177,7 +177,7 @@ pub fn build(policy: &Policy, period: &Period, reach: &Reach, now: DateTime<Utc>
             period.label
         )));
     }
-    let (evidence, repo) = gather::gather(policy, reach)?;
+    let (evidence, repo) = gather::gather(policy, reach, period)?;
     let repository = RepositoryRef { id: repo.config().id.clone(), location: evidence.primary.location.clone() };
     let report = assemble(policy, period, as_of, &evidence, repository);
     Ok(Built { report, repo })

@@ -212,6 +212,7 @@ fn history() -> Evidence {
             (Id::of_stored(b"new"), slot("2026-06-01T00:00:00Z")),
         ],
         checks: vec![check],
+        retention: None,
     };
     let copy = Holdings {
         location: COPY.into(),
@@ -220,6 +221,7 @@ fn history() -> Evidence {
         wal,
         keys: vec![(Id::of_stored(b"new"), slot("2026-06-01T00:00:00Z"))],
         checks: vec![],
+        retention: None,
     };
     Evidence {
         primary,
@@ -227,6 +229,7 @@ fn history() -> Evidence {
         jobs,
         drills: vec![drill(t0() + Duration::hours(10), true), drill(t0() + Duration::hours(20), false)],
         audit: Ok(vec![]),
+        object_lock: None,
     }
 }
 

@@ -98,6 +98,18 @@ pub trait Store: Send + Sync {
     fn is_remote(&self) -> bool {
         false
     }
+    /// The S3 Object Lock retention of the object at `key`, if the store has such a thing and
+    /// the object has one: its mode (`GOVERNANCE`, `COMPLIANCE`) and until when.
+    fn retention(&self, _key: &str) -> Result<Option<Retention>> {
+        Ok(None)
+    }
+}
+
+/// An object's Object Lock retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    pub mode: String,
+    pub until: chrono::DateTime<chrono::Utc>,
 }
 
 /// An object being written; see [`Store::create`].

@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Error, ObjectInfo, ObjectWriter, Result, Store};
+use super::{Error, ObjectInfo, ObjectWriter, Result, Retention, Store};
 
 /// Size of each part of a multipart upload (S3 wants at least 5 MiB but the last).
 const PART_SIZE: usize = 16 << 20;
@@ -498,6 +498,17 @@ impl Store for S3Store {
                     return Ok(removed);
                 }
             }
+        })
+    }
+
+    fn retention(&self, key: &str) -> Result<Option<Retention>> {
+        let b = &self.bucket;
+        let request = b.client.head_object().bucket(&b.name).key(b.full_key(key));
+        let head = b.runtime.block_on(request.send()).map_err(|e| b.error("head", key, e))?;
+        let until = head.object_lock_retain_until_date().and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0));
+        Ok(match (head.object_lock_mode(), until) {
+            (Some(mode), Some(until)) => Some(Retention { mode: mode.as_str().to_string(), until }),
+            _ => None,
         })
     }
 

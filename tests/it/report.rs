@@ -9,15 +9,20 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::harness::moto::Moto;
 use crate::harness::pg::{Cluster, archiving, drctl_env, repo_for_postgres};
 use crate::harness::*;
+
+fn today() -> String {
+    chrono::Utc::now().format("%Y-%m-%d").to_string()
+}
 
 fn report(policy: &Path, format: &str, out: &Path) -> Output {
     Drctl::new()
         .no_password()
         .args(["report", "--policy"])
         .arg(policy)
-        .args(["--period", &chrono::Utc::now().format("%Y-%m-%d").to_string(), "--format", format, "--out"])
+        .args(["--period", &today(), "--format", format, "--out"])
         .arg(out)
         .run()
 }
@@ -161,4 +166,47 @@ fn a_report_of_real_evidence_names_what_is_wrong_renders_everywhere_and_proves_i
     assert!(near([0x2e, 0x7d, 0x32]) > 500, "green (runs on time, coverage) drawn");
     assert!(near([0xc6, 0x28, 0x28]) > 200, "red (the WAL gap, the failed controls) drawn");
     assert!(near([0x15, 0x65, 0xc0]) > 20, "blue (sizes, copy lag) drawn");
+}
+
+#[test]
+fn object_lock_is_judged_on_each_snapshot_of_the_period_against_the_retention_jobs_write() {
+    let moto = Moto::empty();
+    moto.bucket("worm", "us-east-1", true);
+    let ws = Workspace::new_public();
+    let mut server = Cluster::init(&ws.join("pg"), &[]);
+    server.start();
+    let file = ws.join("app.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "name: app\nkind: self-managed\ndatabase:\n  dsn: \"{}\"\n\
+             sources:\n  dump:\n    type: logical-dump\n    databases: [postgres]\n    schedule: \"0 * * * *\"\n\
+             repositories:\n  primary:\n    location: s3://worm/app\n    password_env: DRCTL_PASSWORD\n\
+             retention:\n  keep_last: 3\ntargets:\n  rto: 1h\n  rpo: 1h\n",
+            server.dsn()
+        ),
+    )
+    .unwrap();
+    let locked = |sub: &str, lock: &str| moto.drctl(sub).env("DRCTL_S3_OBJECT_LOCK", lock);
+    locked("init", "governance:2").args(["--repo", "s3://worm/app"]).run().ok();
+    locked("backup", "governance:2").arg("--policy").arg(&file).run().ok();
+    let out = ws.join("report.json");
+    let judged = |lock: Option<&str>| {
+        let mut run = moto.drctl("report").arg("--policy").arg(&file).args(["--period", &today(), "--format", "json"]);
+        if let Some(lock) = lock {
+            run = run.env("DRCTL_S3_OBJECT_LOCK", lock);
+        }
+        run.arg("--out").arg(&out).run().code_is(16); // the policy keeps no copy
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        control(&json, "object-lock/s3://worm/app").clone()
+    };
+    let c = judged(Some("governance:2"));
+    assert_eq!(c["status"], "PASS", "{c}");
+    assert!(says(&c, "1 of 1 snapshot manifests of the period under GOVERNANCE retention for at least 2 days"), "{c}");
+    let c = judged(Some("governance:30"));
+    assert_eq!(c["status"], "FAIL", "{c}");
+    assert!(says(&c, "retained too briefly: snapshot"), "{c}");
+    let c = judged(None);
+    assert_eq!(c["status"], "NO-EVIDENCE", "{c}");
+    assert!(says(&c, "not configured"), "{c}");
 }
