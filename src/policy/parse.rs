@@ -244,12 +244,21 @@ fn base_backup(m: &mut Map) -> Option<SourceKind> {
     }
 }
 
+/// How old a key slot may get by default before reports call its rotation due: a year, the
+/// common audit expectation (NIST SP 800-57 allows a key-wrapping key up to two).
+const DEFAULT_KEY_ROTATION: chrono::Duration = chrono::Duration::days(365);
+
 fn repositories(v: Value) -> Option<Repositories> {
     let mut m = v.map()?;
     let primary = m.require("primary", "say where backups go first: `primary:` with a `location`").and_then(repository);
     let copies = optional(m.get("copies"), |v| v.list().and_then(|items| all(items.into_iter().map(repository))));
+    let key_rotation = optional(m.get("key_rotation"), |v| v.duration());
     m.finish();
-    Some(Repositories { primary: primary?, copies: copies?.unwrap_or_default() })
+    Some(Repositories {
+        primary: primary?,
+        copies: copies?.unwrap_or_default(),
+        key_rotation: key_rotation?.unwrap_or(DEFAULT_KEY_ROTATION),
+    })
 }
 
 fn repository(v: Value) -> Option<Repository> {

@@ -104,6 +104,9 @@ pub struct Repositories {
     pub primary: Repository,
     /// `copies`: repositories (e.g. in the DR region) that `drctl copy` keeps in step.
     pub copies: Vec<Repository>,
+    /// `key_rotation`: how old a key slot may get before reports call its rotation due
+    /// (default 365d).
+    pub key_rotation: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

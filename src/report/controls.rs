@@ -16,9 +16,6 @@ use crate::repo::{Id, key::SlotKind};
 
 /// Items a control names one by one before it only counts the rest.
 const LIST_LIMIT: usize = 40;
-/// How old a key slot may get before its rotation is due (NIST SP 800-57's cryptoperiod for a
-/// key-wrapping key is up to two years; a year is the common audit expectation).
-const KEY_ROTATION: Duration = Duration::days(365);
 /// The longest a scheduled run may start after its time and still be on time: a quarter of the
 /// interval to the next run, at most an hour (CronJobs and the scheduler start within a minute).
 fn grace(interval: Duration) -> Duration {
@@ -45,7 +42,7 @@ pub fn all(policy: &Policy, period: &Period, as_of: DateTime<Utc>, ev: &Evidence
     if policy.archives_wal() {
         controls.push(wal_continuity(policy, from, as_of, &ev.primary));
     }
-    controls.push(encryption(ev, as_of));
+    controls.push(encryption(ev, as_of, policy.repositories.key_rotation));
     controls.extend(copies(policy, from, as_of, ev));
     controls.extend(object_lock(from, as_of, ev));
     controls.push(retention(policy, from, as_of, ev));
@@ -417,7 +414,7 @@ fn wal_continuity(policy: &Policy, from: DateTime<Utc>, as_of: DateTime<Utc>, pr
     control(id, title, status, finding, evidence)
 }
 
-fn encryption(ev: &Evidence, as_of: DateTime<Utc>) -> Control {
+fn encryption(ev: &Evidence, as_of: DateTime<Utc>, rotation: Duration) -> Control {
     let (id, title) = ("encryption", "Encryption of every object and key slot rotation");
     let mut evidence = Vec::new();
     let mut overdue = Vec::new();
@@ -453,8 +450,11 @@ fn encryption(ev: &Evidence, as_of: DateTime<Utc>) -> Control {
                 minute(k.created),
                 span(age)
             );
-            if as_of - k.created > KEY_ROTATION {
-                overdue.push(format!("{line}: rotation due (older than {})", span(KEY_ROTATION.num_seconds() as f64)));
+            if as_of - k.created > rotation {
+                overdue.push(format!(
+                    "{line}: rotation due (the policy's key_rotation is {})",
+                    span(rotation.num_seconds() as f64)
+                ));
             } else {
                 evidence.push(line);
             }

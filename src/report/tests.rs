@@ -33,7 +33,7 @@ fn policy() -> Policy {
             "name: api\nkind: self-managed\ndatabase:\n  dsn: \"host=/tmp\"\n\
              sources:\n  base:\n    type: base-backup\n    mode: stream\n    schedule: \"0 * * * *\"\n\
              repositories:\n  primary:\n    location: /backups/primary\n    password_env: P\n  copies:\n    \
-             - location: {COPY}\n      password_env: P\n\
+             - location: {COPY}\n      password_env: P\n  key_rotation: 400d\n\
              retention:\n  keep_last: 48\n\
              targets:\n  rto: 10m\n  rpo: 15m\n"
         ),
@@ -281,7 +281,7 @@ fn each_finding_of_a_known_history_is_named() {
 
     let c = control(&r, "encryption");
     assert_eq!(c.status, Status::Fail, "{c:#?}");
-    assert!(says(c, "rotation due"), "{c:#?}");
+    assert!(says(c, "rotation due (the policy's key_rotation is 400.0 d)"), "{c:#?}");
 
     let c = control(&r, "check-read-data");
     assert_eq!(c.status, Status::NoEvidence, "{c:#?}");
