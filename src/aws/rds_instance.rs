@@ -227,9 +227,23 @@ impl Instances {
     /// Polls `id` until it is available and `done` says the change went through (RDS may still
     /// say `available` for a moment after it was asked), for at most `limit`.
     pub fn wait(&self, id: &str, limit: Duration, done: impl Fn(&Instance) -> bool) -> Result<Instance, RdsError> {
+        self.wait_unless(id, limit, done, &|| false)
+    }
+
+    /// [`Instances::wait`] that gives up, within a second, once `stop` says so (a signal).
+    pub fn wait_unless(
+        &self,
+        id: &str,
+        limit: Duration,
+        done: impl Fn(&Instance) -> bool,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Instance, RdsError> {
         let started = Instant::now();
         let what = format!("instance {id}");
         loop {
+            if stop() {
+                return Err(self.fail(&what, "the wait was interrupted"));
+            }
             let seen = self.describe(id)?;
             match &seen {
                 Some(i) if i.available() && done(i) => return Ok(i.clone()),
@@ -257,7 +271,10 @@ impl Instances {
                     ),
                 ));
             }
-            std::thread::sleep(POLL.min(limit.saturating_sub(started.elapsed())));
+            let next = Instant::now() + POLL.min(limit.saturating_sub(started.elapsed()));
+            while Instant::now() < next && !stop() {
+                std::thread::sleep(Duration::from_secs(1).min(next.saturating_duration_since(Instant::now())));
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! `drctl drill`: a DR drill of a policy (restore into a scratch cluster, verify, measure RTO and
 //! RPO against the policy's targets), and `drctl drill list`, the drills recorded.
 
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -159,9 +160,12 @@ fn print(r: &Record) {
         println!("  scratch cluster kept (stopped) in {kept}");
     }
     if let Some(rds) = &r.rds {
-        let asked = rds
-            .restore_time
-            .map_or("its latest restorable time".into(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string());
+        let at = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+        let asked = match (rds.restore_time, rds.latest_restorable) {
+            (Some(t), _) => at(t),
+            (None, Some(t)) => format!("its latest restorable time ({})", at(t)),
+            (None, None) => "its latest restorable time".into(),
+        };
         println!("  RDS {} restored as of {asked} into {} in {}", rds.source, rds.instance, rds.region);
         let restore = rds.restore_seconds.map_or("not available".into(), |s| format!("available after {}", seconds(s)));
         println!("  RDS instance {restore}, endpoint {}", rds.endpoint.as_deref().unwrap_or("none"));

@@ -9,11 +9,13 @@
 //! wait once the local drill was done; the record's `rds.restore_seconds` is the whole of it.
 
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::record::{RdsUsed, Status};
 use super::{DATABASES, Drill, Point, dump, names_of, present, run_check};
-use crate::aws::rds::{CREATED_BY_TAG, POLICY_TAG};
+use crate::aws::rds::{CREATED_BY_TAG, POLICY_TAG, RdsError};
 use crate::aws::rds_instance::{Instances, Placement};
 use crate::ops::{self, policy_db};
 use crate::pg::sql::{self, CONNECT_TIMEOUT, Reach};
@@ -35,6 +37,40 @@ pub(super) struct Scratch {
     /// Set once the restore was asked for (even if the request failed: it may have gone through).
     requested: Option<Instant>,
     used: RdsUsed,
+    interrupt: Interrupt,
+}
+
+/// SIGINT and SIGTERM while a scratch instance may exist: the first one ends the drill early and
+/// the instance is still deleted; a second one exits at once (and leaves it behind).
+struct Interrupt {
+    flag: Arc<AtomicBool>,
+    handlers: Vec<signal_hook::SigId>,
+}
+
+impl Interrupt {
+    fn install() -> Interrupt {
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut handlers = Vec::new();
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            // The exit first: it acts only once the flag is already set, by an earlier signal.
+            let exit = signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&flag));
+            let mark = signal_hook::flag::register(signal, Arc::clone(&flag));
+            handlers.extend(exit.into_iter().chain(mark));
+        }
+        Interrupt { flag, handlers }
+    }
+
+    fn raised(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        for handler in self.handlers.drain(..) {
+            signal_hook::low_level::unregister(handler);
+        }
+    }
 }
 
 impl Scratch {
@@ -79,12 +115,14 @@ impl Scratch {
                 source: rds.instance.clone(),
                 region: rds.region.clone(),
                 restore_time: None,
+                latest_restorable: None,
                 endpoint: None,
                 restore_seconds: None,
                 rto_seconds: None,
                 deleted: false,
                 kept: false,
             },
+            interrupt: Interrupt::install(),
         })
     }
 }
@@ -110,6 +148,16 @@ impl Drill<'_> {
             _ => Some(failure),
         };
         scratch.used.restore_time = at;
+        let Some(source) = scratch.rds.describe(&scratch.source)? else {
+            return Err(RdsError {
+                region: scratch.used.region.clone(),
+                what: format!("instance {}", scratch.source),
+                detail: "there is no such instance to restore from: check rds.instance and rds.region in the policy"
+                    .into(),
+            }
+            .into());
+        };
+        scratch.used.latest_restorable = source.latest_restorable;
         let tags = [
             (POLICY_TAG, self.policy.name.as_str()),
             (DRILL_TAG, self.record.id.as_str()),
@@ -146,9 +194,17 @@ impl Drill<'_> {
         // A drill that stopped before the request made no instance: nothing to record or delete.
         let Some(requested) = scratch.requested else { return local };
         let outcome = match &local {
+            Ok(()) if scratch.interrupt.raised() => Ok(()),
             Ok(()) => self.rds_wait_and_check(&mut scratch, requested, clock, say),
             Err(_) => Ok(()),
         };
+        if scratch.interrupt.raised() {
+            self.record.failures.push(format!(
+                "the drill was interrupted (SIGINT or SIGTERM) while scratch instance {} existed",
+                scratch.used.instance
+            ));
+            say("  interrupted: deleting the scratch instance (a second signal exits at once and leaves it)");
+        }
         match keep {
             true => {
                 scratch.used.kept = true;
@@ -172,7 +228,14 @@ impl Drill<'_> {
         clock: Instant,
         say: &mut dyn FnMut(&str),
     ) -> Result<(), ops::Error> {
-        let ready = scratch.rds.wait(&scratch.used.instance, RESTORE_LIMIT, |_| true)?;
+        let interrupt = &scratch.interrupt;
+        let ready =
+            match scratch.rds.wait_unless(&scratch.used.instance, RESTORE_LIMIT, |_| true, &|| interrupt.raised()) {
+                Ok(ready) => ready,
+                // Said once by rds_finish.
+                Err(_) if interrupt.raised() => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
         scratch.used.restore_seconds = Some(requested.elapsed().as_secs_f64());
         scratch.used.endpoint = ready.endpoint.clone();
         let shown = ready.endpoint.as_deref().unwrap_or("no endpoint");
@@ -255,7 +318,7 @@ impl Drill<'_> {
 
 /// Deletes `id` if RDS lists it (whether it did); one that is still being created or changed
 /// (RDS refuses to delete some of those) is waited on and asked again.
-fn delete(rds: &Instances, id: &str) -> Result<bool, crate::aws::rds::RdsError> {
+fn delete(rds: &Instances, id: &str) -> Result<bool, RdsError> {
     if rds.describe(id)?.is_none() {
         return Ok(false);
     }

@@ -55,6 +55,9 @@ pub struct RdsUsed {
     pub region: String,
     /// The moment asked of RDS; `None`: its latest restorable time (`--latest`).
     pub restore_time: Option<DateTime<Utc>>,
+    /// The source's latest restorable time when the restore was asked: what `--latest` got.
+    #[serde(default)]
+    pub latest_restorable: Option<DateTime<Utc>>,
     /// `host:port`, once RDS gave it one.
     pub endpoint: Option<String>,
     /// The restore request → the instance available.

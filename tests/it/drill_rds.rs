@@ -107,6 +107,7 @@ fn an_rds_drill_restores_a_scratch_instance_where_the_policy_says_checks_it_and_
     assert_eq!((rds["deleted"].as_bool(), rds["kept"].as_bool()), (Some(true), Some(false)), "{rds}");
     assert_eq!((rds["source"].as_str(), rds["region"].as_str()), (Some("orders-db"), Some("us-east-1")));
     assert!(rds["restore_time"].is_null(), "--latest asks for the latest restorable time: {rds}");
+    assert!(rds["latest_restorable"].is_string(), "what --latest got: {rds}");
     assert!(rds["endpoint"].as_str().unwrap().starts_with(&format!("{instance}.")), "{rds}");
     assert!(rds["rto_seconds"].is_null(), "no RDS RTO without passing checks: {rds}");
     let phases: Vec<&str> = record["phases"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
@@ -119,9 +120,8 @@ fn an_rds_drill_restores_a_scratch_instance_where_the_policy_says_checks_it_and_
     assert_eq!(scratch_instances(&moto), Vec::<String>::new(), "the scratch instance is gone");
     // The table says what became of the instance.
     let out = moto.aws_via("drill", &proxy.endpoint()).args(["--rds", "--policy"]).arg(&file).run();
-    out.code_is(16)
-        .mentions("RDS orders-db restored as of its latest restorable time into drctl-drill-orders-", "the RDS line");
-    out.mentions("rds-delete", "the phase").mentions("deleted", "the deletion");
+    out.code_is(16).mentions("RDS orders-db restored as of its latest restorable time (", "the RDS line");
+    out.mentions("RDS instance drctl-drill-orders-", "the instance").mentions("deleted", "the deletion");
     let listed = Drctl::new().args(["drill", "list", "--json", "--policy"]).arg(&file).run().ok().json();
     assert_eq!(listed.as_array().unwrap().last().unwrap()["rds"]["deleted"], true, "{listed:#}");
 
