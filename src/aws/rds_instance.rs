@@ -38,6 +38,8 @@ pub struct Instance {
     pub subnet_group: Option<String>,
     pub security_groups: Vec<String>,
     pub parameter_groups: Vec<String>,
+    /// The newest moment RDS can restore it to (its automated backups and transaction logs).
+    pub latest_restorable: Option<DateTime<Utc>>,
 }
 
 impl Instance {
@@ -171,13 +173,14 @@ impl Instances {
     }
 
     /// Asks RDS for a new instance `target`, `source` restored to `at` (`None`: its latest
-    /// restorable time), placed as `placement` says (checked first).
+    /// restorable time), placed as `placement` says (checked first), carrying `tags`.
     pub fn restore_to_point_in_time(
         &self,
         source: &str,
         target: &str,
         at: Option<DateTime<Utc>>,
         placement: &Placement,
+        tags: &[(&str, &str)],
     ) -> Result<(), RdsError> {
         let what = format!("RestoreDBInstanceToPointInTime of {source} into {target}");
         placement.check().map_err(|detail| self.fail(&what, &detail))?;
@@ -191,10 +194,13 @@ impl Instances {
             .db_subnet_group_name(&placement.subnet_group)
             .set_vpc_security_group_ids(Some(placement.security_groups.clone()))
             .db_parameter_group_name(&placement.parameter_group)
-            .set_db_instance_class(placement.instance_class.clone());
+            .set_db_instance_class(placement.instance_class.clone())
+            .set_tags((!tags.is_empty()).then(|| {
+                tags.iter().map(|(k, v)| aws_sdk_rds::types::Tag::builder().key(*k).value(*v).build()).collect()
+            }));
         self.runtime
             .block_on(request.send())
-            .map_err(|e| self.explain(&what, "rds:RestoreDBInstanceToPointInTime", e))?;
+            .map_err(|e| self.explain(&what, "rds:RestoreDBInstanceToPointInTime (and rds:AddTagsToResource)", e))?;
         Ok(())
     }
 
@@ -221,9 +227,23 @@ impl Instances {
     /// Polls `id` until it is available and `done` says the change went through (RDS may still
     /// say `available` for a moment after it was asked), for at most `limit`.
     pub fn wait(&self, id: &str, limit: Duration, done: impl Fn(&Instance) -> bool) -> Result<Instance, RdsError> {
+        self.wait_unless(id, limit, done, &|| false)
+    }
+
+    /// [`Instances::wait`] that gives up, within a second, once `stop` says so (a signal).
+    pub fn wait_unless(
+        &self,
+        id: &str,
+        limit: Duration,
+        done: impl Fn(&Instance) -> bool,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Instance, RdsError> {
         let started = Instant::now();
         let what = format!("instance {id}");
         loop {
+            if stop() {
+                return Err(self.fail(&what, "the wait was interrupted"));
+            }
             let seen = self.describe(id)?;
             match &seen {
                 Some(i) if i.available() && done(i) => return Ok(i.clone()),
@@ -247,6 +267,44 @@ impl Instances {
                     &format!(
                         "still {status} after {}: RDS may yet finish; look at it in the console, then run again (a \
                          runbook run resumes with --resume)",
+                        humantime::format_duration(Duration::from_secs(limit.as_secs()))
+                    ),
+                ));
+            }
+            let next = Instant::now() + POLL.min(limit.saturating_sub(started.elapsed()));
+            while Instant::now() < next && !stop() {
+                std::thread::sleep(Duration::from_secs(1).min(next.saturating_duration_since(Instant::now())));
+            }
+        }
+    }
+
+    /// Asks RDS to delete `id` for good: no final snapshot, its automated backups deleted with it
+    /// (for scratch instances, which hold nothing worth keeping). [`Instances::wait_gone`] sees
+    /// it done.
+    pub fn delete(&self, id: &str) -> Result<(), RdsError> {
+        let request = self
+            .rds
+            .delete_db_instance()
+            .db_instance_identifier(id)
+            .skip_final_snapshot(true)
+            .delete_automated_backups(true);
+        self.runtime
+            .block_on(request.send())
+            .map_err(|e| self.explain(&format!("DeleteDBInstance of {id}"), "rds:DeleteDBInstance", e))?;
+        Ok(())
+    }
+
+    /// Polls `id` until RDS no longer lists it, for at most `limit`.
+    pub fn wait_gone(&self, id: &str, limit: Duration) -> Result<(), RdsError> {
+        let started = Instant::now();
+        loop {
+            let Some(seen) = self.describe(id)? else { return Ok(()) };
+            if started.elapsed() >= limit {
+                return Err(self.fail(
+                    &format!("instance {id}"),
+                    &format!(
+                        "still {} after {}: RDS may yet delete it; look at it in the console",
+                        seen.status,
                         humantime::format_duration(Duration::from_secs(limit.as_secs()))
                     ),
                 ));
@@ -339,6 +397,9 @@ fn instance(i: &DbInstance) -> Instance {
             .filter_map(|g| g.db_parameter_group_name())
             .map(str::to_string)
             .collect(),
+        latest_restorable: i
+            .latest_restorable_time()
+            .and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `drctl drill`: a DR drill of a policy (restore into a scratch cluster, verify, measure RTO and
 //! RPO against the policy's targets), and `drctl drill list`, the drills recorded.
 
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -48,7 +49,12 @@ pub struct RunArgs {
     /// It is removed afterwards unless --keep.
     #[arg(long, value_name = "DIR")]
     pub scratch: Option<PathBuf>,
-    /// Leave the scratch cluster (stopped) for inspection; the record says where.
+    /// Also drill RDS's own point-in-time recovery (`kind: rds`, with `rds.drill` in the policy):
+    /// a scratch instance restored to the failure, checked, and deleted afterwards.
+    #[arg(long)]
+    pub rds: bool,
+    /// Leave the scratch cluster (stopped) and the scratch RDS instance (running, and billed) for
+    /// inspection; the record names them.
     #[arg(long)]
     pub keep: bool,
     /// Print the record as JSON.
@@ -88,8 +94,13 @@ fn drill(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<u8> {
         (_, _, Some(id)) => Point::Snapshot(id.clone()),
         _ => Point::Latest,
     };
-    let options =
-        DrillOptions { point: Some(point), scratch: args.scratch.clone(), keep: args.keep, reach: args.access.reach() };
+    let options = DrillOptions {
+        point: Some(point),
+        scratch: args.scratch.clone(),
+        keep: args.keep,
+        rds: args.rds,
+        reach: args.access.reach(),
+    };
     let talk = !args.json && !global.quiet;
     if talk {
         println!("drill of {} ({})", policy.name, path.display());
@@ -147,6 +158,23 @@ fn print(r: &Record) {
     println!("  RPO {}", measured(r.rpo_seconds, r.targets.rpo_seconds));
     if let Some(kept) = &r.kept {
         println!("  scratch cluster kept (stopped) in {kept}");
+    }
+    if let Some(rds) = &r.rds {
+        let at = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+        let asked = match (rds.restore_time, rds.latest_restorable) {
+            (Some(t), _) => at(t),
+            (None, Some(t)) => format!("its latest restorable time ({})", at(t)),
+            (None, None) => "its latest restorable time".into(),
+        };
+        println!("  RDS {} restored as of {asked} into {} in {}", rds.source, rds.instance, rds.region);
+        let restore = rds.restore_seconds.map_or("not available".into(), |s| format!("available after {}", seconds(s)));
+        println!("  RDS instance {restore}, endpoint {}", rds.endpoint.as_deref().unwrap_or("none"));
+        println!("  RDS RTO {}", rds.rto_seconds.map_or("not measured".into(), seconds));
+        match (rds.kept, rds.deleted) {
+            (true, _) => println!("  RDS instance {} KEPT (running, and billed): delete it when done", rds.instance),
+            (false, true) => println!("  RDS instance {} deleted", rds.instance),
+            (false, false) => println!("  RDS instance {} NOT deleted: see the failure below", rds.instance),
+        }
     }
 }
 

@@ -90,6 +90,8 @@ impl Drill<'_> {
             say,
             &format!("dumps {}; failure at {}", listed.join(", "), failure.format("%Y-%m-%d %H:%M:%S UTC")),
         );
+        // RDS restores while the dump is restored here.
+        self.rds_request(failure, say)?;
 
         // Open: a new cluster, started privately.
         let pgdata = scratch.root.join("pgdata");

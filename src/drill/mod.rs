@@ -9,6 +9,7 @@
 //! so WAL that arrives while it runs cannot improve the RPO it reports.
 
 mod dump;
+mod rds;
 pub mod record;
 
 use chrono::{DateTime, Utc};
@@ -21,7 +22,7 @@ use crate::ops::{self, policy_db, policy_repos};
 use crate::pg::server::Private;
 use crate::pg::sql::Session;
 use crate::pg::{heartbeat, verify};
-use crate::policy::{KeySlot, Policy};
+use crate::policy::{DrillCheck, KeySlot, Policy};
 use crate::progress::NoProgress;
 use crate::repo::snapshot::SnapshotKind;
 use crate::repo::{self, Repository};
@@ -71,8 +72,10 @@ pub struct DrillOptions {
     pub point: Option<Point>,
     /// Where the scratch cluster goes (a new directory); default: one in the temporary folder.
     pub scratch: Option<PathBuf>,
-    /// Leave the scratch cluster (stopped) for inspection.
+    /// Leave the scratch cluster (stopped) for inspection, and the scratch RDS instance running.
     pub keep: bool,
+    /// Also restore the RDS instance to the failure into a scratch instance (`kind: rds`).
+    pub rds: bool,
     pub reach: policy_repos::Reach,
 }
 
@@ -101,16 +104,20 @@ pub fn run(policy: &Policy, options: &DrillOptions, say: &mut dyn FnMut(&str)) -
     }
     let clock = Instant::now();
     let started = Utc::now();
+    let point = options.point.clone().unwrap_or(Point::Latest);
+    let mut drill = Drill::new(policy, started, clock, options)?;
+    if options.rds {
+        drill.rds = Some(rds::Scratch::prepare(policy, &drill.record.id, &point)?);
+    }
     let primary = &policy.repositories.primary;
     let repo = policy_repos::open(primary, &options.reach)?;
-    let mut drill = Drill::new(policy, started, clock, options)?;
-    let point = options.point.clone().unwrap_or(Point::Latest);
     let scratch = Scratch::create(options.scratch.clone(), &drill.record.id, options.keep)?;
 
     let result = match policy.archives_wal() {
         true => drill.run_base_backup(&repo, &point, &scratch, clock, say),
         false => drill.run_dumps(&repo, &point, &scratch, clock, say),
     };
+    let result = drill.rds_finish(result, options.keep, clock, say);
     if options.keep {
         drill.record.kept = Some(scratch.root.display().to_string());
     }
@@ -138,6 +145,8 @@ struct Drill<'a> {
     /// The server's environment for restore_command (a passphrase the policy names).
     repo_env: Vec<(String, String)>,
     repo_args: Vec<String>,
+    /// The scratch RDS instance, with `--rds`.
+    rds: Option<rds::Scratch>,
 }
 
 impl<'a> Drill<'a> {
@@ -170,6 +179,7 @@ impl<'a> Drill<'a> {
             passed: false,
             failures: Vec::new(),
             kept: None,
+            rds: None,
         };
         let access = policy_repos::access_of(&policy.repositories.primary, &options.reach);
         let repo_args = access.forward().map_err(ops::Error::io("cannot resolve the repository's path"))?;
@@ -180,7 +190,7 @@ impl<'a> Drill<'a> {
             }
             _ => Vec::new(),
         };
-        Ok(Drill { policy, record, phase_started: clock, repo_env, repo_args })
+        Ok(Drill { policy, record, phase_started: clock, repo_env, repo_args, rds: None })
     }
 
     /// Ends the current phase now: its time goes in the record and to `say`.
@@ -193,7 +203,7 @@ impl<'a> Drill<'a> {
         let seconds = at.duration_since(self.phase_started).as_secs_f64();
         self.phase_started = at;
         self.record.phases.push(Phase { name: name.into(), seconds });
-        say(&format!("{name:<10} {seconds:>8.1} s  {detail}"));
+        say(&format!("{name:<11} {seconds:>8.1} s  {detail}"));
     }
 
     fn check(&mut self, name: &str, verdict: Result<String, String>, say: &mut dyn FnMut(&str)) {
@@ -384,14 +394,7 @@ impl<'a> Drill<'a> {
         self.check("amcheck", verify::amcheck(&server.client_env(superuser), jobs)?, say);
         for check in &self.policy.drill.checks {
             let db = check.database.clone().unwrap_or_else(|| database.clone());
-            let verdict = Session::connect(&server.conn(superuser, &db), crate::pg::sql::CONNECT_TIMEOUT)
-                .and_then(|mut s| s.text(&check.sql))
-                .map_err(|e| e.to_string())
-                .and_then(|got| match got.trim() == check.expect.trim() {
-                    true => Ok(format!("returned {:?}", got.trim())),
-                    false => Err(format!("`{}` returned {:?}, not {:?}", check.sql, got.trim(), check.expect.trim())),
-                });
-            self.check(&check.name, verdict, say);
+            self.check(&check.name, run_check(Ok(server.conn(superuser, &db)), check), say);
         }
         let passed_checks = self.record.checks.iter().all(|c| c.status != Status::Fail);
         self.phase("checks", say, &format!("{} check(s)", self.record.checks.len()));
@@ -432,6 +435,17 @@ impl<'a> Drill<'a> {
         }
         r.passed = r.failures.is_empty();
     }
+}
+
+/// Runs one of the policy's `drill.checks` on `conn`: what it returned, or why it did not pass.
+fn run_check(conn: Result<crate::pg::Conn, crate::pg::Error>, check: &DrillCheck) -> Result<String, String> {
+    conn.and_then(|conn| Session::connect(&conn, crate::pg::sql::CONNECT_TIMEOUT))
+        .and_then(|mut s| s.text(&check.sql))
+        .map_err(|e| e.to_string())
+        .and_then(|got| match got.trim() == check.expect.trim() {
+            true => Ok(format!("returned {:?}", got.trim())),
+            false => Err(format!("`{}` returned {:?}, not {:?}", check.sql, got.trim(), check.expect.trim())),
+        })
 }
 
 /// What the restored databases are held to: the heartbeat's lists (a base backup), or the

@@ -40,6 +40,34 @@ pub struct Record {
     pub failures: Vec<String>,
     /// The scratch directory, when it was kept (`--keep`).
     pub kept: Option<String>,
+    /// The scratch RDS instance of `drill --rds` (absent in records before it existed).
+    #[serde(default)]
+    pub rds: Option<RdsUsed>,
+}
+
+/// The scratch RDS instance a drill restored, checked and (unless kept) deleted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RdsUsed {
+    /// The scratch instance's identifier.
+    pub instance: String,
+    /// The instance it was restored from.
+    pub source: String,
+    pub region: String,
+    /// The moment asked of RDS; `None`: its latest restorable time (`--latest`).
+    pub restore_time: Option<DateTime<Utc>>,
+    /// The source's latest restorable time when the restore was asked: what `--latest` got.
+    #[serde(default)]
+    pub latest_restorable: Option<DateTime<Utc>>,
+    /// `host:port`, once RDS gave it one.
+    pub endpoint: Option<String>,
+    /// The restore request → the instance available.
+    pub restore_seconds: Option<f64>,
+    /// The drill's start → the instance passing its checks.
+    pub rto_seconds: Option<f64>,
+    /// RDS no longer lists it (deleted, or the request never made it).
+    pub deleted: bool,
+    /// Left running for inspection (`--keep`).
+    pub kept: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]

@@ -434,6 +434,7 @@ fn rds(v: &Value) -> Option<Rds> {
     let snapshot_retention = m
         .require("snapshot_retention", "how long snapshots and their copies stay, e.g. `snapshot_retention: 7d`")
         .and_then(|v| v.duration());
+    let drill = optional(m.get("drill"), rds_drill);
     m.finish();
     Some(Rds {
         instance: instance?,
@@ -441,6 +442,49 @@ fn rds(v: &Value) -> Option<Rds> {
         dr_region: dr_region?,
         snapshot_schedule: snapshot_schedule?,
         snapshot_retention: snapshot_retention?,
+        drill: drill?,
+    })
+}
+
+fn rds_drill(v: &Value) -> Option<RdsDrill> {
+    let mut m = v.map()?;
+    let subnet_group = m
+        .require("subnet_group", "the DB subnet group of the scratch instance, e.g. `subnet_group: orders-drill`")
+        .and_then(|v| v.string());
+    let security_groups = m
+        .require("security_groups", "the scratch instance's VPC security groups, e.g. `security_groups: [sg-0abc]`")
+        .and_then(|v| {
+            let items = v.nonempty_list("security group")?;
+            let groups = all(items.iter().map(Value::string))?;
+            if groups.iter().any(|g| g == "default") {
+                v.problem(
+                    format!("`{}` names the VPC's default security group", v.path()),
+                    "name the service's own groups: the default group is open to all of the VPC",
+                );
+                return None;
+            }
+            Some(groups)
+        });
+    let parameter_group = m
+        .require("parameter_group", "the scratch instance's DB parameter group, e.g. `parameter_group: orders-pg15`")
+        .and_then(|v| {
+            let name = v.string()?;
+            if name.starts_with("default.") {
+                v.problem(
+                    format!("`{}` is RDS's default parameter group `{name}`", v.path()),
+                    "name the service's own parameter group, so the drill runs with its settings",
+                );
+                return None;
+            }
+            Some(name)
+        });
+    let instance_class = optional(m.get("instance_class"), Value::string);
+    m.finish();
+    Some(RdsDrill {
+        subnet_group: subnet_group?,
+        security_groups: security_groups?,
+        parameter_group: parameter_group?,
+        instance_class: instance_class?,
     })
 }
 

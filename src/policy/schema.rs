@@ -178,6 +178,23 @@ pub struct Rds {
     pub snapshot_schedule: Schedule,
     /// `snapshot_retention`: how long those snapshots and their copies are kept.
     pub snapshot_retention: Duration,
+    /// `drill`: where `drctl drill --rds` places its scratch instance (none: `--rds` is refused).
+    pub drill: Option<RdsDrill>,
+}
+
+/// `rds.drill`: the network and settings of a drill's scratch instance. All three placements are
+/// required: without them RDS would put the instance in the default VPC, open to the VPC's default
+/// security group, with its default parameter group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RdsDrill {
+    /// `subnet_group`: the DB subnet group (in `rds.region`).
+    pub subnet_group: String,
+    /// `security_groups`: VPC security group ids.
+    pub security_groups: Vec<String>,
+    /// `parameter_group`: the DB parameter group (not a `default.*` one).
+    pub parameter_group: String,
+    /// `instance_class`: e.g. `db.t3.medium`; none: the source's.
+    pub instance_class: Option<String>,
 }
 
 impl Policy {

@@ -131,7 +131,7 @@ fn restore(inputs: &Inputs, source: Source, timeout: Duration, cx: &mut Context,
     }
     cx.ui.say(&format!("    restoring {what} into {target} ({place})"));
     match &source {
-        Source::PointInTime { instance, at } => rds.restore_to_point_in_time(instance, target, *at, &placement),
+        Source::PointInTime { instance, at } => rds.restore_to_point_in_time(instance, target, *at, &placement, &[]),
         Source::Snapshot(id) => rds.restore_from_snapshot(id, target, &placement),
     }
     .map_err(Error::action)?;

@@ -210,7 +210,7 @@ fn region_failover_promotes_the_dr_replica_switches_dns_and_the_service_turns_re
 
 /// A network for restored instances in `region`: a VPC with two subnets in subnet group
 /// `api-db-dr`, a security group and parameter group `api-pg15`; returns the security group's id.
-fn network(moto: &Moto, region: &str) -> String {
+pub(crate) fn network(moto: &Moto, region: &str) -> String {
     moto.python(
         "ec2 = client('ec2', args[0]); rds = client('rds', args[0])\n\
          vpc = ec2.create_vpc(CidrBlock='10.1.0.0/16')['Vpc']['VpcId']\n\

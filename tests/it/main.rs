@@ -18,6 +18,7 @@ mod crash;
 mod damage;
 mod dedup;
 mod drill;
+mod drill_rds;
 mod edge;
 mod env;
 mod errors;

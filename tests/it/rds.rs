@@ -42,6 +42,7 @@ fn config(instance: &str) -> policy::Rds {
         dr_region: "us-west-2".into(),
         snapshot_schedule: Schedule::parse("0 * * * *").unwrap(),
         snapshot_retention: Duration::days(7),
+        drill: None,
     }
 }
 
