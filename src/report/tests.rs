@@ -106,6 +106,7 @@ fn drill(started: DateTime<Utc>, passed: bool) -> DrillRecord {
         passed,
         failures: if passed { vec![] } else { vec!["RPO 30 min is above the target 15 min".into()] },
         kept: None,
+        rds: None,
     }
 }
 
