@@ -31,7 +31,7 @@ export DRCTL_REPO="$work/repo" DRCTL_PASSWORD="bench passphrase"
 "$drctl" --quiet init
 "$drctl" --quiet key add --new-key-file "$work/repo.key"
 chown -R postgres: "$work/repo" "$work/repo.key"
-mkdir "$work/pgdata" && chown postgres: "$work/pgdata"
+mkdir "$work/pgdata" "$work/logs" && chown postgres: "$work/pgdata" "$work/logs"
 pg $pgbin/initdb -U postgres -A trust --data-checksums --no-sync -D "$work/pgdata" >/dev/null
 cat >> "$work/pgdata/postgresql.conf" <<CONF
 port = $port
@@ -43,7 +43,7 @@ archive_mode = on
 archive_timeout = 60s
 archive_command = 'DRCTL_REPO=$work/repo DRCTL_KEY_FILE=$work/repo.key $drctl wal-push --async %p'
 CONF
-pg $pgbin/pg_ctl -D "$work/pgdata" -l "$work/pg.log" -w start >/dev/null
+pg $pgbin/pg_ctl -D "$work/pgdata" -l "$work/logs/pg.log" -w start >/dev/null
 echo "== pgbench -i -s $scale"
 $pgbin/pgbench -i -q -s "$scale" -h 127.0.0.1 -p "$port" -U postgres postgres 2>&1 | tail -1
 cat > "$work/policy.yaml" <<POLICY

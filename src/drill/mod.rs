@@ -156,9 +156,7 @@ impl<'a> Drill<'a> {
         clock: Instant,
         options: &DrillOptions,
     ) -> Result<Drill<'a>, ops::Error> {
-        let mut random = [0u8; 4];
-        let _ = getrandom::fill(&mut random);
-        let id = format!("{}-{}", started.format("%Y%m%dT%H%M%SZ"), hex::encode(random));
+        let id = crate::repo::evidence::new_id(started);
         let secs = |d: chrono::Duration| d.num_milliseconds() as f64 / 1000.0;
         let record = Record {
             id,

@@ -123,21 +123,13 @@ impl Record {
     /// Stores the record in `repo`; returns its key.
     pub fn store(&self, repo: &Repository) -> Result<String, crate::repo::Error> {
         let json = serde_json::to_vec(self).expect("records serialize");
-        evidence::put_drill(repo, &self.id, &json)?;
-        Ok(evidence::drill_key(&self.id))
+        evidence::put_record(repo, Kind::Drill, &self.id, &json)?;
+        Ok(evidence::record_key(Kind::Drill, &self.id))
     }
 }
 
 /// Every drill record in `repo`, oldest first; a record that cannot be opened or read is an
 /// error naming it (evidence is never skipped silently).
 pub fn list(repo: &Repository) -> Result<Vec<Record>, crate::repo::Error> {
-    let mut records = Vec::new();
-    for key in evidence::list(repo, Kind::Drill)? {
-        let bytes = evidence::read(repo, Kind::Drill, &key)?;
-        let record = serde_json::from_slice(&bytes).map_err(|e| {
-            crate::repo::Error::corrupt(&format!("drill record {key}"), format!("not a drill record: {e}"))
-        })?;
-        records.push(record);
-    }
-    Ok(records)
+    evidence::read_all(repo, Kind::Drill)
 }

@@ -66,11 +66,6 @@ pub fn audit_key(run: &str, seq: u64) -> String {
     format!("{}{run}/{seq:012}", Kind::Audit.dir())
 }
 
-/// The store key of the drill record `id`.
-pub fn drill_key(id: &str) -> String {
-    record_key(Kind::Drill, id)
-}
-
 /// The store key of record `id` of a kind kept one object per record (drills, jobs, checks).
 pub fn record_key(kind: Kind, id: &str) -> String {
     format!("{}{id}", kind.dir())
@@ -97,11 +92,6 @@ fn check_id(id: &str) -> Result<(), Error> {
 pub fn put_audit(repo: &Repository, run: &str, seq: u64, record: &[u8]) -> Result<(), Error> {
     check_id(run)?;
     put(repo, Kind::Audit, &audit_key(run, seq), record)
-}
-
-/// Stores the record of drill `id`.
-pub fn put_drill(repo: &Repository, id: &str, record: &[u8]) -> Result<(), Error> {
-    put_record(repo, Kind::Drill, id, record)
 }
 
 /// Stores record `id` of a kind kept one object per record (not audit records: see

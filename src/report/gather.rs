@@ -8,9 +8,9 @@ use std::collections::HashMap;
 
 use crate::drill::record::Record as DrillRecord;
 use crate::job::JobReport;
+use crate::ops;
 use crate::ops::check::Record as CheckRecord;
 use crate::ops::policy_repos::{self, Reach, location_of};
-use crate::ops::{self};
 use crate::pg::wal::WalName;
 use crate::policy::Policy;
 use crate::repo::evidence::{self, Kind};
@@ -53,7 +53,7 @@ pub fn gather(policy: &Policy, reach: &Reach, period: &Period) -> Result<(Eviden
     let repo = policy_repos::open(&policy.repositories.primary, reach)?;
     let jobs: Vec<JobReport> = evidence::read_all(&repo, Kind::Job)?;
     let jobs = jobs.into_iter().filter(|j| j.policy == policy.name).collect();
-    let drills: Vec<DrillRecord> = evidence::read_all(&repo, Kind::Drill)?;
+    let drills: Vec<DrillRecord> = crate::drill::record::list(&repo)?;
     let drills = drills.into_iter().filter(|d| d.policy == policy.name).collect();
     let audit = crate::runbook::audit::verify_stored(&repo);
     let primary = holdings(location_of(&policy.repositories.primary), &repo, period)?;
