@@ -251,7 +251,9 @@ step "one more policy job (the copy catches up with the new timeline), then a fu
 "$drctl" check --read-data --repo "$work/pgrepo" --key-file "$work/pgrepo.key"
 step "drctl report: today's controls judged from the evidence in the repositories (exit 16 if one fails)"
 today=$(date -u +%F)
-"$drctl" report --policy "$work/demo-policy-after.yaml" --period "$today" --format md | sed -n '/^| Status/,/^$/p'
+"$drctl" report --policy "$work/demo-policy-after.yaml" --period "$today" --format md --out "$work/report.md" ||
+  [ $? = 16 ]
+sed -n '/^| Status/,/^$/p' "$work/report.md"
 "$drctl" report --policy "$work/demo-policy-after.yaml" --period "$today" --format html --out "$work/report.html" ||
   [ $? = 16 ]
 cp "$work/report.html" /tmp/drctl-demo-report.html
