@@ -413,9 +413,22 @@ impl Repository {
         loc: index::ChunkLocation,
         sealed: &[u8],
     ) -> Result<Vec<u8>> {
-        pack::open_chunk(&self.key, id, sealed, loc.raw_len, &mut |base| self.read_delta_base(index, base)).map_err(
-            |e| Error::corrupt(&format!("pack {pack}"), format!("chunk {} at offset {}: {e}", id.short(), loc.offset)),
-        )
+        self.open_chunk_with(pack, id, loc, sealed, &mut |base| self.read_delta_base(index, base))
+    }
+
+    /// Like [`Repository::open_chunk`], with a delta's base read by `base` (a restore reads it
+    /// back from where it parked it).
+    pub fn open_chunk_with(
+        &self,
+        pack: Id,
+        id: Id,
+        loc: index::ChunkLocation,
+        sealed: &[u8],
+        base: pack::BaseLoader,
+    ) -> Result<Vec<u8>> {
+        pack::open_chunk(&self.key, id, sealed, loc.raw_len, base).map_err(|e| {
+            Error::corrupt(&format!("pack {pack}"), format!("chunk {} at offset {}: {e}", id.short(), loc.offset))
+        })
     }
 
     /// Every chunk the snapshots need: their trees, their files' chunks, and the bases of deltas

@@ -10,6 +10,7 @@
 //! `a/passwd`, or a symlink and a file at one path, cannot write or chmod outside the target.
 
 use crossbeam_channel::{Receiver, Sender, bounded};
+use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File};
 use std::io::Write;
@@ -17,30 +18,33 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
+use super::plan;
 use crate::ops::Error;
 use crate::progress::Progress;
 use crate::repo::Id;
-use crate::repo::index::{ChunkLocation, Index};
+use crate::repo::index::Index;
+use crate::repo::pack;
 use crate::repo::snapshot::{Snapshot, SnapshotKind};
 use crate::repo::tree::{Entry, EntryKind, TreeReader};
 use crate::repo::{self, Repository};
 
-/// Chunks fetched and decrypted ahead of the writer, per worker.
+/// Chunks fetched and decrypted ahead of the writer of a stream, per worker.
 const READ_AHEAD: usize = 4;
 /// Chunks that lie near each other in a pack are fetched with one ranged read of up to this many
-/// bytes: one request instead of hundreds on S3.
-const MAX_RUN: u64 = 4 << 20;
-/// Reads of this many chunks (or of chunks of this many files, each an open file) are sorted by
-/// pack and offset before they become runs, so an incremental's chunks, interleaved with its
-/// parent's in file order, still come in a few large reads.
-const PLAN_CHUNKS: usize = 8192;
-const PLAN_FILES: usize = 256;
+/// bytes: one request instead of hundreds on S3. Each worker holds one run and one more waits
+/// for each, which bounds a restore's memory.
+const MAX_RUN: u64 = 8 << 20;
+/// A restore plans the reads of up to this many chunks (or of this many files) at once, in pack
+/// order ([`plan`]); a larger snapshot is restored in several such stretches. About 100 bytes of
+/// plan per chunk: 25 MiB at most, and 32 GiB of relation files (128 KiB blocks) per stretch.
+const PLAN_CHUNKS: usize = 1 << 18;
+const PLAN_FILES: usize = 1 << 17;
 /// On a remote store, a run also takes in up to this many unneeded bytes between two chunks: cheaper
 /// than another request.
-const REMOTE_GAP: u64 = 1 << 20;
+const REMOTE_GAP: u64 = 256 << 10;
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct RestoreSummary {
@@ -58,12 +62,15 @@ pub struct RestoreSummary {
 struct Skipped(Mutex<Vec<(PathBuf, String, u64)>>);
 
 impl Skipped {
-    /// Counts a chunk of `file` as done without writing it, and marks the file damaged.
-    fn chunk_failed(&self, file: &OpenFile, err: &repo::Error) {
+    /// Marks `file` damaged; when `counts`, the chunk that failed is counted as done without
+    /// being written (a base parked for a delta is not one of the file's chunks).
+    fn mark(&self, file: &FileSlot, err: &repo::Error, counts: bool) {
         if !file.damaged.swap(true, Ordering::AcqRel) {
             self.0.lock().expect("poisoned").push((file.relative.clone(), err.to_string(), file.entry.size));
         }
-        file.remaining.fetch_sub(1, Ordering::AcqRel);
+        if counts {
+            file.remaining.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -153,21 +160,21 @@ fn finish_target(staging: &Staging, target: &Path) -> Result<(), Error> {
     File::open(target).and_then(|d| d.sync_all()).map_err(|e| bad(e.to_string()))
 }
 
-/// A file being written by several workers; the last one to finish applies its metadata.
-struct OpenFile {
-    file: File,
-    path: PathBuf,
+/// A file of the stretch being restored; the write that completes it applies its metadata.
+struct FileSlot {
     relative: PathBuf,
+    /// Its metadata (its chunk list is in the plan, not here).
     entry: Entry,
     remaining: AtomicUsize,
     /// A chunk of it could not be read or authenticated (when skipping damaged data).
     damaged: AtomicBool,
 }
 
-struct ChunkJob {
-    file: Arc<OpenFile>,
-    id: Id,
-    offset: u64,
+/// Files walked since the last plan, and the chunk reads `(chunk, file, offset)` they need.
+#[derive(Default)]
+struct Segment {
+    files: Vec<FileSlot>,
+    reads: Vec<(Id, u32, u64)>,
 }
 
 fn restore_tree(
@@ -179,141 +186,104 @@ fn restore_tree(
     progress: &dyn Progress,
 ) -> Result<RestoreSummary, Error> {
     let skipped = Skipped::default();
-    let skipping = skip_damaged.then_some(&skipped);
     let mut tree_lost: Option<(String, String)> = None;
     let is_root = unsafe { libc::geteuid() } == 0;
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    let fail = |e: Error| {
-        failed.store(true, Ordering::Relaxed);
-        first_error.lock().expect("poisoned").get_or_insert(e);
-    };
     let mut summary = RestoreSummary::default();
     let mut dirs: Vec<(PathBuf, PathBuf, Entry)> = Vec::new();
-    let (job_tx, job_rx) = bounded::<ReadRun>(workers() * READ_AHEAD);
-
-    std::thread::scope(|s| {
-        for _ in 0..workers() {
-            let jobs = job_rx.clone();
-            let (fail, failed) = (&fail, &failed);
-            s.spawn(move || {
-                for run in jobs {
-                    if failed.load(Ordering::Relaxed) {
+    let root_fd = File::open(root).map_err(|e| Error::Target { path: root.to_path_buf(), reason: e.to_string() })?;
+    let skipping = skip_damaged.then_some(&skipped);
+    let restorer = Restorer { repo, index, root, root_fd: root_fd.into(), is_root, skipping, progress };
+    let mut segment = Segment::default();
+    let mut dirs_open = DirCache::new(root)?;
+    let entries = TreeReader::new(&snapshot.tree, |id| repo.read_chunk(index, id));
+    let mut last = String::from("the first entry");
+    for entry in entries {
+        let entry = match entry {
+            Err(e) if skip_damaged && e.is_damage() => {
+                // The rest of the tree cannot be read: what was listed before is kept.
+                tree_lost = Some((format!("every entry after {last}"), e.to_string()));
+                break;
+            }
+            entry => entry?,
+        };
+        let relative = entry.relative_path()?;
+        last = relative.display().to_string();
+        let path = root.join(&relative);
+        let target_err = |e: std::io::Error| Error::Target { path: path.clone(), reason: e.to_string() };
+        let name = relative.file_name().expect("a plain relative path has a name");
+        let parent = dirs_open.get(relative.parent().unwrap_or(Path::new("")))?;
+        match entry.kind {
+            EntryKind::Dir => {
+                summary.dirs += 1;
+                make_dir(parent, name, &relative)?;
+                dirs.push((path, relative, entry));
+            }
+            EntryKind::Symlink => {
+                summary.symlinks += 1;
+                let link = cstr(entry.symlink_target()?.as_os_str())?;
+                // SAFETY: valid C strings and an open directory descriptor.
+                let made = unsafe { libc::symlinkat(link.as_ptr(), parent.as_raw_fd(), cstr(name)?.as_ptr()) };
+                if made != 0 {
+                    return Err(exists_or(std::io::Error::last_os_error(), &relative, &path));
+                }
+                apply_link_metadata(parent, name, &path, &entry, is_root)?;
+            }
+            EntryKind::File => {
+                summary.files += 1;
+                summary.bytes += entry.size;
+                let file = create_file(parent, name).map_err(|e| exists_or(e, &relative, &path))?;
+                // Sized first: all-zero chunks are then skipped, leaving holes as the source
+                // (often sparse) had.
+                file.set_len(entry.size).map_err(target_err)?;
+                if entry.chunks.is_empty() {
+                    if entry.size != 0 {
+                        return Err(Error::corrupt("tree", format!("{} has a size but no data", path.display())));
+                    }
+                    apply_metadata(&file, &path, &entry, is_root)?;
+                    continue;
+                }
+                let sizes = entry
+                    .chunks
+                    .iter()
+                    .map(|id| {
+                        index
+                            .get(id)
+                            .map(|(_, loc)| loc.raw_len as u64)
+                            .ok_or_else(|| repo::Error::Missing { object: format!("chunk {id}") })
+                    })
+                    .collect::<Result<Vec<_>, _>>();
+                let sizes = match sizes {
+                    Err(e) if skip_damaged => {
+                        // Not one byte of it is written; it is removed below.
+                        skipped.0.lock().expect("poisoned").push((relative, e.to_string(), entry.size));
                         continue;
                     }
-                    if let Err(e) = write_run(repo, index, &run, is_root, skipping, progress) {
-                        fail(e);
-                    }
-                }
-            });
-        }
-        drop(job_rx);
-        let gap = if repo.store().is_remote() { REMOTE_GAP } else { 0 };
-        let mut planner = Planner { reads: Vec::new(), files: 0, gap, runs: &job_tx };
-        let walked = (|| {
-            let mut dirs_open = DirCache::new(root)?;
-            let entries = TreeReader::new(&snapshot.tree, |id| repo.read_chunk(index, id));
-            let mut last = String::from("the first entry");
-            for entry in entries {
-                if failed.load(Ordering::Relaxed) {
-                    break;
-                }
-                let entry = match entry {
-                    Err(e) if skip_damaged && e.is_damage() => {
-                        // The rest of the tree cannot be read: what was listed before is kept.
-                        tree_lost = Some((format!("every entry after {last}"), e.to_string()));
-                        break;
-                    }
-                    entry => entry?,
+                    sizes => sizes?,
                 };
-                let relative = entry.relative_path()?;
-                last = relative.display().to_string();
-                let path = root.join(&relative);
-                let target_err = |e: std::io::Error| Error::Target { path: path.clone(), reason: e.to_string() };
-                let name = relative.file_name().expect("a plain relative path has a name");
-                let parent = dirs_open.get(relative.parent().unwrap_or(Path::new("")))?;
-                match entry.kind {
-                    EntryKind::Dir => {
-                        summary.dirs += 1;
-                        make_dir(parent, name, &relative)?;
-                        dirs.push((path, relative, entry));
-                    }
-                    EntryKind::Symlink => {
-                        summary.symlinks += 1;
-                        let link = cstr(entry.symlink_target()?.as_os_str())?;
-                        // SAFETY: valid C strings and an open directory descriptor.
-                        let made = unsafe { libc::symlinkat(link.as_ptr(), parent.as_raw_fd(), cstr(name)?.as_ptr()) };
-                        if made != 0 {
-                            return Err(exists_or(std::io::Error::last_os_error(), &relative, &path));
-                        }
-                        apply_link_metadata(parent, name, &path, &entry, is_root)?;
-                    }
-                    EntryKind::File => {
-                        summary.files += 1;
-                        summary.bytes += entry.size;
-                        let file = create_file(parent, name).map_err(|e| exists_or(e, &relative, &path))?;
-                        // Sized first: all-zero chunks are then skipped, leaving holes as the
-                        // source (often sparse) had.
-                        file.set_len(entry.size).map_err(target_err)?;
-                        if entry.chunks.is_empty() {
-                            if entry.size != 0 {
-                                return Err(Error::corrupt(
-                                    "tree",
-                                    format!("{} has a size but no data", path.display()),
-                                ));
-                            }
-                            apply_metadata(&file, &path, &entry, is_root)?;
-                            continue;
-                        }
-                        let located = entry
-                            .chunks
-                            .iter()
-                            .map(|id| {
-                                index.get(id).ok_or_else(|| repo::Error::Missing { object: format!("chunk {id}") })
-                            })
-                            .collect::<Result<Vec<_>, _>>();
-                        let located = match located {
-                            Err(e) if skip_damaged => {
-                                // Not one byte of it is written; it is removed below.
-                                skipped.0.lock().expect("poisoned").push((relative, e.to_string(), entry.size));
-                                continue;
-                            }
-                            located => located?,
-                        };
-                        let remaining = AtomicUsize::new(located.len());
-                        let (damaged, chunks) = (AtomicBool::new(false), entry.chunks.clone());
-                        let open = Arc::new(OpenFile { file, path, relative, remaining, entry, damaged });
-                        let mut offset = 0u64;
-                        planner.files += 1;
-                        for (id, (pack, loc)) in chunks.into_iter().zip(located) {
-                            planner.reads.push((pack.id, loc, ChunkJob { file: open.clone(), id, offset }));
-                            offset += loc.raw_len as u64;
-                        }
-                        if (planner.reads.len() >= PLAN_CHUNKS || planner.files >= PLAN_FILES) && !planner.flush() {
-                            break;
-                        }
-                        if offset != open.entry.size {
-                            return Err(Error::corrupt(
-                                "tree",
-                                format!("{}: chunk sizes do not add up to the file size", open.path.display()),
-                            ));
-                        }
-                    }
+                if sizes.iter().sum::<u64>() != entry.size {
+                    return Err(Error::corrupt(
+                        "tree",
+                        format!("{}: chunk sizes do not add up to the file size", path.display()),
+                    ));
+                }
+                let mut entry = entry;
+                let chunks = std::mem::take(&mut entry.chunks);
+                let file = segment.files.len() as u32;
+                let mut offset = 0u64;
+                for (id, size) in chunks.into_iter().zip(sizes) {
+                    segment.reads.push((id, file, offset));
+                    offset += size;
+                }
+                let remaining = AtomicUsize::new(segment.reads.iter().rev().take_while(|r| r.1 == file).count());
+                segment.files.push(FileSlot { relative, entry, remaining, damaged: AtomicBool::new(false) });
+                if segment.reads.len() >= PLAN_CHUNKS || segment.files.len() >= PLAN_FILES {
+                    restorer.restore(std::mem::take(&mut segment))?;
                 }
             }
-            planner.flush();
-            Ok(())
-        })();
-        drop(job_tx);
-        if let Err(e) = walked {
-            fail(e);
         }
-    });
-    if let Some(e) = first_error.into_inner().expect("poisoned") {
-        return Err(e);
     }
+    restorer.restore(segment)?;
     // Files with damaged data go whole: a restore never leaves a byte it did not authenticate.
-    let mut dirs_open = DirCache::new(root)?;
     let mut left_out = skipped.0.into_inner().expect("poisoned");
     left_out.sort();
     for (relative, reason, size) in left_out {
@@ -337,114 +307,222 @@ fn restore_tree(
     Ok(summary)
 }
 
-/// Chunks read from one pack with one ranged read.
-struct ReadRun {
-    pack: Id,
-    start: u64,
-    len: u64,
-    chunks: Vec<(ChunkJob, ChunkLocation)>,
+/// What the workers restoring a stretch of files share.
+struct Restorer<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    root: &'a Path,
+    root_fd: OwnedFd,
+    is_root: bool,
+    skipping: Option<&'a Skipped>,
+    progress: &'a dyn Progress,
 }
 
-impl ReadRun {
-    fn new(pack: Id, loc: ChunkLocation, job: ChunkJob) -> ReadRun {
-        ReadRun { pack, start: loc.offset as u64, len: loc.sealed_len as u64, chunks: vec![(job, loc)] }
-    }
+/// A pack of the plan: its runs still to go, and its deltas whose bases it parks itself, which
+/// wait for all of its runs.
+#[derive(Default)]
+struct PackState {
+    runs_left: AtomicUsize,
+    deferred: Mutex<Vec<(plan::Item, Vec<u8>)>>,
+}
 
-    /// Whether the chunk at `loc` (not before the run's start) lies in the same pack within
-    /// `gap` bytes of the run's end, and the run still fits; if so, the run now covers it (the
-    /// caller adds the job).
-    fn extend(&mut self, pack: Id, loc: ChunkLocation, gap: u64) -> bool {
-        let (offset, end) = (loc.offset as u64, loc.offset as u64 + loc.sealed_len as u64);
-        let fits = pack == self.pack
-            && offset >= self.start
-            && offset <= self.start + self.len + gap
-            && end - self.start <= MAX_RUN;
-        if fits {
-            self.len = self.len.max(end - self.start);
+impl Restorer<'_> {
+    /// Restores the files of `segment`, reading the repository in the plan's order.
+    fn restore(&self, segment: Segment) -> Result<(), Error> {
+        let Segment { files, reads } = segment;
+        if reads.is_empty() {
+            return Ok(());
         }
-        fits
+        let gap = if self.repo.store().is_remote() { REMOTE_GAP } else { 0 };
+        let plan = plan::build(self.index, reads, gap, MAX_RUN);
+        let mut packs: HashMap<u32, PackState> = HashMap::new();
+        for run in plan.runs() {
+            packs.entry(run.pack).or_default().runs_left.fetch_add(1, Ordering::Relaxed);
+        }
+        for wave in plan.waves {
+            self.run_wave(wave, &files, &packs)?;
+        }
+        Ok(())
+    }
+
+    /// Runs of one wave on all workers; the first error stops them.
+    fn run_wave(&self, wave: Vec<plan::Run>, files: &[FileSlot], packs: &HashMap<u32, PackState>) -> Result<(), Error> {
+        let failed = AtomicBool::new(false);
+        let first_error: Mutex<Option<Error>> = Mutex::new(None);
+        let (run_tx, run_rx) = bounded::<plan::Run>(workers());
+        std::thread::scope(|s| {
+            for _ in 0..workers() {
+                let (runs, failed, first_error) = (run_rx.clone(), &failed, &first_error);
+                let mut writer = Writer { r: self, files, open: Vec::new() };
+                s.spawn(move || {
+                    for run in runs {
+                        if failed.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        if let Err(e) = writer.run(run, packs) {
+                            failed.store(true, Ordering::Relaxed);
+                            first_error.lock().expect("poisoned").get_or_insert(e);
+                        }
+                    }
+                });
+            }
+            drop(run_rx);
+            for run in wave {
+                if failed.load(Ordering::Relaxed) || run_tx.send(run).is_err() {
+                    break;
+                }
+            }
+            drop(run_tx);
+        });
+        first_error.into_inner().expect("poisoned").map_or(Ok(()), Err)
     }
 }
 
-/// Collects the chunk reads of a stretch of files and sends them as runs in pack order.
-struct Planner<'a> {
-    reads: Vec<(Id, ChunkLocation, ChunkJob)>,
-    /// Files with reads collected (each holds an open file until its chunks are written).
-    files: usize,
-    gap: u64,
-    runs: &'a Sender<ReadRun>,
+/// Files a worker keeps open: a pack's chunks usually go to a few files.
+const OPEN_FILES: usize = 8;
+
+/// One worker: reads runs, opens their chunks and writes them where they go.
+struct Writer<'a> {
+    r: &'a Restorer<'a>,
+    files: &'a [FileSlot],
+    open: Vec<(u32, File)>,
 }
 
-impl Planner<'_> {
-    /// Sends what was collected; false when the workers stopped (a failure).
-    fn flush(&mut self) -> bool {
-        let mut reads = std::mem::take(&mut self.reads);
-        self.files = 0;
-        reads.sort_by_key(|(pack, loc, _)| (*pack, loc.offset));
-        let mut run: Option<ReadRun> = None;
-        for (pack, loc, job) in reads {
-            if let Some(current) = &mut run
-                && current.extend(pack, loc, self.gap)
-            {
-                current.chunks.push((job, loc));
+impl Writer<'_> {
+    /// Fetches a run with one read, then opens and writes each of its chunks. With skipping, a
+    /// chunk that cannot be read or authenticated marks its files damaged instead of failing
+    /// (anything else, the target or an outage, still stops the restore).
+    fn run(&mut self, run: plan::Run, packs: &HashMap<u32, PackState>) -> Result<(), Error> {
+        let state = &packs[&run.pack];
+        let pack = self.r.index.packs[run.pack as usize].id;
+        match self.r.repo.read_pack_range(pack, run.start, run.len) {
+            Ok(sealed) => {
+                for item in run.items {
+                    let at = (item.loc.offset as u64 - run.start) as usize;
+                    let sealed = &sealed[at..at + item.loc.sealed_len as usize];
+                    if item.base.is_some_and(|b| b.parked_by == Some(run.pack)) {
+                        state.deferred.lock().expect("poisoned").push((item, sealed.to_vec()));
+                    } else {
+                        self.item(pack, &item, sealed)?;
+                    }
+                }
+            }
+            Err(e) if e.is_damage() && self.r.skipping.is_some() => {
+                run.items.iter().for_each(|item| self.failed(item, &e))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if state.runs_left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let deferred = std::mem::take(&mut *state.deferred.lock().expect("poisoned"));
+            for (item, sealed) in deferred {
+                self.item(pack, &item, &sealed)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens one chunk (a delta against its base parked in the target, or else read from the
+    /// repository) and writes it to each of its targets.
+    fn item(&mut self, pack: Id, item: &plan::Item, sealed: &[u8]) -> Result<(), Error> {
+        let r = self.r;
+        let opened = r.repo.open_chunk_with(pack, item.id, item.loc, sealed, &mut |base| match item.base {
+            Some(planned) if planned.id == base && planned.parked_by.is_some() => {
+                let mut data = vec![0; item.loc.raw_len as usize];
+                let at = item.targets[0];
+                let read_back =
+                    |e: String| pack::ChunkError::Base(base, format!("reading it back from the target: {e}"));
+                let file = self.file(at.file).map_err(|e| read_back(e.to_string()))?;
+                file.read_exact_at(&mut data, at.offset).map_err(|e| read_back(e.to_string()))?;
+                Ok(data)
+            }
+            _ => r.repo.read_delta_base(r.index, base),
+        });
+        match opened {
+            Ok(data) => self.write(item, &data),
+            Err(e) if e.is_damage() && r.skipping.is_some() => {
+                self.failed(item, &e);
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn write(&mut self, item: &plan::Item, data: &[u8]) -> Result<(), Error> {
+        let zero = data.iter().all(|&b| b == 0);
+        let parked = item.base.is_some_and(|b| b.parked_by.is_some());
+        for (i, at) in item.targets.iter().enumerate() {
+            // Zeros are a hole already, except where a base was parked.
+            if !zero || (i == 0 && parked) {
+                let (files, root) = (self.files, self.r.root);
+                let file = self.file(at.file)?;
+                file.write_all_at(data, at.offset).map_err(|e| target_error(root, files, at.file, e))?;
+            }
+            if !at.counts {
                 continue;
             }
-            if let Some(done) = run.replace(ReadRun::new(pack, loc, job))
-                && self.runs.send(done).is_err()
-            {
-                return false;
+            self.r.progress.add(data.len() as u64);
+            let (slot, r) = (&self.files[at.file as usize], self.r);
+            if slot.remaining.fetch_sub(1, Ordering::AcqRel) == 1 && !slot.damaged.load(Ordering::Acquire) {
+                let file = self.file(at.file)?;
+                apply_metadata(file, &r.root.join(&slot.relative), &slot.entry, r.is_root)?;
             }
         }
-        run.is_none_or(|last| self.runs.send(last).is_ok())
+        Ok(())
+    }
+
+    /// Marks every file `item` was to be written to as damaged.
+    fn failed(&self, item: &plan::Item, err: &repo::Error) {
+        let skipped = self.r.skipping.expect("only when skipping damaged data");
+        for at in &item.targets {
+            skipped.mark(&self.files[at.file as usize], err, at.counts);
+        }
+    }
+
+    /// An open descriptor of file `n`, reopened below the root without following a link.
+    fn file(&mut self, n: u32) -> Result<&File, Error> {
+        match self.open.iter().position(|(open, _)| *open == n) {
+            Some(0) => {}
+            Some(i) => {
+                let entry = self.open.remove(i);
+                self.open.insert(0, entry);
+            }
+            None => {
+                let file = open_below(&self.r.root_fd, &self.files[n as usize].relative)
+                    .map_err(|e| target_error(self.r.root, self.files, n, e))?;
+                self.open.insert(0, (n, file));
+                self.open.truncate(OPEN_FILES);
+            }
+        }
+        Ok(&self.open[0].1)
     }
 }
 
-/// Fetches a run with one read, then opens and writes each of its chunks. With `skipping`, a
-/// chunk that cannot be read or authenticated marks its file damaged instead of failing
-/// (anything else, the target or an outage, still stops the restore).
-fn write_run(
-    repo: &Repository,
-    index: &Index,
-    run: &ReadRun,
-    is_root: bool,
-    skipping: Option<&Skipped>,
-    progress: &dyn Progress,
-) -> Result<(), Error> {
-    let sealed = match repo.read_pack_range(run.pack, run.start, run.len) {
-        Ok(sealed) => sealed,
-        Err(e) => match skipping {
-            Some(skipped) if e.is_damage() => {
-                run.chunks.iter().for_each(|(job, _)| skipped.chunk_failed(&job.file, &e));
-                return Ok(());
-            }
-            _ => return Err(e.into()),
-        },
-    };
-    for (job, loc) in &run.chunks {
-        let at = (loc.offset as u64 - run.start) as usize;
-        match repo.open_chunk(index, run.pack, job.id, *loc, &sealed[at..at + loc.sealed_len as usize]) {
-            Ok(data) => write_chunk(&data, job, is_root, progress)?,
-            Err(e) => match skipping {
-                Some(skipped) if e.is_damage() => skipped.chunk_failed(&job.file, &e),
-                _ => return Err(e.into()),
-            },
-        }
-    }
-    Ok(())
+fn target_error(root: &Path, files: &[FileSlot], n: u32, e: std::io::Error) -> Error {
+    Error::Target { path: root.join(&files[n as usize].relative), reason: e.to_string() }
 }
 
-fn write_chunk(data: &[u8], job: &ChunkJob, is_root: bool, progress: &dyn Progress) -> Result<(), Error> {
-    if data.iter().any(|&b| b != 0) {
-        job.file
-            .file
-            .write_all_at(data, job.offset)
-            .map_err(|e| Error::Target { path: job.file.path.clone(), reason: e.to_string() })?;
+/// Opens the regular file at `relative` below `root` for reading and writing, one component at a
+/// time, following no link on the way.
+fn open_below(root: &OwnedFd, relative: &Path) -> std::io::Result<File> {
+    let mut dir: Option<OwnedFd> = None;
+    let mut parts = relative.components().peekable();
+    while let Some(part) = parts.next() {
+        let at = dir.as_ref().unwrap_or(root);
+        if parts.peek().is_some() {
+            dir = Some(open_dir_at(at, part.as_os_str())?);
+            continue;
+        }
+        let name = CString::new(part.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+        let flags = libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: an open directory and a C string; the returned descriptor is owned here.
+        let fd = unsafe { libc::openat(at.as_raw_fd(), name.as_ptr(), flags) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just opened and is owned by nobody else.
+        return Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }));
     }
-    progress.add(data.len() as u64);
-    if job.file.remaining.fetch_sub(1, Ordering::AcqRel) == 1 && !job.file.damaged.load(Ordering::Acquire) {
-        apply_metadata(&job.file.file, &job.file.path, &job.file.entry, is_root)?;
-    }
-    Ok(())
+    Err(std::io::Error::other("an empty path"))
 }
 
 /// Sets owner (as root), mode and modification time through the entry's own descriptor, so no
@@ -650,6 +728,7 @@ mod tests {
     use crate::repo::key::Secret;
     use crate::repo::tree::TreeWriter;
     use std::os::unix::fs::MetadataExt;
+    use std::sync::Arc;
 
     /// Tree entries, each with a file's data.
     type Tree<'a> = Vec<(Entry, &'a [u8])>;
@@ -775,5 +854,187 @@ mod tests {
         assert_eq!((mode("d"), mode("d/f"), mode("d/e")), (0o750, 0o640, 0o500));
         let mtime = |p: &str| fs::symlink_metadata(target.join(p)).unwrap().mtime();
         assert_eq!((mtime("d"), mtime("d/f"), mtime("d/l")), (1_000_000_000, 1_000_000_000, 1_000_000_000));
+    }
+}
+
+#[cfg(test)]
+mod pack_order_tests {
+    use super::*;
+    use crate::progress::NoProgress;
+    use crate::repo::InitOptions;
+    use crate::repo::key::Secret;
+    use crate::repo::tree::TreeWriter;
+    use crate::store::{LocalStore, ObjectInfo, ObjectWriter, Store};
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::Arc;
+
+    /// A local store that calls itself remote and records every ranged read of a pack, and
+    /// whether a restore worker made it (the tree is read by the calling thread).
+    struct Recording {
+        inner: LocalStore,
+        reads: Mutex<Vec<(String, u64, u64, bool)>>,
+    }
+
+    impl Store for Recording {
+        fn location(&self) -> &str {
+            self.inner.location()
+        }
+        fn put(&self, key: &str, data: &[u8]) -> crate::store::Result<()> {
+            self.inner.put(key, data)
+        }
+        fn create(&self, key: &str) -> crate::store::Result<Box<dyn ObjectWriter>> {
+            self.inner.create(key)
+        }
+        fn put_new(&self, key: &str, data: &[u8]) -> crate::store::Result<bool> {
+            self.inner.put_new(key, data)
+        }
+        fn get(&self, key: &str) -> crate::store::Result<Vec<u8>> {
+            self.inner.get(key)
+        }
+        fn get_range(&self, key: &str, offset: u64, len: u64) -> crate::store::Result<Vec<u8>> {
+            if key.starts_with("packs/") {
+                let worker = std::thread::current().name().is_none();
+                self.reads.lock().unwrap().push((key.to_string(), offset, len, worker));
+            }
+            self.inner.get_range(key, offset, len)
+        }
+        fn list(&self, prefix: &str) -> crate::store::Result<Vec<ObjectInfo>> {
+            self.inner.list(prefix)
+        }
+        fn delete(&self, key: &str) -> crate::store::Result<()> {
+            self.inner.delete(key)
+        }
+        fn exists(&self, key: &str) -> crate::store::Result<bool> {
+            self.inner.exists(key)
+        }
+        fn remove_abandoned(&self, before: std::time::SystemTime) -> crate::store::Result<usize> {
+            self.inner.remove_abandoned(before)
+        }
+        fn is_remote(&self) -> bool {
+            true
+        }
+    }
+
+    const BLOCK: usize = 128 << 10;
+
+    fn random_block(seed: u64) -> Vec<u8> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..BLOCK)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    /// A file's blocks, each with the chunk it is a new version of.
+    type Blocks = Vec<(Vec<u8>, Option<Id>)>;
+
+    /// Backs up `files` as one snapshot; a block given an earlier version is stored as a version
+    /// of it (a delta when that pays), as a local-mode incremental does. Returns the snapshot and
+    /// every block's chunk id.
+    fn backup(repo: &Repository, files: &[(&str, Blocks)]) -> (Snapshot, Vec<Vec<Id>>) {
+        let mut ids = Vec::new();
+        let snap = Snapshot::new(SnapshotKind::Paths, &[]);
+        let options = crate::ops::backup::BackupOptions::default();
+        let snapshot = crate::ops::backup::run(repo, snap, &options, &NoProgress, |sink, _| {
+            let mut tree = TreeWriter::new(repo.cdc(), repo.config().chunking.max_size as usize, |c| sink.add(c));
+            for (path, blocks) in files {
+                let mut e = Entry::new(EntryKind::File, Path::new(path));
+                (e.mode, e.mtime) = (0o640, 1_000_000_000);
+                for (data, earlier) in blocks {
+                    e.size += data.len() as u64;
+                    e.chunks.push(sink.add_version(data.clone(), *earlier)?);
+                }
+                ids.push(e.chunks.clone());
+                tree.push(&e)?;
+            }
+            Ok(tree.finish()?)
+        })
+        .unwrap()
+        .1;
+        (snapshot, ids)
+    }
+
+    #[test]
+    fn an_incremental_with_deltas_restores_bit_exact_reading_each_pack_byte_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(Recording { inner: LocalStore::new(tmp.path().join("repo")), reads: Mutex::default() });
+        let repo = Repository::init(store.clone(), &Secret::KeyFile([7; 32]), &InitOptions::default()).unwrap();
+        let blocks: Vec<Vec<u8>> = (0..6).map(random_block).collect();
+        let zero = vec![0u8; BLOCK];
+        let (full, ids) = backup(
+            &repo,
+            &[
+                ("a", vec![(blocks[0].clone(), None), (blocks[1].clone(), None), (blocks[2].clone(), None)]),
+                ("sparse", vec![(zero.clone(), None), (blocks[3].clone(), None), (zero.clone(), None)]),
+                ("shares-a-block", vec![(blocks[0].clone(), None)]),
+            ],
+        );
+        // The incremental: a few bytes of two blocks changed, a file copied whole, one added.
+        let mut changed = [blocks[1].clone(), blocks[3].clone()];
+        changed[0][100..108].copy_from_slice(b"changed!");
+        changed[1][BLOCK - 1] ^= 0xff;
+        let a = vec![(blocks[0].clone(), None), (changed[0].clone(), Some(ids[0][1])), (blocks[2].clone(), None)];
+        let (incremental, new_ids) = backup(
+            &repo,
+            &[
+                ("a", a.clone()),
+                ("copy-of-a", a),
+                ("sparse", vec![(zero.clone(), None), (changed[1].clone(), Some(ids[1][1])), (zero.clone(), None)]),
+                ("new", vec![(blocks[4].clone(), None)]),
+            ],
+        );
+        let index = repo.load_index().unwrap();
+        let deltas = [new_ids[0][1], new_ids[2][1]].map(|d| index.deltas.get(&d).copied());
+        assert_eq!(deltas, [Some(ids[0][1]), Some(ids[1][1])], "both changed blocks are stored as deltas");
+
+        let expect_a = [blocks[0].clone(), changed[0].clone(), blocks[2].clone()].concat();
+        let expected: Vec<(&str, Vec<u8>)> = vec![
+            ("a", expect_a.clone()),
+            ("copy-of-a", expect_a),
+            ("new", blocks[4].clone()),
+            ("sparse", [zero.clone(), changed[1].clone(), zero.clone()].concat()),
+        ];
+        store.reads.lock().unwrap().clear();
+        let target = tmp.path().join("incremental");
+        let summary = restore_to_dir(&repo, &incremental, &target, false, &NoProgress).unwrap();
+        assert_eq!((summary.files, summary.bytes), (4, 10 * BLOCK as u64));
+        for (name, data) in &expected {
+            assert!(fs::read(target.join(name)).unwrap() == *data, "{name} differs");
+            assert_eq!(fs::metadata(target.join(name)).unwrap().mode() & 0o7777, 0o640, "{name}");
+        }
+        let sparse = fs::metadata(target.join("sparse")).unwrap();
+        assert!(sparse.blocks() * 512 < 2 * BLOCK as u64, "the zero blocks are holes: {} blocks", sparse.blocks());
+
+        // The workers read every pack byte at most once, and nothing but what the snapshot needs
+        // (its chunks and the bases of its deltas; its tree is read before, by the walk) plus
+        // gaps of at most 10%.
+        let reads = store.reads.lock().unwrap().clone();
+        let mut seen: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
+        for (key, offset, len, _) in reads.iter().filter(|r| r.3) {
+            for &(o, l) in seen.get(key).into_iter().flatten() {
+                assert!(offset + len <= o || o + l <= *offset, "{key} read twice around {offset}: {reads:?}");
+            }
+            seen.entry(key.clone()).or_default().push((*offset, *len));
+        }
+        let needed: u64 = repo
+            .chunks_used_by(&index, &[repo.find_snapshot("latest").unwrap().0])
+            .unwrap()
+            .iter()
+            .filter(|id| !incremental.tree.contains(id))
+            .map(|id| index.get(id).unwrap().1.sealed_len as u64)
+            .sum();
+        let read: u64 = reads.iter().filter(|r| r.3).map(|r| r.2).sum();
+        assert!(read <= needed + needed / 10, "read {read} bytes for {needed} needed");
+
+        let target = tmp.path().join("full");
+        restore_to_dir(&repo, &full, &target, false, &NoProgress).unwrap();
+        assert!(
+            fs::read(target.join("a")).unwrap() == [blocks[0].clone(), blocks[1].clone(), blocks[2].clone()].concat()
+        );
+        assert!(fs::read(target.join("shares-a-block")).unwrap() == blocks[0]);
     }
 }

@@ -1,10 +1,11 @@
 //! Restore, by phase as it runs: which snapshot serves the target ([`select`]), its files into a
-//! directory or a stream ([`files`]), a logical dump into a database ([`dump`]), and a base
+//! directory or a stream ([`files`], in the order [`plan`] reads the repository in), a logical dump into a database ([`dump`]), and a base
 //! backup made recoverable and optionally recovered ([`recovery`]). [`run`] strings them
 //! together and reports each phase as it ends, so a command prints it and a drill times it.
 
 pub mod dump;
 pub mod files;
+mod plan;
 pub mod recovery;
 pub mod select;
 
