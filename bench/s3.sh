@@ -14,6 +14,8 @@
 #   2. full backup:  drctl backup --pg --pg-mode local | pgbackrest backup --type=full
 #      (and, for reference, drctl over plain HTTP into a bucket of its own, no TLS terminator)
 #   3. pgbench -c 2 -t $TXNS, then the second backup:  drctl local mode | pgbackrest --type=incr
+#      (drctl reads the delta bases from the base cache the full backup filled, $work/drctl-cache;
+#      its size is printed)
 #   4. restore of the newest backup into empty directories (then, untimed, each restore is
 #      started and its rows compared with the live cluster unless VERIFY=0)
 #   5. drctl only: drctl copy --all --wal into a second bucket, then drctl check --read-data on
@@ -243,8 +245,12 @@ else
 fi
 # Everything a drctl process needs, passed explicitly (archive_command runs in the server's
 # environment); RUST_LOG makes each process log its S3 request count.
+# Local-mode backups keep a copy of the packs they write in a base cache (the next incremental
+# reads its delta bases from it): in the work directory, so each run starts without one.
+install -d -o postgres -g postgres -m 700 "$work/drctl-cache"
 s3_env=("AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY" "AWS_REGION=$AWS_REGION"
-  DRCTL_S3_PATH_STYLE=true "SSL_CERT_FILE=$tls/ca.crt" "RUST_LOG=drctl=warn,drctl::store::s3=debug" DRCTL_LOG_FORMAT=json)
+  DRCTL_S3_PATH_STYLE=true "SSL_CERT_FILE=$tls/ca.crt" "RUST_LOG=drctl=warn,drctl::store::s3=debug" DRCTL_LOG_FORMAT=json
+  "DRCTL_CACHE_DIR=$work/drctl-cache")
 drctl_repo=s3://drctl-bench/repo
 drctl_env=(env "${s3_env[@]}" "DRCTL_S3_ENDPOINT=$drctl_endpoint" "DRCTL_REPO=$drctl_repo" "DRCTL_KEY_FILE=$work/keys/drctl.key")
 # The reference repository: plain HTTP, straight to the server.

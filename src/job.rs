@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aws::rds;
 use crate::error;
-use crate::ops::backup::{self, BackupOptions, LocalOptions, Source};
+use crate::ops::backup::{self, BackupOptions, BaseCacheOptions, LocalOptions, Source};
 use crate::ops::policy_db;
 use crate::ops::policy_repos::{self, location_of};
 use crate::ops::{self, retention::ForgetOptions};
@@ -376,7 +376,11 @@ fn run_source(
     conn: &Conn,
     taken: &mut Vec<SnapshotTaken>,
 ) -> Result<(), ops::Error> {
-    let options = BackupOptions { tags: policy_tags(&policy.name, &source.name), compression_level: None };
+    let tags = policy_tags(&policy.name, &source.name);
+    // Only local mode reads delta bases, so only it keeps the packs it writes in the base cache.
+    let local_mode = matches!(source.what, SourceKind::BaseBackup(BaseMode::Local { .. }));
+    let base_cache = local_mode.then(BaseCacheOptions::default_location).flatten();
+    let options = BackupOptions { tags, compression_level: None, base_cache };
     let take = |what: Source| backup::take(repo, &what, &options, &NoProgress);
     let mut record = |label: String, (id, snap): (repo::Id, snapshot::Snapshot)| {
         tracing::info!(policy = %policy.name, source = %source.name, snapshot = %id.short(), "{label} saved");

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use super::job::MetricsArgs;
 use super::{AccessArgs, GlobalArgs, RepoArgs, human_bytes};
-use crate::ops::backup::{self, BackupOptions, LocalOptions, Source};
+use crate::ops::backup::{self, BackupOptions, BaseCacheOptions, LocalOptions, Source};
 use crate::pg::Conn;
 
 #[derive(Debug, Args)]
@@ -47,6 +47,17 @@ pub struct BackupArgs {
     /// With --pg-mode local: read every file, even those unchanged since the previous backup.
     #[arg(long, requires = "pgdata")]
     pub read_all: bool,
+    /// With --pg-mode local into S3: where to keep a local copy of the packs written, from which
+    /// the next backup reads the previous versions of changed blocks instead of downloading them
+    /// (default: $XDG_CACHE_HOME/drctl, else ~/.cache/drctl). Losing it costs downloads only.
+    #[arg(long, value_name = "DIR", env = "DRCTL_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// The base cache's size bound in GiB; the packs least recently used go first.
+    #[arg(long, value_name = "GIB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_max_gib: u64,
+    /// With --pg-mode local: keep no base cache (every delta base is downloaded).
+    #[arg(long, requires = "pgdata")]
+    pub no_cache: bool,
     /// With --pg: a logical dump of this database (pg_dump -Fc, restored with pg_restore)
     /// instead of a base backup.
     #[arg(long, value_name = "DBNAME", requires = "pg")]
@@ -76,7 +87,13 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<u8> {
         return super::job::run(path, &args, global);
     }
     let repo = RepoArgs { repo: args.repo.clone().expect("required by clap"), access: args.access }.open()?;
-    let options = BackupOptions { tags: args.tags, compression_level: args.compression_level };
+    let base_cache = match (&args.cache_dir, args.no_cache || args.pg_mode != PgMode::Local) {
+        (_, true) => None,
+        (Some(dir), false) => Some(BaseCacheOptions { dir: dir.clone(), max_bytes: 0 }),
+        (None, false) => BaseCacheOptions::default_location(),
+    }
+    .map(|cache| BaseCacheOptions { max_bytes: args.cache_max_gib << 30, ..cache });
+    let options = BackupOptions { tags: args.tags, compression_level: args.compression_level, base_cache };
     let progress = super::progress(global);
     let source = match (args.pg, args.stdin_name) {
         (Some(dsn), _) => match (Conn::new(dsn), args.pg_dump) {

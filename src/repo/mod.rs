@@ -4,6 +4,7 @@
 //! snapshot that can be listed has everything it needs, and a crash at any point leaves at worst
 //! unreferenced packs, which `check` reports as harmless and prune reclaims.
 
+pub mod base_cache;
 pub mod check;
 pub mod chunker;
 pub mod config;
@@ -468,24 +469,67 @@ impl Repository {
 
     /// A chunk to compress an earlier version of a block against, as (its id, its data): the
     /// earlier version itself, or, if that is a delta, its base (so chains stay one step long).
-    pub fn read_base_for(&self, index: &index::Index, earlier: Id) -> Result<(Id, Vec<u8>)> {
-        let (pack, loc, sealed) = self.read_sealed(index, earlier)?;
-        let corrupt =
-            |e: pack::ChunkError| Error::corrupt(&format!("pack {pack}"), format!("chunk {}: {e}", earlier.short()));
-        let plaintext = self
-            .key
-            .open(&format::associated_data(format::ObjectType::Chunk, &earlier.0), &sealed)
-            .map_err(|e| corrupt(e.into()))?;
-        match pack::delta_base(&plaintext) {
-            Some(root) => Ok((root, self.read_delta_base(index, root).map_err(corrupt)?)),
-            None => {
-                let mut no_base = |b| Err(pack::ChunkError::Base(b, "not a delta".into()));
-                Ok((
-                    earlier,
-                    pack::decode_chunk(&self.key, earlier, &plaintext, loc.raw_len, &mut no_base).map_err(corrupt)?,
-                ))
+    /// With `cache`, both are read from the local base cache where it holds them.
+    pub fn read_base_for(
+        &self,
+        index: &index::Index,
+        earlier: Id,
+        cache: Option<&base_cache::BaseCache>,
+    ) -> Result<(Id, Vec<u8>)> {
+        let corrupt = |pack: Id, id: Id, e: pack::ChunkError| {
+            Error::corrupt(&format!("pack {pack}"), format!("chunk {}: {e}", id.short()))
+        };
+        let opened = self.with_sealed(index, earlier, cache, |pack, loc, sealed| {
+            let plaintext = self
+                .key
+                .open(&format::associated_data(format::ObjectType::Chunk, &earlier.0), sealed)
+                .map_err(|e| corrupt(pack, earlier, e.into()))?;
+            match pack::delta_base(&plaintext) {
+                Some(root) => Ok(Err(root)),
+                None => {
+                    let mut no_base = |b| Err(pack::ChunkError::Base(b, "not a delta".into()));
+                    pack::decode_chunk(&self.key, earlier, &plaintext, loc.raw_len, &mut no_base)
+                        .map(Ok)
+                        .map_err(|e| corrupt(pack, earlier, e))
+                }
+            }
+        })?;
+        let root = match opened {
+            Ok(data) => return Ok((earlier, data)),
+            Err(root) => root,
+        };
+        let data = self.with_sealed(index, root, cache, |pack, loc, sealed| {
+            let mut chain = |_| Err(pack::ChunkError::Base(root, "it is a delta itself".into()));
+            pack::open_chunk(&self.key, root, sealed, loc.raw_len, &mut chain).map_err(|e| corrupt(pack, earlier, e))
+        })?;
+        Ok((root, data))
+    }
+
+    /// Opens chunk `id` with `open`, from the base cache when one is given (fetching the chunk's
+    /// pack into it on a miss) and else, or when the cached copy fails, from the store.
+    fn with_sealed<T>(
+        &self,
+        index: &index::Index,
+        id: Id,
+        cache: Option<&base_cache::BaseCache>,
+        open: impl Fn(Id, index::ChunkLocation, &[u8]) -> Result<T>,
+    ) -> Result<T> {
+        if let Some(cache) = cache {
+            let (pack, loc) = index.get(&id).ok_or_else(|| Error::Missing { object: format!("chunk {id}") })?;
+            let (offset, len) = (loc.offset as u64, loc.sealed_len as u64);
+            let cached = cache.read(pack.id, offset, len).or_else(|| {
+                cache.fetch(self.store(), pack.id, pack.size);
+                cache.read(pack.id, offset, len)
+            });
+            if let Some(sealed) = cached {
+                match open(pack.id, loc, &sealed) {
+                    Err(e) if e.is_damage() => cache.forget(pack.id),
+                    opened => return opened,
+                }
             }
         }
+        let (pack, loc, sealed) = self.read_sealed(index, id)?;
+        open(pack, loc, &sealed)
     }
 
     fn read_sealed(&self, index: &index::Index, id: Id) -> Result<(Id, index::ChunkLocation, Vec<u8>)> {

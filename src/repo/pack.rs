@@ -8,6 +8,7 @@
 //! sealed with associated data binding the chunk id, so a chunk moved to another id fails.
 
 use super::Error;
+use super::base_cache::{BaseCache, Mirror};
 use super::crypto::{AuthError, Id, MasterKey};
 use super::format::{self, ObjectType};
 use crate::store::{ObjectWriter, Store};
@@ -314,26 +315,39 @@ fn decode_delta(frame: &[u8], base_data: &[u8], raw_len: usize) -> Result<Vec<u8
 }
 
 /// Writes one pack straight to the store as chunks arrive, so no pack is held in memory.
-pub struct PackWriter {
+pub struct PackWriter<'c> {
     id: Id,
     writer: Box<dyn ObjectWriter>,
+    /// A copy going into the local base cache.
+    mirror: Option<Mirror<'c>>,
     len: u64,
     entries: Vec<ChunkEntry>,
 }
 
 /// A pack whose bytes are all written; [`FinishedPack::commit`] makes it durable and visible.
-pub struct FinishedPack {
+pub struct FinishedPack<'c> {
     pub id: Id,
     pub size: u64,
     pub entries: Vec<ChunkEntry>,
     writer: Box<dyn ObjectWriter>,
+    mirror: Option<Mirror<'c>>,
 }
 
-impl PackWriter {
-    /// Starts a pack under a fresh random id (the id is bound into its header).
-    pub fn create(store: &dyn Store) -> Result<PackWriter, Error> {
+impl<'c> PackWriter<'c> {
+    /// Starts a pack under a fresh random id (the id is bound into its header), copied into
+    /// `cache` as it is written if one is given.
+    pub fn create(store: &dyn Store, cache: Option<&'c BaseCache>) -> Result<PackWriter<'c>, Error> {
         let id = Id::random();
-        Ok(PackWriter { id, writer: store.create(&format::pack_key(id))?, len: 0, entries: Vec::new() })
+        let writer = store.create(&format::pack_key(id))?;
+        Ok(PackWriter { id, writer, mirror: cache.and_then(BaseCache::mirror), len: 0, entries: Vec::new() })
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.writer.write(data)?;
+        if let Some(mirror) = &mut self.mirror {
+            mirror.write(data);
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> u64 {
@@ -347,25 +361,29 @@ impl PackWriter {
     pub fn add(&mut self, id: Id, sealed: &[u8], raw_len: u32, base: Option<Id>) -> Result<(), Error> {
         let offset = u32::try_from(self.len).expect("packs stay below 4 GiB");
         let sealed_len = u32::try_from(sealed.len()).expect("chunks stay below 4 GiB");
-        self.writer.write(sealed)?;
+        self.write(sealed)?;
         self.len += sealed.len() as u64;
         self.entries.push(ChunkEntry { id, offset, sealed_len, raw_len, base });
         Ok(())
     }
 
     /// Appends the sealed header and the trailer.
-    pub fn finish(mut self, key: &MasterKey) -> Result<FinishedPack, Error> {
+    pub fn finish(mut self, key: &MasterKey) -> Result<FinishedPack<'c>, Error> {
         let sealed_header = key.seal(&header_ad(self.id), &encode_header(&self.entries));
-        self.writer.write(&sealed_header)?;
-        self.writer.write(&(sealed_header.len() as u32).to_le_bytes())?;
+        self.write(&sealed_header)?;
+        self.write(&(sealed_header.len() as u32).to_le_bytes())?;
         let size = self.len + sealed_header.len() as u64 + TRAILER_LEN as u64;
-        Ok(FinishedPack { id: self.id, size, entries: self.entries, writer: self.writer })
+        let (id, entries, writer, mirror) = (self.id, self.entries, self.writer, self.mirror);
+        Ok(FinishedPack { id, size, entries, writer, mirror })
     }
 }
 
-impl FinishedPack {
+impl FinishedPack<'_> {
     pub fn commit(self) -> Result<PackRecord, Error> {
         self.writer.commit()?;
+        if let Some(mirror) = self.mirror {
+            mirror.keep(self.id);
+        }
         Ok(PackRecord { id: self.id, size: self.size, chunks: self.entries })
     }
 }
@@ -498,7 +516,7 @@ mod tests {
         let store = crate::store::LocalStore::new(dir.path());
         let key = MasterKey::generate();
         let mut compressor = zstd::bulk::Compressor::new(3).unwrap();
-        let mut writer = PackWriter::create(&store).unwrap();
+        let mut writer = PackWriter::create(&store, None).unwrap();
         let texts: Vec<Vec<u8>> = vec![b"a".repeat(10_000), (0..=255u8).collect(), Vec::new()];
         for t in &texts {
             let id = key.chunk_id(t);

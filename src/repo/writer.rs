@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use super::base_cache::BaseCache;
 use super::crypto::Id;
 use super::format;
 use super::index::{self, Index};
@@ -25,11 +26,13 @@ use super::{Error, Repository, prune};
 /// Stores what `produce` gives the sink as `snapshot`, its tree being what `produce` returns:
 /// lock, load the index, run the producer through the stages, then write the index file and
 /// last the snapshot. If a stage or the producer fails, the packs written are deleted again: no
-/// index names them yet, so nothing else can depend on them. `level` is the zstd level.
+/// index names them yet, so nothing else can depend on them. `level` is the zstd level; with
+/// `cache`, delta bases are read from it and the packs written are copied into it.
 pub fn write_snapshot<E, F>(
     repo: &Repository,
     mut snapshot: Snapshot,
     level: i32,
+    cache: Option<&BaseCache>,
     produce: F,
 ) -> Result<(Id, Snapshot), E>
 where
@@ -45,7 +48,7 @@ where
         tracing::warn!(error = %e, "cannot read prune's plan; backing up as if no pack were marked");
         Default::default()
     });
-    let pipeline = Pipeline::new(repo, &index, &doomed, level);
+    let pipeline = Pipeline::new(repo, &index, &doomed, level, cache);
     let outcome = pipeline.run(|sink| produce(sink, &mut snapshot));
     let mut summary = std::mem::take(&mut snapshot.summary);
     let (tree, written) = match outcome {
@@ -145,6 +148,7 @@ struct Pipeline<'a> {
     doomed: &'a BTreeSet<Id>,
     level: i32,
     workers: usize,
+    cache: Option<&'a BaseCache>,
 }
 
 /// Chunks to seal: (id, data, the chunk holding the block's previous version).
@@ -153,9 +157,15 @@ type Plain = (Id, Vec<u8>, Option<Id>);
 type Sealed = (Id, Vec<u8>, u32, Option<Id>);
 
 impl<'a> Pipeline<'a> {
-    fn new(repo: &'a Repository, index: &'a Index, doomed: &'a BTreeSet<Id>, level: i32) -> Self {
+    fn new(
+        repo: &'a Repository,
+        index: &'a Index,
+        doomed: &'a BTreeSet<Id>,
+        level: i32,
+        cache: Option<&'a BaseCache>,
+    ) -> Self {
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Pipeline { repo, index, doomed, level, workers }
+        Pipeline { repo, index, doomed, level, workers, cache }
     }
 
     /// Runs `produce` with a sink while the stages run; returns what it produced and the packs
@@ -220,7 +230,7 @@ impl<'a> Pipeline<'a> {
             // An unreadable earlier version only costs the delta: the block is stored whole.
             let base = earlier.and_then(|e| {
                 self.repo
-                    .read_base_for(self.index, e)
+                    .read_base_for(self.index, e, self.cache)
                     .inspect_err(
                         |err| tracing::warn!(chunk = %e.short(), error = %err, "cannot read an earlier block version"),
                     )
@@ -243,7 +253,12 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Streams sealed chunks into packs; a full pack goes to the committer while the next fills.
-    fn packer(&self, rx: Receiver<Sealed>, tx: Sender<pack::FinishedPack>, stopped: &AtomicBool) -> Result<(), Error> {
+    fn packer(
+        &self,
+        rx: Receiver<Sealed>,
+        tx: Sender<pack::FinishedPack<'a>>,
+        stopped: &AtomicBool,
+    ) -> Result<(), Error> {
         let fail = |e: Error| {
             stopped.store(true, Ordering::Relaxed);
             e
@@ -253,7 +268,7 @@ impl<'a> Pipeline<'a> {
         for (id, sealed, raw_len, base) in rx {
             let writer = match &mut current {
                 Some(w) => w,
-                None => current.insert(PackWriter::create(self.repo.store()).map_err(fail)?),
+                None => current.insert(PackWriter::create(self.repo.store(), self.cache).map_err(fail)?),
             };
             writer.add(id, &sealed, raw_len, base).map_err(fail)?;
             if writer.len() >= target {
@@ -272,7 +287,7 @@ impl<'a> Pipeline<'a> {
     /// Makes finished packs durable (fsync and rename on a local store) off the packer's path.
     fn committer(
         &self,
-        rx: Receiver<pack::FinishedPack>,
+        rx: Receiver<pack::FinishedPack<'a>>,
         written: &Mutex<Vec<PackRecord>>,
         stopped: &AtomicBool,
     ) -> Result<(), Error> {

@@ -2,6 +2,8 @@
 //! backend) are interchangeable without changing callers.
 
 mod local;
+#[cfg(test)]
+pub mod recording;
 mod s3;
 
 pub use local::LocalStore;

@@ -1,6 +1,8 @@
 //! Backup: reads a source (files, a stream, a PostgreSQL cluster, a dump) and hands its chunks
 //! to the repository's snapshot writer (`repo::writer`), which stores them concurrently.
 
+#[cfg(test)]
+mod cache_tests;
 mod pg;
 mod pg_local;
 mod rewrite;
@@ -18,6 +20,7 @@ use crate::pg::Conn;
 use crate::progress::Progress;
 use crate::repo::Id;
 use crate::repo::Repository;
+use crate::repo::base_cache::BaseCache;
 use crate::repo::snapshot::{Snapshot, SnapshotKind};
 use crate::repo::tree::{Entry, EntryKind, TreeWriter};
 use crate::repo::writer::{self, Sink};
@@ -28,6 +31,31 @@ pub struct BackupOptions {
     pub tags: Vec<String>,
     /// zstd level; the repository's default when `None`.
     pub compression_level: Option<i32>,
+    /// Where a backup into a remote repository keeps a local copy of the packs it writes, so the
+    /// next local-mode backup reads its delta bases from disk ([`crate::repo::base_cache`]).
+    pub base_cache: Option<BaseCacheOptions>,
+}
+
+/// The local base cache: its folder (one subfolder per repository) and size bound.
+#[derive(Debug, Clone)]
+pub struct BaseCacheOptions {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+}
+
+impl BaseCacheOptions {
+    /// The default bound: a full backup's packs of a database of some 50 GB.
+    pub const DEFAULT_MAX_BYTES: u64 = 16 << 30;
+
+    /// The default folder, `$DRCTL_CACHE_DIR`, else `$XDG_CACHE_HOME/drctl`, else
+    /// `~/.cache/drctl`, with the default bound.
+    pub fn default_location() -> Option<BaseCacheOptions> {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let dir = var("DRCTL_CACHE_DIR")
+            .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("drctl")))
+            .or_else(|| var("HOME").map(|d| d.join(".cache/drctl")))?;
+        Some(BaseCacheOptions { dir, max_bytes: Self::DEFAULT_MAX_BYTES })
+    }
 }
 
 /// What one backup reads.
@@ -143,7 +171,17 @@ where
     F: FnOnce(&Sink, &mut Snapshot) -> Result<Vec<Id>, Error> + Send,
 {
     let level = options.compression_level.unwrap_or(repo.config().compression_level);
-    let written = writer::write_snapshot(repo, snapshot, level, produce);
+    let cache = options.base_cache.as_ref().filter(|_| repo.store().is_remote()).and_then(|c| {
+        BaseCache::open(&c.dir, &repo.config().id, c.max_bytes)
+            .inspect_err(|e| {
+                tracing::warn!(dir = %c.dir.display(), error = %e, "cannot use the base cache; deltas will read the repository")
+            })
+            .ok()
+    });
+    let written = writer::write_snapshot(repo, snapshot, level, cache.as_ref(), produce);
+    if let Some(cache) = &cache {
+        cache.trim();
+    }
     progress.finish();
     written
 }

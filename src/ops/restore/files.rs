@@ -864,56 +864,9 @@ mod pack_order_tests {
     use crate::repo::InitOptions;
     use crate::repo::key::Secret;
     use crate::repo::tree::TreeWriter;
-    use crate::store::{LocalStore, ObjectInfo, ObjectWriter, Store};
+    use crate::store::recording::RecordingStore;
     use std::os::unix::fs::MetadataExt;
     use std::sync::Arc;
-
-    /// A local store that calls itself remote and records every ranged read of a pack, and
-    /// whether a restore worker made it (the tree is read by the calling thread).
-    struct Recording {
-        inner: LocalStore,
-        reads: Mutex<Vec<(String, u64, u64, bool)>>,
-    }
-
-    impl Store for Recording {
-        fn location(&self) -> &str {
-            self.inner.location()
-        }
-        fn put(&self, key: &str, data: &[u8]) -> crate::store::Result<()> {
-            self.inner.put(key, data)
-        }
-        fn create(&self, key: &str) -> crate::store::Result<Box<dyn ObjectWriter>> {
-            self.inner.create(key)
-        }
-        fn put_new(&self, key: &str, data: &[u8]) -> crate::store::Result<bool> {
-            self.inner.put_new(key, data)
-        }
-        fn get(&self, key: &str) -> crate::store::Result<Vec<u8>> {
-            self.inner.get(key)
-        }
-        fn get_range(&self, key: &str, offset: u64, len: u64) -> crate::store::Result<Vec<u8>> {
-            if key.starts_with("packs/") {
-                let worker = std::thread::current().name().is_none();
-                self.reads.lock().unwrap().push((key.to_string(), offset, len, worker));
-            }
-            self.inner.get_range(key, offset, len)
-        }
-        fn list(&self, prefix: &str) -> crate::store::Result<Vec<ObjectInfo>> {
-            self.inner.list(prefix)
-        }
-        fn delete(&self, key: &str) -> crate::store::Result<()> {
-            self.inner.delete(key)
-        }
-        fn exists(&self, key: &str) -> crate::store::Result<bool> {
-            self.inner.exists(key)
-        }
-        fn remove_abandoned(&self, before: std::time::SystemTime) -> crate::store::Result<usize> {
-            self.inner.remove_abandoned(before)
-        }
-        fn is_remote(&self) -> bool {
-            true
-        }
-    }
 
     const BLOCK: usize = 128 << 10;
 
@@ -961,7 +914,7 @@ mod pack_order_tests {
     #[test]
     fn an_incremental_with_deltas_restores_bit_exact_reading_each_pack_byte_once() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Arc::new(Recording { inner: LocalStore::new(tmp.path().join("repo")), reads: Mutex::default() });
+        let store = Arc::new(RecordingStore::new(tmp.path().join("repo")));
         let repo = Repository::init(store.clone(), &Secret::KeyFile([7; 32]), &InitOptions::default()).unwrap();
         let blocks: Vec<Vec<u8>> = (0..6).map(random_block).collect();
         let zero = vec![0u8; BLOCK];
@@ -998,7 +951,7 @@ mod pack_order_tests {
             ("new", blocks[4].clone()),
             ("sparse", [zero.clone(), changed[1].clone(), zero.clone()].concat()),
         ];
-        store.reads.lock().unwrap().clear();
+        store.take_reads("");
         let target = tmp.path().join("incremental");
         let summary = restore_to_dir(&repo, &incremental, &target, false, &NoProgress).unwrap();
         assert_eq!((summary.files, summary.bytes), (4, 10 * BLOCK as u64));
@@ -1012,13 +965,18 @@ mod pack_order_tests {
         // The workers read every pack byte at most once, and nothing but what the snapshot needs
         // (its chunks and the bases of its deltas; its tree is read before, by the walk) plus
         // gaps of at most 10%.
-        let reads = store.reads.lock().unwrap().clone();
-        let mut seen: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
-        for (key, offset, len, _) in reads.iter().filter(|r| r.3) {
-            for &(o, l) in seen.get(key).into_iter().flatten() {
+        let reads: Vec<(String, u64, u64)> = store
+            .take_reads("packs/")
+            .into_iter()
+            .filter(|r| r.by_worker)
+            .map(|r| (r.key, r.range.expect("restores read ranges").0, r.range.expect("a range").1))
+            .collect();
+        let mut seen: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
+        for (key, offset, len) in &reads {
+            for &(o, l) in seen.get(key.as_str()).into_iter().flatten() {
                 assert!(offset + len <= o || o + l <= *offset, "{key} read twice around {offset}: {reads:?}");
             }
-            seen.entry(key.clone()).or_default().push((*offset, *len));
+            seen.entry(key).or_default().push((*offset, *len));
         }
         let needed: u64 = repo
             .chunks_used_by(&index, &[repo.find_snapshot("latest").unwrap().0])
@@ -1027,7 +985,7 @@ mod pack_order_tests {
             .filter(|id| !incremental.tree.contains(id))
             .map(|id| index.get(id).unwrap().1.sealed_len as u64)
             .sum();
-        let read: u64 = reads.iter().filter(|r| r.3).map(|r| r.2).sum();
+        let read: u64 = reads.iter().map(|r| r.2).sum();
         assert!(read <= needed + needed / 10, "read {read} bytes for {needed} needed");
 
         let target = tmp.path().join("full");
