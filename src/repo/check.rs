@@ -2,9 +2,10 @@
 //! confirms that every chunk a snapshot needs is indexed in a pack that exists with the recorded
 //! size. `read_data` then reads every pack whole: its header must authenticate under its own id
 //! and match the index, chunks and header must cover it exactly, and every chunk must decrypt and
-//! hash to its id.
+//! hash to its id. Each pack byte is read once: packs holding delta bases go first, and the bases
+//! are kept aside on local disk for the deltas.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use super::crypto::Id;
@@ -259,6 +260,9 @@ fn damaged_pack_object(pack: &PackInfo, header_cut: bool) -> String {
     if header_cut { format!("pack {} (chunks)", pack.id) } else { format!("pack {}", pack.id) }
 }
 
+/// Reads every present pack once, in waves (a pack holding delta bases before the packs holding
+/// their deltas), keeping each base aside in a temporary file as its pack is verified, so a delta
+/// is decoded against it without reading the base's pack again.
 fn read_all_packs(
     repo: &Repository,
     index: &index::Index,
@@ -271,43 +275,105 @@ fn read_all_packs(
     for (id, loc) in &index.chunks {
         expected[loc.pack as usize].push((*id, *loc));
     }
+    let mut needs: BTreeMap<u32, HashSet<u32>> =
+        (0..index.packs.len() as u32).filter(|&p| present[p as usize]).map(|p| (p, HashSet::new())).collect();
+    for (delta, base) in &index.deltas {
+        if let (Some(d), Some(b)) = (index.chunks.get(delta), index.chunks.get(base))
+            && let Some(needed) = needs.get_mut(&d.pack)
+        {
+            needed.insert(b.pack);
+        }
+    }
+    let (mut order, cycle) = super::waves::waves(&needs);
+    order.push(cycle);
+    let spill = BaseSpill::new(index.deltas.values().copied().collect());
     let total: u64 = index.packs.iter().zip(present).filter(|(_, p)| **p).map(|(p, _)| p.size).sum();
     progress.start("checking data", Some(total));
-    let next = std::sync::atomic::AtomicUsize::new(0);
     let damaged = Mutex::new(Vec::new());
     let fatal = Mutex::new(None);
     let read = std::sync::atomic::AtomicU64::new(0);
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(4);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= index.packs.len() || fatal.lock().expect("poisoned").is_some() {
-                        return;
-                    }
-                    if !present[i] {
-                        continue;
-                    }
-                    let pack = &index.packs[i];
-                    match verify_pack(repo, index, pack, &expected[i], header_cut[i]) {
-                        Ok(None) => {}
-                        Ok(Some(reason)) => {
-                            damaged.lock().expect("poisoned").push((damaged_pack_object(pack, header_cut[i]), reason))
+    for wave in order {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    loop {
+                        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if n >= wave.len() || fatal.lock().expect("poisoned").is_some() {
+                            return;
                         }
-                        Err(e) => *fatal.lock().expect("poisoned") = Some(e),
+                        let i = wave[n] as usize;
+                        let pack = &index.packs[i];
+                        match verify_pack(repo, index, pack, &expected[i], header_cut[i], spill.as_ref()) {
+                            Ok(None) => {}
+                            Ok(Some(reason)) => damaged
+                                .lock()
+                                .expect("poisoned")
+                                .push((damaged_pack_object(pack, header_cut[i]), reason)),
+                            Err(e) => *fatal.lock().expect("poisoned") = Some(e),
+                        }
+                        read.fetch_add(pack.size, std::sync::atomic::Ordering::Relaxed);
+                        progress.add(pack.size);
                     }
-                    read.fetch_add(pack.size, std::sync::atomic::Ordering::Relaxed);
-                    progress.add(pack.size);
-                }
-            });
-        }
-    });
+                });
+            }
+        });
+    }
     progress.finish();
     *bytes_read = read.into_inner();
     match fatal.into_inner().expect("poisoned") {
         Some(e) => Err(e),
         None => Ok(damaged.into_inner().expect("poisoned")),
+    }
+}
+
+/// Delta bases kept aside, sealed as stored, in an unnamed temporary file.
+struct BaseSpill {
+    file: std::fs::File,
+    wanted: HashSet<Id>,
+    kept: Mutex<Kept>,
+}
+
+/// The spill's length, and where each base is in it: (offset, sealed length, raw length).
+#[derive(Default)]
+struct Kept(u64, HashMap<Id, (u64, u32, u32)>);
+
+impl BaseSpill {
+    /// A spill for `wanted`; `None` (bases are then read from the repository again) when there
+    /// is nothing to keep or no temporary file can be made.
+    fn new(wanted: HashSet<Id>) -> Option<BaseSpill> {
+        if wanted.is_empty() {
+            return None;
+        }
+        let file = tempfile::tempfile()
+            .inspect_err(|e| tracing::warn!(error = %e, "no temporary file for delta bases; reading them again"))
+            .ok()?;
+        Some(BaseSpill { file, wanted, kept: Mutex::default() })
+    }
+
+    /// Keeps chunk `id` (verified) if a delta needs it.
+    fn keep(&self, id: Id, sealed: &[u8], raw_len: u32) {
+        use std::os::unix::fs::FileExt;
+        if !self.wanted.contains(&id) {
+            return;
+        }
+        let mut kept = self.kept.lock().expect("poisoned");
+        if self.file.write_all_at(sealed, kept.0).is_ok() {
+            let at = kept.0;
+            kept.1.insert(id, (at, sealed.len() as u32, raw_len));
+            kept.0 += sealed.len() as u64;
+        }
+    }
+
+    /// The data of base `id`, if it was kept.
+    fn data(&self, key: &super::crypto::MasterKey, id: Id) -> Option<Result<Vec<u8>, pack::ChunkError>> {
+        use std::os::unix::fs::FileExt;
+        let (at, len, raw_len) = *self.kept.lock().expect("poisoned").1.get(&id)?;
+        let mut sealed = vec![0; len as usize];
+        self.file.read_exact_at(&mut sealed, at).ok()?;
+        let mut chain = |_| Err(pack::ChunkError::Base(id, "it is a delta itself".into()));
+        Some(pack::open_chunk(key, id, &sealed, raw_len, &mut chain))
     }
 }
 
@@ -319,6 +385,7 @@ fn verify_pack(
     pack: &PackInfo,
     expected: &[(Id, ChunkLocation)],
     header_cut: bool,
+    spill: Option<&BaseSpill>,
 ) -> Result<Option<String>, Error> {
     let object = format!("pack {}", pack.id);
     let damaged = |e: Error| match e {
@@ -377,10 +444,15 @@ fn verify_pack(
         for e in batch {
             let at = (e.offset as u64 - start) as usize;
             let sealed = &data[at..at + e.sealed_len as usize];
-            if let Err(err) =
-                pack::open_chunk(repo.key(), e.id, sealed, e.raw_len, &mut |base| repo.read_delta_base(index, base))
-            {
+            let mut base = |base| match spill.and_then(|s| s.data(repo.key(), base)) {
+                Some(data) => data,
+                None => repo.read_delta_base(index, base),
+            };
+            if let Err(err) = pack::open_chunk(repo.key(), e.id, sealed, e.raw_len, &mut base) {
                 return Ok(Some(format!("chunk {} at offset {}: {err}", e.id.short(), e.offset)));
+            }
+            if let Some(spill) = spill {
+                spill.keep(e.id, sealed, e.raw_len);
             }
         }
     }

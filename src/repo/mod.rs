@@ -25,6 +25,7 @@ pub mod retention;
 pub mod snapshot;
 pub mod tree;
 pub mod wal;
+pub mod waves;
 pub mod writer;
 
 use std::sync::Arc;

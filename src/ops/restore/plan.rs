@@ -122,39 +122,11 @@ fn new_item(index: &Index, id: Id) -> Item {
 /// Packs in waves: a pack comes after every other pack that parks a base its deltas need. Packs
 /// that need each other (a cycle) are returned apart, to go together in a last wave.
 fn waves(packs: &BTreeMap<u32, Vec<Item>>) -> (Vec<Vec<u32>>, Vec<u32>) {
-    let mut needs: HashMap<u32, HashSet<u32>> = HashMap::new();
-    let mut needed_by: HashMap<u32, Vec<u32>> = HashMap::new();
-    for (&pack, items) in packs {
-        let others: HashSet<u32> =
-            items.iter().filter_map(|item| item.base?.parked_by).filter(|&by| by != pack).collect();
-        for &other in &others {
-            needed_by.entry(other).or_default().push(pack);
-        }
-        needs.insert(pack, others);
-    }
-    let mut waves = Vec::new();
-    let mut ready: Vec<u32> = needs.iter().filter(|(_, n)| n.is_empty()).map(|(&p, _)| p).collect();
-    while !ready.is_empty() {
-        ready.sort_unstable();
-        for pack in &ready {
-            needs.remove(pack);
-        }
-        let mut next = Vec::new();
-        for pack in &ready {
-            for dependent in needed_by.get(pack).into_iter().flatten() {
-                if let Some(left) = needs.get_mut(dependent)
-                    && left.remove(pack)
-                    && left.is_empty()
-                {
-                    next.push(*dependent);
-                }
-            }
-        }
-        waves.push(std::mem::replace(&mut ready, next));
-    }
-    let mut cycle: Vec<u32> = needs.into_keys().collect();
-    cycle.sort_unstable();
-    (waves, cycle)
+    let needs: BTreeMap<u32, HashSet<u32>> = packs
+        .iter()
+        .map(|(&pack, items)| (pack, items.iter().filter_map(|item| item.base?.parked_by).collect()))
+        .collect();
+    crate::repo::waves::waves(&needs)
 }
 
 /// Within one wave nothing orders two packs, so a base parked by another pack of it could land
