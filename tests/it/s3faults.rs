@@ -138,6 +138,7 @@ fn a_persistent_upload_failure_exits_8_and_leaves_the_repository_as_it_was() {
     expect_causes(&out, &["upload part", "InternalError"], &proxy);
     // Parts go up a few at a time: each is tried 3 times (DRCTL_S3_MAX_ATTEMPTS) at most, and the
     // backup gives up once one of them has failed 3 times.
+    proxy.settle();
     let log = proxy.log();
     let mut attempts = BTreeMap::<&str, u32>::new();
     for l in log.iter().filter(|l| l.query.contains("x-id=UploadPart")) {

@@ -215,6 +215,27 @@ impl FaultProxy {
         self.log().iter().filter(|l| l.action == action).count()
     }
 
+    /// Waits until requests still being handled after the client went away (a body received
+    /// whole just before the client exited) are logged: until the log and the rules' counts
+    /// stay the same for 300 ms, 5 s at most.
+    pub fn settle(&self) {
+        let state = || {
+            let fired: u32 = self.shared.rules.lock().unwrap().iter().map(|r| r.fired).sum();
+            let log = self.shared.log.lock().unwrap();
+            (log.len(), fired, log.iter().filter(|l| l.rule.is_some()).count() as u32)
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut last = state();
+        while std::time::Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(300));
+            let now = state();
+            if now == last && now.1 == now.2 {
+                return;
+            }
+            last = now;
+        }
+    }
+
     /// Every request so far, in the order they were handled.
     pub fn log(&self) -> Vec<Logged> {
         self.shared.log.lock().unwrap().clone()
