@@ -3,8 +3,10 @@
 //!
 //! Objects are copied byte for byte (they are sealed under the master key and bound to their
 //! names, not to a location), and only those the target lacks. Each is authenticated before it
-//! is sent, so a damaged source object is reported, not spread, and read back after it is
-//! written, so what the target holds is proven identical. The order is the backup's — packs,
+//! is sent, so a damaged source object is reported, not spread, and what the target holds is
+//! proven identical: on S3 by the CRC32C computed here, checked by the service on arrival and
+//! returned by it (no download); elsewhere, or when the service returns none, by reading it
+//! back. The order is the backup's — packs,
 //! then index files, then snapshot manifests — so an interrupted copy leaves only objects that a
 //! second run skips, and a snapshot appears in the target only once all it needs is there.
 
@@ -25,9 +27,8 @@ use crate::store::Store;
 
 /// Objects are read back for verification in pieces of this size, so memory stays bounded.
 const VERIFY_PIECE: u64 = 8 << 20;
-/// Bytes of objects in flight at once, whatever the number of jobs: an object is held while it
-/// is authenticated and again while it is sent (twice its size), so 4 jobs of 32 MiB packs
-/// would otherwise need 256 MiB.
+/// Bytes of objects in flight at once, whatever the number of jobs: an object is held once, from
+/// its download through its upload, so 8 jobs of 32 MiB packs would otherwise need 256 MiB.
 const MEMORY_BUDGET: u64 = 128 << 20;
 
 /// Admits objects while their bytes fit the budget (an object larger than the budget alone).
@@ -298,7 +299,7 @@ fn transfer(
                 while !failed.load(Ordering::Relaxed) {
                     let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) else { return };
                     let size = if let Proof::Pack { size, .. } = item.proof { size } else { 1 << 20 };
-                    let held = budget.take(2 * size);
+                    let held = budget.take(size);
                     let copied = copy_one(source, target.store(), item);
                     budget.give(held);
                     let mut outcome = outcome.lock().expect("poisoned");
@@ -326,14 +327,16 @@ fn transfer(
 }
 
 /// Reads one object from the source, proves it sound, writes it to the target and proves the
-/// target holds the same bytes. Returns the bytes copied.
+/// target holds the same bytes: by the checksum the store verified and returned (S3), else by
+/// reading it back. Returns the bytes copied.
 fn copy_one(source: &Repository, target: &dyn Store, item: &Item) -> Result<u64, Error> {
     let bytes = source.store().get(&item.key).map_err(|e| Error::missing_or(e, &item.key))?;
     prove(source, item, &bytes)?;
     let hash = blake3::hash(&bytes);
-    target.put(&item.key, &bytes)?;
     let len = bytes.len() as u64;
-    drop(bytes);
+    if target.put_proven(&item.key, bytes)? {
+        return Ok(len);
+    }
     let mut hasher = blake3::Hasher::new();
     let mut offset = 0;
     while offset < len {

@@ -84,6 +84,13 @@ pub trait Store: Send + Sync {
     /// (no window between a check and the write): `false` when an object was already there,
     /// which is left as it was.
     fn put_new(&self, key: &str, data: &[u8]) -> Result<bool>;
+    /// Like `put`, taking the data by value; true when the store itself proved that what it
+    /// holds is what was sent (S3: the upload's CRC32C, computed before sending and returned by
+    /// the service). False: only reading it back proves it.
+    fn put_proven(&self, key: &str, data: Vec<u8>) -> Result<bool> {
+        self.put(key, &data)?;
+        Ok(false)
+    }
     fn get(&self, key: &str) -> Result<Vec<u8>>;
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
     /// Every object whose key starts with `prefix` (a folder such as `"packs/"`), in no set order.

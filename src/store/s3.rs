@@ -341,14 +341,14 @@ impl Bucket {
     fn put_request(
         &self,
         key: &str,
-        data: &[u8],
+        body: ByteStream,
     ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
         let request = self
             .client
             .put_object()
             .bucket(&self.name)
             .key(self.full_key(key))
-            .body(ByteStream::from(data.to_vec()))
+            .body(body)
             .checksum_algorithm(ChecksumAlgorithm::Crc32C);
         with_settings!(request, WriteSettings::for_key(self, key))
     }
@@ -361,13 +361,31 @@ impl Store for S3Store {
 
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
         let b = &self.bucket;
-        b.runtime.block_on(b.put_request(key, data).send()).map_err(|e| b.error("put", key, e))?;
+        b.runtime
+            .block_on(b.put_request(key, ByteStream::from(data.to_vec())).send())
+            .map_err(|e| b.error("put", key, e))?;
         Ok(())
+    }
+
+    /// Sends the CRC32C of `data`, computed here, with the upload: S3 refuses a body that does
+    /// not match it, and returns it for an object it stored. Proven when it comes back.
+    fn put_proven(&self, key: &str, data: Vec<u8>) -> Result<bool> {
+        use base64::Engine;
+        let b = &self.bucket;
+        let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, &data) as u32;
+        let sent = base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes());
+        let request = b.put_request(key, ByteStream::from(data)).checksum_crc32_c(&sent);
+        let out = b.runtime.block_on(request.send()).map_err(|e| b.error("put", key, e))?;
+        let proven = out.checksum_crc32_c() == Some(sent.as_str());
+        if !proven {
+            tracing::debug!(key, sent, returned = ?out.checksum_crc32_c(), "the upload's checksum did not come back: read back");
+        }
+        Ok(proven)
     }
 
     fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
         let b = &self.bucket;
-        let request = || b.put_request(key, data).if_none_match("*");
+        let request = || b.put_request(key, ByteStream::from(data.to_vec())).if_none_match("*");
         // S3's conditional write answers 412 when the key is taken, 409 while another write of it
         // is in flight: then wait for that one to land and ask again.
         for attempt in 0..5u32 {
