@@ -549,6 +549,8 @@ impl S3Store {
     /// The object, or `len` bytes of it from `offset`. A range that starts past the end is
     /// `OutOfRange`, as on every store (S3 refuses it with 416 InvalidRange).
     fn read(&self, key: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
+        /// A length the server announces is trusted this far before any byte arrives.
+        const MAX_PREALLOCATION: u64 = 256 << 20;
         const BODY_ATTEMPTS: u32 = 4;
         let b = &self.bucket;
         b.runtime.block_on(async {
@@ -568,8 +570,20 @@ impl S3Store {
                     Some((offset, len)) if e.code() == Some("InvalidRange") => b.out_of_range(key, offset, len),
                     _ => b.error("get", key, e),
                 })?;
-                match out.body.collect().await {
-                    Ok(body) => return Ok(body.into_bytes().to_vec()),
+                // Into one buffer of the announced size, piece by piece as it arrives: collecting
+                // the pieces and joining them would hold the object two or three times over.
+                let expected = range.map_or(out.content_length.unwrap_or(0).max(0) as u64, |r| r.1);
+                let mut data = Vec::with_capacity(expected.min(MAX_PREALLOCATION) as usize);
+                let mut body = out.body;
+                let received = loop {
+                    match body.try_next().await {
+                        Ok(Some(piece)) => data.extend_from_slice(&piece),
+                        Ok(None) => break Ok(data),
+                        Err(e) => break Err(e),
+                    }
+                };
+                match received {
+                    Ok(data) => return Ok(data),
                     Err(e) if attempt < BODY_ATTEMPTS => {
                         tracing::warn!(key, error = %e, attempt, "reading an object was cut off; trying again");
                         tokio::time::sleep(Duration::from_millis(200 << attempt)).await;

@@ -418,7 +418,17 @@ impl Writer<'_> {
                 self.item(pack, &item, &sealed)?;
             }
         }
+        self.start_writeback();
         Ok(())
+    }
+
+    /// Starts writing what this worker wrote to disk now, without waiting for it, so the disk
+    /// works while chunks are still decoded and the flush at the end has little left to do.
+    fn start_writeback(&self) {
+        for (_, file) in &self.open {
+            // SAFETY: an open descriptor; the call only starts writeback of its dirty pages.
+            unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+        }
     }
 
     /// Opens one chunk (a delta against its base parked in the target, or else read from the
