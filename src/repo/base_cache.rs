@@ -74,15 +74,13 @@ impl BaseCache {
         }
         let lock = self.fetching.lock().expect("poisoned").entry(pack).or_default().clone();
         let _fetching = lock.lock().expect("poisoned");
-        if !self.path(pack).exists() {
+        // A copy cut short (a full disk, a killed process) is fetched again.
+        if !fs::metadata(self.path(pack)).is_ok_and(|m| m.len() == size) {
             match store.get(&format::pack_key(pack)) {
                 Ok(data) => {
-                    let mut mirror = self.mirror();
-                    if let Some(m) = &mut mirror {
-                        m.write(&data);
-                    }
-                    if let Some(m) = mirror {
-                        m.keep(pack);
+                    if let Some(mut mirror) = self.mirror() {
+                        mirror.write(&data);
+                        mirror.keep(pack);
                     }
                 }
                 Err(e) => tracing::debug!(pack = %pack.short(), error = %e, "cannot fetch a pack into the cache"),

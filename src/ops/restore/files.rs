@@ -333,27 +333,38 @@ impl Restorer<'_> {
         if reads.is_empty() {
             return Ok(());
         }
-        let gap = if self.repo.store().is_remote() { REMOTE_GAP } else { 0 };
-        let plan = plan::build(self.index, reads, gap, MAX_RUN);
+        let remote = self.repo.store().is_remote();
+        let how = plan::Reads { gap: if remote { REMOTE_GAP } else { 0 }, max_run: MAX_RUN, park: remote };
+        let plan = plan::build(self.index, reads, how);
         let mut packs: HashMap<u32, PackState> = HashMap::new();
         for run in plan.runs() {
             packs.entry(run.pack).or_default().runs_left.fetch_add(1, Ordering::Relaxed);
         }
-        for wave in plan.waves {
-            self.run_wave(wave, &files, &packs)?;
+        let waves = plan.waves.len();
+        for (n, wave) in plan.waves.into_iter().enumerate() {
+            // Parked bases are overwritten by their deltas in a later wave: writing them to
+            // disk before would write those blocks twice.
+            let writeback = !how.park || n + 1 == waves;
+            self.run_wave(wave, &files, &packs, writeback)?;
         }
         Ok(())
     }
 
     /// Runs of one wave on all workers; the first error stops them.
-    fn run_wave(&self, wave: Vec<plan::Run>, files: &[FileSlot], packs: &HashMap<u32, PackState>) -> Result<(), Error> {
+    fn run_wave(
+        &self,
+        wave: Vec<plan::Run>,
+        files: &[FileSlot],
+        packs: &HashMap<u32, PackState>,
+        writeback: bool,
+    ) -> Result<(), Error> {
         let failed = AtomicBool::new(false);
         let first_error: Mutex<Option<Error>> = Mutex::new(None);
         let (run_tx, run_rx) = bounded::<plan::Run>(workers());
         std::thread::scope(|s| {
             for _ in 0..workers() {
                 let (runs, failed, first_error) = (run_rx.clone(), &failed, &first_error);
-                let mut writer = Writer { r: self, files, open: Vec::new() };
+                let mut writer = Writer { r: self, files, open: Vec::new(), writeback };
                 s.spawn(move || {
                     for run in runs {
                         if failed.load(Ordering::Relaxed) {
@@ -386,6 +397,8 @@ struct Writer<'a> {
     r: &'a Restorer<'a>,
     files: &'a [FileSlot],
     open: Vec<(u32, File)>,
+    /// Start writing to disk as runs are done.
+    writeback: bool,
 }
 
 impl Writer<'_> {
@@ -418,7 +431,9 @@ impl Writer<'_> {
                 self.item(pack, &item, &sealed)?;
             }
         }
-        self.start_writeback();
+        if self.writeback {
+            self.start_writeback();
+        }
         Ok(())
     }
 

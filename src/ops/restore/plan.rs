@@ -68,10 +68,20 @@ impl Plan {
     }
 }
 
+/// How a plan reads: chunks within `gap` bytes of each other in a pack are read together, in runs
+/// of at most `max_run` bytes; with `park`, delta bases are parked in the target (a remote store,
+/// where reading a base again costs a download), else deltas read their base from the
+/// repository (a local one, where that is a page-cache read, cheaper than writing the base
+/// twice).
+#[derive(Debug, Clone, Copy)]
+pub struct Reads {
+    pub gap: u64,
+    pub max_run: u64,
+    pub park: bool,
+}
+
 /// Plans the reads `(chunk, file, offset)` of a stretch of files, every chunk known to `index`.
-/// Chunks that lie within `gap` bytes of each other in a pack are read together, in runs of at
-/// most `max_run` bytes.
-pub fn build(index: &Index, reads: impl IntoIterator<Item = (Id, u32, u64)>, gap: u64, max_run: u64) -> Plan {
+pub fn build(index: &Index, reads: impl IntoIterator<Item = (Id, u32, u64)>, how: Reads) -> Plan {
     let mut items: HashMap<Id, Item> = HashMap::new();
     for (id, file, offset) in reads {
         let item = items.entry(id).or_insert_with(|| new_item(index, id));
@@ -79,8 +89,10 @@ pub fn build(index: &Index, reads: impl IntoIterator<Item = (Id, u32, u64)>, gap
     }
     // Park each delta's base at the delta's first position. A base that is itself a delta (a
     // damaged or hostile index) is not planned: decoding it would need a chain.
-    let deltas: Vec<(Id, Id, Target)> =
-        items.values().filter_map(|item| Some((item.id, item.base?.id, item.targets[0]))).collect();
+    let deltas: Vec<(Id, Id, Target)> = match how.park {
+        true => items.values().filter_map(|item| Some((item.id, item.base?.id, item.targets[0]))).collect(),
+        false => Vec::new(),
+    };
     for (delta, base, at) in deltas {
         if index.get(&base).is_none() || index.deltas.contains_key(&base) {
             continue;
@@ -106,7 +118,7 @@ pub fn build(index: &Index, reads: impl IntoIterator<Item = (Id, u32, u64)>, gap
         for pack in wave {
             let mut items = packs.remove(&pack).expect("every pack is in one wave");
             items.sort_by_key(|item| item.loc.offset);
-            runs.extend(runs_of(pack, items, gap, max_run));
+            runs.extend(runs_of(pack, items, how.gap, how.max_run));
         }
         plan.waves.push(runs);
     }
@@ -183,6 +195,10 @@ mod tests {
         Id([n; 32])
     }
 
+    fn parked(gap: u64, max_run: u64) -> Reads {
+        Reads { gap, max_run, park: true }
+    }
+
     /// An index of `packs`, each a list of (chunk, sealed length, delta base).
     fn index(packs: &[&[(u8, u32, Option<u8>)]]) -> Index {
         let mut index = Index::default();
@@ -215,18 +231,26 @@ mod tests {
     fn bases_are_parked_at_their_deltas_and_their_packs_come_first() {
         // Pack 0: the full backup (1, 2, 3); pack 1: the incremental, 4 new and 5 a delta of 2.
         let index = index(&[&[(1, 10, None), (2, 10, None), (3, 10, None)], &[(4, 10, None), (5, 10, Some(2))]]);
-        let plan = build(&index, [(id(1), 0, 0), (id(5), 0, 100), (id(3), 1, 0), (id(4), 1, 100)], 0, 1 << 20);
+        let plan = build(&index, [(id(1), 0, 0), (id(5), 0, 100), (id(3), 1, 0), (id(4), 1, 100)], parked(0, 1 << 20));
         assert_eq!(summary(&plan), vec![vec![(0, 0, 30, vec![1, 2, 3])], vec![(1, 0, 20, vec![4, 5])]]);
         let item = |n: u8| plan.runs().flat_map(|r| &r.items).find(|i| i.id == id(n)).unwrap();
         assert_eq!(item(2).targets, vec![Target { file: 0, offset: 100, counts: false }]);
         assert_eq!(item(5).base, Some(Base { id: id(2), parked_by: Some(0) }));
         assert_eq!(item(5).targets, vec![Target { file: 0, offset: 100, counts: true }]);
+
+        let reads = [(id(1), 0, 0), (id(5), 0, 100), (id(3), 1, 0), (id(4), 1, 100)];
+        let unparked = build(&index, reads, Reads { park: false, ..parked(0, 1 << 20) });
+        assert_eq!(
+            summary(&unparked),
+            vec![vec![(0, 0, 10, vec![1]), (0, 20, 10, vec![3]), (1, 0, 20, vec![4, 5])]],
+            "without parking, one wave and the base is not read"
+        );
     }
 
     #[test]
     fn a_chunk_used_twice_is_read_once_and_written_twice() {
         let index = index(&[&[(1, 10, None), (2, 10, Some(1))]]);
-        let plan = build(&index, [(id(2), 0, 0), (id(2), 3, 50)], 0, 1 << 20);
+        let plan = build(&index, [(id(2), 0, 0), (id(2), 3, 50)], parked(0, 1 << 20));
         assert_eq!(summary(&plan), vec![vec![(0, 0, 20, vec![1, 2])]]);
         let runs: Vec<&Run> = plan.runs().collect();
         assert_eq!(runs[0].items[1].targets.len(), 2);
@@ -238,13 +262,13 @@ mod tests {
         let index = index(&[&[(1, 10, None), (2, 10, None), (3, 10, None), (4, 10, None), (5, 10, None)]]);
         let reads = [(id(1), 0, 0), (id(3), 0, 100), (id(4), 0, 200), (id(5), 0, 300)];
         assert_eq!(
-            summary(&build(&index, reads, 0, 1 << 20)),
+            summary(&build(&index, reads, parked(0, 1 << 20))),
             vec![vec![(0, 0, 10, vec![1]), (0, 20, 30, vec![3, 4, 5])]],
             "an unneeded chunk between two needed ones ends a run when no gap is allowed"
         );
-        assert_eq!(summary(&build(&index, reads, 10, 1 << 20)), vec![vec![(0, 0, 50, vec![1, 3, 4, 5])]]);
+        assert_eq!(summary(&build(&index, reads, parked(10, 1 << 20))), vec![vec![(0, 0, 50, vec![1, 3, 4, 5])]]);
         assert_eq!(
-            summary(&build(&index, reads, 10, 20)),
+            summary(&build(&index, reads, parked(10, 20))),
             vec![vec![(0, 0, 10, vec![1]), (0, 20, 20, vec![3, 4]), (0, 40, 10, vec![5])]]
         );
     }
@@ -259,7 +283,8 @@ mod tests {
             &[(5, 10, Some(6)), (6, 10, Some(1))],
             &[(7, 10, None)],
         ]);
-        let plan = build(&index, [(id(2), 0, 0), (id(4), 0, 100), (id(5), 0, 200), (id(7), 0, 300)], 0, 1 << 20);
+        let plan =
+            build(&index, [(id(2), 0, 0), (id(4), 0, 100), (id(5), 0, 200), (id(7), 0, 300)], parked(0, 1 << 20));
         assert_eq!(
             summary(&plan),
             vec![vec![(2, 0, 10, vec![5]), (3, 0, 10, vec![7])], vec![(0, 10, 10, vec![2]), (1, 10, 10, vec![4])]],
