@@ -26,3 +26,5 @@ pub mod report;
 pub mod runbook;
 pub mod schedule;
 pub mod store;
+#[cfg(test)]
+mod testing;

@@ -9,11 +9,9 @@ use crate::harness::moto::Moto;
 use crate::harness::pg::{Cluster, archiving};
 use crate::harness::*;
 
-#[test]
-fn a_cluster_archives_to_s3_and_recovers_from_it_to_the_latest_commit() {
-    let moto = Moto::start("pg-archive");
-    let ws = Workspace::new_public();
-    let repo = "s3://pg-archive/cluster-a";
+/// A new repository at `repo` in moto with a key file PostgreSQL can read, and a started cluster
+/// archiving into it through `drctl wal-push`.
+fn archiving_into(moto: &Moto, ws: &Workspace, repo: &str) -> (std::path::PathBuf, Cluster) {
     let key_file = ws.join("repo.key");
     moto.drctl("init").args(["--repo", repo]).run().ok();
     moto.drctl("key").args(["add", "--repo", repo, "--new-key-file"]).arg(&key_file).run().ok();
@@ -28,6 +26,15 @@ fn a_cluster_archives_to_s3_and_recovers_from_it_to_the_latest_commit() {
     );
     let mut primary = Cluster::init(&ws.join("primary"), &archiving(&env, &[], &[]));
     primary.start();
+    (key_file, primary)
+}
+
+#[test]
+fn a_cluster_archives_to_s3_and_recovers_from_it_to_the_latest_commit() {
+    let moto = Moto::start("pg-archive");
+    let ws = Workspace::new_public();
+    let repo = "s3://pg-archive/cluster-a";
+    let (key_file, mut primary) = archiving_into(&moto, &ws, repo);
     primary.sql("CREATE TABLE t (n int PRIMARY KEY)");
     primary.sql("INSERT INTO t SELECT generate_series(1, 100)");
     moto.drctl("backup").args(["--repo", repo, "--pg", &primary.dsn()]).timeout(Duration::from_secs(300)).run().ok();
@@ -70,20 +77,7 @@ fn local_mode_into_s3_reads_delta_bases_from_the_base_cache_and_a_damaged_cache_
     let moto = Moto::start("pg-cache");
     let ws = Workspace::new_public();
     let repo = "s3://pg-cache/cluster";
-    let key_file = ws.join("repo.key");
-    moto.drctl("init").args(["--repo", repo]).run().ok();
-    moto.drctl("key").args(["add", "--repo", repo, "--new-key-file"]).arg(&key_file).run().ok();
-    let (uid, gid) = user_ids("postgres");
-    std::os::unix::fs::chown(&key_file, Some(uid), Some(gid)).unwrap();
-    let env = format!(
-        "AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 DRCTL_S3_ENDPOINT={} \
-         DRCTL_S3_PATH_STYLE=true DRCTL_REPO={repo} DRCTL_KEY_FILE={} {}",
-        moto.endpoint,
-        key_file.display(),
-        drctl_bin()
-    );
-    let mut primary = Cluster::init(&ws.join("primary"), &archiving(&env, &[], &[]));
-    primary.start();
+    let (key_file, mut primary) = archiving_into(&moto, &ws, repo);
     primary.sql("CREATE TABLE t (n int PRIMARY KEY, label text)");
     primary.sql("INSERT INTO t SELECT g, md5(g::text) || md5((g * 7)::text) FROM generate_series(1, 300000) g");
     let cache = ws.join("cache");

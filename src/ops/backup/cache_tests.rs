@@ -13,20 +13,7 @@ use crate::repo::snapshot::{Snapshot, SnapshotKind};
 use crate::repo::tree::{Entry, EntryKind, TreeWriter};
 use crate::repo::{Id, InitOptions, Repository};
 use crate::store::recording::RecordingStore;
-
-const BLOCK: usize = 128 << 10;
-
-fn random_block(seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..BLOCK)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
+use crate::testing::random_block;
 
 /// Backs up `blocks` as the one file `db`, each block a new version of `earlier`'s block at the
 /// same place; returns the snapshot and the blocks' chunk ids.

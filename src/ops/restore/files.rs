@@ -890,22 +890,11 @@ mod pack_order_tests {
     use crate::repo::key::Secret;
     use crate::repo::tree::TreeWriter;
     use crate::store::recording::RecordingStore;
+    use crate::testing::random_block;
     use std::os::unix::fs::MetadataExt;
     use std::sync::Arc;
 
     const BLOCK: usize = 128 << 10;
-
-    fn random_block(seed: u64) -> Vec<u8> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..BLOCK)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
-    }
 
     /// A file's blocks, each with the chunk it is a new version of.
     type Blocks = Vec<(Vec<u8>, Option<Id>)>;
