@@ -268,13 +268,13 @@ fn restore_tree(
                 }
                 let mut entry = entry;
                 let chunks = std::mem::take(&mut entry.chunks);
+                let remaining = AtomicUsize::new(chunks.len());
                 let file = segment.files.len() as u32;
                 let mut offset = 0u64;
                 for (id, size) in chunks.into_iter().zip(sizes) {
                     segment.reads.push((id, file, offset));
                     offset += size;
                 }
-                let remaining = AtomicUsize::new(segment.reads.iter().rev().take_while(|r| r.1 == file).count());
                 segment.files.push(FileSlot { relative, entry, remaining, damaged: AtomicBool::new(false) });
                 if segment.reads.len() >= PLAN_CHUNKS || segment.files.len() >= PLAN_FILES {
                     restorer.restore(std::mem::take(&mut segment))?;
