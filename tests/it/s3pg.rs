@@ -29,6 +29,20 @@ fn archiving_into(moto: &Moto, ws: &Workspace, repo: &str) -> (std::path::PathBu
     (key_file, primary)
 }
 
+/// `drctl restore --point-in-time latest --start` from `repo` into `dir`, which must succeed.
+fn restore_latest_started(moto: &Moto, repo: &str, key_file: &std::path::Path, dir: &std::path::Path) -> Output {
+    let out = moto
+        .drctl("restore")
+        .args(["--repo", repo, "--point-in-time", "latest", "--start", "--key-file"])
+        .arg(key_file)
+        .arg("--to")
+        .arg(dir)
+        .timeout(Duration::from_secs(300))
+        .run();
+    out.ok();
+    out
+}
+
 #[test]
 fn a_cluster_archives_to_s3_and_recovers_from_it_to_the_latest_commit() {
     let moto = Moto::start("pg-archive");
@@ -43,15 +57,8 @@ fn a_cluster_archives_to_s3_and_recovers_from_it_to_the_latest_commit() {
     primary.stop();
 
     let dir = ws.join("restored");
-    let out = moto
-        .drctl("restore")
-        .args(["--repo", repo, "--point-in-time", "latest", "--start", "--key-file"])
-        .arg(&key_file)
-        .arg("--to")
-        .arg(&dir)
-        .timeout(Duration::from_secs(300))
-        .run();
-    out.ok().mentions("promoted", "the report");
+    let out = restore_latest_started(&moto, repo, &key_file, &dir);
+    out.mentions("promoted", "the report");
     let conf = std::fs::read_to_string(dir.join("postgresql.auto.conf")).unwrap();
     assert!(conf.contains(repo) && conf.contains("--s3-endpoint"), "{conf}");
     let mut restored = Cluster::existing(&dir, &[("archive_mode", "off".into())]);
@@ -126,14 +133,7 @@ fn local_mode_into_s3_reads_delta_bases_from_the_base_cache_and_a_damaged_cache_
     primary.stop();
 
     let dir = ws.join("restored");
-    moto.drctl("restore")
-        .args(["--repo", repo, "--point-in-time", "latest", "--start", "--key-file"])
-        .arg(&key_file)
-        .arg("--to")
-        .arg(&dir)
-        .timeout(Duration::from_secs(300))
-        .run()
-        .ok();
+    restore_latest_started(&moto, repo, &key_file, &dir);
     let mut restored = Cluster::existing(&dir, &[("archive_mode", "off".into())]);
     restored.start();
     assert_eq!(restored.sql("SELECT count(*), md5(string_agg(label, ',' ORDER BY n)) FROM t"), expect);
