@@ -460,12 +460,12 @@ impl Repository {
             .map_err(|e| Error::missing_or(e, &format!("pack {pack}")))
     }
 
-    /// The data of a delta's base, which is never a delta itself (chains are one step long).
+    /// The data of a delta's base, which is never a delta itself (chains are one step long),
+    /// for decoding that delta only ([`pack::open_base`]).
     pub fn read_delta_base(&self, index: &index::Index, base: Id) -> std::result::Result<Vec<u8>, pack::ChunkError> {
         let fail = |e: String| pack::ChunkError::Base(base, e);
         let (_, loc, sealed) = self.read_sealed(index, base).map_err(|e| fail(e.to_string()))?;
-        pack::open_chunk(&self.key, base, &sealed, loc.raw_len, &mut |_| Err(fail("it is a delta itself".into())))
-            .map_err(|e| fail(e.to_string()))
+        pack::open_base(&self.key, base, &sealed, loc.raw_len).map_err(|e| fail(e.to_string()))
     }
 
     /// A chunk to compress an earlier version of a block against, as (its id, its data): the

@@ -37,6 +37,9 @@ const READ_AHEAD: usize = 4;
 /// bytes: one request instead of hundreds on S3. Each worker holds one run and one more waits
 /// for each, which bounds a restore's memory.
 const MAX_RUN: u64 = 8 << 20;
+/// And decode to at most this many bytes, so that the workers share the work of an incremental's
+/// pack of deltas (8 MiB of them decode to about 2 GiB).
+const MAX_RUN_DECODED: u64 = 32 << 20;
 /// A restore plans the reads of up to this many chunks (or of this many files) at once, in pack
 /// order ([`plan`]); a larger snapshot is restored in several such stretches. About 100 bytes of
 /// plan per chunk: 25 MiB at most, and 32 GiB of relation files (128 KiB blocks) per stretch.
@@ -334,7 +337,8 @@ impl Restorer<'_> {
             return Ok(());
         }
         let remote = self.repo.store().is_remote();
-        let how = plan::Reads { gap: if remote { REMOTE_GAP } else { 0 }, max_run: MAX_RUN, park: remote };
+        let gap = if remote { REMOTE_GAP } else { 0 };
+        let how = plan::Reads { gap, max_run: MAX_RUN, max_decoded: MAX_RUN_DECODED, park: remote };
         let plan = plan::build(self.index, reads, how);
         let mut packs: HashMap<u32, PackState> = HashMap::new();
         for run in plan.runs() {

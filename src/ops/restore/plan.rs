@@ -69,7 +69,8 @@ impl Plan {
 }
 
 /// How a plan reads: chunks within `gap` bytes of each other in a pack are read together, in runs
-/// of at most `max_run` bytes; with `park`, delta bases are parked in the target (a remote store,
+/// of at most `max_run` bytes that decode to at most `max_decoded` bytes (a delta counts twice,
+/// its base being decoded too); with `park`, delta bases are parked in the target (a remote store,
 /// where reading a base again costs a download), else deltas read their base from the
 /// repository (a local one, where that is a page-cache read, cheaper than writing the base
 /// twice).
@@ -77,6 +78,9 @@ impl Plan {
 pub struct Reads {
     pub gap: u64,
     pub max_run: u64,
+    /// A run is one worker's work: a few hundred KiB of sealed deltas can decode to a GiB, which
+    /// would leave the other workers idle.
+    pub max_decoded: u64,
     pub park: bool,
 }
 
@@ -118,7 +122,7 @@ pub fn build(index: &Index, reads: impl IntoIterator<Item = (Id, u32, u64)>, how
         for pack in wave {
             let mut items = packs.remove(&pack).expect("every pack is in one wave");
             items.sort_by_key(|item| item.loc.offset);
-            runs.extend(runs_of(pack, items, how.gap, how.max_run));
+            runs.extend(runs_of(pack, items, how));
         }
         plan.waves.push(runs);
     }
@@ -169,21 +173,25 @@ fn unpark_within(wave: &[u32], packs: &mut BTreeMap<u32, Vec<Item>>) {
 }
 
 /// A pack's items (sorted by offset) as ranged reads.
-fn runs_of(pack: u32, items: Vec<Item>, gap: u64, max_run: u64) -> Vec<Run> {
-    let mut runs: Vec<Run> = Vec::new();
+fn runs_of(pack: u32, items: Vec<Item>, how: Reads) -> Vec<Run> {
+    let decoded = |item: &Item| item.loc.raw_len as u64 * if item.base.is_some() { 2 } else { 1 };
+    let mut runs: Vec<(Run, u64)> = Vec::new();
     for item in items {
         let (offset, end) = (item.loc.offset as u64, item.loc.offset as u64 + item.loc.sealed_len as u64);
-        if let Some(run) = runs.last_mut()
-            && offset <= run.start + run.len + gap
-            && end - run.start <= max_run
+        let work = decoded(&item);
+        if let Some((run, run_work)) = runs.last_mut()
+            && offset <= run.start + run.len + how.gap
+            && end - run.start <= how.max_run
+            && *run_work + work <= how.max_decoded
         {
             run.len = run.len.max(end - run.start);
             run.items.push(item);
+            *run_work += work;
             continue;
         }
-        runs.push(Run { pack, start: offset, len: end - offset, items: vec![item] });
+        runs.push((Run { pack, start: offset, len: end - offset, items: vec![item] }, work));
     }
-    runs
+    runs.into_iter().map(|(run, _)| run).collect()
 }
 
 #[cfg(test)]
@@ -196,7 +204,7 @@ mod tests {
     }
 
     fn parked(gap: u64, max_run: u64) -> Reads {
-        Reads { gap, max_run, park: true }
+        Reads { gap, max_run, max_decoded: u64::MAX, park: true }
     }
 
     /// An index of `packs`, each a list of (chunk, sealed length, delta base).
@@ -270,6 +278,21 @@ mod tests {
         assert_eq!(
             summary(&build(&index, reads, parked(10, 20))),
             vec![vec![(0, 0, 10, vec![1]), (0, 20, 20, vec![3, 4]), (0, 40, 10, vec![5])]]
+        );
+    }
+
+    #[test]
+    fn a_run_of_deltas_is_split_by_what_it_decodes_to() {
+        // Five deltas of 100 bytes each (their bases in pack 0 decoded too): 200 bytes of work
+        // each, in 10 sealed bytes.
+        let full: Vec<(u8, u32, Option<u8>)> = (1..=5).map(|n| (n, 10, None)).collect();
+        let incremental: Vec<(u8, u32, Option<u8>)> = (1..=5).map(|n| (10 + n, 10, Some(n))).collect();
+        let index = index(&[&full, &incremental]);
+        let reads: Vec<(Id, u32, u64)> = (1..=5).map(|n| (id(10 + n), 0, n as u64 * 100)).collect();
+        let how = Reads { gap: 0, max_run: 1 << 20, max_decoded: 400, park: false };
+        assert_eq!(
+            summary(&build(&index, reads, how)),
+            vec![vec![(1, 0, 20, vec![11, 12]), (1, 20, 20, vec![13, 14]), (1, 40, 10, vec![15])]]
         );
     }
 
