@@ -1,6 +1,9 @@
 //! The WAL archiver as the server sees it: `pg_stat_archiver`, and how far the archive trails
 //! the WAL the server has written.
 
+use std::path::Path;
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -63,4 +66,81 @@ pub fn state(conn: &Conn) -> Result<ArchiverState, Error> {
         };
     }
     Ok(state)
+}
+
+/// How often [`wait_archived`] looks: the server's own wait looks once a second.
+const ARCHIVE_POLL: Duration = Duration::from_millis(20);
+
+/// Waits until the server has archived each of the WAL files `names` (segments, backup history
+/// files), by the test the server's own wait makes on `pg_wal` (PostgreSQL's
+/// `XLogArchiveIsBusy`); gives up after `timeout` (archive_command failing).
+pub fn wait_archived(pg_wal: &Path, names: &[String], timeout: Duration) -> Result<(), Error> {
+    let deadline = Instant::now() + timeout;
+    for name in names {
+        while !is_archived(pg_wal, name) {
+            if Instant::now() >= deadline {
+                return Err(Error::ArchiveStalled { seconds: timeout.as_secs() });
+            }
+            std::thread::sleep(ARCHIVE_POLL);
+        }
+    }
+    Ok(())
+}
+
+/// `.done` means archived and `.ready` not yet; with neither, the file is archived only if a
+/// checkpoint has removed it already (a `.done` is looked for twice: the archiver may rename
+/// `.ready` to `.done` between the looks).
+fn is_archived(pg_wal: &Path, name: &str) -> bool {
+    let status = |suffix: &str| pg_wal.join("archive_status").join(format!("{name}{suffix}")).exists();
+    if status(".done") {
+        return true;
+    }
+    if status(".ready") {
+        return false;
+    }
+    status(".done")
+        || matches!(std::fs::symlink_metadata(pg_wal.join(name)), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_for_done_and_gives_up_while_ready_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let status = dir.path().join("archive_status");
+        std::fs::create_dir(&status).unwrap();
+        let names =
+            vec!["000000010000000000000003".to_string(), "000000010000000000000002.00000028.backup".to_string()];
+        std::fs::write(dir.path().join(&names[0]), b"").unwrap();
+        std::fs::write(status.join(format!("{}.ready", names[0])), b"").unwrap();
+        std::fs::write(status.join(format!("{}.done", names[1])), b"").unwrap();
+
+        let stalled = wait_archived(dir.path(), &names, Duration::from_millis(100));
+        assert!(matches!(stalled, Err(Error::ArchiveStalled { .. })), "{stalled:?}");
+
+        // The archiver renames .ready to .done a little later: the wait sees it.
+        let ready = status.join(format!("{}.ready", names[0]));
+        let done = status.join(format!("{}.done", names[0]));
+        let archiver = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            std::fs::rename(ready, done).unwrap();
+        });
+        let started = Instant::now();
+        wait_archived(dir.path(), &names, Duration::from_secs(10)).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        archiver.join().unwrap();
+    }
+
+    #[test]
+    fn a_segment_without_status_is_archived_only_once_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("archive_status")).unwrap();
+        let name = "000000010000000000000007".to_string();
+        std::fs::write(dir.path().join(&name), b"").unwrap();
+        assert!(!is_archived(dir.path(), &name), "still in pg_wal and not marked: not yet archived");
+        std::fs::remove_file(dir.path().join(&name)).unwrap();
+        assert!(is_archived(dir.path(), &name), "removed by a checkpoint: archived before");
+    }
 }

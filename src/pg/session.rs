@@ -19,6 +19,8 @@ pub struct Session {
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     stderr: Option<std::thread::JoinHandle<String>>,
+    /// What `pg_backup_start` returned, once called.
+    start_lsn: Option<String>,
 }
 
 /// What `pg_backup_stop` returns: the end of the backup's WAL range and the files a restore needs.
@@ -27,6 +29,9 @@ pub struct BackupStop {
     pub lsn: String,
     pub backup_label: String,
     pub tablespace_map: String,
+    /// WAL files (the last segment, the backup history file) the server did not wait to be
+    /// archived: the backup is restorable once they are ([`super::archiver::wait_archived`]).
+    pub archive_pending: Vec<String>,
 }
 
 impl Session {
@@ -43,7 +48,7 @@ impl Session {
         let stdin = child.stdin.take().expect("piped");
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
         let stderr = Some(collect_stderr(&mut child));
-        let mut session = Session { child, stdin, stdout, stderr };
+        let mut session = Session { child, stdin, stdout, stderr, start_lsn: None };
         // The session idles while files are copied: no server-side timeout may end it.
         session.query("SET idle_session_timeout = 0")?;
         session.query("SET statement_timeout = 0")?;
@@ -82,18 +87,29 @@ impl Session {
     /// Starts a non-exclusive backup with an immediate checkpoint; returns the start LSN.
     pub fn backup_start(&mut self, label: &str) -> Result<String, Error> {
         let label = label.replace('\'', "''");
-        self.query(&format!("SELECT pg_backup_start('{label}', true)"))
+        let lsn = self.query(&format!("SELECT pg_backup_start('{label}', true)"))?;
+        self.start_lsn = Some(lsn.trim().to_string());
+        Ok(lsn)
     }
 
-    /// Ends the backup and waits until its last WAL segment is archived; gives up after
-    /// `archive_timeout` (archive_command failing), which aborts the backup.
+    /// Ends the backup. The server's own wait for its last WAL segment to be archived looks
+    /// once a second, which cost every backup most of a second; so on a primary the backup
+    /// ends without it and [`BackupStop::archive_pending`] names what to wait for. On a standby
+    /// (where the server waits only with archive_mode = always) the server still waits, and
+    /// gives up after `archive_timeout` (archive_command failing), which aborts the backup.
     pub fn backup_stop(&mut self, archive_timeout: Duration) -> Result<BackupStop, Error> {
+        let settings = self.query("SELECT pg_is_in_recovery(), current_setting('archive_mode')")?;
+        let (standby, archiving) = match settings.trim().split_once('|') {
+            Some((standby, mode)) => (standby == "t", mode != "off"),
+            None => return Err(unexpected(&settings)),
+        };
+        let wait = if standby { "true" } else { "false" };
         self.query(&format!("SET statement_timeout = {}", archive_timeout.as_millis()))?;
         let answer = self
-            .query(
+            .query(&format!(
                 "SELECT lsn, encode(convert_to(labelfile, 'UTF8'), 'hex'), \
-                 encode(convert_to(coalesce(spcmapfile, ''), 'UTF8'), 'hex') FROM pg_backup_stop(true)",
-            )
+                 encode(convert_to(coalesce(spcmapfile, ''), 'UTF8'), 'hex') FROM pg_backup_stop({wait})"
+            ))
             .map_err(|e| match e {
                 Error::Database { detail } if detail.contains("statement timeout") => {
                     Error::ArchiveStalled { seconds: archive_timeout.as_secs() }
@@ -102,14 +118,33 @@ impl Session {
             })?;
         let fields: Vec<&str> = answer.trim().split('|').collect();
         let text = |h: &str| hex::decode(h).ok().and_then(|b| String::from_utf8(b).ok());
-        match fields.as_slice() {
-            [lsn, label, map] => Ok(BackupStop {
+        let mut stop = match fields.as_slice() {
+            [lsn, label, map] => BackupStop {
                 lsn: lsn.to_string(),
                 backup_label: text(label).ok_or_else(|| unexpected(&answer))?,
                 tablespace_map: text(map).ok_or_else(|| unexpected(&answer))?,
-            }),
-            _ => Err(unexpected(&answer)),
+                archive_pending: Vec::new(),
+            },
+            _ => return Err(unexpected(&answer)),
+        };
+        if !standby && archiving {
+            // The names the server's wait checks: the segment holding the byte before the stop
+            // LSN, and the backup history file named after the start LSN.
+            let start = self.start_lsn.clone().ok_or_else(|| unexpected("no pg_backup_start"))?;
+            for lsn in [&start, &stop.lsn] {
+                super::wal::parse_lsn(lsn).ok_or_else(|| unexpected(lsn))?;
+            }
+            let names = self.query(&format!(
+                "SELECT pg_walfile_name('{lsn}'), file_name || '.' || lpad(upper(to_hex(file_offset)), 8, '0') \
+                 || '.backup' FROM pg_walfile_name_offset('{start}')",
+                lsn = stop.lsn
+            ))?;
+            stop.archive_pending = names.trim().split('|').map(str::to_string).collect();
+            if stop.archive_pending.len() != 2 || stop.archive_pending.iter().any(|n| n.is_empty() || n.contains('/')) {
+                return Err(unexpected(&names));
+            }
         }
+        Ok(stop)
     }
 }
 

@@ -14,6 +14,7 @@ use super::pg::RELATION_BLOCK;
 use super::walk::{self, Earlier, EarlierFn, WalkRules};
 use super::{BackupOptions, run};
 use crate::ops::Error;
+use crate::pg::archiver;
 use crate::pg::basebackup;
 use crate::pg::datadir;
 use crate::pg::session::Session;
@@ -92,6 +93,7 @@ pub fn backup_pg_local(
             .map_err(|source| Error::Source { path: pgdata.join(datadir::PG_CONTROL), source })?;
         push_file(sink, &mut tree, &mut snap.summary, datadir::PG_CONTROL, control, &control_meta, repo.cdc())?;
         let stop = session.backup_stop(ARCHIVE_TIMEOUT)?;
+        archiver::wait_archived(&pgdata.join("pg_wal"), &stop.archive_pending, ARCHIVE_TIMEOUT)?;
         let root = fs::metadata(&pgdata).map_err(|source| Error::Source { path: pgdata.clone(), source })?;
         let label = stop.backup_label.clone().into_bytes();
         push_file(sink, &mut tree, &mut snap.summary, "backup_label", label, &root, repo.cdc())?;
