@@ -20,10 +20,6 @@ pub struct ServerInfo {
     pub wal_segment_size: u64,
 }
 
-/// The size asked for the pipe pg_basebackup writes its tar stream into (Linux's default cap
-/// for an unprivileged process, /proc/sys/fs/pipe-max-size).
-const PIPE_SIZE: libc::c_int = 1 << 20;
-
 /// Finds a PostgreSQL client program: on PATH, else in the newest /usr/lib/postgresql/*/bin.
 pub fn find_program(name: &str) -> PathBuf {
     let on_path = std::env::var_os("PATH")
@@ -99,11 +95,6 @@ impl BaseBackupProcess {
             .spawn()
             .map_err(|e| unreachable(format!("cannot run pg_basebackup: {e}")))?;
         let stdout = child.stdout.take().expect("piped");
-        // A 1 MiB pipe instead of 64 KiB lets pg_basebackup run ahead while a chunk is hashed,
-        // rather than the two taking turns. Where the system caps pipes lower, the call fails
-        // and the default stays: only slower.
-        // SAFETY: fcntl on the pipe's open read end.
-        unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&stdout), libc::F_SETPIPE_SZ, PIPE_SIZE) };
         let stderr = collect_stderr(&mut child);
         Ok((BaseBackupProcess { child, stderr }, stdout))
     }
