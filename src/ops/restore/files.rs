@@ -344,31 +344,21 @@ impl Restorer<'_> {
         for run in plan.runs() {
             packs.entry(run.pack).or_default().runs_left.fetch_add(1, Ordering::Relaxed);
         }
-        let waves = plan.waves.len();
-        for (n, wave) in plan.waves.into_iter().enumerate() {
-            // Parked bases are overwritten by their deltas in a later wave: writing them to
-            // disk before would write those blocks twice.
-            let writeback = !how.park || n + 1 == waves;
-            self.run_wave(wave, &files, &packs, writeback)?;
+        for wave in plan.waves {
+            self.run_wave(wave, &files, &packs)?;
         }
         Ok(())
     }
 
     /// Runs of one wave on all workers; the first error stops them.
-    fn run_wave(
-        &self,
-        wave: Vec<plan::Run>,
-        files: &[FileSlot],
-        packs: &HashMap<u32, PackState>,
-        writeback: bool,
-    ) -> Result<(), Error> {
+    fn run_wave(&self, wave: Vec<plan::Run>, files: &[FileSlot], packs: &HashMap<u32, PackState>) -> Result<(), Error> {
         let failed = AtomicBool::new(false);
         let first_error: Mutex<Option<Error>> = Mutex::new(None);
         let (run_tx, run_rx) = bounded::<plan::Run>(workers());
         std::thread::scope(|s| {
             for _ in 0..workers() {
                 let (runs, failed, first_error) = (run_rx.clone(), &failed, &first_error);
-                let mut writer = Writer { r: self, files, open: Vec::new(), writeback };
+                let mut writer = Writer { r: self, files, open: Vec::new() };
                 s.spawn(move || {
                     for run in runs {
                         if failed.load(Ordering::Relaxed) {
@@ -400,9 +390,36 @@ const OPEN_FILES: usize = 8;
 struct Writer<'a> {
     r: &'a Restorer<'a>,
     files: &'a [FileSlot],
-    open: Vec<(u32, File)>,
-    /// Start writing to disk as runs are done.
-    writeback: bool,
+    open: Vec<OpenFile>,
+}
+
+/// A file a worker has open, with the byte ranges it wrote there for good (not parked bases,
+/// which their deltas overwrite) since it last started writing them to disk.
+struct OpenFile {
+    n: u32,
+    file: File,
+    written: Vec<(u64, u64)>,
+}
+
+impl OpenFile {
+    /// Starts writing the ranges written for good to disk, without waiting, so the disk works
+    /// while chunks are still decoded and the flush at the end has little left to do. Parked
+    /// bases stay in memory: writing them out would write those blocks twice.
+    fn start_writeback(&mut self) {
+        for (offset, len) in self.written.drain(..) {
+            // SAFETY: an open descriptor; the call only starts writeback of dirty pages.
+            unsafe {
+                libc::sync_file_range(self.file.as_raw_fd(), offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE)
+            };
+        }
+    }
+
+    fn wrote(&mut self, offset: u64, len: u64) {
+        match self.written.last_mut() {
+            Some((start, run)) if *start + *run == offset => *run += len,
+            _ => self.written.push((offset, len)),
+        }
+    }
 }
 
 impl Writer<'_> {
@@ -435,19 +452,8 @@ impl Writer<'_> {
                 self.item(pack, &item, &sealed)?;
             }
         }
-        if self.writeback {
-            self.start_writeback();
-        }
+        self.open.iter_mut().for_each(OpenFile::start_writeback);
         Ok(())
-    }
-
-    /// Starts writing what this worker wrote to disk now, without waiting for it, so the disk
-    /// works while chunks are still decoded and the flush at the end has little left to do.
-    fn start_writeback(&self) {
-        for (_, file) in &self.open {
-            // SAFETY: an open descriptor; the call only starts writeback of its dirty pages.
-            unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
-        }
     }
 
     /// Opens one chunk (a delta against its base parked in the target, or else read from the
@@ -460,8 +466,8 @@ impl Writer<'_> {
                 let at = item.targets[0];
                 let read_back =
                     |e: String| pack::ChunkError::Base(base, format!("reading it back from the target: {e}"));
-                let file = self.file(at.file).map_err(|e| read_back(e.to_string()))?;
-                file.read_exact_at(&mut data, at.offset).map_err(|e| read_back(e.to_string()))?;
+                let open = self.file(at.file).map_err(|e| read_back(e.to_string()))?;
+                open.file.read_exact_at(&mut data, at.offset).map_err(|e| read_back(e.to_string()))?;
                 Ok(data)
             }
             _ => r.repo.read_delta_base(r.index, base),
@@ -483,8 +489,11 @@ impl Writer<'_> {
             // Zeros are a hole already, except where a base was parked.
             if !zero || (i == 0 && parked) {
                 let (files, root) = (self.files, self.r.root);
-                let file = self.file(at.file)?;
-                file.write_all_at(data, at.offset).map_err(|e| target_error(root, files, at.file, e))?;
+                let open = self.file(at.file)?;
+                open.file.write_all_at(data, at.offset).map_err(|e| target_error(root, files, at.file, e))?;
+                if at.counts {
+                    open.wrote(at.offset, data.len() as u64);
+                }
             }
             if !at.counts {
                 continue;
@@ -492,8 +501,8 @@ impl Writer<'_> {
             self.r.progress.add(data.len() as u64);
             let (slot, r) = (&self.files[at.file as usize], self.r);
             if slot.remaining.fetch_sub(1, Ordering::AcqRel) == 1 && !slot.damaged.load(Ordering::Acquire) {
-                let file = self.file(at.file)?;
-                apply_metadata(file, &r.root.join(&slot.relative), &slot.entry, r.is_root)?;
+                let open = self.file(at.file)?;
+                apply_metadata(&open.file, &r.root.join(&slot.relative), &slot.entry, r.is_root)?;
             }
         }
         Ok(())
@@ -508,8 +517,8 @@ impl Writer<'_> {
     }
 
     /// An open descriptor of file `n`, reopened below the root without following a link.
-    fn file(&mut self, n: u32) -> Result<&File, Error> {
-        match self.open.iter().position(|(open, _)| *open == n) {
+    fn file(&mut self, n: u32) -> Result<&mut OpenFile, Error> {
+        match self.open.iter().position(|open| open.n == n) {
             Some(0) => {}
             Some(i) => {
                 let entry = self.open.remove(i);
@@ -518,11 +527,13 @@ impl Writer<'_> {
             None => {
                 let file = open_below(&self.r.root_fd, &self.files[n as usize].relative)
                     .map_err(|e| target_error(self.r.root, self.files, n, e))?;
-                self.open.insert(0, (n, file));
-                self.open.truncate(OPEN_FILES);
+                self.open.insert(0, OpenFile { n, file, written: Vec::new() });
+                if self.open.len() > OPEN_FILES {
+                    self.open.pop().expect("more than one").start_writeback();
+                }
             }
         }
-        Ok(&self.open[0].1)
+        Ok(&mut self.open[0])
     }
 }
 
