@@ -553,23 +553,23 @@ impl S3Store {
         const MAX_PREALLOCATION: u64 = 256 << 20;
         const BODY_ATTEMPTS: u32 = 4;
         let b = &self.bucket;
-        b.runtime.block_on(async {
+        let (client, bucket, full_key, log_key) = (b.client.clone(), b.name.clone(), b.full_key(key), key.to_string());
+        // The read runs on the runtime's workers, which drive the connection. Awaited from this
+        // thread instead, every piece of the body woke it up: a futex wake-up per piece, 7% of
+        // an S3 restore's CPU.
+        let task = b.runtime.spawn(async move {
             let mut attempt = 1;
             loop {
                 // Whole objects come back with the checksum stored at upload, which the SDK
                 // verifies (ranges have none; every chunk is authenticated anyway).
                 let checksum = range.is_none().then_some(aws_sdk_s3::types::ChecksumMode::Enabled);
-                let request = b
-                    .client
+                let request = client
                     .get_object()
-                    .bucket(&b.name)
-                    .key(b.full_key(key))
+                    .bucket(&bucket)
+                    .key(&full_key)
                     .set_range(range.map(|(offset, len)| format!("bytes={}-{}", offset, offset + len - 1)))
                     .set_checksum_mode(checksum);
-                let out = request.send().await.map_err(|e| match range {
-                    Some((offset, len)) if e.code() == Some("InvalidRange") => b.out_of_range(key, offset, len),
-                    _ => b.error("get", key, e),
-                })?;
+                let out = request.send().await.map_err(|e| ReadFailure::Request(Box::new(e)))?;
                 // Into one buffer of the announced size, piece by piece as it arrives: collecting
                 // the pieces and joining them would hold the object two or three times over.
                 let expected = range.map_or(out.content_length.unwrap_or(0).max(0) as u64, |r| r.1);
@@ -585,17 +585,29 @@ impl S3Store {
                 match received {
                     Ok(data) => return Ok(data),
                     Err(e) if attempt < BODY_ATTEMPTS => {
-                        tracing::warn!(key, error = %e, attempt, "reading an object was cut off; trying again");
+                        tracing::warn!(key = log_key, error = %e, attempt, "reading an object was cut off; trying again");
                         tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                         attempt += 1;
                     }
-                    Err(e) => {
-                        return Err(b.remote("get", key, format!("the body was cut off {BODY_ATTEMPTS} times: {e}")));
-                    }
+                    Err(e) => return Err(ReadFailure::Body(e.to_string())),
                 }
             }
+        });
+        let outcome = b.runtime.block_on(task).map_err(|e| b.remote("get", key, format!("the read stopped: {e}")))?;
+        outcome.map_err(|failure| match failure {
+            ReadFailure::Request(e) => match range {
+                Some((offset, len)) if e.code() == Some("InvalidRange") => b.out_of_range(key, offset, len),
+                _ => b.error("get", key, *e),
+            },
+            ReadFailure::Body(e) => b.remote("get", key, format!("the body was cut off {BODY_ATTEMPTS} times: {e}")),
         })
     }
+}
+
+/// Why a GET failed, as the read task hands it back to be turned into a store error.
+enum ReadFailure {
+    Request(Box<aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::get_object::GetObjectError>>),
+    Body(String),
 }
 
 type PartResult = std::result::Result<
