@@ -93,17 +93,19 @@ impl Session {
     }
 
     /// Ends the backup. The server's own wait for its last WAL segment to be archived looks
-    /// once a second, which cost every backup most of a second; so on a primary the backup
-    /// ends without it and [`BackupStop::archive_pending`] names what to wait for. On a standby
-    /// (where the server waits only with archive_mode = always) the server still waits, and
-    /// gives up after `archive_timeout` (archive_command failing), which aborts the backup.
-    pub fn backup_stop(&mut self, archive_timeout: Duration) -> Result<BackupStop, Error> {
+    /// once a second, which cost every backup most of a second; so on a primary, when the
+    /// caller can see the server's `pg_wal` (`can_wait`), the backup ends without it and
+    /// [`BackupStop::archive_pending`] names what to wait for. Otherwise, and on a standby
+    /// (where the server waits only with archive_mode = always), the server waits, and gives
+    /// up after `archive_timeout` (archive_command failing), which aborts the backup.
+    pub fn backup_stop(&mut self, can_wait: bool, archive_timeout: Duration) -> Result<BackupStop, Error> {
         let settings = self.query("SELECT pg_is_in_recovery(), current_setting('archive_mode')")?;
         let (standby, archiving) = match settings.trim().split_once('|') {
             Some((standby, mode)) => (standby == "t", mode != "off"),
             None => return Err(unexpected(&settings)),
         };
-        let wait = if standby { "true" } else { "false" };
+        let own_wait = can_wait && !standby && archiving;
+        let wait = if own_wait { "false" } else { "true" };
         self.query(&format!("SET statement_timeout = {}", archive_timeout.as_millis()))?;
         let answer = self
             .query(&format!(
@@ -127,7 +129,7 @@ impl Session {
             },
             _ => return Err(unexpected(&answer)),
         };
-        if !standby && archiving {
+        if own_wait {
             // The names the server's wait checks: the segment holding the byte before the stop
             // LSN, and the backup history file named after the start LSN.
             let start = self.start_lsn.clone().ok_or_else(|| unexpected("no pg_backup_start"))?;

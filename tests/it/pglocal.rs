@@ -230,3 +230,33 @@ fn local_mode_does_not_reuse_chunks_that_are_in_no_index() {
     repo.restore_cmd(&third.short_id, &ws.join("restored")).arg("--key-file").arg(&key_file).run().ok();
     primary.stop();
 }
+
+/// Local mode ends the backup without the server's own wait for archiving (which looks once a
+/// second) and waits itself: with an archive_command that takes its time, the backup's last WAL
+/// segment is in the repository the moment the backup returns.
+#[test]
+fn local_mode_returns_only_once_its_last_wal_segment_is_archived() {
+    let ws = Workspace::new_public();
+    let (repo, key_file) = crate::harness::pg::repo_for_postgres(&ws);
+    let slow = format!("'sleep 2 && {} wal-push %p'", crate::harness::pg::drctl_env(&repo, &key_file));
+    let mut primary = Cluster::init(&ws.join("primary"), &[("archive_mode", "on".into()), ("archive_command", slow)]);
+    primary.start();
+    primary.sql("CREATE TABLE t AS SELECT generate_series(1, 1000) AS n");
+    let out = repo
+        .cmd("backup")
+        .arg("--pg")
+        .arg(primary.dsn())
+        .args(["--pg-mode", "local", "--pgdata"])
+        .arg(&primary.data)
+        .arg("--json")
+        .timeout(Duration::from_secs(120))
+        .run();
+    out.ok();
+    let id = BackupInfo::parse(&out).id;
+    let snaps = repo.snapshots();
+    let stop_lsn =
+        snaps.iter().find(|s| s["id"] == id.as_str()).unwrap()["pg"]["stop_lsn"].as_str().unwrap().to_string();
+    let segment = primary.sql(&format!("SELECT pg_walfile_name('{stop_lsn}')"));
+    repo.cmd("wal-fetch").arg(&segment).arg(ws.join("fetched")).arg("--key-file").arg(&key_file).run().ok();
+    primary.stop();
+}

@@ -92,8 +92,10 @@ pub fn backup_pg_local(
         let control_meta = fs::metadata(pgdata.join(datadir::PG_CONTROL))
             .map_err(|source| Error::Source { path: pgdata.join(datadir::PG_CONTROL), source })?;
         push_file(sink, &mut tree, &mut snap.summary, datadir::PG_CONTROL, control, &control_meta, repo.cdc())?;
-        let stop = session.backup_stop(ARCHIVE_TIMEOUT)?;
-        archiver::wait_archived(&pgdata.join("pg_wal"), &stop.archive_pending, ARCHIVE_TIMEOUT)?;
+        // pg_wal may be a volume this process does not see (initdb --waldir): then the server waits.
+        let pg_wal = pgdata.join("pg_wal");
+        let stop = session.backup_stop(pg_wal.join("archive_status").is_dir(), ARCHIVE_TIMEOUT)?;
+        archiver::wait_archived(&pg_wal, &stop.archive_pending, ARCHIVE_TIMEOUT)?;
         let root = fs::metadata(&pgdata).map_err(|source| Error::Source { path: pgdata.clone(), source })?;
         let label = stop.backup_label.clone().into_bytes();
         push_file(sink, &mut tree, &mut snap.summary, "backup_label", label, &root, repo.cdc())?;
