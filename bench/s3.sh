@@ -17,7 +17,9 @@
 #      (drctl reads the delta bases from the base cache the full backup filled, $work/drctl-cache;
 #      its size is printed)
 #   4. restore of the newest backup into empty directories (then, untimed, each restore is
-#      started and its rows compared with the live cluster unless VERIFY=0)
+#      started and its rows compared with the live cluster unless VERIFY=0); then the same for
+#      the full backups (drctl's full snapshot, pgBackRest's --set), compared with the rows the
+#      cluster held when they were taken
 #   5. drctl only: drctl copy --all --wal into a second bucket, then drctl check --read-data on
 #      the copy
 #   6. a table: wall time, throughput, CPU, peak RSS, bytes and S3 requests for both; the bytes
@@ -347,6 +349,7 @@ phase pgbr_full pgBackRest pgbackrest "${pgbr[@]}" backup --type=full
 p=("$WALL" "$pgdata" "$CPU" "$RSS" "$ADDED" "$REQ")
 record "full backup (bytes added)" "${d[@]}" "${p[@]}"
 record "full backup, drctl over HTTP (reference)" "${http[@]}" "${p[@]}"
+expect_full=$(sql "$fingerprint_sql") # what a restore of the full backups must hold
 
 # ---- 3. changes, then incremental backups ------------------------------------------------------
 say "3. pgbench -c 2 -j 2 -t $TXNS --random-seed=42"
@@ -378,6 +381,27 @@ record "restore of the incremental (bytes restored)" "${d[@]}" "${p[@]}"
 if [ "$VERIFY" = 1 ]; then
   say "4. verify the restores (untimed)"
   for dir in restore-drctl restore-pgbr; do verify_restore "$work/$dir" "$expect"; done
+fi
+rm -rf "$work/restore-drctl" "$work/restore-pgbr"
+
+# The full backups restored too: no deltas, each tool's plainest case.
+for dir in restore-drctl restore-pgbr; do install -d -o postgres -g postgres -m 700 "$work/$dir"; done
+full_id=$(json_field "$work/m/drctl_full.out" snapshot_id)
+full_set=$(pg "${pgbr[@]}" info --output=json |
+  python3 -c 'import json, sys; print([b["label"] for b in json.load(sys.stdin)[0]["backup"] if b["type"] == "full"][-1])')
+say "4. drctl restore of the full backup ${full_id:0:8}"
+phase drctl_restore_full drctl drctl-bench "${drctl_env[@]}" "$drctl" restore "$full_id" --to "$work/restore-drctl" --key-file "$work/keys/drctl.key"
+d=("$WALL" "$pgdata" "$CPU" "$RSS" "$(bytes_of "$work/restore-drctl")" "$REQ")
+say "4. pgbackrest restore --set=$full_set"
+# --type=immediate: recovery ends where the backup is consistent, as drctl's restore of a
+# snapshot does (pgBackRest's default would replay the whole archive).
+phase pgbr_restore_full pgBackRest pgbackrest "${pgbr[@]}" restore "--set=$full_set" --type=immediate \
+  --target-action=promote "--pg1-path=$work/restore-pgbr"
+p=("$WALL" "$pgdata" "$CPU" "$RSS" "$(bytes_of "$work/restore-pgbr")" "$REQ")
+record "restore of the full backup (bytes restored)" "${d[@]}" "${p[@]}"
+if [ "$VERIFY" = 1 ]; then
+  say "4. verify the restores of the full backups (untimed)"
+  for dir in restore-drctl restore-pgbr; do verify_restore "$work/$dir" "$expect_full"; done
 fi
 rm -rf "$work/restore-drctl" "$work/restore-pgbr"
 
@@ -463,7 +487,7 @@ echo
 echo "drctl-bench: full + incremental + the WAL archive; drctl-copy: its copy (drctl copy reported $copied bytes copied from $source_bytes); drctl-http: one full backup over plain HTTP, no WAL; pgbackrest: full + incremental + its WAL archive."
 echo "WAL archiving (archive_command, every segment to both tools): $archived_total segments archived in all, $archived_load of them during the load; drctl wal-push: $walpush_procs processes logged $walpush_reqs S3 requests ($(python3 -c "print(round($walpush_reqs / max($walpush_procs, 1), 1))") per segment)."
 echo "drctl --json: full stored_bytes $(json_field "$work/m/drctl_full.out" stored_bytes) logical_bytes $(json_field "$work/m/drctl_full.out" logical_bytes); second stored_bytes $(json_field "$work/m/drctl_incr.out" stored_bytes) unchanged_bytes (not read) $(json_field "$work/m/drctl_incr.out" unchanged_bytes) new_chunks $(json_field "$work/m/drctl_incr.out" new_chunks) delta_chunks $(json_field "$work/m/drctl_incr.out" delta_chunks)"
-for name in drctl_full_http drctl_full drctl_incr drctl_restore drctl_copy drctl_check; do
+for name in drctl_full_http drctl_full drctl_incr drctl_restore drctl_restore_full drctl_copy drctl_check; do
   echo "drctl requests by method, $name: $(drctl_methods "$name")"
 done
 echo "load: pgbench -i $(cut -d' ' -f1 "$work/m/load_pgbench.time" | tail -1) s; phase 3 pgbench -c 2 -t $TXNS: $(tail -1 "$work/m/pgbench_run.time" | cut -d' ' -f1) s, $tps"
