@@ -1,5 +1,6 @@
-//! The WAL archiver as the server sees it: `pg_stat_archiver`, and how far the archive trails
-//! the WAL the server has written.
+//! The WAL archiver as the server sees it: `pg_stat_archiver`, how far the archive trails the
+//! WAL the server has written, and whether given WAL files are archived yet (`pg_wal`'s status
+//! files).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
