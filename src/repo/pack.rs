@@ -281,6 +281,15 @@ pub fn decode_chunk(
     raw_len: u32,
     base: BaseLoader,
 ) -> Result<Vec<u8>, ChunkError> {
+    let data = decode_to_length(plaintext, raw_len, base)?;
+    if key.chunk_id(&data) != id {
+        return Err(ChunkError::WrongId);
+    }
+    Ok(data)
+}
+
+/// A chunk's data of exactly `raw_len` bytes, not yet checked against its id.
+fn decode_to_length(plaintext: &[u8], raw_len: u32, base: BaseLoader) -> Result<Vec<u8>, ChunkError> {
     let data = match delta_base(plaintext) {
         Some(base_id) => {
             let base_data = base(base_id)?;
@@ -288,7 +297,7 @@ pub fn decode_chunk(
         }
         None => decode_payload(plaintext, Some(raw_len as usize))?,
     };
-    if data.len() != raw_len as usize || key.chunk_id(&data) != id {
+    if data.len() != raw_len as usize {
         return Err(ChunkError::WrongId);
     }
     Ok(data)
@@ -300,14 +309,7 @@ pub fn decode_chunk(
 /// new delta is computed against: that one must be verified, or the delta would be wrong.
 pub fn open_base(key: &MasterKey, id: Id, sealed: &[u8], raw_len: u32) -> Result<Vec<u8>, ChunkError> {
     let plaintext = key.open(&format::associated_data(ObjectType::Chunk, &id.0), sealed)?;
-    if delta_base(&plaintext).is_some() {
-        return Err(ChunkError::Codec("it is a delta itself".into()));
-    }
-    let data = decode_payload(&plaintext, Some(raw_len as usize))?;
-    if data.len() != raw_len as usize {
-        return Err(ChunkError::WrongId);
-    }
-    Ok(data)
+    decode_to_length(&plaintext, raw_len, &mut |_| Err(ChunkError::Codec("it is a delta itself".into())))
 }
 
 /// The base a chunk payload was compressed against, if it is a delta.
