@@ -19,8 +19,6 @@ pub struct Session {
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     stderr: Option<std::thread::JoinHandle<String>>,
-    /// What `pg_backup_start` returned, once called.
-    start_lsn: Option<String>,
 }
 
 /// What `pg_backup_stop` returns: the end of the backup's WAL range and the files a restore needs.
@@ -48,7 +46,7 @@ impl Session {
         let stdin = child.stdin.take().expect("piped");
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
         let stderr = Some(collect_stderr(&mut child));
-        let mut session = Session { child, stdin, stdout, stderr, start_lsn: None };
+        let mut session = Session { child, stdin, stdout, stderr };
         // The session idles while files are copied: no server-side timeout may end it.
         session.query("SET idle_session_timeout = 0")?;
         session.query("SET statement_timeout = 0")?;
@@ -87,9 +85,7 @@ impl Session {
     /// Starts a non-exclusive backup with an immediate checkpoint; returns the start LSN.
     pub fn backup_start(&mut self, label: &str) -> Result<String, Error> {
         let label = label.replace('\'', "''");
-        let lsn = self.query(&format!("SELECT pg_backup_start('{label}', true)"))?;
-        self.start_lsn = Some(lsn.trim().to_string());
-        Ok(lsn)
+        self.query(&format!("SELECT pg_backup_start('{label}', true)"))
     }
 
     /// Ends the backup. The server's own wait for its last WAL segment to be archived looks
@@ -132,7 +128,9 @@ impl Session {
         if own_wait {
             // The names the server's wait checks: the segment holding the byte before the stop
             // LSN, and the backup history file named after the start LSN.
-            let start = self.start_lsn.clone().ok_or_else(|| unexpected("no pg_backup_start"))?;
+            let start = super::basebackup::parse_backup_label(&stop.backup_label)
+                .ok_or_else(|| unexpected(&stop.backup_label))?
+                .start_lsn;
             for lsn in [&start, &stop.lsn] {
                 super::wal::parse_lsn(lsn).ok_or_else(|| unexpected(lsn))?;
             }
