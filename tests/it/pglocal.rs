@@ -238,8 +238,8 @@ fn local_mode_does_not_reuse_chunks_that_are_in_no_index() {
 fn local_mode_returns_only_once_its_last_wal_segment_is_archived() {
     let ws = Workspace::new_public();
     let (repo, key_file) = crate::harness::pg::repo_for_postgres(&ws);
-    let slow = format!("'sleep 2 && {} wal-push %p'", crate::harness::pg::drctl_env(&repo, &key_file));
-    let mut primary = Cluster::init(&ws.join("primary"), &[("archive_mode", "on".into()), ("archive_command", slow)]);
+    let slow = format!("sleep 2 && {}", crate::harness::pg::drctl_env(&repo, &key_file));
+    let mut primary = Cluster::init(&ws.join("primary"), &crate::harness::pg::archiving(&slow, &[], &[]));
     primary.start();
     primary.sql("CREATE TABLE t AS SELECT generate_series(1, 1000) AS n");
     let out = repo
