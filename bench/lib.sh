@@ -182,6 +182,10 @@ verify_restore() {
   got=$(sql "$fingerprint_sql" "$rport" 2>&1 || true)
   took=$(python3 -c "import time; print(round(time.time() - $started, 1))")
   pg $pgbin/pg_ctl -D "$d" -m fast stop >/dev/null
+  # drctl's restore_command started a prefetch worker that outlives the server (it exits when
+  # idle): stop it, or it may still write into the directory while the caller removes it.
+  pkill -f "wal-fetch --worker.*$d/" 2>/dev/null || true
+  while pgrep -f "wal-fetch --worker.*$d/" >/dev/null; do sleep 0.1; done
   if [ "$got" = "$expect" ]; then
     verify_result+=("$(basename "$d"): rows identical to the source (started and recovered in $took s)")
   else

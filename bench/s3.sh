@@ -368,42 +368,37 @@ p=("$WALL" "$pgdata2" "$CPU" "$RSS" "$ADDED" "$REQ")
 record "incremental after pgbench (bytes added)" "${d[@]}" "${p[@]}"
 
 # ---- 4. restores -------------------------------------------------------------------------------
+# restore_pair ROW SNAPSHOT EXPECT BYTES SUFFIX PGBR_ARG...: drctl restores SNAPSHOT and
+# pgBackRest restores with PGBR_ARG..., each into an empty directory (timed as the phases
+# drctl_restoreSUFFIX and pgbr_restoreSUFFIX, MB/s of BYTES); then, untimed, each restore is
+# started and its rows compared with EXPECT.
+restore_pair() {
+  local row=$1 snapshot=$2 expect=$3 bytes=$4 suffix=$5 dir
+  shift 5
+  for dir in restore-drctl restore-pgbr; do install -d -o postgres -g postgres -m 700 "$work/$dir"; done
+  say "4. drctl restore $snapshot"
+  phase "drctl_restore$suffix" drctl drctl-bench "${drctl_env[@]}" "$drctl" restore "$snapshot" --to "$work/restore-drctl" \
+    --key-file "$work/keys/drctl.key"
+  d=("$WALL" "$bytes" "$CPU" "$RSS" "$(bytes_of "$work/restore-drctl")" "$REQ")
+  say "4. pgbackrest restore $*"
+  phase "pgbr_restore$suffix" pgBackRest pgbackrest "${pgbr[@]}" restore "$@" "--pg1-path=$work/restore-pgbr"
+  p=("$WALL" "$bytes" "$CPU" "$RSS" "$(bytes_of "$work/restore-pgbr")" "$REQ")
+  record "$row" "${d[@]}" "${p[@]}"
+  if [ "$VERIFY" = 1 ]; then
+    say "4. verify the restores (untimed)"
+    for dir in restore-drctl restore-pgbr; do verify_restore "$work/$dir" "$expect"; done
+  fi
+  rm -rf "$work/restore-drctl" "$work/restore-pgbr"
+}
 wait_archived
-expect=$(sql "$fingerprint_sql")
-for dir in restore-drctl restore-pgbr; do install -d -o postgres -g postgres -m 700 "$work/$dir"; done
-say "4. drctl restore latest"
-phase drctl_restore drctl drctl-bench "${drctl_env[@]}" "$drctl" restore latest --to "$work/restore-drctl" --key-file "$work/keys/drctl.key"
-d=("$WALL" "$pgdata2" "$CPU" "$RSS" "$(bytes_of "$work/restore-drctl")" "$REQ")
-say "4. pgbackrest restore"
-phase pgbr_restore pgBackRest pgbackrest "${pgbr[@]}" restore "--pg1-path=$work/restore-pgbr"
-p=("$WALL" "$pgdata2" "$CPU" "$RSS" "$(bytes_of "$work/restore-pgbr")" "$REQ")
-record "restore of the incremental (bytes restored)" "${d[@]}" "${p[@]}"
-if [ "$VERIFY" = 1 ]; then
-  say "4. verify the restores (untimed)"
-  for dir in restore-drctl restore-pgbr; do verify_restore "$work/$dir" "$expect"; done
-fi
-rm -rf "$work/restore-drctl" "$work/restore-pgbr"
-
-# The full backups restored too: no deltas, each tool's plainest case.
-for dir in restore-drctl restore-pgbr; do install -d -o postgres -g postgres -m 700 "$work/$dir"; done
-full_id=$(json_field "$work/m/drctl_full.out" snapshot_id)
+restore_pair "restore of the incremental (bytes restored)" latest "$(sql "$fingerprint_sql")" "$pgdata2" ""
+# The full backups restored too: no deltas, each tool's plainest case. --type=immediate: recovery
+# ends where the backup is consistent, as drctl's restore of a snapshot does (pgBackRest's default
+# would replay the whole archive).
 full_set=$(pg "${pgbr[@]}" info --output=json |
   python3 -c 'import json, sys; print([b["label"] for b in json.load(sys.stdin)[0]["backup"] if b["type"] == "full"][-1])')
-say "4. drctl restore of the full backup ${full_id:0:8}"
-phase drctl_restore_full drctl drctl-bench "${drctl_env[@]}" "$drctl" restore "$full_id" --to "$work/restore-drctl" --key-file "$work/keys/drctl.key"
-d=("$WALL" "$pgdata" "$CPU" "$RSS" "$(bytes_of "$work/restore-drctl")" "$REQ")
-say "4. pgbackrest restore --set=$full_set"
-# --type=immediate: recovery ends where the backup is consistent, as drctl's restore of a
-# snapshot does (pgBackRest's default would replay the whole archive).
-phase pgbr_restore_full pgBackRest pgbackrest "${pgbr[@]}" restore "--set=$full_set" --type=immediate \
-  --target-action=promote "--pg1-path=$work/restore-pgbr"
-p=("$WALL" "$pgdata" "$CPU" "$RSS" "$(bytes_of "$work/restore-pgbr")" "$REQ")
-record "restore of the full backup (bytes restored)" "${d[@]}" "${p[@]}"
-if [ "$VERIFY" = 1 ]; then
-  say "4. verify the restores of the full backups (untimed)"
-  for dir in restore-drctl restore-pgbr; do verify_restore "$work/$dir" "$expect_full"; done
-fi
-rm -rf "$work/restore-drctl" "$work/restore-pgbr"
+restore_pair "restore of the full backup (bytes restored)" "$(json_field "$work/m/drctl_full.out" snapshot_id)" \
+  "$expect_full" "$pgdata" _full "--set=$full_set" --type=immediate --target-action=promote
 
 # ---- 5. drctl copy to a second bucket, then check --read-data on the copy ------------------------
 none=(0 0 0 0 0 -)
