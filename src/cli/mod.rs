@@ -52,6 +52,10 @@ pub struct GlobalArgs {
     /// Print only results and errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// The folder of the PostgreSQL programs to use (postgres, initdb, pg_basebackup, …): looked
+    /// in first, and the only source of server programs, which must be of the data's version.
+    #[arg(long, global = true, value_name = "DIR", env = "DRCTL_PG_BIN")]
+    pub pg_bin: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -118,6 +122,9 @@ pub enum Command {
 
 /// Runs the parsed command; returns the exit status of a command that ended normally.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    if let Some(dir) = &cli.global.pg_bin {
+        crate::pg::programs::set_bin_dir(dir.clone());
+    }
     let done = match cli.command {
         Command::Init(args) => init::run(args, &cli.global),
         Command::Backup(args) => return backup::run(args, &cli.global),

@@ -389,7 +389,7 @@ impl<'a> Drill<'a> {
             }
         }
         let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-        self.check("amcheck", verify::amcheck(&server.client_env(superuser), jobs)?, say);
+        self.check("amcheck", verify::amcheck(&server.client_env(superuser), server.major(), jobs)?, say);
         for check in &self.policy.drill.checks {
             let db = check.database.clone().unwrap_or_else(|| database.clone());
             self.check(&check.name, run_check(Ok(server.conn(superuser, &db)), check), say);

@@ -4,7 +4,7 @@
 //! waits at the end until the last segment it needs is archived.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Child, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,28 +18,6 @@ pub struct ServerInfo {
     pub in_recovery: bool,
     /// Bytes per WAL segment (16 MiB unless initdb chose otherwise).
     pub wal_segment_size: u64,
-}
-
-/// Finds a PostgreSQL client program: on PATH, else in the newest /usr/lib/postgresql/*/bin.
-pub fn find_program(name: &str) -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file());
-    if let Some(p) = on_path {
-        return p;
-    }
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("bin").join(name))
-        .filter(|p| p.is_file())
-        .collect();
-    versions
-        .sort_by_key(|p| p.components().nth(4).and_then(|c| c.as_os_str().to_str()?.parse::<u32>().ok()).unwrap_or(0));
-    versions.pop().unwrap_or_else(|| PathBuf::from(name))
 }
 
 fn unreachable(detail: String) -> Error {
@@ -85,9 +63,10 @@ pub struct BaseBackupProcess {
 }
 
 impl BaseBackupProcess {
-    pub fn start(conn: &super::Conn) -> Result<(BaseBackupProcess, ChildStdout), Error> {
+    /// Starts `program` (a pg_basebackup at least as new as the server) on the server `conn` names.
+    pub fn start(conn: &super::Conn, program: &Path) -> Result<(BaseBackupProcess, ChildStdout), Error> {
         let mut child = conn
-            .client("pg_basebackup")
+            .client(program)
             .args(["-d", &conn.dsn, "-D", "-", "-F", "t", "-X", "none", "--checkpoint=fast", "-v"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

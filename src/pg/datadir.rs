@@ -29,6 +29,14 @@ const SKIPPED_FILES: &[&str] = &[
 
 pub const PG_CONTROL: &str = "global/pg_control";
 
+/// The major version of the cluster in `dir`, from its PG_VERSION file ("15").
+pub fn major_version(dir: &Path) -> Result<u32, super::Error> {
+    let path = dir.join("PG_VERSION");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| super::Error::database(format!("cannot read {}: {e}", path.display())))?;
+    text.trim().parse().map_err(|_| super::Error::database(format!("{} holds no version: {text:?}", path.display())))
+}
+
 /// The pruning rule for a data directory of PostgreSQL `major` (e.g. "15"): in a tablespace,
 /// only this version's `PG_<major>_<catalog version>` folder is copied (an upgraded cluster's
 /// tablespace may still hold the old version's), as pg_basebackup does.

@@ -5,6 +5,7 @@ pub mod archiver;
 pub mod basebackup;
 pub mod datadir;
 pub mod heartbeat;
+pub mod programs;
 pub mod recovery;
 pub mod server;
 pub mod session;
@@ -27,6 +28,9 @@ pub enum Error {
     ArchivingOff { archive_mode: String, standby: bool },
     #[error("pg_basebackup waited {seconds} s for the backup's last WAL segment to be archived")]
     ArchiveStalled { seconds: u64 },
+    /// No program of the version a server or data directory needs ([`programs`]).
+    #[error("{purpose} needs {program} of PostgreSQL {needed}, and {found} (searched {searched})")]
+    MissingProgram { program: String, needed: String, purpose: String, searched: String, found: String },
     #[error("the point in time is out of reach: {detail}")]
     OutOfReach { detail: String },
     #[error("cannot restore to {}: {reason}", path.display())]
@@ -72,26 +76,34 @@ impl Conn {
         Conn { dsn: basebackup::with_database(&self.dsn, database), password: self.password.clone() }
     }
 
-    /// A PostgreSQL client program (psql, pg_basebackup, pg_dump, pg_restore) ready to run, with
-    /// this connection's password; the caller passes `-d` with [`Conn::dsn`].
-    pub fn client(&self, program: &str) -> std::process::Command {
-        let mut command = std::process::Command::new(basebackup::find_program(program));
+    /// A PostgreSQL client program ([`programs`]) ready to run, with this connection's password;
+    /// the caller passes `-d` with [`Conn::dsn`].
+    pub fn client(&self, program: &std::path::Path) -> std::process::Command {
+        let mut command = std::process::Command::new(program);
         if let Some(password) = &self.password {
             command.env("PGPASSWORD", password);
         }
         command
     }
 
+    /// The server's major version (`server_version_num` / 10000), to choose client programs.
+    pub fn server_major(&self) -> Result<u32, Error> {
+        let fields = self.query_row("SELECT current_setting('server_version_num')")?;
+        let number = fields.first().and_then(|v| v.parse::<u32>().ok());
+        number.map(|n| n / 10000).ok_or_else(|| Error::database(format!("unexpected server version {fields:?}")))
+    }
+
     /// Runs one query that returns one row with psql, and returns its columns. Unreachable
     /// servers, refused logins and SQL errors come back as [`Error::Database`] with psql's words.
     pub fn query_row(&self, sql: &str) -> Result<Vec<String>, Error> {
         let failed = |detail: String| Error::Database { detail };
+        let psql = programs::psql();
         let out = self
-            .client("psql")
+            .client(&psql)
             .args(["-X", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-d", &self.dsn, "-c", sql])
             .stdin(std::process::Stdio::null())
             .output()
-            .map_err(|e| failed(format!("cannot run {}: {e}", basebackup::find_program("psql").display())))?;
+            .map_err(|e| failed(format!("cannot run {}: {e}", psql.display())))?;
         if !out.status.success() {
             return Err(failed(String::from_utf8_lossy(&out.stderr).trim().to_string()));
         }

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::Error;
-use super::basebackup::find_program;
+use super::programs;
 
 /// What recovery reached, from the server log.
 #[derive(Debug, Clone, Default)]
@@ -27,32 +27,12 @@ fn log_line(log: &str, marker: &str) -> Option<String> {
     log.lines().rev().find_map(|l| l.find(marker).map(|i| l[i..].trim().to_string()))
 }
 
-/// The major version in `postgres --version` output ("postgres (PostgreSQL) 15.18 (Debian …)").
-pub fn major_version(version_output: &str) -> Option<String> {
-    let number = version_output.split(") ").nth(1)?.split_whitespace().next()?;
-    Some(number.split('.').next()?.to_string())
-}
-
-/// Refuses to run recovery with a server of another major version than the backup's: it would
-/// fail on the data directory, or worse, half-start.
-pub fn check_version(backup_version: &str) -> Result<(), Error> {
-    let program = find_program("postgres");
-    let out = Command::new(&program)
-        .arg("--version")
-        .output()
-        .map_err(|e| Error::Database { detail: format!("cannot run {}: {e}", program.display()) })?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    match major_version(&text) {
-        Some(found) if found == backup_version => Ok(()),
-        found => Err(Error::Database {
-            detail: format!(
-                "the backup is PostgreSQL {backup_version} but {} is {}; install the PostgreSQL {backup_version} \
-                 server binaries (or put them first on PATH)",
-                program.display(),
-                found.map_or_else(|| format!("unrecognised ({})", text.trim()), |v| format!("PostgreSQL {v}"))
-            ),
-        }),
-    }
+/// The server program for the data directory `dir`: `postgres` of the major version in its
+/// PG_VERSION (returned too). Another version would fail on the directory, or worse, half-start.
+fn postgres_for(dir: &Path) -> Result<(std::path::PathBuf, u32), Error> {
+    let major = super::datadir::major_version(dir)?;
+    let purpose = format!("running the PostgreSQL {major} cluster in {}", dir.display());
+    Ok((programs::server("postgres", major, &purpose)?, major))
 }
 
 /// A server run privately on a data directory: no TCP listener, its socket in a fresh folder
@@ -64,6 +44,7 @@ pub struct Private {
     sockets: std::path::PathBuf,
     port: u16,
     owner: fs::Metadata,
+    major: u32,
 }
 
 impl Private {
@@ -71,6 +52,7 @@ impl Private {
     pub fn start(dir: &Path, env: &[(String, String)]) -> Result<Private, Error> {
         let fail = |what: &str, e: std::io::Error| Error::Database { detail: format!("{what}: {e}") };
         let owner = fs::metadata(dir).map_err(|e| fail(&format!("cannot read {}", dir.display()), e))?;
+        let (postgres, major) = postgres_for(dir)?;
         let mut random = [0u8; 6];
         getrandom::fill(&mut random).map_err(|e| Error::Database { detail: format!("no randomness: {e}") })?;
         let tag = hex::encode(random);
@@ -92,7 +74,7 @@ impl Private {
         })();
         let log = made.map_err(|e| fail(&format!("cannot prepare {}", sockets.display()), e))?;
         let port = 40000 + u16::from_le_bytes([random[0], random[1]]) % 20000;
-        let mut server = Command::new(find_program("postgres"));
+        let mut server = Command::new(postgres);
         server.arg("-D").arg(dir);
         let hba = format!("hba_file={}", sockets.join("pg_hba.conf").display());
         let socket_dir = format!("unix_socket_directories={}", sockets.display());
@@ -112,7 +94,7 @@ impl Private {
                 return Err(fail("cannot start postgres", e));
             }
         };
-        Ok(Private { child, sockets, port, owner })
+        Ok(Private { child, sockets, port, owner, major })
     }
 
     /// What the server has logged so far.
@@ -186,6 +168,11 @@ impl Private {
     }
 
     /// The owner of the data directory (the server's user).
+    /// The server's major version.
+    pub fn major(&self) -> u32 {
+        self.major
+    }
+
     pub fn owner(&self) -> &fs::Metadata {
         &self.owner
     }
@@ -212,13 +199,15 @@ impl Drop for Private {
 }
 
 /// Creates a new, empty cluster in `dir` (which must not exist) for a scratch restore, its
-/// superuser `postgres`. PostgreSQL refuses to run as root: as root, the cluster belongs to, and
-/// runs as, the system user `postgres`.
+/// superuser `postgres`, with the newest PostgreSQL installed (a dump restores into a newer
+/// server, never an older one). PostgreSQL refuses to run as root: as root, the cluster belongs
+/// to, and runs as, the system user `postgres`.
 pub fn init_scratch(dir: &Path) -> Result<(), Error> {
     let fail = |detail: String| Error::Database { detail };
+    let (initdb, _) = programs::newest_server_program("initdb", "a scratch cluster for a dump")?;
     fs::create_dir(dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| fail(e.to_string()))?;
-    let mut initdb = Command::new(find_program("initdb"));
+    let mut initdb = Command::new(initdb);
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         let (uid, gid) = system_user("postgres").ok_or_else(|| {
@@ -290,7 +279,7 @@ pub fn recover(dir: &Path, timeout: Duration, env: &[(String, String)]) -> Resul
         // the server answers connections (hot standby) earlier still: a shutdown in between
         // leaves it "shut down in recovery", and its next start replays, with no target, the WAL
         // past the target.
-        let promoted = !dir.join("recovery.signal").exists() && cluster_state(dir).as_deref() == Some("in production");
+        let promoted = !dir.join("recovery.signal").exists() && in_production(dir);
         if promoted {
             let log = server.log();
             break Ok(Recovered {
@@ -313,12 +302,15 @@ pub fn recover(dir: &Path, timeout: Duration, env: &[(String, String)]) -> Resul
     result
 }
 
-/// The "Database cluster state" pg_controldata reads from the control file.
-fn cluster_state(dir: &Path) -> Option<String> {
-    let out = Command::new(find_program("pg_controldata")).arg(dir).env("LC_ALL", "C").output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let line = text.lines().find_map(|l| l.strip_prefix("Database cluster state:"))?;
-    Some(line.trim().to_string())
+/// Whether the control file says the cluster is in production (promoted): `state`, the third
+/// field of `ControlFileData` after two u64/u32 pairs, is `DB_IN_PRODUCTION` (6) in every version
+/// drctl supports. Read directly: the data directory's own pg_controldata may not be installed.
+fn in_production(dir: &Path) -> bool {
+    const STATE_OFFSET: usize = 16;
+    const DB_IN_PRODUCTION: u32 = 6;
+    let control = fs::read(dir.join("global/pg_control")).unwrap_or_default();
+    let state = control.get(STATE_OFFSET..STATE_OFFSET + 4).map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes")));
+    state == Some(DB_IN_PRODUCTION)
 }
 
 /// Recovery ran with archiving off, so PostgreSQL did not queue the new timeline's history file
@@ -346,17 +338,4 @@ fn queue_for_archiving(dir: &Path, owner: &fs::Metadata) -> std::io::Result<()> 
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn major_version_from_postgres_version() {
-        assert_eq!(
-            super::major_version("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n").as_deref(),
-            Some("15")
-        );
-        assert_eq!(super::major_version("postgres (PostgreSQL) 17beta1").as_deref(), Some("17beta1"));
-        assert_eq!(super::major_version("garbage"), None);
-    }
 }

@@ -19,6 +19,8 @@ pub struct Session {
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     stderr: Option<std::thread::JoinHandle<String>>,
+    /// The server's major version: before 15 the backup functions have other names.
+    major: u32,
 }
 
 /// What `pg_backup_stop` returns: the end of the backup's WAL range and the files a restore needs.
@@ -35,7 +37,7 @@ pub struct BackupStop {
 impl Session {
     pub fn connect(conn: &super::Conn) -> Result<Session, Error> {
         let mut child = conn
-            .client("psql")
+            .client(&super::programs::psql())
             .args(["-X", "-q", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-d", &conn.dsn])
             .env("PGAPPNAME", "drctl")
             .stdin(Stdio::piped())
@@ -46,9 +48,13 @@ impl Session {
         let stdin = child.stdin.take().expect("piped");
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
         let stderr = Some(collect_stderr(&mut child));
-        let mut session = Session { child, stdin, stdout, stderr };
+        let mut session = Session { child, stdin, stdout, stderr, major: 0 };
+        let version = session.query("SHOW server_version_num")?;
+        session.major = version.trim().parse::<u32>().map_err(|_| unexpected("server_version_num", &version))? / 10000;
         // The session idles while files are copied: no server-side timeout may end it.
-        session.query("SET idle_session_timeout = 0")?;
+        if session.major >= 14 {
+            session.query("SET idle_session_timeout = 0")?;
+        }
         session.query("SET statement_timeout = 0")?;
         Ok(session)
     }
@@ -85,7 +91,10 @@ impl Session {
     /// Starts a non-exclusive backup with an immediate checkpoint; returns the start LSN.
     pub fn backup_start(&mut self, label: &str) -> Result<String, Error> {
         let label = label.replace('\'', "''");
-        self.query(&format!("SELECT pg_backup_start('{label}', true)"))
+        match self.major {
+            15.. => self.query(&format!("SELECT pg_backup_start('{label}', true)")),
+            _ => self.query(&format!("SELECT pg_start_backup('{label}', true, false)")),
+        }
     }
 
     /// Ends the backup. The server's own wait for its last WAL segment to be archived looks
@@ -98,15 +107,19 @@ impl Session {
         let settings = self.query("SELECT pg_is_in_recovery(), current_setting('archive_mode')")?;
         let (standby, archiving) = match settings.trim().split_once('|') {
             Some((standby, mode)) => (standby == "t", mode != "off"),
-            None => return Err(unexpected(&settings)),
+            None => return Err(unexpected("the backup settings", &settings)),
         };
         let own_wait = can_wait && !standby && archiving;
         let wait = if own_wait { "false" } else { "true" };
         self.query(&format!("SET statement_timeout = {}", archive_timeout.as_millis()))?;
+        let function = match self.major {
+            15.. => format!("pg_backup_stop({wait})"),
+            _ => format!("pg_stop_backup(false, {wait})"),
+        };
         let answer = self
             .query(&format!(
                 "SELECT lsn, encode(convert_to(labelfile, 'UTF8'), 'hex'), \
-                 encode(convert_to(coalesce(spcmapfile, ''), 'UTF8'), 'hex') FROM pg_backup_stop({wait})"
+                 encode(convert_to(coalesce(spcmapfile, ''), 'UTF8'), 'hex') FROM {function}"
             ))
             .map_err(|e| match e {
                 Error::Database { detail } if detail.contains("statement timeout") => {
@@ -119,20 +132,20 @@ impl Session {
         let mut stop = match fields.as_slice() {
             [lsn, label, map] => BackupStop {
                 lsn: lsn.to_string(),
-                backup_label: text(label).ok_or_else(|| unexpected(&answer))?,
-                tablespace_map: text(map).ok_or_else(|| unexpected(&answer))?,
+                backup_label: text(label).ok_or_else(|| unexpected("pg_backup_stop", &answer))?,
+                tablespace_map: text(map).ok_or_else(|| unexpected("pg_backup_stop", &answer))?,
                 archive_pending: Vec::new(),
             },
-            _ => return Err(unexpected(&answer)),
+            _ => return Err(unexpected("pg_backup_stop", &answer)),
         };
         if own_wait {
             // The names the server's wait checks: the segment holding the byte before the stop
             // LSN, and the backup history file named after the start LSN.
             let start = super::basebackup::parse_backup_label(&stop.backup_label)
-                .ok_or_else(|| unexpected(&stop.backup_label))?
+                .ok_or_else(|| unexpected("pg_backup_stop", &stop.backup_label))?
                 .start_lsn;
             for lsn in [&start, &stop.lsn] {
-                super::wal::parse_lsn(lsn).ok_or_else(|| unexpected(lsn))?;
+                super::wal::parse_lsn(lsn).ok_or_else(|| unexpected("pg_backup_stop", lsn))?;
             }
             let names = self.query(&format!(
                 "SELECT pg_walfile_name('{lsn}'), file_name || '.' || lpad(upper(to_hex(file_offset)), 8, '0') \
@@ -141,15 +154,15 @@ impl Session {
             ))?;
             stop.archive_pending = names.trim().split('|').map(str::to_string).collect();
             if stop.archive_pending.len() != 2 || stop.archive_pending.iter().any(|n| n.is_empty() || n.contains('/')) {
-                return Err(unexpected(&names));
+                return Err(unexpected("pg_backup_stop", &names));
             }
         }
         Ok(stop)
     }
 }
 
-fn unexpected(answer: &str) -> Error {
-    Error::Database { detail: format!("unexpected answer from pg_backup_stop: {answer:?}") }
+fn unexpected(what: &str, answer: &str) -> Error {
+    Error::Database { detail: format!("unexpected answer from {what}: {answer:?}") }
 }
 
 impl Drop for Session {

@@ -8,15 +8,16 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use super::Error;
-use super::basebackup::find_program;
+use super::programs;
 
 /// What a verification found: `Ok(summary)` when clean, `Err(what it saw)` otherwise.
 pub type Verdict = Result<String, String>;
 
 /// `pg_amcheck --all --heapallindexed` through the connection `env` describes (PGHOST, PGPORT,
-/// PGUSER), installing the amcheck extension where it is missing (a scratch cluster only).
-pub fn amcheck(env: &[(&str, String)], jobs: usize) -> Result<Verdict, Error> {
-    let program = find_program("pg_amcheck");
+/// PGUSER) to a server of version `major`, installing the amcheck extension where it is missing
+/// (a scratch cluster only).
+pub fn amcheck(env: &[(&str, String)], major: u32, jobs: usize) -> Result<Verdict, Error> {
+    let program = programs::client("pg_amcheck", major, &format!("checking a PostgreSQL {major} cluster"))?;
     let mut command = Command::new(&program);
     command.args([
         "--all",
@@ -36,7 +37,7 @@ pub fn amcheck(env: &[(&str, String)], jobs: usize) -> Result<Verdict, Error> {
 /// Whether the stopped cluster in `dir` has data checksums (pg_controldata's "Data page checksum
 /// version" is not 0).
 pub fn has_checksums(dir: &Path) -> Result<bool, Error> {
-    let out = as_owner(Command::new(find_program("pg_controldata")).arg(dir).env("LC_ALL", "C"), dir)?;
+    let out = as_owner(Command::new(server_program("pg_controldata", dir)?).arg(dir).env("LC_ALL", "C"), dir)?;
     let text = String::from_utf8_lossy(&out.stdout);
     let version = text.lines().find_map(|l| l.strip_prefix("Data page checksum version:")).map(str::trim);
     match version {
@@ -47,8 +48,14 @@ pub fn has_checksums(dir: &Path) -> Result<bool, Error> {
 
 /// `pg_checksums --check` on the stopped cluster in `dir`.
 pub fn checksums(dir: &Path) -> Result<Verdict, Error> {
-    let out = as_owner(Command::new(find_program("pg_checksums")).arg("--check").arg("-D").arg(dir), dir)?;
+    let out = as_owner(Command::new(server_program("pg_checksums", dir)?).arg("--check").arg("-D").arg(dir), dir)?;
     Ok(verdict(&out, "every page's checksum matches"))
+}
+
+/// `name` of the data directory `dir`'s own major version.
+pub fn server_program(name: &str, dir: &Path) -> Result<std::path::PathBuf, Error> {
+    let major = super::datadir::major_version(dir)?;
+    programs::server(name, major, &format!("checking the PostgreSQL {major} cluster in {}", dir.display()))
 }
 
 /// Runs `command` as the owner of `dir` (PostgreSQL's tools refuse root, and the files are the

@@ -51,5 +51,6 @@ mod store;
 mod stream;
 mod tamper;
 mod timelines;
+mod versions;
 mod wal;
 mod walasync;

@@ -44,21 +44,23 @@ fn stream_base_backup_restores_to_its_end_point() {
     restored.stop();
     repo.cmd("check").arg("--read-data").run().ok();
 
-    // A server of another major version is refused before recovery starts; nothing is left.
+    // A server of another major version given with --pg-bin is refused before anything is
+    // restored, not replaced by one found elsewhere.
     let fake_bin = ws.mkdir("fake-bin");
     let fake = fake_bin.join("postgres");
     std::fs::write(&fake, "#!/bin/sh\necho 'postgres (PostgreSQL) 16.1'\n").unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let path = format!("{}:{}", fake_bin.display(), std::env::var("PATH").unwrap_or_default());
     let mismatch = ws.join("mismatch");
     repo.restore_cmd(&backup.short_id, &mismatch)
         .args(["--start", "--key-file"])
         .arg(&key_file)
-        .env("PATH", &path)
+        .arg("--pg-bin")
+        .arg(&fake_bin)
         .run()
         .code_is(12)
-        .stderr_mentions("PostgreSQL 16", "the version found");
-    assert!(!mismatch.exists(), "the restored files were removed");
+        .stderr_mentions("postgres is 16", "the version found")
+        .stderr_mentions("--pg-bin", "the fix");
+    assert!(!mismatch.exists(), "nothing was restored");
 
     // The window: this backup is restorable, up to the newest archived WAL.
     assert_eq!(repo.snapshots()[0]["missing_wal"], serde_json::json!([]));

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::{BackupOptions, run};
 use crate::ops::Error;
 use crate::pg::basebackup::{self, BaseBackupProcess};
-use crate::pg::{Conn, Error as PgError};
+use crate::pg::{Conn, Error as PgError, programs};
 use crate::progress::Progress;
 use crate::repo::Id;
 use crate::repo::Repository;
@@ -43,10 +43,13 @@ pub fn backup_pg_stream(
     progress: &dyn Progress,
 ) -> Result<(Id, Snapshot), Error> {
     let server = basebackup::preflight(conn)?;
+    let major = server.version_num / 10000;
+    let program =
+        programs::client("pg_basebackup", major, &format!("a stream-mode backup of a PostgreSQL {major} server"))?;
     let snapshot = Snapshot::new(SnapshotKind::PgBase, &options.tags);
     run(repo, snapshot, options, progress, |sink, snap| {
         progress.start("backing up PostgreSQL", None);
-        let (process, stdout) = BaseBackupProcess::start(conn)?;
+        let (process, stdout) = BaseBackupProcess::start(conn, &program)?;
         let mut meta = Metadata::default();
         let tree = match read_tar(repo, sink, stdout, &mut snap.summary, &mut meta, progress) {
             Ok(tree) => tree,
@@ -183,8 +186,10 @@ pub fn backup_pg_dump(
     progress: &dyn Progress,
 ) -> Result<(Id, Snapshot), Error> {
     let conn = conn.with_database(database);
+    let major = conn.server_major()?;
+    let program = programs::client("pg_dump", major, &format!("a logical dump of a PostgreSQL {major} server"))?;
     let mut child = conn
-        .client("pg_dump")
+        .client(&program)
         .args(["-F", "c", "-Z", "0", "-d", &conn.dsn])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

@@ -23,8 +23,11 @@ pub fn restore_dump(
         return Err(Error::Usage("--pg restores logical dumps (backup --pg-dump) only".into()));
     }
     let failed = crate::pg::Error::database;
+    let major = conn.server_major()?;
+    let purpose = format!("restoring a dump into a PostgreSQL {major} server");
+    let program = crate::pg::programs::client("pg_restore", major, &purpose)?;
     let mut child = conn
-        .client("pg_restore")
+        .client(&program)
         .args(["--exit-on-error", "-d", &conn.dsn])
         .args(options)
         .stdin(Stdio::piped())

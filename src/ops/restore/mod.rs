@@ -112,6 +112,9 @@ pub fn run(
     if options.start && snap.kind != SnapshotKind::PgBase {
         return Err(Error::Usage("--start applies to PostgreSQL base backups only".into()));
     }
+    if options.start {
+        recovery::check_server(&snap)?;
+    }
     let started = Instant::now();
     let dir = match &options.destination {
         Destination::Database(conn) => {
@@ -150,7 +153,7 @@ pub fn run(
             let configured = recovery::configure(dir, &snap, &recovery, &options.repo_args)?;
             events(Event::RecoveryConfigured { dir, configured: &configured, start: options.start });
             if options.start {
-                let recovered = recovery::run(dir, &snap, &options.repo_env)?;
+                let recovered = recovery::run(dir, &options.repo_env)?;
                 events(Event::Recovered { dir, configured: &configured, recovered: &recovered });
             }
             Ok(())

