@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 #
-# The drctl container image: the drctl binary with the PostgreSQL 15 client programs it drives
-# (psql, pg_basebackup, pg_dump, pg_restore) and the server binaries drills run a scratch
-# cluster with, running as an unprivileged user under tini.
+# The drctl container image: the drctl binary with the PostgreSQL client programs it drives
+# (psql, pg_basebackup, pg_dump, pg_restore, pg_amcheck) and the server binaries drills and
+# `restore --start` run, of every supported major version (13 to 18, PGDG's packages), running
+# as an unprivileged user under tini. drctl picks each program by the server's version.
 #
 #   docker build -t ghcr.io/acme/drctl:0.1.0 .
 #   docker run --rm ghcr.io/acme/drctl:0.1.0 backup --policy /etc/drctl/policies/rds-orders.yaml --json
@@ -36,21 +37,27 @@ LABEL org.opencontainers.image.title="drctl" \
       org.opencontainers.image.source="https://github.com/acme/drctl" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.base.name="debian:bookworm-slim"
-# postgresql-client-15: psql (the SQL session of local base backups, WAL archiver status),
-# pg_basebackup, pg_dump, pg_restore, pg_amcheck. A pg_dump refuses servers of a newer major
-# version than its own: dump PostgreSQL 16+ servers with an image built on that version's client.
-# postgresql-15: the server binaries a drill's scratch cluster runs (postgres, initdb,
-# pg_controldata, pg_checksums) and `restore --start`; no cluster is created at install.
+# The PostgreSQL versions whose programs the image carries (PG_VERSIONS="16 17" for a smaller
+# image that serves those servers only). For each, from PGDG's repository (apt.postgresql.org):
+# postgresql-client-N: psql, pg_basebackup, pg_dump, pg_restore, pg_amcheck. Clients must be at
+#   least the server's version: pg_basebackup and pg_dump refuse newer servers.
+# postgresql-N: the server binaries of that version (postgres, initdb, pg_controldata,
+#   pg_checksums) that a drill's scratch cluster and `restore --start` run: a data directory
+#   runs only on its own major version. No cluster is created at install.
+ARG PG_VERSIONS="13 14 15 16 17 18"
+ADD --chmod=644 https://www.postgresql.org/media/keys/ACCC4CF8.asc /usr/share/postgresql-common/pgdg/apt.postgresql.org.asc
 RUN mkdir -p /etc/postgresql-common/createcluster.d \
     && echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/drctl.conf \
     && apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tini \
+    && echo "deb [signed-by=/usr/share/postgresql-common/pgdg/apt.postgresql.org.asc] https://apt.postgresql.org/pub/repos/apt bookworm-pgdg main" \
+        > /etc/apt/sources.list.d/pgdg.list \
+    && apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        postgresql-client-15 postgresql-15 ca-certificates tini \
+        $(for v in $PG_VERSIONS; do echo "postgresql-client-$v postgresql-$v"; done) \
     && rm -rf /var/lib/apt/lists/*
-# The client programs themselves first on PATH, not Debian's pg_wrapper (a Perl script that
-# picks a version per cluster configuration this image does not have).
-ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    HOME=/home/drctl \
+# drctl finds each version's programs in /usr/lib/postgresql/N/bin itself; PATH stays Debian's.
+ENV HOME=/home/drctl \
     DRCTL_LOG_FORMAT=json
 RUN groupadd --system --gid 10001 drctl \
     && useradd --system --uid 10001 --gid 10001 --home-dir /home/drctl --create-home \

@@ -296,6 +296,11 @@ impl<'a> Drill<'a> {
             ),
         );
 
+        let major = snap.pg.as_ref().and_then(|pg| pg.pg_version.parse().ok());
+        verify::require_programs(major.ok_or_else(|| {
+            crate::pg::Error::database(format!("snapshot {} names no PostgreSQL version", id.short()))
+        })?)?;
+
         // Restore and replay: the files, then recovery run privately (archiving off).
         let pgdata = scratch.root.join("pgdata");
         let options = RestoreOptions {

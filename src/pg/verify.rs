@@ -13,6 +13,18 @@ use super::programs;
 /// What a verification found: `Ok(summary)` when clean, `Err(what it saw)` otherwise.
 pub type Verdict = Result<String, String>;
 
+/// Refuses, before a drill restores anything, a machine that lacks a program the drill of a
+/// PostgreSQL `major` base backup runs: that version's postgres, pg_controldata and pg_checksums,
+/// and a pg_amcheck at least as new.
+pub fn require_programs(major: u32) -> Result<(), Error> {
+    let purpose = format!("a drill of a PostgreSQL {major} base backup");
+    for name in ["postgres", "pg_controldata", "pg_checksums"] {
+        programs::server(name, major, &purpose)?;
+    }
+    programs::client("pg_amcheck", major, &purpose)?;
+    Ok(())
+}
+
 /// `pg_amcheck --all --heapallindexed` through the connection `env` describes (PGHOST, PGPORT,
 /// PGUSER) to a server of version `major`, installing the amcheck extension where it is missing
 /// (a scratch cluster only).

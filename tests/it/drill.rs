@@ -234,3 +234,29 @@ fn a_drill_of_logical_dumps_restores_them_into_a_new_cluster_and_measures_rpo() 
     let listed = Drctl::new().args(["drill", "list", "--json", "--policy"]).arg(&file).run().ok().json();
     assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
 }
+
+#[test]
+fn a_drill_refuses_before_restoring_when_a_program_of_the_backups_version_is_missing() {
+    let ws = Workspace::new_public();
+    let (repo, key_file, primary) = primary_with_a_backup(&ws);
+    let file = ws.join("app.yaml");
+    let checks = "    - name: orders\n      sql: SELECT count(*) FROM orders\n      expect: \"1000\"\n";
+    std::fs::write(&file, policy(&primary, &repo, &key_file, "5m", checks)).unwrap();
+    // A --pg-bin folder with PostgreSQL 15's postgres but not its pg_controldata or pg_checksums.
+    let bin = ws.mkdir("server-only");
+    std::os::unix::fs::symlink(Path::new(crate::harness::pg::BIN).join("postgres"), bin.join("postgres")).unwrap();
+    let scratch = ws.join("scratch");
+    let out = Drctl::new()
+        .args(["drill", "--latest", "--policy"])
+        .arg(&file)
+        .arg("--scratch")
+        .arg(&scratch)
+        .env("DRCTL_PG_BIN", &bin)
+        .timeout(Duration::from_secs(120))
+        .run();
+    out.code_is(12)
+        .stderr_mentions("a drill of a PostgreSQL 15 base backup needs pg_controldata of PostgreSQL 15", "the program")
+        .stderr_mentions("--pg-bin", "the fix");
+    assert!(!out.all().contains("restore"), "nothing was restored:\n{out}");
+    assert!(walkdir(&scratch).is_empty(), "the scratch folder holds nothing");
+}

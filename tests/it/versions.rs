@@ -2,10 +2,10 @@
 //! (README.md's version table cites these tests). Every version: a local-mode base backup, WAL
 //! archived by `drctl wal-push`, and a row-exact point-in-time restore started (`--start`) with
 //! that version's own `postgres`, found through `DRCTL_PG_BIN`, while a `postgres` of another
-//! version is refused before anything is written. Where this machine has client programs of the
+//! version is refused before anything is written; the local-mode backup recovered to a
+//! transaction (`--target-xid`). Where this machine has client programs of the
 //! server's version or newer (13 to 15: Debian's PostgreSQL 15 clients), also a stream-mode
-//! backup (the one the point in time chooses), the local one recovered to a transaction, and a
-//! logical dump restored with pg_restore; for 16 to 18 stream mode and dumps are refused with
+//! backup (the one the point in time chooses) and a logical dump restored with pg_restore; for 16 to 18 stream mode and dumps are refused with
 //! exit 12, naming the program and version, and no snapshot is written.
 
 use std::path::{Path, PathBuf};
@@ -142,11 +142,12 @@ fn version_round_trip(major: u32) {
         .mentions("promoted", "the report");
     assert_eq!(rows_restored(major, &pitr), rows_up_to(550), "exactly the rows committed by the target");
 
-    let Some((_, dump)) = clients else { return };
     // The local-mode backup, recovered to a transaction.
     let to_xid = ws.join("to-xid");
     restore_started(&repo, &key_file, &[&local.short_id, "--target-xid", &xid], &to_xid, &bin).ok();
     assert_eq!(rows_restored(major, &to_xid), rows_up_to(525), "the rows up to the target transaction");
+
+    let Some((_, dump)) = clients else { return };
 
     // The dump, restored with pg_restore into a new database of a server of the same version.
     let mut server = Cluster::existing_version(major, &pitr, &[("archive_mode", "off".into())]);

@@ -177,10 +177,19 @@ fn the_dockerfile_builds_drctl_and_runs_it_unprivileged_under_tini_with_the_post
         "a slim Debian runtime: {runtime_image}"
     );
     let installs = dockerfile.all(last, "RUN").join("\n");
-    // The server binaries too: a drill runs a scratch cluster in the drctl pod.
-    for package in ["postgresql-client-15", "postgresql-15", "ca-certificates", "tini"] {
+    for package in ["ca-certificates", "tini"] {
         assert!(installs.split_whitespace().any(|w| w == package), "the runtime stage installs {package}");
     }
+    // Every supported version's clients and, for drills and `restore --start` in the drctl pod,
+    // its server binaries, from PGDG's repository.
+    let versions = dockerfile.all(last, "ARG").into_iter().find_map(|a| a.strip_prefix("PG_VERSIONS="));
+    let versions = versions.expect("ARG PG_VERSIONS=\"…\" names the PostgreSQL versions installed").trim_matches('"');
+    assert_eq!(versions, "13 14 15 16 17 18", "the image carries every supported PostgreSQL version");
+    assert!(
+        installs.contains(r#"for v in $PG_VERSIONS; do echo "postgresql-client-$v postgresql-$v"; done"#),
+        "the runtime stage installs postgresql-client-N and postgresql-N of each version:\n{installs}"
+    );
+    assert!(installs.contains("https://apt.postgresql.org/pub/repos/apt bookworm-pgdg main"), "PGDG's repository");
     assert!(installs.contains("--no-install-recommends"), "apt-get install --no-install-recommends");
     let user = *dockerfile.all(last, "USER").last().expect("a USER in the runtime stage");
     let user = user.split(':').next().unwrap();
