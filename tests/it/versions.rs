@@ -3,7 +3,8 @@
 //! archived by `drctl wal-push`, and a row-exact point-in-time restore started (`--start`) with
 //! that version's own `postgres`, found through `DRCTL_PG_BIN`, while a `postgres` of another
 //! version is refused before anything is written; the local-mode backup recovered to a
-//! transaction (`--target-xid`). Where this machine has client programs of the
+//! transaction (`--target-xid`); a standby made from that backup promoted by `drctl promote`
+//! (timeline 2, whose history the point-in-time restore then reads past). Where this machine has client programs of the
 //! server's version or newer (13 to 15: Debian's PostgreSQL 15 clients), also a stream-mode
 //! backup (the one the point in time chooses) and a logical dump restored with pg_restore; for 16 to 18 stream mode and dumps are refused with
 //! exit 12, naming the program and version, and no snapshot is written.
@@ -120,7 +121,40 @@ fn version_round_trip(major: u32) {
     );
     let xid = primary.sql("SELECT xmin FROM t WHERE n = 525");
     primary.archive_all_wal();
+
+    // Failover: a standby made from the local-mode backup (restored with its archiving kept,
+    // then standby.signal and primary_conninfo) follows the primary; the primary stops, and
+    // `drctl promote` makes the standby the primary of timeline 2, whose history file it
+    // archives into the repository.
+    let standby_dir = ws.join("standby");
+    repo.cmd("restore")
+        .arg(&local.short_id)
+        .args(["--archive-mode", "keep", "--key-file"])
+        .arg(&key_file)
+        .arg("--to")
+        .arg(&standby_dir)
+        .run()
+        .ok();
+    let mut auto_conf =
+        std::fs::OpenOptions::new().append(true).open(standby_dir.join("postgresql.auto.conf")).unwrap();
+    let follow =
+        format!("recovery_target = ''\nprimary_conninfo = 'host=127.0.0.1 port={} user=postgres'\n", primary.port);
+    std::io::Write::write_all(&mut auto_conf, follow.as_bytes()).unwrap();
+    std::fs::write(standby_dir.join("standby.signal"), "").unwrap();
+    let mut standby = Cluster::existing_version(major, &standby_dir, &[]);
+    standby.start();
+    standby.wait_for("SELECT count(*) FROM t", "600", Duration::from_secs(60));
+    assert_eq!(standby.sql("SELECT pg_is_in_recovery()"), "t");
     primary.stop();
+    repo.cmd("promote")
+        .args(["--pg", &standby.dsn(), "--assume-fenced"])
+        .timeout(Duration::from_secs(120))
+        .run()
+        .ok()
+        .mentions("promoted", "the promotion");
+    assert_eq!(standby.sql("SELECT pg_is_in_recovery()"), "f", "the standby was promoted");
+    assert!(repo.path.join("wal/00000002/00000002.history").is_file(), "timeline 2's history is archived");
+    standby.stop();
 
     // Another version's postgres is refused before any file is written.
     let other = if major == 15 { 13 } else { 15 };
