@@ -18,6 +18,9 @@ static BIN_DIR: OnceLock<PathBuf> = OnceLock::new();
 /// The major version of each program already asked (`None`: not a PostgreSQL program).
 static VERSIONS: OnceLock<Mutex<HashMap<PathBuf, Option<u32>>>> = OnceLock::new();
 
+/// The oldest major version drctl supports.
+const OLDEST: u32 = 13;
+
 /// Makes `dir` the first place programs are looked for; server programs then come from it only.
 pub fn set_bin_dir(dir: PathBuf) {
     let _ = BIN_DIR.set(dir);
@@ -40,23 +43,28 @@ pub fn server(name: &str, major: u32, purpose: &str) -> Result<PathBuf, Error> {
 pub fn client(name: &str, major: u32, purpose: &str) -> Result<PathBuf, Error> {
     let places = places();
     let found = candidates_in(&places, name);
-    let exact = found.iter().find(|(_, v)| *v == Some(major));
-    let newer = found.iter().filter(|(_, v)| v.is_some_and(|v| v > major)).max_by_key(|(_, v)| *v);
-    match exact.or(newer) {
-        Some((path, _)) => Ok(path.clone()),
+    match pick_client(&found, major) {
+        Some(path) => Ok(path.clone()),
         None => Err(missing(name, &format!("{major} or newer"), purpose, &places, &found)),
     }
 }
 
-/// A server program of the newest version installed (with `--pg-bin`, of that folder), and
-/// that version.
+/// Of the programs found (in search order), the first of version `major`, else the newest newer.
+fn pick_client(found: &[(PathBuf, Option<u32>)], major: u32) -> Option<&PathBuf> {
+    let exact = found.iter().find(|(_, v)| *v == Some(major));
+    let newer = found.iter().filter(|(_, v)| v.is_some_and(|v| v > major)).max_by_key(|(_, v)| *v);
+    exact.or(newer).map(|(path, _)| path)
+}
+
+/// A server program of the newest supported version installed (with `--pg-bin`, of that
+/// folder), and that version.
 pub fn newest_server_program(name: &str, purpose: &str) -> Result<(PathBuf, u32), Error> {
     let places = server_places();
     let found = candidates_in(&places, name);
-    let newest = found.iter().filter_map(|(path, v)| Some((path, (*v)?))).max_by_key(|(_, v)| *v);
-    match newest {
+    let supported = found.iter().filter_map(|(path, v)| Some((path, v.filter(|v| *v >= OLDEST)?)));
+    match supported.max_by_key(|(_, v)| *v) {
         Some((path, version)) => Ok((path.clone(), version)),
-        None => Err(missing(name, "any version", purpose, &places, &found)),
+        None => Err(missing(name, &format!("{OLDEST} or newer"), purpose, &places, &found)),
     }
 }
 
@@ -69,14 +77,14 @@ pub fn psql() -> PathBuf {
 
 /// The major version in a program's `--version` line, e.g. 15 in "psql (PostgreSQL) 15.18
 /// (Debian 15.18-0+deb12u1)" or 18 in "postgres (PostgreSQL) 18beta1".
-pub fn major_of(version_output: &str) -> Option<u32> {
+fn major_of(version_output: &str) -> Option<u32> {
     let rest = version_output.split("(PostgreSQL) ").nth(1)?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }
 
 /// The major version of the program at `path`, asked once per process.
-pub fn version_of(path: &Path) -> Option<u32> {
+fn version_of(path: &Path) -> Option<u32> {
     let cache = VERSIONS.get_or_init(Default::default);
     if let Some(known) = cache.lock().expect("poisoned").get(path) {
         return *known;
@@ -88,6 +96,7 @@ pub fn version_of(path: &Path) -> Option<u32> {
 }
 
 /// One place programs are looked for, and how to name it in a message.
+#[derive(Clone)]
 struct Place {
     label: String,
     dirs: Vec<PathBuf>,
@@ -107,10 +116,16 @@ fn server_places() -> Vec<Place> {
     }
 }
 
+/// Every place, in the order searched; found once per process.
+fn places() -> Vec<Place> {
+    static PLACES: OnceLock<Vec<Place>> = OnceLock::new();
+    PLACES.get_or_init(search_order).clone()
+}
+
 /// The search order: --pg-bin, pg_config's bindir, PATH, then the packagers' folders (Debian's
 /// and Ubuntu's /usr/lib/postgresql/N/bin, PGDG's /usr/pgsql-N/bin, a source build's
 /// /usr/local/pgsql/bin), newest version first.
-fn places() -> Vec<Place> {
+fn search_order() -> Vec<Place> {
     let path: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
     let pg_config = path.iter().map(|d| d.join("pg_config")).find(|p| p.is_file());
     let bindir = pg_config.as_ref().and_then(|p| {
@@ -179,7 +194,23 @@ fn missing(name: &str, needed: &str, purpose: &str, places: &[Place], found: &[(
 
 #[cfg(test)]
 mod tests {
-    use super::major_of;
+    use std::path::PathBuf;
+
+    use super::{major_of, pick_client};
+
+    #[test]
+    fn a_client_of_the_servers_version_else_the_newest_newer_one() {
+        let found: Vec<(PathBuf, Option<u32>)> = [("a/16", Some(16)), ("b/13", Some(13)), ("c/18", Some(18))]
+            .into_iter()
+            .chain([("d/15", Some(15)), ("e/x", None), ("f/15", Some(15))])
+            .map(|(p, v)| (PathBuf::from(p), v))
+            .collect();
+        let pick = |major| pick_client(&found, major).map(|p| p.to_string_lossy().into_owned());
+        assert_eq!(pick(15).as_deref(), Some("d/15"), "the first of the same version");
+        assert_eq!(pick(14).as_deref(), Some("c/18"), "else the newest newer one");
+        assert_eq!(pick(13).as_deref(), Some("b/13"));
+        assert_eq!(pick(19), None, "never an older one");
+    }
 
     #[test]
     fn major_version_from_version_lines() {
