@@ -45,6 +45,7 @@ mod s3;
 mod s3faults;
 mod s3pg;
 mod schedule;
+mod secrets;
 mod selftest;
 mod standby;
 mod store;
