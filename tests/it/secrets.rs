@@ -191,6 +191,7 @@ fn no_secret_is_printed_written_readable_or_put_on_a_command_line() {
     let report = ws.join("report.json");
     let out = drctl("report").env_remove("PGPASSWORD").arg("--policy").arg(&policy);
     let out = out.args(["--period", &period, "--format", "json", "--out"]).arg(&report).run();
+    assert!(report.is_file(), "the report was written:\n{out}");
     for secret in SECRETS {
         assert!(!out.all().contains(secret), "report printed {secret:?}:\n{out}");
     }
