@@ -38,6 +38,15 @@ pub fn server(name: &str, major: u32, purpose: &str) -> Result<PathBuf, Error> {
     }
 }
 
+/// The server program `name` for the data directory `dir`: of the major version in its
+/// PG_VERSION (returned too), since another version would fail on the directory, or worse,
+/// half-start.
+pub fn for_data_directory(name: &str, dir: &Path) -> Result<(PathBuf, u32), Error> {
+    let major = super::datadir::major_version(dir)?;
+    let purpose = format!("the PostgreSQL {major} cluster in {}", dir.display());
+    Ok((server(name, major, &purpose)?, major))
+}
+
 /// A client program of major version `major` or newer: the same version where installed,
 /// else the newest.
 pub fn client(name: &str, major: u32, purpose: &str) -> Result<PathBuf, Error> {

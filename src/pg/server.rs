@@ -27,14 +27,6 @@ fn log_line(log: &str, marker: &str) -> Option<String> {
     log.lines().rev().find_map(|l| l.find(marker).map(|i| l[i..].trim().to_string()))
 }
 
-/// The server program for the data directory `dir`: `postgres` of the major version in its
-/// PG_VERSION (returned too). Another version would fail on the directory, or worse, half-start.
-fn postgres_for(dir: &Path) -> Result<(std::path::PathBuf, u32), Error> {
-    let major = super::datadir::major_version(dir)?;
-    let purpose = format!("running the PostgreSQL {major} cluster in {}", dir.display());
-    Ok((programs::server("postgres", major, &purpose)?, major))
-}
-
 /// A server run privately on a data directory: no TCP listener, its socket in a fresh folder
 /// only its owner can enter, archiving off, SSL off (the backup's certificate paths need not
 /// exist here), and its own pg_hba.conf trusting local connections only, so drctl can connect to
@@ -52,7 +44,7 @@ impl Private {
     pub fn start(dir: &Path, env: &[(String, String)]) -> Result<Private, Error> {
         let fail = |what: &str, e: std::io::Error| Error::Database { detail: format!("{what}: {e}") };
         let owner = fs::metadata(dir).map_err(|e| fail(&format!("cannot read {}", dir.display()), e))?;
-        let (postgres, major) = postgres_for(dir)?;
+        let (postgres, major) = programs::for_data_directory("postgres", dir)?;
         let mut random = [0u8; 6];
         getrandom::fill(&mut random).map_err(|e| Error::Database { detail: format!("no randomness: {e}") })?;
         let tag = hex::encode(random);

@@ -49,7 +49,10 @@ pub fn amcheck(env: &[(&str, String)], major: u32, jobs: usize) -> Result<Verdic
 /// Whether the stopped cluster in `dir` has data checksums (pg_controldata's "Data page checksum
 /// version" is not 0).
 pub fn has_checksums(dir: &Path) -> Result<bool, Error> {
-    let out = as_owner(Command::new(server_program("pg_controldata", dir)?).arg(dir).env("LC_ALL", "C"), dir)?;
+    let out = as_owner(
+        Command::new(programs::for_data_directory("pg_controldata", dir)?.0).arg(dir).env("LC_ALL", "C"),
+        dir,
+    )?;
     let text = String::from_utf8_lossy(&out.stdout);
     let version = text.lines().find_map(|l| l.strip_prefix("Data page checksum version:")).map(str::trim);
     match version {
@@ -60,14 +63,11 @@ pub fn has_checksums(dir: &Path) -> Result<bool, Error> {
 
 /// `pg_checksums --check` on the stopped cluster in `dir`.
 pub fn checksums(dir: &Path) -> Result<Verdict, Error> {
-    let out = as_owner(Command::new(server_program("pg_checksums", dir)?).arg("--check").arg("-D").arg(dir), dir)?;
+    let out = as_owner(
+        Command::new(programs::for_data_directory("pg_checksums", dir)?.0).arg("--check").arg("-D").arg(dir),
+        dir,
+    )?;
     Ok(verdict(&out, "every page's checksum matches"))
-}
-
-/// `name` of the data directory `dir`'s own major version.
-pub fn server_program(name: &str, dir: &Path) -> Result<std::path::PathBuf, Error> {
-    let major = super::datadir::major_version(dir)?;
-    programs::server(name, major, &format!("checking the PostgreSQL {major} cluster in {}", dir.display()))
 }
 
 /// Runs `command` as the owner of `dir` (PostgreSQL's tools refuse root, and the files are the
