@@ -296,7 +296,7 @@ impl<'a> Drill<'a> {
             ),
         );
 
-        let major = snap.pg.as_ref().and_then(|pg| pg.pg_version.parse().ok());
+        let major = snap.pg.as_ref().and_then(|pg| pg.major());
         verify::require_programs(major.ok_or_else(|| {
             crate::pg::Error::database(format!("snapshot {} names no PostgreSQL version", id.short()))
         })?)?;

@@ -54,6 +54,13 @@ pub struct PgBackup {
     pub tablespace_map: String,
 }
 
+impl PgBackup {
+    /// The major version as a number (15 for "15"); `None` for a value no server wrote.
+    pub fn major(&self) -> Option<u32> {
+        self.pg_version.parse().ok()
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Summary {

@@ -57,7 +57,7 @@ pub fn configure(dir: &Path, snap: &Snapshot, recovery: &Recovery, repo_args: &[
 /// the directory, or worse, half-start).
 pub fn check_server(snap: &Snapshot) -> Result<()> {
     let Some(pg) = &snap.pg else { return Ok(()) };
-    let major: u32 = pg.pg_version.parse().map_err(|_| {
+    let major = pg.major().ok_or_else(|| {
         crate::pg::Error::database(format!("the backup names an unknown PostgreSQL version {:?}", pg.pg_version))
     })?;
     let purpose = format!("recovery of a PostgreSQL {major} base backup");
