@@ -14,6 +14,10 @@ pub mod aws;
 pub mod cli;
 pub mod drill;
 pub mod error;
+/// Fuzz targets (built for `cargo fuzz` and for tests only).
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod job;
 pub mod metrics;
 pub mod ops;

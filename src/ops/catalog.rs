@@ -49,11 +49,16 @@ impl Catalog {
         let snapshots = repo.snapshots()?;
         let wal: Vec<WalName> = wal::list(repo.store())?.into_iter().map(|(name, _)| name).collect();
         let histories = load_histories(repo, &wal);
+        Ok(Catalog::new(snapshots, wal, histories))
+    }
+
+    /// The catalog of these snapshots, WAL names and history files (timeline, content).
+    pub fn new(snapshots: Vec<(Id, Snapshot)>, wal: Vec<WalName>, histories: Vec<(u32, Vec<u8>)>) -> Catalog {
         let mut archives = BTreeMap::new();
         for pg in snapshots.iter().filter_map(|(_, s)| s.pg.as_ref()) {
             archives.entry(pg.wal_segment_size).or_insert_with(|| Archive::new(&wal, pg.wal_segment_size));
         }
-        Ok(Catalog { snapshots, wal, histories, archives })
+        Catalog { snapshots, wal, histories, archives }
     }
 
     /// The WAL files a base backup's range lacks (it must be archived whole, or the backup

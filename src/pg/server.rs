@@ -298,9 +298,13 @@ pub fn recover(dir: &Path, timeout: Duration, env: &[(String, String)]) -> Resul
 /// field of `ControlFileData` after two u64/u32 pairs, is `DB_IN_PRODUCTION` (6) in every version
 /// drctl supports. Read directly: the data directory's own pg_controldata may not be installed.
 fn in_production(dir: &Path) -> bool {
+    control_in_production(&fs::read(dir.join("global/pg_control")).unwrap_or_default())
+}
+
+/// [`in_production`] on the bytes of a pg_control file.
+pub(crate) fn control_in_production(control: &[u8]) -> bool {
     const STATE_OFFSET: usize = 16;
     const DB_IN_PRODUCTION: u32 = 6;
-    let control = fs::read(dir.join("global/pg_control")).unwrap_or_default();
     let state = control.get(STATE_OFFSET..STATE_OFFSET + 4).map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes")));
     state == Some(DB_IN_PRODUCTION)
 }

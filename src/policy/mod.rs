@@ -93,7 +93,7 @@ pub fn load_with<T>(path: &Path, read: impl FnOnce(&str) -> Result<T, Vec<Proble
 }
 
 /// The policy in `text`, or every problem in it.
-fn read(text: &str) -> Result<Policy, Vec<Problem>> {
+pub(crate) fn read(text: &str) -> Result<Policy, Vec<Problem>> {
     let root = parse_document(text, "a policy file", "`name: …`, `kind: …`, `database: …`").map_err(|e| vec![e])?;
     let found = yaml::Found::default();
     let policy = root.as_mapping().and_then(|root| parse::policy(root, &found));

@@ -21,3 +21,10 @@ pub struct Config {
     /// Packs are closed once they reach this many bytes.
     pub pack_size: u64,
 }
+
+impl Config {
+    /// The config in the authenticated JSON `json`.
+    pub fn decode(json: &[u8]) -> Result<Config, super::Error> {
+        serde_json::from_slice(json).map_err(|e| super::Error::corrupt("config", format!("it does not parse: {e}")))
+    }
+}

@@ -43,12 +43,12 @@ pub fn encode(packs: &[PackRecord]) -> Vec<u8> {
 pub fn decode(bytes: &[u8], object: &str) -> Result<Vec<PackRecord>, Error> {
     let mut r = Reader { bytes, pos: 0, object };
     let pack_count = r.u32()?;
-    let mut packs = Vec::with_capacity(pack_count.min(1 << 20) as usize);
+    let mut packs = Vec::with_capacity(r.at_most(pack_count, PACK_RECORD_LEN));
     for _ in 0..pack_count {
         let id = r.id()?;
         let size = r.u64()?;
         let count = r.u32()?;
-        let mut chunks = Vec::with_capacity(count.min(1 << 20) as usize);
+        let mut chunks = Vec::with_capacity(r.at_most(count, CHUNK_RECORD_LEN));
         for _ in 0..count {
             chunks.push(ChunkEntry {
                 id: r.id()?,
@@ -84,7 +84,17 @@ struct Reader<'a> {
     object: &'a str,
 }
 
+/// Encoded sizes of a pack record (id, size, chunk count) and a chunk record (id, offset,
+/// sealed and raw length).
+const PACK_RECORD_LEN: usize = 32 + 8 + 4;
+const CHUNK_RECORD_LEN: usize = 32 + 4 + 4 + 4;
+
 impl Reader<'_> {
+    /// `count` records of `len` bytes each, or as many as the bytes left can hold if fewer: a
+    /// capacity to reserve that a count read from the input cannot inflate.
+    fn at_most(&self, count: u32, len: usize) -> usize {
+        (count as usize).min((self.bytes.len() - self.pos) / len)
+    }
     fn take(&mut self, n: usize) -> Result<&[u8], Error> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
         let end = end.ok_or_else(|| Error::corrupt(self.object, "it ends early"))?;

@@ -165,7 +165,7 @@ impl Kdf {
     }
 
     /// Refuses parameters beyond the bounds above, naming the one out of bounds.
-    fn check_bounds(&self) -> Result<(), String> {
+    pub(crate) fn check_bounds(&self) -> Result<(), String> {
         let cost = u64::from(self.memory_kib) * u64::from(self.iterations);
         if self.memory_kib > MAX_MEMORY_KIB {
             Err(format!("it asks argon2 for {} KiB of memory (at most {MAX_MEMORY_KIB})", self.memory_kib))
@@ -310,7 +310,7 @@ pub fn unlock(store: &dyn Store, secret: &Secret) -> Result<(MasterKey, Id), Err
 }
 
 /// The master key if `passphrase` opens this slot, `None` if it does not.
-fn try_slot(bytes: &[u8], secret: &Secret, object: &str) -> Result<Option<MasterKey>, Error> {
+pub(crate) fn try_slot(bytes: &[u8], secret: &Secret, object: &str) -> Result<Option<MasterKey>, Error> {
     let slot: KeySlot = serde_json::from_slice(bytes)
         .map_err(|e| Error::corrupt(object, format!("it is not a valid key slot: {e}")))?;
     if slot.version > format::VERSION {

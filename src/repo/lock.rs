@@ -31,7 +31,7 @@ pub struct LockInfo {
 }
 
 impl LockInfo {
-    fn is_stale(&self) -> bool {
+    pub(crate) fn is_stale(&self) -> bool {
         if chrono::Utc::now() - self.time > STALE_AFTER {
             return true;
         }

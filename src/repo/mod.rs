@@ -227,8 +227,7 @@ impl Repository {
         format::check_header(&raw, ObjectType::Config, "config")?;
         let (key, slot) = key::unlock(store.as_ref(), secret)?;
         let json = format::open_file(&key, ObjectType::Config, format::CONFIG_KEY.as_bytes(), &raw, "config")?;
-        let config: Config =
-            serde_json::from_slice(&json).map_err(|e| Error::corrupt("config", format!("it does not parse: {e}")))?;
+        let config = Config::decode(&json)?;
         Ok(Repository::assemble(store, key, slot, config))
     }
 
@@ -243,7 +242,7 @@ impl Repository {
         };
         let config = format::open_file(&self.key, ObjectType::Config, format::CONFIG_KEY.as_bytes(), &raw, "config")
             .ok()
-            .and_then(|json| serde_json::from_slice::<Config>(&json).ok());
+            .and_then(|json| Config::decode(&json).ok());
         Ok(config.is_some_and(|c| c.id == self.config.id))
     }
 

@@ -288,8 +288,16 @@ pub fn decode_chunk(
     Ok(data)
 }
 
+/// No chunk is larger: content-defined chunks end at the config's maximum, at most fastcdc's
+/// 16 MiB, and relation files are cut into 128 KiB blocks. A larger length is refused before a
+/// buffer of that size is allocated.
+pub const MAX_CHUNK_LEN: u32 = 16 << 20;
+
 /// A chunk's data of exactly `raw_len` bytes, not yet checked against its id.
 fn decode_to_length(plaintext: &[u8], raw_len: u32, base: BaseLoader) -> Result<Vec<u8>, ChunkError> {
+    if raw_len > MAX_CHUNK_LEN {
+        return Err(ChunkError::Codec(format!("its stated length {raw_len} is larger than any chunk")));
+    }
     let data = match delta_base(plaintext) {
         Some(base_id) => {
             let base_data = base(base_id)?;
@@ -412,7 +420,7 @@ fn header_ad(pack: Id) -> Vec<u8> {
     format::associated_data(ObjectType::PackHeader, &pack.0)
 }
 
-fn encode_header(entries: &[ChunkEntry]) -> Vec<u8> {
+pub(crate) fn encode_header(entries: &[ChunkEntry]) -> Vec<u8> {
     let mut header = Vec::with_capacity(4 + entries.len() * HEADER_ENTRY_LEN);
     header.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     for e in entries {
@@ -447,6 +455,13 @@ pub fn read_header(
     let data_len = body_len - header_len;
     let sealed = store.get_range(&pack_key, data_len, header_len).map_err(|e| Error::missing_or(e, object))?;
     let header = key.open(&header_ad(pack_id), &sealed).map_err(|_| bad("its header fails authentication"))?;
+    parse_header(&header, data_len, object)
+}
+
+/// The chunk entries of an authenticated pack header, checked to cover the `data_len` bytes
+/// before the header exactly, with no gap or overlap.
+pub fn parse_header(header: &[u8], data_len: u64, object: &str) -> Result<Vec<ChunkEntry>, Error> {
+    let bad = |reason: &str| Error::corrupt(object, reason);
     let count = header.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
     if count.map(|c| header.len() != 4 + c * HEADER_ENTRY_LEN).unwrap_or(true) {
         return Err(bad("its header has the wrong length"));

@@ -28,8 +28,8 @@ const PLAN_KEY: &str = "prune/plan";
 /// Packs marked unused, and since when.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PrunePlan {
-    marked: BTreeMap<Id, DateTime<Utc>>,
+pub(crate) struct PrunePlan {
+    pub(crate) marked: BTreeMap<Id, DateTime<Utc>>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -64,11 +64,16 @@ fn load_plan(repo: &Repository) -> Result<PrunePlan, Error> {
     match repo.store().get(PLAN_KEY) {
         Ok(bytes) => {
             let json = format::open_file(repo.key(), ObjectType::PrunePlan, PLAN_KEY.as_bytes(), &bytes, PLAN_KEY)?;
-            serde_json::from_slice(&json).map_err(|e| Error::corrupt(PLAN_KEY, format!("it does not parse: {e}")))
+            decode_plan(&json)
         }
         Err(store::Error::NotFound { .. }) => Ok(PrunePlan::default()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The plan in the authenticated JSON `json`.
+pub(crate) fn decode_plan(json: &[u8]) -> Result<PrunePlan, Error> {
+    serde_json::from_slice(json).map_err(|e| Error::corrupt(PLAN_KEY, format!("it does not parse: {e}")))
 }
 
 fn save_plan(repo: &Repository, plan: &PrunePlan) -> Result<(), Error> {

@@ -144,8 +144,12 @@ pub fn save(store: &dyn Store, key: &MasterKey, snapshot: &Snapshot) -> Result<I
 
 pub fn load(store: &dyn Store, key: &MasterKey, id: Id) -> Result<Snapshot, Error> {
     let object = format!("snapshot {id}");
-    let json = open(store, key, id, &object)?;
-    serde_json::from_slice(&json).map_err(|e| Error::corrupt(&object, format!("it does not parse: {e}")))
+    decode(&open(store, key, id, &object)?, &object)
+}
+
+/// The manifest in the authenticated JSON `json`; `object` names it in errors.
+pub fn decode(json: &[u8], object: &str) -> Result<Snapshot, Error> {
+    serde_json::from_slice(json).map_err(|e| Error::corrupt(object, format!("it does not parse: {e}")))
 }
 
 /// The authenticated JSON of manifest `id`, checked against its name.

@@ -68,7 +68,7 @@ pub fn load(path: &Path) -> Result<Runbook, Invalid> {
     crate::policy::load_with(path, read)
 }
 
-fn read(text: &str) -> Result<Runbook, Vec<Problem>> {
+pub(crate) fn read(text: &str) -> Result<Runbook, Vec<Problem>> {
     let root = parse_document(text, "a runbook", "`name: …`, `description: …`, `steps: …`").map_err(|e| vec![e])?;
     let found = Found::default();
     let runbook = root.as_mapping().and_then(|root| parse::runbook(root, &found));

@@ -3,7 +3,7 @@
 
 #[cfg(test)]
 mod cache_tests;
-mod pg;
+pub(crate) mod pg;
 mod pg_local;
 mod rewrite;
 mod walk;

@@ -18,7 +18,6 @@ use crate::repo::Repository;
 use crate::repo::chunker::Chunker;
 use crate::repo::snapshot::{PgBackup, Snapshot, SnapshotKind, Summary};
 use crate::repo::tree::{Entry, EntryKind, TreeWriter};
-use crate::repo::writer::Sink;
 
 /// Block size for relation files: 16 PostgreSQL pages. Provisional until the pgbench benchmark
 /// settles it (stored bytes after updates against index size; see docs/FORMAT.md).
@@ -28,7 +27,7 @@ const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Small files kept to fill the snapshot's PostgreSQL metadata.
 #[derive(Default)]
-struct Metadata {
+pub(crate) struct Metadata {
     label: Option<String>,
     manifest: Option<Vec<u8>>,
     pg_control: Option<Vec<u8>>,
@@ -51,7 +50,8 @@ pub fn backup_pg_stream(
         progress.start("backing up PostgreSQL", None);
         let (process, stdout) = BaseBackupProcess::start(conn, &program)?;
         let mut meta = Metadata::default();
-        let tree = match read_tar(repo, sink, stdout, &mut snap.summary, &mut meta, progress) {
+        let chunking = (repo.cdc(), repo.config().chunking.max_size as usize);
+        let tree = match read_tar(chunking, &|c| sink.add(c), stdout, &mut snap.summary, &mut meta, progress) {
             Ok(tree) => tree,
             Err(e) => {
                 let stderr = process.abort();
@@ -71,7 +71,7 @@ pub fn backup_pg_stream(
     })
 }
 
-fn pg_metadata(meta: &Metadata, wal_segment_size: u64) -> Result<PgBackup, Error> {
+pub(crate) fn pg_metadata(meta: &Metadata, wal_segment_size: u64) -> Result<PgBackup, Error> {
     let missing = |what: &str| PgError::database(format!("the base backup has no usable {what}"));
     let label = basebackup::parse_backup_label(meta.label.as_deref().ok_or_else(|| missing("backup_label"))?)
         .ok_or_else(|| missing("backup_label"))?;
@@ -95,17 +95,19 @@ fn pg_metadata(meta: &Metadata, wal_segment_size: u64) -> Result<PgBackup, Error
 }
 
 /// Turns the tar stream into tree entries and chunks, in the order pg_basebackup sends them
-/// (directories before their contents).
-fn read_tar(
-    repo: &Repository,
-    sink: &Sink,
+/// (directories before their contents). `chunking` is the repository's content-defined chunker
+/// and its largest chunk; `add` stores a chunk and returns its id.
+pub(crate) fn read_tar(
+    chunking: (Chunker, usize),
+    add: &dyn Fn(Vec<u8>) -> Result<Id, crate::repo::Error>,
     stream: impl Read + Send,
     summary: &mut Summary,
     meta: &mut Metadata,
     progress: &dyn Progress,
 ) -> Result<Vec<Id>, Error> {
     let broken = |source: std::io::Error| Error::Source { path: "<pg_basebackup stream>".into(), source };
-    let mut tree = TreeWriter::new(repo.cdc(), repo.config().chunking.max_size as usize, |c| sink.add(c));
+    let (cdc, max_chunk) = chunking;
+    let mut tree = TreeWriter::new(cdc, max_chunk, add);
     let mut archive = tar::Archive::new(stream);
     for item in archive.entries().map_err(broken)? {
         let mut item = item.map_err(broken)?;
@@ -143,7 +145,7 @@ fn read_tar(
                 let chunker = if basebackup::is_relation_file(&name) {
                     Chunker::Fixed { block_size: RELATION_BLOCK }
                 } else {
-                    repo.cdc()
+                    cdc
                 };
                 let keep =
                     matches!(name.as_str(), "backup_label" | "backup_manifest" | "global/pg_control" | "PG_VERSION");
@@ -155,7 +157,7 @@ fn read_tar(
                     if keep {
                         kept.extend_from_slice(&chunk);
                     }
-                    entry.chunks.push(sink.add(chunk)?);
+                    entry.chunks.push(add(chunk)?);
                 }
                 summary.logical_bytes += entry.size;
                 match name.as_str() {
