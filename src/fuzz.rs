@@ -576,7 +576,7 @@ mod tests {
     use std::path::PathBuf;
 
     /// Mutations of each seed per test run: a fixed budget, the same inputs every run.
-    const MUTATIONS: usize = 300;
+    const MUTATIONS: usize = 1000;
 
     fn fuzz_dir() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz")
