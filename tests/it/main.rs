@@ -17,6 +17,7 @@ mod copy;
 mod crash;
 mod damage;
 mod dedup;
+mod diskfull;
 mod drill;
 mod drill_rds;
 mod edge;

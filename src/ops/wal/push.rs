@@ -53,7 +53,13 @@ pub fn push(options: &PushOptions, repo: &dyn RepoSource) -> Result<()> {
                 let worker = worker_args(options, repo, &spool)?;
                 let binding = binding(&worker);
                 let data = read_wal(&options.path)?;
-                let start = || spool.want(&binding).and_then(|()| spool.ensure_worker(&worker));
+                // Asked at once and every second while waiting: a spool without room sends the
+                // caller to push the file itself at once, not after the whole wait.
+                let start = || {
+                    spool.check_room()?;
+                    spool.want(&binding)?;
+                    spool.ensure_worker(&worker)
+                };
                 match async_push::wait_for(&spool, name.as_str(), &data, &binding, start, WAIT_FOR_WORKER) {
                     Ok(Waited::Archived) => return Ok(()),
                     Ok(Waited::Failed(reason)) => {

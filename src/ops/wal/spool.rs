@@ -97,6 +97,16 @@ impl Spool {
         })
     }
 
+    /// Fails if the spool cannot take one more small file now (its disk full, a quota, a
+    /// read-only mount): a worker could archive but not say so, and callers would wait for a
+    /// marker that never comes. Writes and removes a probe the size of a marker.
+    pub fn check_room(&self) -> io::Result<()> {
+        let probe = self.path(&format!(".room.{}", std::process::id()));
+        let written = fs::write(&probe, [0u8; 128]);
+        let _ = fs::remove_file(&probe);
+        written
+    }
+
     /// The binding the callers want (see [`Spool::want`]); `None` before any asked.
     pub fn wanted(&self) -> io::Result<Option<String>> {
         match fs::read_to_string(self.path(BINDING)) {
