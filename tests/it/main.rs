@@ -13,6 +13,7 @@
 
 mod harness;
 
+mod concurrency;
 mod copy;
 mod crash;
 mod damage;
