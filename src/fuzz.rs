@@ -278,8 +278,53 @@ pub fn runbook(data: &[u8]) {
 }
 
 /// pg_basebackup's tar stream, as a stream-mode backup reads it (chunks hashed, not stored),
-/// then the backup's metadata from the files it kept.
+/// then the backup's metadata from the files it kept. An input starting with an odd byte is
+/// not the stream itself but entries to build one from (see [`tar_of`]): mutated tar headers
+/// mostly fail their checksum, which would keep the fuzzer out of drctl's own handling of
+/// names, kinds and contents.
 pub fn basebackup_tar(data: &[u8]) {
+    match data.split_first() {
+        Some((first, rest)) if first % 2 == 1 => read_stream(&tar_of(rest)),
+        _ => read_stream(data),
+    }
+}
+
+/// A tar stream of the entries in `data`, separated by 0xFF bytes: each a kind byte, a name
+/// (any bytes) up to a zero byte, then the content (for a symlink, its target). Headers are
+/// written raw, so names tar::Builder would refuse (absolute, `..`) get through.
+fn tar_of(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for record in data.split(|&b| b == 0xFF) {
+        let Some((&kind, rest)) = record.split_first() else { continue };
+        let (name, content) = rest.split_at(rest.iter().position(|&b| b == 0).unwrap_or(rest.len()));
+        let content = content.get(1..).unwrap_or_default();
+        let mut header = tar::Header::new_gnu();
+        let kinds = [tar::EntryType::Regular, tar::EntryType::Directory, tar::EntryType::Symlink, tar::EntryType::Link];
+        header.set_entry_type(kinds[kind as usize % kinds.len()]);
+        let gnu = header.as_gnu_mut().expect("a GNU header");
+        let n = name.len().min(gnu.name.len());
+        gnu.name[..n].copy_from_slice(&name[..n]);
+        header.set_mode(u32::from(kind) << 4 | 0o600);
+        if matches!(header.entry_type(), tar::EntryType::Symlink | tar::EntryType::Link) {
+            let link = header.as_gnu_mut().expect("a GNU header");
+            let n = content.len().min(link.linkname.len());
+            link.linkname[..n].copy_from_slice(&content[..n]);
+            header.set_size(0);
+            header.set_cksum();
+            out.extend_from_slice(header.as_bytes());
+        } else {
+            header.set_size(content.len() as u64);
+            header.set_cksum();
+            out.extend_from_slice(header.as_bytes());
+            out.extend_from_slice(content);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+fn read_stream(data: &[u8]) {
     let key = key();
     let chunking = Chunking { min_size: 64, avg_size: 256, max_size: 1024 };
     let cdc = Chunker::Cdc { params: chunking, seed: 1 };
@@ -341,8 +386,8 @@ pub fn pg_files(data: &[u8]) {
 const SEED_WAL: &str = "000000010000000000000001";
 
 /// Inputs each target starts from: valid objects made by drctl's own writers, and the policies
-/// and runbooks in the project. `DRCTL_WRITE_FUZZ_SEEDS=1 cargo test fuzz::` writes them to
-/// `fuzz/seeds/`.
+/// and runbooks in the project. `DRCTL_WRITE_FUZZ_SEEDS=1 cargo test fuzz::` writes those not
+/// there yet to `fuzz/seeds/`.
 pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let key = key();
     let mut out: Vec<(&'static str, String, Vec<u8>)> = Vec::new();
@@ -480,6 +525,14 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     h.set_size(0);
     tar.append_link(&mut h, "pg_wal", "/var/lib/wal").expect("in memory");
     add("basebackup_tar", "stream", tar.into_inner().expect("in memory"));
+    let entries = [
+        &b"\x00backup_label\x00"[..],
+        label.as_bytes(),
+        b"\xFF\x00PG_VERSION\x0015\n\xFF\x01base/1\x00\xFF\x00./base/1/1259\x00",
+        b"relation pages",
+        b"\xFF\x02pg_wal\x00/var/lib/wal\xFF\x00../escape\x00x",
+    ];
+    add("basebackup_tar", "entries", [&[1u8][..], &entries.concat()].concat());
     add("pg_files", "backup_label", [&[0u8][..], label.as_bytes()].concat());
     add("pg_files", "manifest", [&[1u8][..], &manifest[..]].concat());
     add("pg_files", "pg_control", [&[2u8][..], &control[..]].concat());
@@ -648,7 +701,9 @@ mod tests {
             for (target, name, bytes) in seeds() {
                 let dir = fuzz_dir().join("seeds").join(target);
                 std::fs::create_dir_all(&dir).expect("writable");
-                std::fs::write(dir.join(name), bytes).expect("writable");
+                if !dir.join(&name).exists() {
+                    std::fs::write(dir.join(name), bytes).expect("writable");
+                }
             }
         }
         for target in TARGETS {
