@@ -88,6 +88,30 @@ struct Staging {
     /// True when the target already existed (empty): the staging folder is inside it and its
     /// children are moved up at the end, so the target keeps its own mode, owner and mount.
     inside_target: bool,
+    /// The staging folder, flock-ed while this restore runs: a folder no process holds was left
+    /// by a restore that died (kill -9, a lost node), and the next restore clears it.
+    _held: File,
+}
+
+/// Staging folders are named `<prefix><random>`: `.drctl-restore-…` inside an existing target,
+/// `.<target name>.drctl-restore-…` beside a new one.
+const STAGING: &str = ".drctl-restore-";
+
+/// Removes from `dir` the staging folders named `<prefix>…` that no running restore holds.
+fn clear_dead_staging(dir: &Path, prefix: &str) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if !entry.file_name().as_bytes().starts_with(prefix.as_bytes()) || !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let folder = File::open(entry.path())?;
+        // SAFETY: flock on a descriptor we own; released when `folder` closes.
+        if unsafe { libc::flock(folder.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            tracing::warn!(folder = %entry.path().display(), "removing what a restore that died left behind");
+            fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks that `target` is absent or an empty directory, and creates the staging folder: inside
@@ -96,8 +120,9 @@ fn prepare_target(target: &Path) -> Result<Staging, Error> {
     let bad = |reason: String| Error::Target { path: target.to_path_buf(), reason };
     let mut suffix = [0u8; 6];
     getrandom::fill(&mut suffix).expect("the OS random source works");
-    let staging_name = format!(".drctl-restore-{}", hex::encode(suffix));
-    let (dir, inside_target) = match fs::read_dir(target) {
+    let staging_name = format!("{STAGING}{}", hex::encode(suffix));
+    let cleared = clear_dead_staging(target, STAGING);
+    let (dir, inside_target) = match cleared.and_then(|()| fs::read_dir(target)) {
         Ok(mut entries) => {
             if entries.next().is_some() {
                 return Err(bad("it exists and is not empty".into()));
@@ -109,13 +134,19 @@ fn prepare_target(target: &Path) -> Result<Staging, Error> {
             let parent = absolute.parent().ok_or_else(|| bad("it has no parent directory".into()))?;
             fs::create_dir_all(parent).map_err(|e| bad(format!("cannot create {}: {e}", parent.display())))?;
             let name = absolute.file_name().ok_or_else(|| bad("it has no name".into()))?.to_string_lossy();
+            clear_dead_staging(parent, &format!(".{name}{STAGING}")).map_err(|e| bad(e.to_string()))?;
             (parent.join(format!(".{name}{staging_name}")), false)
         }
         Err(e) => return Err(bad(e.to_string())),
     };
     fs::create_dir(&dir).map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(|e| bad(e.to_string()))?;
-    Ok(Staging { dir, inside_target })
+    let held = File::open(&dir).map_err(|e| bad(e.to_string()))?;
+    // SAFETY: flock on a descriptor we own, held as long as the staging folder is in use.
+    if unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(bad(format!("cannot lock {}: {}", dir.display(), std::io::Error::last_os_error())));
+    }
+    Ok(Staging { dir, inside_target, _held: held })
 }
 
 /// Restores every entry of `snapshot` under `target`. Damaged data stops the restore (and
@@ -769,6 +800,24 @@ mod tests {
     use crate::repo::tree::TreeWriter;
     use std::os::unix::fs::MetadataExt;
     use std::sync::Arc;
+
+    #[test]
+    fn a_killed_restores_staging_folder_does_not_block_the_next_one_but_a_running_ones_does() {
+        let dir = tempfile::tempdir().unwrap();
+        // A mount point a restore was killed in: its staging folder, half written, inside.
+        let mount = dir.path().join("mount");
+        fs::create_dir_all(mount.join(".drctl-restore-0123456789ab/base")).unwrap();
+        fs::write(mount.join(".drctl-restore-0123456789ab/base/1"), b"half").unwrap();
+        // A new folder a restore was killed making: its staging folder beside it.
+        fs::create_dir_all(dir.path().join(".new.drctl-restore-0123456789ab")).unwrap();
+        let inside = prepare_target(&mount).expect("the dead restore's folder is cleared");
+        assert_eq!(fs::read_dir(&mount).unwrap().count(), 1, "only the new staging folder is left");
+        prepare_target(&dir.path().join("new")).expect("a new target");
+        assert!(!dir.path().join(".new.drctl-restore-0123456789ab").exists(), "the dead restore's folder is gone");
+        // While that restore runs, its folder is its own.
+        assert!(prepare_target(&mount).is_err(), "a running restore's folder is not cleared");
+        drop(inside);
+    }
 
     /// Tree entries, each with a file's data.
     type Tree<'a> = Vec<(Entry, &'a [u8])>;
