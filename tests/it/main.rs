@@ -54,6 +54,7 @@ mod store;
 mod stream;
 mod tamper;
 mod timelines;
+mod torture;
 mod versions;
 mod wal;
 mod walasync;
