@@ -17,6 +17,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::harness::moto::Moto;
+use crate::harness::pg::{Cluster, archiving_primary};
 use crate::harness::*;
 
 fn kills() -> u64 {
@@ -90,16 +91,23 @@ struct Case {
 
 impl Case {
     fn new(name: &str, kind: &str) -> Case {
-        let seed = seed_from_env_or_time() ^ blake3::hash(name.as_bytes()).as_bytes()[0] as u64;
-        eprintln!("{name}: seed {seed} (rerun with DRCTL_TEST_SEED={seed})");
         let ws = Workspace::new();
         let store = Store::new(kind, &ws, "repo");
         store.drctl("init").args(["--pack-size-mib", "1"]).run().ok();
-        let src = TreeBuilder::new(ws.join("src"));
+        let mut case = Case::on(name, ws, store);
         for i in 0..40 {
-            src.file(format!("small/{i}.txt"), format!("file {i}\n").repeat(i + 1).as_bytes());
+            case.src.file(format!("small/{i}.txt"), format!("file {i}\n").repeat(i + 1).as_bytes());
         }
-        let mut case = Case {
+        case.back_up();
+        case
+    }
+
+    /// A case on a repository made elsewhere, with no snapshot yet.
+    fn on(name: &str, ws: Workspace, store: Store) -> Case {
+        let seed = seed_from_env_or_time() ^ blake3::hash(name.as_bytes()).as_bytes()[0] as u64;
+        eprintln!("{name}: seed {seed} (rerun with DRCTL_TEST_SEED={seed})");
+        let src = TreeBuilder::new(ws.join("src"));
+        Case {
             name: name.into(),
             ws,
             store,
@@ -112,9 +120,7 @@ impl Case {
             killed: 0,
             finished_first: 0,
             version: 0,
-        };
-        case.back_up();
-        case
+        }
     }
 
     /// Changes the source (a new 3 MiB file, another rewritten) and backs it up, unkilled.
@@ -399,6 +405,51 @@ fn wal_push_async(kind: &str) {
     }
     kill_workers();
     case.done();
+}
+
+/// Kills base backups of a running server, stream and local mode in turn: the server is never
+/// left in backup mode (the next local-mode backup starts), and the last backup restores and
+/// starts with every row committed before it.
+#[test]
+fn pg_backup_local() {
+    let ws = Workspace::new_public();
+    let (repo, key_file, mut primary) = archiving_primary(&ws, &[], &[]);
+    let store = Store::Local(repo.path.clone());
+    let mut case = Case::on("pg-backup-local", ws, store);
+    primary.sql("CREATE TABLE t (n int PRIMARY KEY, pad text)");
+    let backup = |case: &Case, n: u64| {
+        let command = case.store.drctl("backup").arg("--pg").arg(primary.dsn()).arg("--json");
+        match n % 2 {
+            0 => command,
+            _ => command.args(["--pg-mode", "local", "--pgdata"]).arg(&primary.data),
+        }
+    };
+    let mut rows = 0;
+    for n in 0..kills() {
+        case.kill_one(|case| {
+            primary.sql(&format!(
+                "INSERT INTO t SELECT g, repeat('x', 500) FROM generate_series({}, {}) g",
+                rows + 1,
+                rows + 20_000
+            ));
+            rows += 20_000;
+            backup(case, n)
+        });
+        let c = case.store.drctl("check").run();
+        assert!(c.code == Some(0), "{}: seed {}: check failed after a kill\n{c}", case.name, case.seed);
+        backup(&case, n).run().ok();
+        backup(&case, 1).run().ok();
+    }
+    primary.stop();
+    case.store.drctl("check").arg("--read-data").run().ok();
+    let restored = case.ws.join("restored");
+    let r = case.store.drctl("restore").args(["--point-in-time", "latest", "--start", "--key-file"]);
+    r.arg(&key_file).arg("--to").arg(&restored).timeout(Duration::from_secs(300)).run().ok();
+    let mut check = Cluster::existing(&restored, &[("archive_mode", "off".into())]);
+    check.start();
+    assert_eq!(check.sql("SELECT count(*) FROM t"), rows.to_string(), "every committed row is recovered");
+    check.stop();
+    eprintln!("{}: {} kills hit the command, {} runs finished first", case.name, case.killed, case.finished_first);
 }
 
 #[test]
