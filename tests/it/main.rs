@@ -46,6 +46,7 @@ mod runbook;
 mod s3;
 mod s3faults;
 mod s3pg;
+mod s3scale;
 mod schedule;
 mod secrets;
 mod selftest;

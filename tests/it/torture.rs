@@ -5,7 +5,7 @@
 //! without hand work.
 //!
 //! Reproducible: `DRCTL_TEST_SEED` fixes the kill moments. The test suite runs
-//! `DRCTL_TORTURE_KILLS` (default 3) kills per case; the full campaign is 25 per case, 325 in
+//! `DRCTL_TORTURE_KILLS` (default 3) kills per case; the full campaign is 25 per case, 350 in
 //! all: `DRCTL_TORTURE_KILLS=25 cargo nextest run -E 'test(/torture::/)'`.
 //! (The older crash.rs kills a large paths backup at calibrated moments.)
 

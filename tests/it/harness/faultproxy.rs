@@ -84,13 +84,26 @@ pub struct Rule {
     header: Option<(String, String)>,
     after: u32,
     times: Option<u32>,
+    /// Fire on this many of every 1000 matching requests, picked by a seeded hash.
+    rate: Option<(u64, u64)>,
     seen: u32,
     fired: u32,
 }
 
 impl Rule {
     pub fn new(fault: Fault) -> Rule {
-        Rule { fault, method: None, path: None, query: None, header: None, after: 0, times: None, seen: 0, fired: 0 }
+        Rule {
+            fault,
+            method: None,
+            path: None,
+            query: None,
+            header: None,
+            after: 0,
+            times: None,
+            rate: None,
+            seen: 0,
+            fired: 0,
+        }
     }
     pub fn method(mut self, method: &str) -> Rule {
         self.method = Some(method.to_string());
@@ -117,6 +130,12 @@ impl Rule {
     }
     pub fn times(mut self, n: u32) -> Rule {
         self.times = Some(n);
+        self
+    }
+    /// Fires on about `per_mille` of every 1000 matching requests instead of all, which ones
+    /// set by `seed`.
+    pub fn rate(mut self, per_mille: u64, seed: u64) -> Rule {
+        self.rate = Some((per_mille, seed));
         self
     }
 
@@ -334,7 +353,8 @@ impl Shared {
                 continue;
             }
             rule.seen += 1;
-            if picked.is_none() && rule.seen > rule.after && rule.times.is_none_or(|t| rule.fired < t) {
+            let drawn = rule.rate.is_none_or(|(p, seed)| super::mix64(seed ^ u64::from(rule.seen)) % 1000 < p);
+            if picked.is_none() && rule.seen > rule.after && rule.times.is_none_or(|t| rule.fired < t) && drawn {
                 rule.fired += 1;
                 picked = Some((RuleId(i), rule.fault.clone()));
             }
