@@ -202,3 +202,46 @@ fn no_secret_is_printed_written_readable_or_put_on_a_command_line() {
     let readable = readable_files_with_secrets(ws.path());
     assert!(readable.is_empty(), "files others may read hold a secret: {readable:#?}");
 }
+
+/// Everything every library logs (`RUST_LOG=trace`: the AWS SDK's signing and HTTP layers too)
+/// and what the async archiving worker writes to its spool's log hold no secret.
+#[test]
+fn no_secret_at_rust_log_trace_nor_in_the_async_spool() {
+    let moto = Moto::start("trace");
+    let ws = Workspace::new();
+    let src = TreeBuilder::new(ws.join("src"));
+    src.file_gen("data.bin", &mut DataGen::random(4), 3 << 20);
+    let on_s3 = |sub: &str| {
+        drctl(sub).env("RUST_LOG", "trace").env("DRCTL_S3_ENDPOINT", &moto.endpoint).env("DRCTL_S3_PATH_STYLE", "true")
+    };
+    let repo = "s3://trace/app";
+    for command in [
+        on_s3("init").args(["--repo", repo]),
+        on_s3("backup").args(["--repo", repo, "--path"]).arg(&src.root),
+        on_s3("check").args(["--repo", repo, "--read-data"]),
+    ] {
+        let out = run_clean(command);
+        assert!(out.stderr.contains("TRACE") || out.stderr.contains("\"TRACE\""), "trace logs were on\n{out}");
+    }
+
+    let pg_wal = ws.mkdir("pg_wal");
+    fs::create_dir_all(pg_wal.join("archive_status")).unwrap();
+    let spool = ws.join("spool");
+    for n in 1..=3u8 {
+        let name = format!("0000000100000000000000{n:02X}");
+        fs::write(pg_wal.join(&name), vec![n; 1 << 20]).unwrap();
+        fs::write(pg_wal.join("archive_status").join(format!("{name}.ready")), b"").unwrap();
+        run_clean(
+            on_s3("wal-push").args(["--repo", repo, "--async", "--spool-dir"]).arg(&spool).arg(pg_wal.join(&name)),
+        );
+    }
+    std::process::Command::new("pkill").args(["-9", "-f", &spool.display().to_string()]).status().unwrap();
+    let log = fs::read_to_string(spool.join("archive/worker.log")).unwrap();
+    assert!(log.contains("archiving worker started"), "the worker logged: {log}");
+    for file in fs::read_dir(spool.join("archive")).unwrap().flatten() {
+        let text = String::from_utf8_lossy(&fs::read(file.path()).unwrap()).into_owned();
+        for secret in SECRETS {
+            assert!(!text.contains(secret), "{} holds the secret {secret:?}", file.path().display());
+        }
+    }
+}
