@@ -148,6 +148,15 @@ impl Case {
         self.order.push(id.to_string());
     }
 
+    /// Freezes the source for snapshots not seen before.
+    fn freeze_new(&mut self) {
+        for id in self.snapshot_ids() {
+            if !self.frozen.contains_key(&id) {
+                self.freeze(&id);
+            }
+        }
+    }
+
     fn snapshot_ids(&self) -> Vec<String> {
         let out = self.store.drctl("snapshots").arg("--json").run();
         out.ok().json().as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
@@ -219,16 +228,13 @@ fn backup(kind: &str) {
     for _ in 0..kills() {
         let before = case.order.clone();
         case.kill_one(|case| {
+            // A backup that finished before its kill backed up the source as it is now.
+            case.freeze_new();
             case.change_source();
             case.store.drctl("backup").arg("--json").arg("--path").arg(&case.src.root)
         });
-        // A backup killed after its snapshot was written (or one that finished first) backed up
-        // the source as it is now.
-        for id in case.snapshot_ids() {
-            if !case.frozen.contains_key(&id) {
-                case.freeze(&id);
-            }
-        }
+        // So did one killed after its snapshot was written.
+        case.freeze_new();
         case.assert_sound(&before, false);
         let out = case.store.drctl("backup").arg("--json").arg("--path").arg(&case.src.root).run();
         let id = BackupInfo::parse(out.ok()).id;
