@@ -46,6 +46,11 @@ impl RepoArgs {
         self.access.open(&self.repo)
     }
 
+    /// The repository and the secret that opened it.
+    pub fn open_with_secret(&self) -> ops::Result<(Repository, Secret)> {
+        self.access.open_with_secret(&self.repo)
+    }
+
     /// These settings as command-line flags, with absolute paths: for a background worker
     /// started from another directory.
     pub fn forward(&self) -> ops::Result<Vec<std::ffi::OsString>> {
@@ -151,7 +156,12 @@ impl AccessArgs {
     }
 
     pub fn open(&self, location: &str) -> ops::Result<Repository> {
-        self.access(location).open(|| Ok(Secret::Passphrase(prompt_passphrase(false)?.into_bytes())))
+        Ok(self.open_with_secret(location)?.0)
+    }
+
+    /// The repository at `location` and the secret that opened it.
+    pub fn open_with_secret(&self, location: &str) -> ops::Result<(Repository, Secret)> {
+        self.access(location).open_with_secret(|| Ok(Secret::Passphrase(prompt_passphrase(false)?.into_bytes())))
     }
 }
 

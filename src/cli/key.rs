@@ -77,8 +77,8 @@ pub fn run(command: KeyCommand, global: &GlobalArgs) -> anyhow::Result<()> {
             Ok(())
         }
         KeyCommand::Rotate(args) => {
-            let repo = args.repo.open()?;
-            let id = repo.rotate_key_slot(&args.new_secret()?)?;
+            let (repo, old) = args.repo.open_with_secret()?;
+            let id = repo.rotate_key_slot(&old, &args.new_secret()?)?;
             if !global.quiet {
                 println!("rotated: key slot {} replaced by {}", repo.slot().short(), id.short());
             }

@@ -101,6 +101,15 @@ impl Access {
         &self,
         ask: impl FnOnce() -> std::result::Result<Secret, E>,
     ) -> std::result::Result<Repository, E> {
+        Ok(self.open_with_secret(ask)?.0)
+    }
+
+    /// [`Access::open`], also returning the secret that opened the repository (a key rotation
+    /// retires every slot it opens).
+    pub fn open_with_secret<E: From<Error>>(
+        &self,
+        ask: impl FnOnce() -> std::result::Result<Secret, E>,
+    ) -> std::result::Result<(Repository, Secret), E> {
         let store = self.store()?;
         let secret = match &self.secret {
             Some(source) => source.secret()?,
@@ -109,7 +118,7 @@ impl Access {
         };
         let mut repo = Repository::open(store, &secret).map_err(Error::from)?;
         repo.set_lock_wait(self.lock_wait);
-        Ok(repo)
+        Ok((repo, secret))
     }
 
     /// These settings as `drctl` command-line flags, with absolute paths: for a process started

@@ -263,6 +263,20 @@ pub fn remove(store: &dyn Store, id: Id) -> Result<(), Error> {
     Ok(())
 }
 
+/// The slots `secret` opens to `master`, oldest first.
+pub fn slots_opened_by(store: &dyn Store, secret: &Secret, master: &MasterKey) -> Result<Vec<Id>, Error> {
+    let mut opened = Vec::new();
+    for (id, _) in list(store)? {
+        let bytes = store.get(&format!("{}{id}", format::KEYS_DIR))?;
+        if let Ok(Some(key)) = try_slot(&bytes, secret, &format!("key slot {id}"))
+            && key.to_bytes() == master.to_bytes()
+        {
+            opened.push(id);
+        }
+    }
+    Ok(opened)
+}
+
 /// Proves that slot `id` opens with `secret` and yields `master` (before an old slot is removed).
 pub fn verify_slot(store: &dyn Store, id: Id, secret: &Secret, master: &MasterKey) -> Result<(), Error> {
     let object = format!("{}{id}", format::KEYS_DIR);

@@ -284,12 +284,35 @@ impl Repository {
         key::add_slot(self.store(), &self.key, secret)
     }
 
-    /// Replaces the slot this repository was opened with by one `secret` opens; the old slot
-    /// goes only once the new one is proven to open the repository. Returns the new slot.
-    pub fn rotate_key_slot(&self, secret: &key::Secret) -> Result<Id> {
-        let id = self.add_key_slot(secret)?;
-        key::verify_slot(self.store(), id, secret, &self.key)?;
-        key::remove(self.store(), self.slot)?;
+    /// Replaces the slots `old` opens (the one this repository was opened with, and any twin)
+    /// by one `new` opens; they go only once the new one is proven to open the repository.
+    /// Run again after an interruption that left both, it reuses the new slot already there: no
+    /// slot of the old secret survives, and no twin of the new one is made (a twin would keep
+    /// the secret working after the next rotation retired one of them). Returns the new slot.
+    /// A KMS secret opens every KMS slot its credentials may use, so for KMS only the slot this
+    /// repository was opened with is retired, and a new slot is always made.
+    pub fn rotate_key_slot(&self, old: &key::Secret, new: &key::Secret) -> Result<Id> {
+        let opened_by = |secret: &key::Secret| match secret {
+            key::Secret::Kms(..) => Ok(Vec::new()),
+            _ => key::slots_opened_by(self.store(), secret, &self.key),
+        };
+        let id = match opened_by(new)?.first() {
+            Some(&id) => id,
+            None => {
+                let id = self.add_key_slot(new)?;
+                key::verify_slot(self.store(), id, new, &self.key)?;
+                id
+            }
+        };
+        let retired = match old {
+            key::Secret::Kms(..) => vec![self.slot],
+            _ => opened_by(old)?,
+        };
+        for retired in retired {
+            if retired != id {
+                key::remove(self.store(), retired)?;
+            }
+        }
         Ok(id)
     }
 

@@ -81,3 +81,22 @@ fn the_last_key_slot_cannot_be_removed() {
     key(&repo, "remove").arg(&id).run().code_is(2).stderr_mentions("only key slot", "why it refused");
     repo.cmd("snapshots").run().ok();
 }
+
+/// A rotation killed between adding the new slot and removing the old one, run again: afterwards
+/// only the new passphrase opens the repository, with one slot, and so after the next rotation.
+/// (`key add` leaves the same state as that kill.)
+#[test]
+fn a_rotation_run_again_after_an_interruption_retires_the_old_passphrase_for_good() {
+    let ws = Workspace::new();
+    let repo = ws.repo();
+    repo.init();
+    let opens = |p: &str| repo.cmd("snapshots").password(p).run().code == Some(0);
+    key(&repo, "add").env("DRCTL_NEW_PASSWORD", "second").run().ok();
+    key(&repo, "rotate").env("DRCTL_NEW_PASSWORD", "second").run().ok();
+    assert!(!opens(PASSWORD) && opens("second"));
+    let slots = key(&repo, "list").password("second").arg("--json").run().ok().json();
+    assert_eq!(slots.as_array().unwrap().len(), 1, "one slot for one passphrase: {slots}");
+    key(&repo, "rotate").password("second").env("DRCTL_NEW_PASSWORD", "third").run().ok();
+    assert!(!opens("second"), "the rotated-away passphrase must not open the repository");
+    assert!(opens("third"));
+}
