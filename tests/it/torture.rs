@@ -104,8 +104,9 @@ impl Case {
 
     /// A case on a repository made elsewhere, with no snapshot yet.
     fn on(name: &str, ws: Workspace, store: Store) -> Case {
-        let seed = seed_from_env_or_time() ^ blake3::hash(name.as_bytes()).as_bytes()[0] as u64;
-        eprintln!("{name}: seed {seed} (rerun with DRCTL_TEST_SEED={seed})");
+        let given = seed_from_env_or_time();
+        let seed = given ^ blake3::hash(name.as_bytes()).as_bytes()[0] as u64;
+        eprintln!("{name}: seed {seed} (rerun with DRCTL_TEST_SEED={given})");
         let src = TreeBuilder::new(ws.join("src"));
         Case {
             name: name.into(),
@@ -339,6 +340,8 @@ fn key_rotate(kind: &str) {
         }
         assert!(opens(&case, &next), "{}: seed {}: the new passphrase does not open it", case.name, case.seed);
         assert!(!opens(&case, &current), "{}: seed {}: the old passphrase still opens it", case.name, case.seed);
+        let slots = case.store.drctl("key list").password(&next).arg("--json").run().ok().json();
+        assert_eq!(slots.as_array().unwrap().len(), 1, "{}: seed {}: one slot: {slots}", case.name, case.seed);
         current = next;
     }
     case.store.drctl("check").arg("--read-data").password(&current).run().ok();
