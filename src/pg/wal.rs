@@ -70,10 +70,15 @@ impl WalName {
     }
 }
 
-/// Parses an LSN as PostgreSQL prints it ("16/B374D848").
+/// Parses an LSN as PostgreSQL prints it ("16/B374D848"): two halves of 1 to 8 hex digits
+/// each. A longer half is refused, not folded into the other (a bare `<< 32` would).
 pub fn parse_lsn(text: &str) -> Option<u64> {
     let (hi, lo) = text.split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+    let half = |h: &str| {
+        let hex = (1..=8).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_hexdigit());
+        hex.then(|| u32::from_str_radix(h, 16).ok()).flatten()
+    };
+    Some((u64::from(half(hi)?) << 32) | u64::from(half(lo)?))
 }
 
 /// Where a timeline history file says its timeline begins: the parent timeline and the WAL
@@ -105,6 +110,16 @@ impl fmt::Display for WalName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_parse_as_postgresql_prints_them_and_nothing_longer() {
+        assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
+        assert_eq!(parse_lsn("0/0"), Some(0));
+        assert_eq!(parse_lsn("FFFFFFFF/FFFFFFFF"), Some(u64::MAX));
+        for bad in ["0/300022222100", "100000000/0", "+1/2", "1/-2", "/1", "1/", "1", "g/1", "1/2/3"] {
+            assert_eq!(parse_lsn(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn names_postgres_archives_are_accepted_and_nothing_else() {

@@ -28,6 +28,9 @@ pub struct Fork {
     pub parent_goes_on: bool,
 }
 
+/// How many missing WAL files [`Archive::missing_for`] names at most.
+pub const MAX_LISTED: usize = 1000;
+
 /// The archived segments, per timeline, as segment numbers for one segment size.
 pub struct Archive {
     segment_size: u64,
@@ -48,15 +51,30 @@ impl Archive {
 
     /// The segments of `timeline` from a base backup's start to its stop LSN that are not
     /// archived (empty: the backup can be restored to a consistent state).
+    /// At most [`MAX_LISTED`] are named, then how many more: a range read from a damaged or
+    /// forged manifest may span the whole WAL space, which no list could hold.
     pub fn missing_for(&self, timeline: u32, start_lsn: &str, stop_lsn: &str) -> Vec<String> {
         let (Some(start), Some(stop)) = (parse_lsn(start_lsn), parse_lsn(stop_lsn)) else {
             return vec![format!("(unreadable WAL range {start_lsn}..{stop_lsn})")];
         };
-        let have = self.segments.get(&timeline);
-        (start / self.segment_size..=stop.saturating_sub(1).max(start) / self.segment_size)
-            .filter(|n| !have.is_some_and(|s| s.contains(n)))
-            .map(|n| segment_name(timeline, n, self.segment_size))
-            .collect()
+        let (first, last) = (start / self.segment_size, stop.saturating_sub(1).max(start) / self.segment_size);
+        let empty = BTreeSet::new();
+        let have = self.segments.get(&timeline).unwrap_or(&empty);
+        let mut missing = Vec::new();
+        let mut n = first;
+        while n <= last && missing.len() < MAX_LISTED {
+            if !have.contains(&n) {
+                missing.push(segment_name(timeline, n, self.segment_size));
+            }
+            n += 1;
+        }
+        if n <= last {
+            let more = (last - n + 1) - have.range(n..=last).count() as u64;
+            if more > 0 {
+                missing.push(format!("(and {more} more)"));
+            }
+        }
+        missing
     }
 
     /// Where the oldest segment of `timeline` the archive holds begins.

@@ -59,6 +59,22 @@ impl PgBackup {
     pub fn major(&self) -> Option<u32> {
         self.pg_version.parse().ok()
     }
+
+    /// What PostgreSQL allows (segments of 1 MiB to 1 GiB, a power of two) and a WAL range that
+    /// parses and does not run backwards.
+    fn check(&self) -> Result<(), String> {
+        let size = self.wal_segment_size;
+        if !size.is_power_of_two() || !(1 << 20..=1 << 30).contains(&size) {
+            return Err(format!("its WAL segment size {size} is not one PostgreSQL uses"));
+        }
+        let lsn = |text: &str| {
+            crate::pg::wal::parse_lsn(text).ok_or_else(|| format!("its WAL position {text:?} does not parse"))
+        };
+        if lsn(&self.start_lsn)? > lsn(&self.stop_lsn)? {
+            return Err(format!("its WAL range {}..{} runs backwards", self.start_lsn, self.stop_lsn));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -147,9 +163,15 @@ pub fn load(store: &dyn Store, key: &MasterKey, id: Id) -> Result<Snapshot, Erro
     decode(&open(store, key, id, &object)?, &object)
 }
 
-/// The manifest in the authenticated JSON `json`; `object` names it in errors.
+/// The manifest in the authenticated JSON `json`; `object` names it in errors. A base backup's
+/// WAL segment size and positions are checked here, before the archive is named from them.
 pub fn decode(json: &[u8], object: &str) -> Result<Snapshot, Error> {
-    serde_json::from_slice(json).map_err(|e| Error::corrupt(object, format!("it does not parse: {e}")))
+    let snapshot: Snapshot =
+        serde_json::from_slice(json).map_err(|e| Error::corrupt(object, format!("it does not parse: {e}")))?;
+    if let Some(pg) = &snapshot.pg {
+        pg.check().map_err(|reason| Error::corrupt(object, reason))?;
+    }
+    Ok(snapshot)
 }
 
 /// The authenticated JSON of manifest `id`, checked against its name.
