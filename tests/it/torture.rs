@@ -174,11 +174,11 @@ impl Case {
             let started = Instant::now();
             let mut running = command.spawn();
             std::thread::sleep(delay);
-            let hit = running.kill9();
+            running.kill9();
             let out = running.finish();
-            if hit {
+            // The signal can reach a process that had just exited: then it finished first.
+            if out.signal == Some(libc::SIGKILL) {
                 self.killed += 1;
-                assert_eq!(out.signal, Some(libc::SIGKILL), "{}: seed {}\n{out}", self.name, self.seed);
                 return;
             }
             out.ok();
