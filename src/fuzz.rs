@@ -625,6 +625,7 @@ static ALLOCATOR: BoundedAlloc = BoundedAlloc;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Xorshift;
     use std::path::PathBuf;
 
     /// Mutations of each seed per test run: a fixed budget, the same inputs every run.
@@ -642,24 +643,9 @@ mod tests {
         files.into_iter().map(|p| (p.clone(), std::fs::read(&p).expect("readable"))).collect()
     }
 
-    /// splitmix64: a deterministic stream of mutations.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
-
     /// One to four of: flip a bit, set a byte to an edge value, cut, insert, repeat a stretch,
     /// or splice in part of another seed of the same target.
-    fn mutate(rng: &mut Rng, data: &[u8], others: &[Vec<u8>]) -> Vec<u8> {
+    fn mutate(rng: &mut Xorshift, data: &[u8], others: &[Vec<u8>]) -> Vec<u8> {
         let mut out = data.to_vec();
         for _ in 0..=rng.below(4) {
             let at = rng.below(out.len() + 1);
@@ -716,7 +702,7 @@ mod tests {
 
     #[test]
     fn seeds_regressions_and_their_mutations_pass_every_target() {
-        let mut rng = Rng(0x5eed);
+        let mut rng = Xorshift(0x5eed);
         let mut runs = 0;
         for target in TARGETS {
             let seeds = inputs("seeds", target.name);
