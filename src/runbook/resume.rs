@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
@@ -24,11 +23,11 @@ pub fn lock(audit_log: &Path, runbook: &str) -> Result<RunLock, Error> {
         .create(dir)
         .and_then(|()| File::create(&path))
         .map_err(|e| Error::Audit(path.clone(), e))?;
-    // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(Error::Busy(runbook.to_string()));
+    match file.try_lock() {
+        Ok(()) => Ok(RunLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Busy(runbook.to_string())),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::Audit(path, e)),
     }
-    Ok(RunLock { _file: file })
 }
 
 /// What an earlier run left in the audit log.

@@ -105,8 +105,8 @@ fn clear_dead_staging(dir: &Path, prefix: &str) -> std::io::Result<()> {
             continue;
         }
         let folder = File::open(entry.path())?;
-        // SAFETY: flock on a descriptor we own; released when `folder` closes.
-        if unsafe { libc::flock(folder.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        // Released when `folder` closes.
+        if folder.try_lock().is_ok() {
             tracing::warn!(folder = %entry.path().display(), "removing what a restore that died left behind");
             fs::remove_dir_all(entry.path())?;
         }
@@ -142,10 +142,8 @@ fn prepare_target(target: &Path) -> Result<Staging, Error> {
     fs::create_dir(&dir).map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(|e| bad(e.to_string()))?;
     let held = File::open(&dir).map_err(|e| bad(e.to_string()))?;
-    // SAFETY: flock on a descriptor we own, held as long as the staging folder is in use.
-    if unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(bad(format!("cannot lock {}: {}", dir.display(), std::io::Error::last_os_error())));
-    }
+    // Held as long as the staging folder is in use.
+    held.try_lock().map_err(|e| bad(format!("cannot lock {}: {e}", dir.display())))?;
     Ok(Staging { dir, inside_target, _held: held })
 }
 
