@@ -7,8 +7,7 @@
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,9 +24,10 @@ const LOG: &str = "worker.log";
 const BINDING: &str = "worker.binding";
 
 impl Spool {
-    /// Opens (creating, mode 0700) the spool directory.
+    /// Opens (creating, mode 0700) the spool directory; the folders above it that it creates
+    /// (a new `--spool-dir`) are 0700 too, as WAL passes through them.
     pub fn open(dir: &Path) -> io::Result<Spool> {
-        fs::create_dir_all(dir)?;
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
         Ok(Spool { dir: std::path::absolute(dir)? })
     }
@@ -43,13 +43,10 @@ impl Spool {
     /// Becomes the spool's worker, unless another process already is.
     pub fn try_lock(&self) -> io::Result<Option<WorkerLock>> {
         let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(self.path(LOCK))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(Some(WorkerLock(file)));
-        }
-        match io::Error::last_os_error() {
-            e if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
-            e => Err(e),
+        match file.try_lock() {
+            Ok(()) => Ok(Some(WorkerLock(file))),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(e),
         }
     }
 
