@@ -3,7 +3,7 @@
 //! environment. None of the secrets may appear in what they print, in the files they write that
 //! other users could read (logs, metrics, reports, restored or scratch clusters), or on the
 //! command line of drctl or any process it starts (`/proc/*/cmdline`, watched throughout).
-//! Key files are 0600.
+//! Key files and audit logs are 0600; repository and spool directories 0700.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::harness::moto::Moto;
-use crate::harness::pg::{Cluster, archiving};
+use crate::harness::pg::{Cluster, archiving, primary_and_standby};
+use crate::harness::standin::Standin;
 use crate::harness::*;
 
 const PASSPHRASE: &str = "pass-Xq7w-SECRET";
@@ -72,6 +73,11 @@ fn drctl(sub: &str) -> Drctl {
         .timeout(Duration::from_secs(300))
 }
 
+/// The permission bits of `path` (file or directory).
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
 /// Runs `cmd`, which must succeed, and checks that it printed no secret.
 #[track_caller]
 fn run_clean(cmd: Drctl) -> Output {
@@ -114,8 +120,8 @@ fn no_secret_is_printed_written_readable_or_put_on_a_command_line() {
     drctl("init").arg("--repo").arg(&repo.path).run().ok();
     let key_file = ws.join("repo.key");
     drctl("key").args(["add", "--new-key-file"]).arg(&key_file).arg("--repo").arg(&repo.path).run().ok();
-    let mode = fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600, "a key file is 0600");
+    assert_eq!(mode(&key_file), 0o600, "a key file is 0600");
+    assert_eq!(mode(&repo.path), 0o700, "a repository directory is 0700");
     let (uid, gid) = user_ids("postgres");
     chown_r(&repo.path, uid, gid);
     std::os::unix::fs::chown(&key_file, Some(uid), Some(gid)).unwrap();
@@ -236,6 +242,7 @@ fn no_secret_at_rust_log_trace_nor_in_the_async_spool() {
         );
     }
     std::process::Command::new("pkill").args(["-9", "-f", &spool.display().to_string()]).status().unwrap();
+    assert_eq!(mode(&spool), 0o700, "a spool directory is 0700");
     let log = fs::read_to_string(spool.join("archive/worker.log")).unwrap();
     assert!(log.contains("archiving worker started"), "the worker logged: {log}");
     for file in fs::read_dir(spool.join("archive")).unwrap().flatten() {
@@ -244,4 +251,96 @@ fn no_secret_at_rust_log_trace_nor_in_the_async_spool() {
             assert!(!text.contains(secret), "{} holds the secret {secret:?}", file.path().display());
         }
     }
+}
+
+/// A promotion (direct, and through the shipped runbook with its audit log kept in the
+/// repository too) and the scheduler's jobs and /metrics, with the standby letting drctl in by
+/// password only and the repository opened by passphrase.
+#[test]
+fn no_secret_in_a_promotion_a_runbook_audit_nor_the_scheduler() {
+    let ws = Workspace::new_public();
+    let (repo, mut primary, standby) = primary_and_standby(&ws);
+    Drctl::new().args(["key", "add", "--repo"]).arg(&repo.path).env("DRCTL_NEW_PASSWORD", PASSPHRASE).run().ok();
+    let (uid, gid) = user_ids("postgres");
+    chown_r(&repo.path, uid, gid);
+    primary.sql(&format!("CREATE ROLE backup LOGIN SUPERUSER PASSWORD '{DB_PASSWORD}'"));
+    standby.wait_for("SELECT count(*) FROM pg_roles WHERE rolname = 'backup'", "1", Duration::from_secs(60));
+    let hba = standby.data.join("pg_hba.conf");
+    let rule = "host all backup 127.0.0.1/32 scram-sha-256\n";
+    fs::write(&hba, format!("{rule}{}", fs::read_to_string(&hba).unwrap())).unwrap();
+    standby.sql("SELECT pg_reload_conf()");
+    primary.stop();
+    let dsn = format!("host=127.0.0.1 port={} user=backup dbname=postgres", standby.port);
+    let standin = Standin::start(&standby.dsn());
+
+    let watch = CmdlineWatch::start();
+    run_clean(drctl("promote").arg("--repo").arg(&repo.path).args(["--pg", &dsn, "--dry-run"]));
+    let audit = ws.join("audit.jsonl");
+    let runbook = || {
+        drctl("runbook")
+            .args(["run", "promote-replica", "--dir"])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks"))
+            .arg("--audit-log")
+            .arg(&audit)
+            .arg("--audit-repo")
+            .arg(&repo.path)
+            .args(["--param", &format!("standby_dsn={dsn}")])
+            .args(["--param", &format!("repo={}", repo.path.display())])
+            .args(["--param", &format!("service_url={}/health/ready", standin.url)])
+    };
+    run_clean(runbook().arg("--dry-run"));
+    run_clean(runbook().arg("--yes")).mentions("every step succeeded", "the run");
+    assert_eq!(standby.sql("SELECT pg_is_in_recovery()"), "f", "the runbook promoted");
+    let verify = drctl("runbook").args(["audit", "--verify", "--audit-log"]).arg(&audit).arg("--audit-repo");
+    run_clean(verify.arg(&repo.path));
+    assert_eq!(mode(&audit), 0o600, "an audit log is 0600");
+    let records = fs::read_to_string(&audit).unwrap();
+    for secret in SECRETS {
+        assert!(!records.contains(secret), "the audit log holds {secret:?}");
+    }
+
+    // The scheduler runs the new primary's policy at once and serves its metrics.
+    let policies = ws.mkdir("policies");
+    fs::write(
+        policies.join("app.yaml"),
+        format!(
+            "name: app\nkind: self-managed\ndatabase:\n  dsn: \"{dsn}\"\n  password_env: DB_PASSWORD\n\
+             sources:\n  dump:\n    type: logical-dump\n    databases: [postgres]\n    schedule: \"0 0 1 1 *\"\n\
+             repositories:\n  primary:\n    location: {repo}\n    password_env: DRCTL_PASSWORD\n\
+             retention:\n  keep_last: 3\ntargets:\n  rto: 1h\n  rpo: 400d\n",
+            repo = repo.path.display(),
+        ),
+    )
+    .unwrap();
+    let port = crate::harness::pg::free_port();
+    let scheduler = drctl("schedule")
+        .env_remove("PGPASSWORD")
+        .args(["--every", "0s", "--listen", &format!("127.0.0.1:{port}"), "--policies"])
+        .arg(&policies)
+        .spawn();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let metrics = || -> String {
+        let response = agent.get(format!("http://127.0.0.1:{port}/metrics")).call();
+        response.ok().and_then(|mut r| r.body_mut().read_to_string().ok()).unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let done = "drctl_schedule_runs_total{policy=\"app\",result=\"ok\"} 1";
+    while !metrics().contains(done) {
+        assert!(std::time::Instant::now() < deadline, "the scheduler's job did not succeed:\n{}", metrics());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let served = metrics();
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(scheduler.pid(), libc::SIGTERM) };
+    let out = scheduler.finish();
+    out.ok();
+    for secret in SECRETS {
+        assert!(!served.contains(secret), "/metrics served {secret:?}");
+        assert!(!out.all().contains(secret), "the scheduler printed {secret:?}:\n{out}");
+    }
+
+    let on_command_lines = watch.finish();
+    assert!(on_command_lines.is_empty(), "secrets on command lines: {on_command_lines:#?}");
+    let readable = readable_files_with_secrets(ws.path());
+    assert!(readable.is_empty(), "files others may read hold a secret: {readable:#?}");
 }
