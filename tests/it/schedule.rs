@@ -2,32 +2,16 @@
 //! while the policy's job still runs is skipped, SIGTERM waits for the running job, and
 //! /metrics and /healthz answer over HTTP.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{Timelike, Utc};
 
+use crate::harness::http::{get, wait_until};
 use crate::harness::pg::{BIN, Cluster, free_port};
 use crate::harness::pushgateway::Pushgateway;
 use crate::harness::*;
-
-/// GET `path` from the scheduler: (status code, body).
-fn get(port: u16, path: &str) -> (u16, String) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut stream = loop {
-        match std::net::TcpStream::connect(("127.0.0.1", port)) {
-            Ok(stream) => break stream,
-            Err(e) => assert!(Instant::now() < deadline, "the scheduler does not listen on {port}: {e}"),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
-}
 
 /// An ACCESS EXCLUSIVE lock on a table, held by an open transaction until released, so a
 /// pg_dump of that table waits.
@@ -59,14 +43,6 @@ impl TableLock {
         writeln!(input, "COMMIT;").unwrap();
         drop(input);
         let _ = self.psql.wait();
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::harness::http::{get, wait_until};
 use crate::harness::moto::Moto;
 use crate::harness::pg::{Cluster, archiving, primary_and_standby};
 use crate::harness::standin::Standin;
@@ -318,18 +319,9 @@ fn no_secret_in_a_promotion_a_runbook_audit_nor_the_scheduler() {
         .args(["--every", "0s", "--listen", &format!("127.0.0.1:{port}"), "--policies"])
         .arg(&policies)
         .spawn();
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let metrics = || -> String {
-        let response = agent.get(format!("http://127.0.0.1:{port}/metrics")).call();
-        response.ok().and_then(|mut r| r.body_mut().read_to_string().ok()).unwrap_or_default()
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let done = "drctl_schedule_runs_total{policy=\"app\",result=\"ok\"} 1";
-    while !metrics().contains(done) {
-        assert!(std::time::Instant::now() < deadline, "the scheduler's job did not succeed:\n{}", metrics());
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let served = metrics();
+    wait_until("the scheduler's job", Duration::from_secs(120), || get(port, "/metrics").1.contains(done));
+    let served = get(port, "/metrics").1;
     // SAFETY: signalling the child this test started.
     unsafe { libc::kill(scheduler.pid(), libc::SIGTERM) };
     let out = scheduler.finish();

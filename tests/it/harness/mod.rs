@@ -10,7 +10,8 @@
 //! - [`moto`]: moto's S3 and KMS server;
 //! - [`faultproxy`]: a fault-injecting HTTP proxy in front of it;
 //! - [`pushgateway`]: a Prometheus Pushgateway;
-//! - [`standin`]: the stand-in for the protected API service.
+//! - [`standin`]: the stand-in for the protected API service;
+//! - [`http`]: GETs against drctl's own listeners, and waiting for what they show.
 //!
 //! `use crate::harness::*;` brings in the first five; the servers are named by their module
 //! (`harness::pg::Cluster`, `harness::moto::Moto`, …).
@@ -26,6 +27,7 @@ mod tree;
 mod workspace;
 
 pub mod faultproxy;
+pub mod http;
 pub mod moto;
 pub mod pg;
 pub mod pushgateway;
