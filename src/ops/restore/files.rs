@@ -1,7 +1,9 @@
 //! Restore: replays a snapshot into a directory or a stream. Every chunk is authenticated and
 //! checked against its id before a byte of it is written. A directory restore is built in a
 //! hidden staging folder beside the target and renamed into place only when complete, so a
-//! failed restore never leaves a tree that looks valid.
+//! failed restore never leaves a tree that looks valid. Into an existing (empty) target, a mount
+//! point, the staging folder is inside it and its entries move up one by one, pg_control last; a
+//! restore killed half way through that leaves its folder behind, and the next one names it.
 //!
 //! A snapshot's tree is not trusted to be well formed: every entry is created relative to an
 //! open directory descriptor with calls that never follow a symbolic link (`openat` with
@@ -97,21 +99,19 @@ struct Staging {
 /// `.<target name>.drctl-restore-…` beside a new one.
 const STAGING: &str = ".drctl-restore-";
 
-/// Removes from `dir` the staging folders named `<prefix>…` that no running restore holds.
-fn clear_dead_staging(dir: &Path, prefix: &str) -> std::io::Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        if !entry.file_name().as_bytes().starts_with(prefix.as_bytes()) || !entry.file_type()?.is_dir() {
-            continue;
-        }
-        let folder = File::open(entry.path())?;
-        // Released when `folder` closes.
-        if folder.try_lock().is_ok() {
-            tracing::warn!(folder = %entry.path().display(), "removing what a restore that died left behind");
-            fs::remove_dir_all(entry.path())?;
-        }
+/// True when `entry` is a staging folder named `<prefix>…` that no running restore holds: one a
+/// restore that died left behind.
+fn is_dead_staging(entry: &fs::DirEntry, prefix: &str) -> std::io::Result<bool> {
+    if !entry.file_name().as_bytes().starts_with(prefix.as_bytes()) || !entry.file_type()?.is_dir() {
+        return Ok(false);
     }
-    Ok(())
+    // Released when the folder closes, at once.
+    Ok(File::open(entry.path())?.try_lock().is_ok())
+}
+
+fn remove_dead_staging(path: &Path) -> std::io::Result<()> {
+    tracing::warn!(folder = %path.display(), "removing what a restore that died left behind");
+    fs::remove_dir_all(path)
 }
 
 /// Checks that `target` is absent or an empty directory, and creates the staging folder: inside
@@ -121,11 +121,30 @@ fn prepare_target(target: &Path) -> Result<Staging, Error> {
     let mut suffix = [0u8; 6];
     getrandom::fill(&mut suffix).expect("the OS random source works");
     let staging_name = format!("{STAGING}{}", hex::encode(suffix));
-    let cleared = clear_dead_staging(target, STAGING);
-    let (dir, inside_target) = match cleared.and_then(|()| fs::read_dir(target)) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
+    let (dir, inside_target) = match fs::read_dir(target) {
+        Ok(entries) => {
+            let (mut dead, mut others) = (Vec::new(), 0);
+            for entry in entries {
+                let entry = entry.map_err(|e| bad(e.to_string()))?;
+                match is_dead_staging(&entry, STAGING).map_err(|e| bad(e.to_string()))? {
+                    true => dead.push(entry.path()),
+                    false => others += 1,
+                }
+            }
+            if let (Some(folder), true) = (dead.first(), others > 0) {
+                // The target was empty when that restore began, so what is beside its folder
+                // is what it had moved up when it died.
+                return Err(bad(format!(
+                    "a restore into it was interrupted while moving its files into place (it left {}): \
+                     it holds part of a snapshot, which must not be used; empty it and restore again",
+                    folder.display()
+                )));
+            }
+            if others > 0 {
                 return Err(bad("it exists and is not empty".into()));
+            }
+            for folder in dead {
+                remove_dead_staging(&folder).map_err(|e| bad(e.to_string()))?;
             }
             (target.join(staging_name), true)
         }
@@ -134,7 +153,13 @@ fn prepare_target(target: &Path) -> Result<Staging, Error> {
             let parent = absolute.parent().ok_or_else(|| bad("it has no parent directory".into()))?;
             fs::create_dir_all(parent).map_err(|e| bad(format!("cannot create {}: {e}", parent.display())))?;
             let name = absolute.file_name().ok_or_else(|| bad("it has no name".into()))?.to_string_lossy();
-            clear_dead_staging(parent, &format!(".{name}{STAGING}")).map_err(|e| bad(e.to_string()))?;
+            let prefix = format!(".{name}{STAGING}");
+            for entry in fs::read_dir(parent).map_err(|e| bad(e.to_string()))? {
+                let entry = entry.map_err(|e| bad(e.to_string()))?;
+                if is_dead_staging(&entry, &prefix).map_err(|e| bad(e.to_string()))? {
+                    remove_dead_staging(&entry.path()).map_err(|e| bad(e.to_string()))?;
+                }
+            }
             (parent.join(format!(".{name}{staging_name}")), false)
         }
         Err(e) => return Err(bad(e.to_string())),
@@ -184,12 +209,23 @@ fn finish_target(staging: &Staging, target: &Path) -> Result<(), Error> {
     if !staging.inside_target {
         return fs::rename(&staging.dir, target).map_err(|e| bad(e.to_string()));
     }
-    for child in fs::read_dir(&staging.dir).map_err(|e| bad(e.to_string()))? {
-        let child = child.map_err(|e| bad(e.to_string()))?;
-        fs::rename(child.path(), target.join(child.file_name())).map_err(|e| bad(e.to_string()))?;
+    let children = fs::read_dir(&staging.dir)
+        .and_then(|entries| entries.map(|e| e.map(|e| e.file_name())).collect::<std::io::Result<Vec<_>>>())
+        .map_err(|e| bad(e.to_string()))?;
+    for name in move_order(children) {
+        fs::rename(staging.dir.join(&name), target.join(&name)).map_err(|e| bad(e.to_string()))?;
     }
     fs::remove_dir(&staging.dir).map_err(|e| bad(e.to_string()))?;
     File::open(target).and_then(|d| d.sync_all()).map_err(|e| bad(e.to_string()))
+}
+
+/// The order in which a staged tree's top entries move into an existing target: `global` (which
+/// holds pg_control) last, so that a data directory a kill left half moved has no pg_control and
+/// PostgreSQL refuses to start on it. The staging folder, removed after the last move, tells the
+/// next restore what happened.
+fn move_order(mut names: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    names.sort_by_key(|name| name == "global");
+    names
 }
 
 /// A file of the stretch being restored; the write that completes it applies its metadata.
@@ -815,6 +851,34 @@ mod tests {
         // While that restore runs, its folder is its own.
         assert!(prepare_target(&mount).is_err(), "a running restore's folder is not cleared");
         drop(inside);
+    }
+
+    #[test]
+    fn a_restore_killed_while_moving_its_files_into_a_mount_point_is_named_not_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        // Killed after `base` moved up into the mount point, before `global` (pg_control) did.
+        let mount = dir.path().join("mount");
+        let dead = mount.join(".drctl-restore-0123456789ab");
+        fs::create_dir_all(dead.join("global")).unwrap();
+        fs::write(dead.join("global/pg_control"), b"control").unwrap();
+        fs::create_dir_all(mount.join("base/1")).unwrap();
+        let err = prepare_target(&mount).err().expect("a half-moved restore is refused");
+        let text = err.to_string();
+        assert!(text.contains("interrupted") && text.contains("part of a snapshot"), "{text}");
+        assert!(text.contains("empty it"), "the error says what to do: {text}");
+        assert!(dead.join("global/pg_control").exists(), "the folder that shows it is kept");
+        // Emptied as told, the mount point takes the next restore.
+        fs::remove_dir_all(&mount).unwrap();
+        fs::create_dir(&mount).unwrap();
+        prepare_target(&mount).expect("an empty mount point");
+    }
+
+    #[test]
+    fn the_folder_holding_pg_control_moves_into_a_mount_point_last() {
+        let names = ["global", "PG_VERSION", "base", "pg_wal", "backup_label"].map(std::ffi::OsString::from);
+        let ordered = move_order(names.to_vec());
+        assert_eq!(ordered.last().unwrap(), "global");
+        assert_eq!(ordered.len(), 5);
     }
 
     /// Tree entries, each with a file's data.
