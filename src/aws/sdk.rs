@@ -27,6 +27,7 @@ pub fn timeout_config() -> aws_config::timeout::TimeoutConfig {
 /// when one is given, else in the default chain's.
 pub fn load(runtime: &tokio::runtime::Runtime, region: Option<&str>) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(crate::store::https::client())
         .retry_config(retry_config())
         .timeout_config(timeout_config());
     if let Some(region) = region {

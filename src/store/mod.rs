@@ -1,6 +1,7 @@
 //! Storage backends: the repository sees only this small trait, so a local directory and S3 (a later
 //! backend) are interchangeable without changing callers.
 
+pub mod https;
 mod local;
 #[cfg(test)]
 pub mod recording;

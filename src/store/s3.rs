@@ -154,7 +154,8 @@ impl S3Store {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        let mut loader =
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(super::https::client());
         if let Some(retry) = &options.retry {
             loader = loader.retry_config(retry.clone());
         }
@@ -291,6 +292,13 @@ fn describe<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>
                 return "no AWS region is set: set AWS_REGION (or a profile's region), or add ?region=NAME to the \
                         location"
                     .into();
+            }
+            if let Some(at) = text.find("invalid peer certificate") {
+                let cause = text[at..].split(" (").next().unwrap_or_default();
+                return format!(
+                    "the endpoint's TLS certificate is not trusted ({cause}): if a private CA signed it, name that \
+                     CA's certificate in SSL_CERT_FILE (or a folder of them in SSL_CERT_DIR)"
+                );
             }
             // Unparsed responses carry the whole raw response; the first clause says enough.
             text.split(" (").next().unwrap_or(&text).to_string()

@@ -28,6 +28,39 @@ fn an_s3_repository_round_trips_multipart_packs_and_passes_check() {
     assert_trees_equal(&src, &target.join(src.strip_prefix("/").unwrap()), CompareOpts { owner: true }, &"s3");
 }
 
+/// Every AWS call goes through drctl's own HTTPS client (rustls on ring, src/store/https.rs):
+/// S3 and KMS over TLS to a server whose certificate is trusted only through `SSL_CERT_FILE`, as
+/// with a private CA in front of an S3-compatible store. Not trusted, nothing is created.
+#[test]
+fn s3_and_kms_over_https_trust_the_roots_in_ssl_cert_file_and_no_other() {
+    let ws = Workspace::new();
+    let moto = Moto::https(&ws.mkdir("tls"));
+    let ca = moto.ca.clone().unwrap();
+    moto.bucket("tls-backups", "us-east-1", false);
+    let key = moto.kms_key("us-east-1");
+    let src = ws.mkdir("src");
+    TreeBuilder::new(&src).file_gen("data.bin", &mut DataGen::random(5), 20 << 20);
+    let repo = "s3://tls-backups/app";
+
+    moto.drctl("init")
+        .no_password()
+        .env_remove("SSL_CERT_FILE")
+        .args(["--repo", repo, "--kms-key-id", &key])
+        .run()
+        .code_is(8)
+        .stderr_mentions("TLS certificate is not trusted", "the cause")
+        .stderr_mentions("SSL_CERT_FILE", "the fix");
+    assert_eq!(moto.objects("tls-backups"), vec![], "nothing was created");
+
+    let drctl = |sub: &str| moto.drctl(sub).no_password().env("SSL_CERT_FILE", &ca);
+    drctl("init").args(["--repo", repo, "--kms-key-id", &key]).run().ok();
+    drctl("backup").args(["--repo", repo, "--path"]).arg(&src).run().ok();
+    drctl("check").args(["--repo", repo, "--read-data"]).run().ok().mentions("no damage found", "the verdict");
+    let target = ws.join("restored");
+    drctl("restore").args(["--repo", repo, "latest", "--to"]).arg(&target).run().ok();
+    assert_trees_equal(&src, &restored_path(&target, &src), CompareOpts { owner: true }, &"https");
+}
+
 #[test]
 fn a_missing_bucket_is_named_with_the_fix() {
     let moto = Moto::start("some-bucket");

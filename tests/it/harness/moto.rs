@@ -3,7 +3,9 @@
 //! server per test, killed on drop; what a test needs in it is made with boto3, as an operator
 //! would with the AWS CLI.
 
+use std::ffi::OsStr;
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,8 @@ use super::pg::free_port;
 pub struct Moto {
     child: Child,
     pub endpoint: String,
+    /// The certificate an HTTPS server presents (self-signed for 127.0.0.1), to trust it by.
+    pub ca: Option<PathBuf>,
 }
 
 impl Moto {
@@ -25,9 +29,40 @@ impl Moto {
 
     /// A server with nothing in it.
     pub fn empty() -> Moto {
+        Moto::spawn(&[], None)
+    }
+
+    /// A server with nothing in it that speaks HTTPS only, with a certificate for 127.0.0.1
+    /// made for it in `dir` (by the `cryptography` package moto itself needs).
+    pub fn https(dir: &Path) -> Moto {
+        let (cert, key) = (dir.join("moto-cert.pem"), dir.join("moto-key.pem"));
+        let script = "import datetime, ipaddress, sys\n\
+            from cryptography import x509\n\
+            from cryptography.hazmat.primitives import hashes, serialization\n\
+            from cryptography.hazmat.primitives.asymmetric import ec\n\
+            from cryptography.x509.oid import NameOID\n\
+            key = ec.generate_private_key(ec.SECP256R1())\n\
+            name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'drctl test S3')])\n\
+            now = datetime.datetime.now(datetime.timezone.utc)\n\
+            cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)\n\
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())\n\
+                .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))\n\
+                .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address('127.0.0.1'))]), False)\n\
+                .sign(key, hashes.SHA256()))\n\
+            open(sys.argv[1], 'wb').write(cert.public_bytes(serialization.Encoding.PEM))\n\
+            open(sys.argv[2], 'wb').write(key.private_bytes(serialization.Encoding.PEM, \
+                serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))\n";
+        let made = Command::new("python3").arg("-c").arg(script).arg(&cert).arg(&key).output().unwrap();
+        assert!(made.status.success(), "certificate: {}", String::from_utf8_lossy(&made.stderr));
+        let args = [OsStr::new("--ssl-cert"), cert.as_os_str(), OsStr::new("--ssl-key"), key.as_os_str()];
+        Moto::spawn(&args, Some(cert.clone()))
+    }
+
+    fn spawn(args: &[&OsStr], ca: Option<PathBuf>) -> Moto {
         let port = free_port();
         let child = Command::new("moto_server")
             .args(["-p", &port.to_string()])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -37,7 +72,8 @@ impl Moto {
             assert!(Instant::now() < deadline, "moto_server did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Moto { child, endpoint: format!("http://127.0.0.1:{port}") }
+        let scheme = if ca.is_some() { "https" } else { "http" };
+        Moto { child, endpoint: format!("{scheme}://127.0.0.1:{port}"), ca }
     }
 
     /// Runs a boto3 snippet against this server; `client(service, region)` is in scope and
@@ -49,7 +85,11 @@ impl Moto {
                 aws_access_key_id='test', aws_secret_access_key='test')\n\
             args = sys.argv[1:]\n";
         let script = format!("ENDPOINT = {:?}\n{prelude}{code}", self.endpoint);
-        let out = Command::new("python3").arg("-c").arg(script).args(args).output().unwrap();
+        let mut python = Command::new("python3");
+        if let Some(ca) = &self.ca {
+            python.env("AWS_CA_BUNDLE", ca);
+        }
+        let out = python.arg("-c").arg(script).args(args).output().unwrap();
         assert!(out.status.success(), "boto3: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
