@@ -134,7 +134,7 @@ fn no_secret_is_printed_written_readable_or_put_on_a_command_line() {
     let rules = "host all backup 127.0.0.1/32 scram-sha-256\nhost replication backup 127.0.0.1/32 scram-sha-256\n";
     fs::write(&hba, format!("{rules}{}", fs::read_to_string(&hba).unwrap())).unwrap();
     cluster.start();
-    cluster.sql(&format!("CREATE ROLE backup LOGIN REPLICATION SUPERUSER PASSWORD '{DB_PASSWORD}'"));
+    cluster.sql_secretly(&format!("CREATE ROLE backup LOGIN REPLICATION SUPERUSER PASSWORD '{DB_PASSWORD}'"));
     cluster.sql("CREATE TABLE t AS SELECT g AS n FROM generate_series(1, 1000) g");
     let dsn = format!("host=127.0.0.1 port={} user=backup dbname=postgres", cluster.port);
     let moto = Moto::start("secrets");
@@ -264,7 +264,7 @@ fn no_secret_in_a_promotion_a_runbook_audit_nor_the_scheduler() {
     Drctl::new().args(["key", "add", "--repo"]).arg(&repo.path).env("DRCTL_NEW_PASSWORD", PASSPHRASE).run().ok();
     let (uid, gid) = user_ids("postgres");
     chown_r(&repo.path, uid, gid);
-    primary.sql(&format!("CREATE ROLE backup LOGIN SUPERUSER PASSWORD '{DB_PASSWORD}'"));
+    primary.sql_secretly(&format!("CREATE ROLE backup LOGIN SUPERUSER PASSWORD '{DB_PASSWORD}'"));
     standby.wait_for("SELECT count(*) FROM pg_roles WHERE rolname = 'backup'", "1", Duration::from_secs(60));
     let hba = standby.data.join("pg_hba.conf");
     let rule = "host all backup 127.0.0.1/32 scram-sha-256\n";

@@ -6,6 +6,7 @@
 //! scripts/test.sh installs.
 
 use std::fs;
+use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -240,6 +241,20 @@ impl Cluster {
         )
         .trim()
         .to_string()
+    }
+
+    /// Runs SQL that must not appear on a command line (a password) through psql's standard
+    /// input, as an operator would type it.
+    pub fn sql_secretly(&self, sql: &str) {
+        let mut psql = Command::new(format!("{BIN}/psql"))
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-X", "-q", "-v", "ON_ERROR_STOP=1"])
+            .args(["-p", &self.port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("psql starts");
+        psql.stdin.take().unwrap().write_all(format!("{sql};\n").as_bytes()).unwrap();
+        assert!(psql.wait().unwrap().success(), "psql failed on SQL given on its standard input");
     }
 
     /// Polls `sql` until it returns `expected`.
