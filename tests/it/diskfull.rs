@@ -1,7 +1,8 @@
-//! A full disk under the restore target, the asynchronous archiving spool and the repository
-//! a WAL file is pushed into: a clear error with its exit code (or, for the spool, archiving
-//! that goes on without it), nothing corrupted or left half-written, and the next run after
-//! space is freed works. (A full repository under a backup: errors.rs.)
+//! A full disk under the restore target, the asynchronous archiving spool, the WAL prefetch
+//! spool, the pg_wal WAL is fetched into and the repository a WAL file is pushed into: a clear
+//! error with its exit code (or, for a spool, archiving and recovery that go on without it),
+//! nothing corrupted or left half-written, and the next run after space is freed works. (A full
+//! repository under a backup: errors.rs.)
 
 use std::fs;
 use std::io::Write;
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::harness::http::wait_until;
 use crate::harness::*;
 
 fn require_root() {
@@ -155,4 +157,78 @@ fn async_archiving_goes_on_promptly_when_its_spool_disk_is_full() {
     Command::new("pkill").args(["-9", "-f", &spool.display().to_string()]).status().unwrap();
     assert_archived(&repo, &ws, &pg_wal, &names);
     repo.check(true).ok();
+}
+
+/// `wal-fetch --prefetch` as `restore_command`: the prefetch spool's disk full costs the
+/// prefetch, not the recovery; pg_wal's disk full is a failure PostgreSQL stops recovery on
+/// (126), never "not in the archive" (1), which would end recovery early; and no partial file is
+/// left in pg_wal either way.
+#[test]
+fn wal_fetch_goes_on_without_a_full_prefetch_spool_and_exits_126_on_a_full_pg_wal() {
+    require_root();
+    let ws = Workspace::new();
+    let repo = ws.repo();
+    repo.init();
+    let pg_wal = ws.mkdir("pg_wal");
+    let names: Vec<String> = (1..=8).map(|n| ready_segment(&pg_wal, n)).collect();
+    for name in &names {
+        repo.cmd("wal-push").arg(pg_wal.join(name)).run().ok();
+    }
+    // The recovering server's pg_wal and the prefetch spool, each on a small disk of its own.
+    let recovering = ws.join("recovering-pg_wal");
+    let _pg_wal_mount = MountGuard::tmpfs(&recovering, "4m");
+    let spool_disk = ws.join("spool-disk");
+    let _spool_mount = MountGuard::tmpfs(&spool_disk, "8m");
+    let spool = spool_disk.join("spool");
+    let fetch = |name: &str| {
+        let started = Instant::now();
+        let o = repo
+            .cmd("wal-fetch")
+            .args(["--prefetch", "4", "--spool-dir"])
+            .arg(&spool)
+            .arg(name)
+            .arg(recovering.join(name))
+            .timeout(Duration::from_secs(120))
+            .run();
+        assert!(started.elapsed() < Duration::from_secs(30), "{name} took {:?}\n{o}", started.elapsed());
+        o
+    };
+    // PostgreSQL replays a restored segment and then recycles it.
+    let replayed = |name: &str| {
+        assert!(fs::read(recovering.join(name)).unwrap() == fs::read(pg_wal.join(name)).unwrap(), "{name} differs");
+        fs::remove_file(recovering.join(name)).unwrap();
+    };
+
+    // The spool's disk full from the first request: every segment still comes from the archive.
+    let filler = fill(&spool_disk);
+    for name in &names[..3] {
+        fetch(name).ok();
+        replayed(name);
+    }
+    let leftovers: Vec<_> = dir_entries(&spool.join("prefetch")).into_iter().filter(|n| n.starts_with('.')).collect();
+    assert_eq!(leftovers, Vec::<String>::new(), "half-written files left in the full spool");
+    // Space again: the worker fetches ahead and the next request is served from the spool.
+    fs::remove_file(&filler).unwrap();
+    fetch(&names[3]).ok();
+    replayed(&names[3]);
+    let prefetched = spool.join("prefetch").join(&names[4]);
+    wait_until("the worker to prefetch the next segment", Duration::from_secs(30), || prefetched.exists());
+    fetch(&names[4]).ok();
+    replayed(&names[4]);
+
+    // pg_wal's disk full: 126 with the cause, and nothing half-written left in it, whether the
+    // segment was in the spool (copied across disks) or not.
+    let filler = fill(&recovering);
+    for name in &names[5..7] {
+        let o = fetch(name);
+        o.code_is(126);
+        o.stderr_mentions("No space left", "that the disk is full");
+        assert_eq!(dir_entries(&recovering), vec!["filler".to_string()], "left behind in pg_wal\n{o}");
+    }
+    fs::remove_file(&filler).unwrap();
+    for name in &names[5..] {
+        fetch(name).ok();
+        replayed(name);
+    }
+    Command::new("pkill").args(["-9", "-f", &spool.display().to_string()]).status().unwrap();
 }

@@ -60,7 +60,10 @@ pub fn take(spool: &Spool, name: &WalName, dest: &Path) -> io::Result<bool> {
         // A spool on another file system: copy, then drop the spooled file.
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
             let temp = dest.with_file_name(format!(".{name}.drctl-fetch"));
-            fs::copy(&source, &temp).and_then(|_| fs::rename(&temp, dest))?;
+            if let Err(e) = fs::copy(&source, &temp).and_then(|_| fs::rename(&temp, dest)) {
+                let _ = fs::remove_file(&temp);
+                return Err(e);
+            }
             let _ = fs::remove_file(&source);
             Ok(true)
         }
@@ -71,8 +74,12 @@ pub fn take(spool: &Spool, name: &WalName, dest: &Path) -> io::Result<bool> {
 /// Tells the worker which segment the server asked for last.
 pub fn request(spool: &Spool, name: &WalName) -> io::Result<()> {
     let temp = spool.path(&format!(".{REQUESTED}.{}", std::process::id()));
-    fs::write(&temp, name.as_str())?;
-    fs::rename(&temp, spool.path(REQUESTED))
+    let written = fs::write(&temp, name.as_str()).and_then(|()| fs::rename(&temp, spool.path(REQUESTED)));
+    if written.is_err() {
+        // A full disk: not one more file left in it per request.
+        let _ = fs::remove_file(&temp);
+    }
+    written
 }
 
 fn requested(spool: &Spool) -> Option<WalName> {
