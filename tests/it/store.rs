@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use drctl::store::{Error, LocalStore, S3Options, S3Store, Store};
 
+use crate::harness::faultproxy::FaultProxy;
 use crate::harness::moto::Moto;
 use crate::harness::*;
 
@@ -29,7 +30,9 @@ fn s3_store_keeps_the_contract() {
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
         std::env::set_var("AWS_REGION", "us-east-1");
     }
-    let options = S3Options { endpoint: Some(moto.endpoint.clone()), path_style: true, ..S3Options::default() };
+    // Through the proxy, which gives moto S3's atomic conditional writes.
+    let proxy = FaultProxy::start(&moto.endpoint);
+    let options = S3Options { endpoint: Some(proxy.endpoint()), path_style: true, ..S3Options::default() };
     let store = S3Store::open("s3://conformance/repo", &options).expect("open the S3 store");
     // moto reports one fixed start time (2010) for every multipart upload; S3 reports the real one.
     conformance(&store, false);

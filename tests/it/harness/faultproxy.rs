@@ -3,6 +3,10 @@
 //! connection and relays the answer, unless a rule says that request fails: an error status, a
 //! canned response, a stall, or a reset before or during the response. Every request is logged
 //! with what happened to it, so a test can show that its faults really fired.
+//!
+//! S3 decides a conditional write (`If-None-Match: *`) atomically; moto checks, then writes, so
+//! two at once can both win there. The proxy forwards conditional writes one at a time, as S3
+//! orders them, so a test through it holds moto to S3's contract.
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -25,6 +29,8 @@ struct Shared {
     rules: Mutex<Vec<Rule>>,
     log: Mutex<Vec<Logged>>,
     stop: AtomicBool,
+    /// Held while a conditional write is forwarded.
+    conditional: Mutex<()>,
 }
 
 /// What to do instead of (or to) a forwarded request.
@@ -196,6 +202,7 @@ impl FaultProxy {
             rules: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            conditional: Mutex::new(()),
         });
         let accepting = shared.clone();
         thread::spawn(move || {
@@ -289,6 +296,8 @@ impl Shared {
             let client = conn.get_mut();
             match self.pick(&request) {
                 None => {
+                    let conditional = ["If-None-Match", "If-Match"].iter().any(|h| request.head.get(h).is_some());
+                    let _one_at_a_time = conditional.then(|| self.conditional.lock().unwrap());
                     let (response, status) = self.forward(&request);
                     self.record(&request, None, status);
                     client.write_all(&response)?;
