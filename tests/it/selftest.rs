@@ -4,7 +4,6 @@
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
 
 use crate::harness::*;
 
@@ -40,25 +39,6 @@ fn generator_text_compresses_and_random_does_not() {
     let mixed = DataGen::mixed(3, MIB).take(8 * MIB as usize);
     let cm = zstd::bulk::compress(&mixed, 3).unwrap().len();
     assert!(cm > 4 * MIB as usize && cm < 7 * MIB as usize, "mixed 8 MiB compressed to {cm}");
-}
-
-#[test]
-fn generator_speed() {
-    let mut g = DataGen::mixed(11, 8 * MIB);
-    let mut buf = vec![0u8; MIB as usize];
-    let total = 512 * MIB;
-    let t = Instant::now();
-    let mut x = 0u8;
-    for _ in 0..total / MIB {
-        g.fill(&mut buf);
-        x ^= buf[12345];
-    }
-    let s = t.elapsed().as_secs_f64();
-    let rate = total as f64 / s / 1e9;
-    eprintln!("generator: {:.2} GB/s (checksum byte {x})", rate);
-    // The real target is > 1 GB/s; this lower bound only catches a pathological slowdown on a
-    // loaded 2-core machine.
-    assert!(rate > 0.3, "generator too slow: {rate:.2} GB/s");
 }
 
 #[test]
