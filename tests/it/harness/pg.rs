@@ -233,26 +233,22 @@ impl Cluster {
 
     /// Runs SQL in database `db`, as [`Cluster::sql`] does.
     pub fn sql_in(&self, db: &str, sql: &str) -> String {
-        run_ok(
-            Command::new(format!("{BIN}/psql"))
-                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-X", "-At", "-v", "ON_ERROR_STOP=1"])
-                .args(["-p", &self.port.to_string(), "-c", sql]),
-            &format!("psql -c {sql:?}"),
-        )
-        .trim()
-        .to_string()
+        run_ok(self.psql(db).args(["-At", "-c", sql]), &format!("psql -c {sql:?}")).trim().to_string()
+    }
+
+    /// psql connected to database `db` as `postgres`, stopping at the first error.
+    fn psql(&self, db: &str) -> Command {
+        let mut psql = Command::new(format!("{BIN}/psql"));
+        psql.args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-X", "-v", "ON_ERROR_STOP=1"])
+            .args(["-p", &self.port.to_string()]);
+        psql
     }
 
     /// Runs SQL that must not appear on a command line (a password) through psql's standard
     /// input, as an operator would type it.
     pub fn sql_secretly(&self, sql: &str) {
-        let mut psql = Command::new(format!("{BIN}/psql"))
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-X", "-q", "-v", "ON_ERROR_STOP=1"])
-            .args(["-p", &self.port.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("psql starts");
+        let mut psql =
+            self.psql("postgres").arg("-q").stdin(Stdio::piped()).stdout(Stdio::null()).spawn().expect("psql starts");
         psql.stdin.take().unwrap().write_all(format!("{sql};\n").as_bytes()).unwrap();
         assert!(psql.wait().unwrap().success(), "psql failed on SQL given on its standard input");
     }
