@@ -370,6 +370,20 @@ impl Running {
         true
     }
 
+    /// Freeze the process (SIGSTOP) where it stands, holding what it holds (its locks stay fresh
+    /// for far longer than a test), so another command meets it mid-run whatever the timing.
+    pub fn pause(&mut self) {
+        assert!(!self.has_exited(), "{} exited before it could be paused", self.cmdline);
+        // SAFETY: not reaped, so the pid is still ours.
+        unsafe { libc::kill(self.pid(), libc::SIGSTOP) };
+    }
+
+    /// Let a paused process go on (SIGCONT).
+    pub fn resume(&mut self) {
+        // SAFETY: a paused process cannot have exited, so the pid is still ours.
+        unsafe { libc::kill(self.pid(), libc::SIGCONT) };
+    }
+
     pub fn finish(mut self) -> Output {
         let reaped = match self.reaped {
             Some(r) => r,
