@@ -55,6 +55,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "runbook", run: runbook, max_allocation: SMALL },
     Target { name: "basebackup_tar", run: basebackup_tar, max_allocation: SMALL },
     Target { name: "pg_files", run: pg_files, max_allocation: SMALL },
+    Target { name: "wal_blocks", run: wal_blocks, max_allocation: SMALL },
 ];
 
 /// Runs target `name` on `data` with its allocation bound armed; panics naming the bound when
@@ -378,6 +379,31 @@ pub fn pg_files(data: &[u8]) {
                 );
             }
         }
+    }
+}
+
+/// WAL records and segments (`pg::wal_blocks`), as wal-push would read them: a record alone in
+/// both image layouts, or a segment (the input, then zeros, to a power of two from 8 KiB to 1 MiB)
+/// scanned and its unfinished record stitched with its own beginning.
+pub fn wal_blocks(data: &[u8]) {
+    use crate::pg::wal_blocks;
+    let (selector, rest) = split(data);
+    if selector % 2 == 0 {
+        for major in [13, 15] {
+            if let Ok(record) = wal_blocks::decode_record(0, rest, major) {
+                assert!(record.blocks.len() <= 33, "at most 33 block ids");
+            }
+        }
+        return;
+    }
+    let len = rest.len().next_power_of_two().clamp(8192, 1 << 20);
+    let mut segment = rest[..rest.len().min(len)].to_vec();
+    segment.resize(len, 0);
+    let mut records = 0;
+    let scan = wal_blocks::scan_segment(&segment, |_| records += 1);
+    assert!(records > 0 || scan.blocks.is_empty(), "blocks come from decoded records only");
+    if let Some(tail) = &scan.tail {
+        let _ = wal_blocks::stitch(tail, scan.major, &[scan.head.as_ref()]);
     }
 }
 

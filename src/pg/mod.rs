@@ -1,5 +1,6 @@
-//! PostgreSQL know-how: WAL file names and timelines (base backups and point-in-time restore
-//! build on this), client programs, the archiver's and a standby's state, promotion.
+//! PostgreSQL know-how: WAL file names, timelines and the blocks WAL records change (base
+//! backups, incrementals and point-in-time restore build on this), client programs, the
+//! archiver's and a standby's state, promotion.
 
 pub mod archiver;
 pub mod basebackup;
@@ -13,6 +14,7 @@ pub mod sql;
 pub mod standby;
 pub mod verify;
 pub mod wal;
+pub mod wal_blocks;
 pub mod window;
 
 /// What PostgreSQL (a server, a client program, a data directory) did not do. Each variant

@@ -59,3 +59,4 @@ mod torture;
 mod versions;
 mod wal;
 mod walasync;
+mod walblocks;
