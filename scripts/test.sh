@@ -44,9 +44,24 @@ done
 chmod -R a+rX "$pg_dir"
 
 cargo build --all-targets --locked
+
+# The tests' files (repositories, data directories, restores: a few GiB at once) on a tmpfs, when
+# TMPDIR is not set and root can mount one: fsync and syncfs cost nothing there, and nothing the
+# tests check depends on a disk (the disk-full tests mount small ones of their own). The suite
+# took 3m16 on a tmpfs and 3m59 on this machine's disk.
+if [ -z "${TMPDIR:-}" ] && [ "$(id -u)" = 0 ]; then
+  test_tmp=$(mktemp -d /tmp/drctl-tests.XXXXXX)
+  if mount -t tmpfs -o size=75%,mode=1777 drctl-tests "$test_tmp"; then
+    trap 'umount -l "$test_tmp" && rmdir "$test_tmp"' EXIT
+    export TMPDIR=$test_tmp
+  else
+    rmdir "$test_tmp"
+  fi
+fi
+
 if command -v cargo-nextest >/dev/null 2>&1; then
   # Four at a time on two cores: most tests wait on PostgreSQL, the S3 server or a kill's
-  # moment as much as they compute (the suite: 393 s at 2, 332 s at 4 on this 2-core machine).
+  # moment as much as they compute (on a tmpfs, with 303 tests: 3m16 at 4, 3m10 at 6).
   cargo nextest run --locked --no-fail-fast --test-threads "${DRCTL_TEST_THREADS:-4}"
 else
   cargo test --locked --no-fail-fast

@@ -4,7 +4,8 @@
 //!
 //! Requirements: run as root (tests chown to / run drctl as the `postgres` user, mount a small
 //! tmpfs, and check that restore reproduces owners); the `postgres` user must exist; about
-//! 4 GiB free under the temp dir (the 4 GiB stream test stores ~2.5 GiB).
+//! 4 GiB free under the temp dir (the 4 GiB stream test stores ~2.5 GiB; scripts/test.sh
+//! mounts a tmpfs for it).
 //! Tests that use randomness print their seed; set DRCTL_TEST_SEED to reproduce a run.
 //!
 //! `harness/` holds what the tests share (running drctl, workspaces, generated data and trees,

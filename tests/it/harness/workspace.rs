@@ -23,9 +23,10 @@ impl Workspace {
         Workspace { _dir: dir, path }
     }
 
-    /// A workspace directly under /tmp, chmod 0755 (reachable by unprivileged users).
+    /// A workspace directly under the temp dir (TMPDIR), chmod 0755 (reachable by unprivileged
+    /// users).
     pub fn new_public() -> Workspace {
-        let dir = tempfile::Builder::new().prefix("drctl-it-").tempdir_in("/tmp").expect("tempdir");
+        let dir = tempfile::Builder::new().prefix("drctl-it-").tempdir().expect("tempdir");
         let path = fs::canonicalize(dir.path()).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
         // Every ancestor must be traversable by others.
