@@ -209,6 +209,54 @@ impl Pages<'_> {
     }
 }
 
+/// How gathering a record's bytes across pages ended.
+enum Gathered {
+    Whole,
+    /// The segment ended first: the record goes on in the next one.
+    SegmentEnd,
+    /// PostgreSQL found the record cut short (at a crash or a promotion) and wrote over its rest:
+    /// it never replays it, and new records begin on the page reached.
+    Abandoned,
+    Broken(String),
+}
+
+impl Pages<'_> {
+    /// Takes `left` bytes of a record from `(page, off)` on, into `out` when `keep`, across the
+    /// headers of the pages it continues on (each must say it continues a record, with the bytes
+    /// that remain); leaves `(page, off)` just after them.
+    fn gather(&self, page: &mut usize, off: &mut usize, mut left: usize, keep: bool, out: &mut Vec<u8>) -> Gathered {
+        loop {
+            let here = left.min(XLOG_BLCKSZ - *off);
+            if keep {
+                out.extend_from_slice(&self.seg[*page * XLOG_BLCKSZ + *off..][..here]);
+            }
+            left -= here;
+            *off += here;
+            if left == 0 {
+                return Gathered::Whole;
+            }
+            *page += 1;
+            if *page == self.seg.len() / XLOG_BLCKSZ {
+                return Gathered::SegmentEnd;
+            }
+            match self.page(*page) {
+                Ok(p) if p.info & XLP_FIRST_IS_CONTRECORD != 0 && p.rem_len as usize == left => *off = p.body,
+                Ok(p) if p.info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0 => {
+                    *off = p.body;
+                    return Gathered::Abandoned;
+                }
+                Ok(p) => {
+                    return Gathered::Broken(format!(
+                        "page {page} says {} bytes of a record remain, not {left}",
+                        p.rem_len
+                    ));
+                }
+                Err(e) => return Gathered::Broken(e),
+            }
+        }
+    }
+}
+
 /// Reads every record of one WAL segment (a whole file as archived), calling `on_record` for
 /// each one that begins and ends in it, in order.
 pub fn scan_segment(seg: &[u8], mut on_record: impl FnMut(&Record)) -> SegmentScan {
@@ -247,48 +295,23 @@ pub fn scan_segment(seg: &[u8], mut on_record: impl FnMut(&Record)) -> SegmentSc
     // A record begun in an earlier segment: skip its continuation, keeping it for stitching.
     if first.info & XLP_FIRST_IS_CONTRECORD != 0 {
         let remaining = first.rem_len;
-        let keep = remaining as usize <= CARRY_LIMIT;
         let mut bytes = Vec::new();
-        let mut left = remaining as usize;
-        let mut cur = first;
-        loop {
-            if cur.rem_len as usize != left {
-                scan.give_up(
-                    lsn_of(page, 0),
-                    format!("page says {} bytes of a record remain, not {left}", cur.rem_len),
-                );
-                return scan;
+        match pages.gather(&mut page, &mut off, remaining as usize, remaining as usize <= CARRY_LIMIT, &mut bytes) {
+            Gathered::Whole => {
+                scan.head = Some(Continuation { remaining, bytes });
+                off = maxalign(off);
             }
-            let here = left.min(XLOG_BLCKSZ - off);
-            if keep {
-                bytes.extend_from_slice(&seg[page * XLOG_BLCKSZ + off..page * XLOG_BLCKSZ + off + here]);
-            }
-            left -= here;
-            off += here;
-            if left == 0 {
-                break;
-            }
-            page += 1;
-            if page == page_count {
-                // The record runs on through the whole segment.
+            Gathered::SegmentEnd => {
                 scan.head = Some(Continuation { remaining, bytes });
                 return scan;
             }
-            cur = match pages.page(page) {
-                Ok(p) if p.info & XLP_FIRST_IS_CONTRECORD != 0 => p,
-                Ok(_) => {
-                    scan.give_up(lsn_of(page, 0), "a record's continuation is missing");
-                    return scan;
-                }
-                Err(e) => {
-                    scan.give_up(lsn_of(page, 0), e);
-                    return scan;
-                }
-            };
-            off = cur.body;
+            // Nothing to stitch: the earlier segment's unfinished record was abandoned.
+            Gathered::Abandoned => {}
+            Gathered::Broken(e) => {
+                scan.give_up(lsn_of(page, 0), e);
+                return scan;
+            }
         }
-        scan.head = Some(Continuation { remaining, bytes });
-        off = maxalign(off);
     }
 
     let mut record = Vec::new();
@@ -321,48 +344,21 @@ pub fn scan_segment(seg: &[u8], mut on_record: impl FnMut(&Record)) -> SegmentSc
             scan.give_up(lsn, format!("a record of {total} bytes is shorter than its header"));
             return scan;
         }
-        // Gather the record across pages (a record longer than the segment cannot end in it).
+        // A record longer than the segment cannot end in it.
         record.clear();
         let keep = total <= seg.len();
-        let mut left = total;
-        let mut abandoned = false;
-        loop {
-            let here = left.min(XLOG_BLCKSZ - off);
-            if keep {
-                record.extend_from_slice(&seg[page * XLOG_BLCKSZ + off..page * XLOG_BLCKSZ + off + here]);
-            }
-            left -= here;
-            off += here;
-            if left == 0 {
-                break;
-            }
-            page += 1;
-            if page == page_count {
+        match pages.gather(&mut page, &mut off, total, keep, &mut record) {
+            Gathered::Whole => {}
+            Gathered::SegmentEnd => {
                 let bytes = if total <= CARRY_LIMIT { std::mem::take(&mut record) } else { Vec::new() };
                 scan.tail = Some(Tail { lsn, total: total as u32, bytes });
                 return scan;
             }
-            match pages.page(page) {
-                Ok(p) if p.info & XLP_FIRST_IS_CONTRECORD != 0 && p.rem_len as usize == left => off = p.body,
-                // PostgreSQL found this record cut short at a crash or promotion and wrote over
-                // its rest: it never replays it, and new records begin on this page.
-                Ok(p) if p.info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0 => {
-                    off = p.body;
-                    abandoned = true;
-                    break;
-                }
-                Ok(p) => {
-                    scan.give_up(lsn, format!("its next page says {} bytes remain, not {left}", p.rem_len));
-                    return scan;
-                }
-                Err(e) => {
-                    scan.give_up(lsn, e);
-                    return scan;
-                }
+            Gathered::Abandoned => continue,
+            Gathered::Broken(e) => {
+                scan.give_up(lsn, e);
+                return scan;
             }
-        }
-        if abandoned {
-            continue;
         }
         if !keep {
             scan.give_up(lsn, format!("a record of {total} bytes ends in a segment of {}", seg.len()));

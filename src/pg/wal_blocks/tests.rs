@@ -81,12 +81,17 @@ fn record(rmid: u8, info: u8, blocks: &[Block], main: &[u8]) -> Vec<u8> {
     rec.extend_from_slice(&headers);
     rec.extend_from_slice(&payload);
     rec.extend_from_slice(main);
+    set_crc(&mut rec);
+    rec
+}
+
+/// Writes the record's CRC-32C (of its data, then of its header before the CRC) into it.
+fn set_crc(rec: &mut [u8]) {
     let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
     crc.update(&rec[RECORD_HEADER..]);
     crc.update(&rec[..20]);
     let crc = crc.finalize() as u32;
     rec[20..24].copy_from_slice(&crc.to_le_bytes());
-    rec
 }
 
 fn heap_insert(rel: u32, block_no: u32) -> Vec<u8> {
@@ -206,11 +211,7 @@ fn with_origin(rec: &[u8]) -> Vec<u8> {
     out.splice(pos..pos, [XLR_BLOCK_ID_ORIGIN, 3, 0]);
     let total = out.len() as u32;
     out[0..4].copy_from_slice(&total.to_le_bytes());
-    let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
-    crc.update(&out[RECORD_HEADER..]);
-    crc.update(&out[..20]);
-    let crc = crc.finalize() as u32;
-    out[20..24].copy_from_slice(&crc.to_le_bytes());
+    set_crc(&mut out);
     out
 }
 
@@ -384,11 +385,7 @@ fn malformed_block_headers_are_refused() {
     let good = record(10, 0, &[Block { data: 8, ..block(16384, 1) }, block(16384, 2)], &[1, 2]);
     assert!(decode_record(0, &good, 15).is_ok());
     let redo = |mut rec: Vec<u8>| {
-        let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
-        crc.update(&rec[RECORD_HEADER..]);
-        crc.update(&rec[..20]);
-        let crc = crc.finalize() as u32;
-        rec[20..24].copy_from_slice(&crc.to_le_bytes());
+        set_crc(&mut rec);
         rec
     };
     let mut out_of_order = good.clone();
