@@ -229,10 +229,21 @@ fn lsn_xid_and_latest_targets_recover_exactly_that_far() {
 fn a_started_restore_is_left_a_shut_down_primary_that_keeps_the_target() {
     let ws = Workspace::new_public();
     let (repo, _primary, before) = orders_deleted(&ws);
-    // Opened by the passphrase (DRCTL_PASSWORD, inherited by restore_command): each wal-fetch
-    // then costs an argon2 run, which widens the window between the two.
+    // Opened by a passphrase (DRCTL_PASSWORD, inherited by restore_command) whose slot costs
+    // argon2 what it costs outside the suite: each wal-fetch then spends a quarter second
+    // deriving the key, which widens the window between the two.
+    Drctl::new()
+        .args(["key", "add", "--repo"])
+        .arg(&repo.path)
+        .env_remove("DRCTL_TEST_CHEAP_KDF")
+        .env("DRCTL_NEW_PASSWORD", "a slot at full cost")
+        .run()
+        .ok();
+    let (uid, gid) = user_ids("postgres");
+    chown_r(&repo.path, uid, gid);
     let dir = ws.join("restored");
     repo.cmd("restore")
+        .password("a slot at full cost")
         .args(["--point-in-time", &before, "--start", "--to"])
         .arg(&dir)
         .timeout(Duration::from_secs(300))
