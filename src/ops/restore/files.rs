@@ -99,17 +99,18 @@ struct Staging {
 /// `.<target name>.drctl-restore-…` beside a new one.
 const STAGING: &str = ".drctl-restore-";
 
-/// The staging folders named `<prefix>…` in `dir` that no running restore holds (left by a restore
-/// that died), and how many other entries `dir` has.
-fn dead_staging(dir: &Path, prefix: &str) -> std::io::Result<(Vec<PathBuf>, usize)> {
+/// The staging folders named `<prefix>…` among a directory's `entries` that no running restore
+/// holds (left by a restore that died), and how many other entries it has.
+fn dead_staging(entries: fs::ReadDir, prefix: &str) -> std::io::Result<(Vec<PathBuf>, usize)> {
     let (mut dead, mut others) = (Vec::new(), 0);
-    for entry in fs::read_dir(dir)? {
+    for entry in entries {
         let entry = entry?;
         let staging = entry.file_name().as_bytes().starts_with(prefix.as_bytes()) && entry.file_type()?.is_dir();
         // The lock is released when the folder closes, at once.
-        match staging && File::open(entry.path())?.try_lock().is_ok() {
-            true => dead.push(entry.path()),
-            false => others += 1,
+        if staging && File::open(entry.path())?.try_lock().is_ok() {
+            dead.push(entry.path());
+        } else {
+            others += 1;
         }
     }
     Ok((dead, others))
@@ -128,8 +129,8 @@ fn prepare_target(target: &Path) -> Result<Staging, Error> {
     getrandom::fill(&mut suffix).expect("the OS random source works");
     let staging_name = format!("{STAGING}{}", hex::encode(suffix));
     let (dir, inside_target) = match fs::read_dir(target) {
-        Ok(_) => {
-            let (dead, others) = dead_staging(target, STAGING).map_err(|e| bad(e.to_string()))?;
+        Ok(entries) => {
+            let (dead, others) = dead_staging(entries, STAGING).map_err(|e| bad(e.to_string()))?;
             if let (Some(folder), true) = (dead.first(), others > 0) {
                 // The target was empty when that restore began, so what is beside its folder
                 // is what it had moved up when it died.
@@ -152,7 +153,8 @@ fn prepare_target(target: &Path) -> Result<Staging, Error> {
             let parent = absolute.parent().ok_or_else(|| bad("it has no parent directory".into()))?;
             fs::create_dir_all(parent).map_err(|e| bad(format!("cannot create {}: {e}", parent.display())))?;
             let name = absolute.file_name().ok_or_else(|| bad("it has no name".into()))?.to_string_lossy();
-            let (dead, _) = dead_staging(parent, &format!(".{name}{STAGING}")).map_err(|e| bad(e.to_string()))?;
+            let entries = fs::read_dir(parent).map_err(|e| bad(e.to_string()))?;
+            let (dead, _) = dead_staging(entries, &format!(".{name}{STAGING}")).map_err(|e| bad(e.to_string()))?;
             for folder in dead {
                 remove_dead_staging(&folder).map_err(|e| bad(e.to_string()))?;
             }
