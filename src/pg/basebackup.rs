@@ -9,6 +9,7 @@ use std::process::{Child, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
 
 use super::Error;
+use super::wal_blocks::RelFork;
 
 /// The server facts checked before a backup starts.
 #[derive(Debug, Clone)]
@@ -170,19 +171,32 @@ pub fn system_identifier(pg_control: &[u8]) -> Option<u64> {
 /// `global/<relfilenode>…`, or the same below `pg_tblspc/<oid>/<version dir>/<db>/`): such files
 /// are made of 8 KiB pages that never shift, so they are cut into fixed, aligned blocks.
 pub fn is_relation_file(path: &str) -> bool {
+    relation_file(path).is_some()
+}
+
+/// The relation fork a relation file holds part of, and which 1 GiB segment of it (`.N`).
+pub fn relation_file(path: &str) -> Option<(RelFork, u32)> {
+    /// PostgreSQL's `DEFAULTTABLESPACE_OID` (`base/`) and `GLOBALTABLESPACE_OID` (`global/`).
+    const DEFAULT_SPC: u32 = 1663;
+    const GLOBAL_SPC: u32 = 1664;
+    let number =
+        |s: &str| if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) { s.parse::<u32>().ok() } else { None };
     let parts: Vec<&str> = path.split('/').collect();
-    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let file_ok = |name: &str| {
-        let base = name.split_once('.').map_or(name, |(b, seg)| if numeric(seg) { b } else { "" });
-        let base = ["_fsm", "_vm", "_init"].iter().find_map(|s| base.strip_suffix(s)).unwrap_or(base);
-        numeric(base)
+    let (spc, db, name) = match parts.as_slice() {
+        ["global", f] => (GLOBAL_SPC, 0, *f),
+        ["base", db, f] => (DEFAULT_SPC, number(db)?, *f),
+        ["pg_tblspc", spc, _, db, f] => (number(spc)?, number(db)?, *f),
+        _ => return None,
     };
-    match parts.as_slice() {
-        ["global", f] => file_ok(f),
-        ["base", db, f] => numeric(db) && file_ok(f),
-        ["pg_tblspc", ts, _, db, f] => numeric(ts) && numeric(db) && file_ok(f),
-        _ => false,
-    }
+    let (base, segno) = match name.split_once('.') {
+        Some((base, seg)) => (base, number(seg)?),
+        None => (name, 0),
+    };
+    let (rel, fork) = match ["_fsm", "_vm", "_init"].iter().position(|s| base.ends_with(s)) {
+        Some(i) => (&base[..base.len() - ["_fsm", "_vm", "_init"][i].len()], i as u8 + 1),
+        None => (base, 0),
+    };
+    Some((RelFork { spc, db, rel: number(rel)?, fork }, segno))
 }
 
 #[cfg(test)]
@@ -222,5 +236,14 @@ mod tests {
             assert!(!is_relation_file(p), "{p}");
         }
         assert!(is_relation_file("pg_tblspc/16390/PG_15_202209061/16384/16391"));
+        let fork = |spc, db, rel, fork| RelFork { spc, db, rel, fork };
+        assert_eq!(relation_file("base/16384/16385.3"), Some((fork(1663, 16384, 16385, 0), 3)));
+        assert_eq!(relation_file("global/1262_vm"), Some((fork(1664, 0, 1262, 2), 0)));
+        assert_eq!(relation_file("base/5/2619_fsm.1"), Some((fork(1663, 5, 2619, 1), 1)));
+        assert_eq!(
+            relation_file("pg_tblspc/16390/PG_15_202209061/16384/16391_init"),
+            Some((fork(16390, 16384, 16391, 3), 0))
+        );
+        assert_eq!(relation_file("base/5/99999999999"), None, "beyond a relation number");
     }
 }

@@ -115,6 +115,8 @@ pub struct SegmentScan {
     pub start: u64,
     /// PostgreSQL's major version, from the pages' format number.
     pub major: u32,
+    /// The cluster that wrote it (the first page's `xlp_sysid`).
+    pub system_identifier: u64,
     /// Blocks referenced by the records that begin in this segment and end in it.
     pub blocks: BTreeSet<BlockRef>,
     pub unvouched: Vec<Unvouched>,
@@ -122,16 +124,31 @@ pub struct SegmentScan {
     pub tail: Option<Tail>,
     /// The segment was ended early by a WAL switch: the rest of it is padding.
     pub switched: bool,
+    /// Where and why reading stopped before the segment's end: damage, an unknown format, or
+    /// the end of the WAL written so far. Records before `at` were read in full.
+    pub stopped: Option<Stopped>,
+}
+
+/// Where a segment's reading stopped early, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stopped {
+    pub at: u64,
+    pub why: String,
 }
 
 impl SegmentScan {
-    /// True when nothing in the segment could be read for certain.
+    /// True when the segment cannot vouch for all of its changes.
     pub fn vouches_for_nothing(&self) -> bool {
+        self.stopped.is_some() || self.changes_everything()
+    }
+
+    /// True when a record in it may change any file (whatever reading stopped at).
+    pub fn changes_everything(&self) -> bool {
         self.unvouched.iter().any(|u| matches!(u, Unvouched::Everything(_)))
     }
 
     fn give_up(&mut self, at: u64, why: impl std::fmt::Display) {
-        self.unvouched.push(Unvouched::Everything(format!("WAL at {}: {why}", super::wal::format_lsn(at))));
+        self.stopped = Some(Stopped { at, why: format!("WAL at {}: {why}", super::wal::format_lsn(at)) });
     }
 
     fn add(&mut self, record: &Record) {
@@ -272,6 +289,7 @@ pub fn scan_segment(seg: &[u8], mut on_record: impl FnMut(&Record)) -> SegmentSc
     };
     scan.major = major;
     scan.start = u64_at(seg, 8);
+    scan.system_identifier = u64_at(seg, 24);
     let (seg_size, blcksz) = (u32_at(seg, 32) as usize, u32_at(seg, 36) as usize);
     if seg_size != seg.len() || blcksz != XLOG_BLCKSZ || !scan.start.is_multiple_of(seg.len() as u64) {
         scan.give_up(scan.start, format!("the first page says a segment of {seg_size} bytes in pages of {blcksz}"));

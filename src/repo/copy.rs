@@ -20,7 +20,7 @@ use super::crypto::Id;
 use super::evidence::{self, Kind};
 use super::format::{self, ObjectType};
 use super::index::{self, ChunkLocation};
-use super::{Error, Repository, snapshot, wal};
+use super::{Error, Repository, snapshot, wal, wal_map};
 use crate::pg::wal::{WalName, parse_lsn, segment_name};
 use crate::progress::Progress;
 use crate::store::Store;
@@ -89,6 +89,8 @@ enum Proof {
     NamedByHash(Id),
     /// A WAL file: it opens under its own name.
     Wal(WalName),
+    /// A WAL segment's block map: it opens under its segment's name.
+    WalMap(WalName),
     /// Evidence (an audit or drill record): it opens under its own key.
     Evidence(Kind),
 }
@@ -132,6 +134,7 @@ pub fn copy(
         .into_iter()
         .chain(Kind::ALL.map(Kind::dir))
         .chain(options.wal.then_some(wal::WAL_DIR))
+        .chain([wal_map::MAP_DIR])
         .map(|prefix| target.store().list(prefix))
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
@@ -178,9 +181,16 @@ pub fn copy(
         }
     }
     if options.wal || !own_wal.is_empty() {
+        let maps: HashSet<WalName> = wal_map::list(source.store())?.into_iter().map(|(name, _)| name).collect();
         for (name, size) in wal::list(source.store())? {
             if !options.wal && !own_wal.contains(name.as_str()) {
                 continue;
+            }
+            // The segment's block map goes with it, so incrementals taken on the copy read
+            // maps too.
+            let map_key = wal_map::key_of(&name);
+            if maps.contains(&name) && !in_target.contains_key(&map_key) {
+                items.push(Item { key: map_key, proof: Proof::WalMap(name.clone()) });
             }
             let key = wal::key_of(&name);
             match in_target.get(&key) {
@@ -331,7 +341,15 @@ fn transfer(
 /// reading it back. Returns the bytes copied.
 fn copy_one(source: &Repository, target: &dyn Store, item: &Item) -> Result<u64, Error> {
     let bytes = source.store().get(&item.key).map_err(|e| Error::missing_or(e, &item.key))?;
-    prove(source, item, &bytes)?;
+    match prove(source, item, &bytes) {
+        // A block map only saves reading: a damaged one is left behind, not copied, and
+        // nothing else waits on it.
+        Err(e) if matches!(item.proof, Proof::WalMap(_)) && e.is_damage() => {
+            tracing::warn!(error = %e, "not copying a damaged WAL block map");
+            return Ok(0);
+        }
+        proved => proved?,
+    }
     let hash = blake3::hash(&bytes);
     let len = bytes.len() as u64;
     if target.put_proven(&item.key, bytes)? {
@@ -381,6 +399,9 @@ fn prove(source: &Repository, item: &Item, bytes: &[u8]) -> Result<(), Error> {
         }
         Proof::Wal(name) => {
             format::open_file(source.key(), ObjectType::Wal, name.as_str().as_bytes(), bytes, &object())?;
+        }
+        Proof::WalMap(name) => {
+            format::open_file(source.key(), ObjectType::WalMap, name.as_str().as_bytes(), bytes, &object())?;
         }
         Proof::Evidence(kind) => {
             format::open_file(source.key(), kind.object_type(), item.key.as_bytes(), bytes, &object())?;

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::retention::{self, Item, Rules, Verdict};
 use super::snapshot::{self, Snapshot, SnapshotKind};
-use super::{Error, Repository, wal};
+use super::{Error, Repository, wal, wal_map};
 use crate::pg::wal::{WalKind, WalName, parse_lsn};
 use crate::pg::window::Archive;
 use crate::store;
@@ -144,6 +144,8 @@ pub fn apply(repo: &Repository, plan: &Plan) -> Result<Applied, Error> {
     if applied.retained.is_empty() {
         for name in &plan.wal_to_remove {
             let name = WalName::parse(name).expect("listed names are valid");
+            // Its block map first: a map never outlives its segment.
+            remove(wal_map::key_of(&name), &mut applied.retained)?;
             applied.wal_removed += remove(wal::key_of(&name), &mut applied.retained)? as usize;
         }
     }

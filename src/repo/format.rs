@@ -30,6 +30,7 @@ pub enum ObjectType {
     Drill = 11,
     Job = 12,
     Check = 13,
+    WalMap = 14,
 }
 
 /// Associated data: "drctl" || version || type || binding (the object's id or name where it has

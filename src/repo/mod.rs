@@ -25,6 +25,7 @@ pub mod retention;
 pub mod snapshot;
 pub mod tree;
 pub mod wal;
+pub mod wal_map;
 pub mod waves;
 pub mod writer;
 

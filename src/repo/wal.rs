@@ -12,8 +12,9 @@
 
 use super::format::{self, ObjectType};
 use super::pack;
-use super::{Error, Repository};
+use super::{Error, Repository, wal_map};
 use crate::pg::wal::{self as pgwal, WalKind, WalName};
+use crate::pg::wal_blocks;
 use crate::store::{self, Store};
 
 pub const WAL_DIR: &str = "wal/";
@@ -63,13 +64,28 @@ pub fn push(
     // The write is conditional (no request spent on a check first): a name already archived
     // (a retry after a crash, a standby with archive_mode = always, a split brain) is compared
     // instead, and the store decides who wins a race.
-    if !repo.store().put_new(&key, &sealed)? {
-        return match fetch(repo, name)? {
-            Some(existing) if existing == data => Ok(Pushed::AlreadyArchived),
-            _ => Err(Error::WalConflict { name: name.to_string() }),
-        };
+    let pushed = if repo.store().put_new(&key, &sealed)? {
+        Pushed::Stored(sealed.len() as u64)
+    } else {
+        match fetch(repo, name)? {
+            Some(existing) if existing == data => Pushed::AlreadyArchived,
+            _ => return Err(Error::WalConflict { name: name.to_string() }),
+        }
+    };
+    if name.kind() == WalKind::Segment {
+        put_block_map(repo, name, data);
     }
-    Ok(Pushed::Stored(sealed.len() as u64))
+    Ok(pushed)
+}
+
+/// Stores the block map of a segment just archived (only then: a map always describes the
+/// segment archived under its name). Archiving does not depend on it: without a map, the next
+/// incremental backup reads the segment instead.
+fn put_block_map(repo: &Repository, name: &WalName, data: &[u8]) {
+    let scan = wal_blocks::scan_segment(data, |_| {});
+    if let Err(e) = wal_map::put(repo, name, &scan) {
+        tracing::warn!(wal = %name, error = %e, "archived, but its block map could not be stored");
+    }
 }
 
 /// Refuses history file `name` (content `data`) when the archive holds a segment of its parent

@@ -129,6 +129,8 @@ fn a_killed_copy_resumes_and_a_single_snapshot_copies_alone() {
     assert!(count(&resumed, "packs_present") > 0, "{resumed}");
     assert_eq!(count(&resumed, "snapshots_copied"), 1);
     assert_eq!(count(&resumed, "wal_copied"), 3);
+    let maps = |repo: &Repo| std::fs::read_dir(repo.path.join("walmap/00000001")).map_or(0, |d| d.count());
+    assert_eq!((maps(&source), maps(&target)), (3, 3), "each segment's block map goes with it");
     target.check(true).ok();
     for (segment, data) in &segments {
         let fetched = ws.join("fetched");

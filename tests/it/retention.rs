@@ -78,8 +78,8 @@ fn forget_keeps_wal_from_the_oldest_kept_base_backup_and_recovery_still_reaches_
     primary.sql("INSERT INTO t SELECT generate_series(301, 400)");
     primary.archive_all_wal();
     primary.stop();
-    let segments = || -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(repo.path.join("wal/00000001"))
+    let listed = |dir: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(repo.path.join(dir))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.len() == 24)
@@ -87,6 +87,10 @@ fn forget_keeps_wal_from_the_oldest_kept_base_backup_and_recovery_still_reaches_
         names.sort();
         names
     };
+    let segments = || listed("wal/00000001");
+    // Each segment pushed has its block map beside it.
+    let full_segments = |names: Vec<String>| names.into_iter().filter(|n| !n.contains('.')).collect::<Vec<_>>();
+    assert_eq!(listed("walmap/00000001"), full_segments(segments()));
     let mut bases = repo.snapshots();
     bases.sort_by_key(|s| s["time"].as_str().unwrap().to_string());
     let first_wal = bases[0]["pg"]["start_wal"].as_str().unwrap().to_string();
@@ -105,6 +109,7 @@ fn forget_keeps_wal_from_the_oldest_kept_base_backup_and_recovery_still_reaches_
     let left = segments();
     assert!(left.iter().all(|s| *s >= start_wal), "no segment before {start_wal} is left: {left:?}");
     assert!(left.contains(&start_wal));
+    assert_eq!(listed("walmap/00000001"), full_segments(left), "the maps of removed segments went with them");
 
     repo.check(true).ok();
     let dir = ws.join("restored");
