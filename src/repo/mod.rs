@@ -429,6 +429,25 @@ impl Repository {
         self.open_chunk(index, pack, id, loc, &sealed)
     }
 
+    /// Like [`Repository::read_chunk`], through `cache` where given (for the chunk and, if it is
+    /// a delta, its base).
+    pub fn read_chunk_via(
+        &self,
+        index: &index::Index,
+        id: Id,
+        cache: Option<&base_cache::BaseCache>,
+    ) -> Result<Vec<u8>> {
+        self.with_sealed(index, id, cache, |pack, loc, sealed| {
+            self.open_chunk_with(pack, id, loc, sealed, &mut |base| {
+                self.with_sealed(index, base, cache, |_, loc, sealed| {
+                    pack::open_base(&self.key, base, sealed, loc.raw_len)
+                        .map_err(|e| Error::corrupt(&format!("chunk {base}"), e.to_string()))
+                })
+                .map_err(|e| pack::ChunkError::Base(base, e.to_string()))
+            })
+        })
+    }
+
     /// Authenticates, decodes and verifies chunk `id`, read as `sealed` from `pack` at `loc`.
     pub fn open_chunk(
         &self,

@@ -88,6 +88,7 @@ pub struct Sink<'a> {
     in_flight: Mutex<HashSet<Id>>,
     tx: Sender<Plain>,
     stopped: &'a AtomicBool,
+    cache: Option<&'a BaseCache>,
 }
 
 impl Sink<'_> {
@@ -110,6 +111,12 @@ impl Sink<'_> {
 
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Relaxed)
+    }
+
+    /// The data of chunk `id`, an earlier version of a block, read through the base cache
+    /// where the backup has one (a remote repository is then not asked again).
+    pub fn read_earlier(&self, id: Id) -> Result<Vec<u8>, Error> {
+        self.repo.read_chunk_via(self.index, id, self.cache)
     }
 
     pub fn add(&self, data: Vec<u8>) -> Result<Id, Error> {
@@ -201,6 +208,7 @@ impl<'a> Pipeline<'a> {
                 in_flight: Mutex::new(HashSet::new()),
                 tx: plain_tx,
                 stopped: &stopped,
+                cache: self.cache,
             };
             let produced = produce(&sink);
             if produced.is_err() {

@@ -6,6 +6,7 @@ mod cache_tests;
 pub(crate) mod pg;
 mod pg_local;
 mod rewrite;
+mod wal_delta;
 mod walk;
 
 pub use pg::{backup_pg_dump, backup_pg_stream};

@@ -2,7 +2,9 @@
 //! data directory itself between `pg_backup_start` and `pg_backup_stop` on one SQL session,
 //! with parallel readers. A file whose size and modification time match the previous local
 //! backup's, and that was last modified well before that backup started, is not read again:
-//! its chunks are reused (pgBackRest's rule). backup_label comes from pg_backup_stop and is
+//! its chunks are reused (pgBackRest's rule). Of a relation file whose changes the WAL since the
+//! previous backup names (its block maps, see `wal_delta`), only the changed pages are read,
+//! whatever its timestamps say. backup_label comes from pg_backup_stop and is
 //! stored as a file; global/pg_control is read last, as pg_basebackup does.
 
 use std::fs;
@@ -11,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::pg::RELATION_BLOCK;
+use super::wal_delta::{self, ChangedPages, WalRange};
 use super::walk::{self, Earlier, EarlierFn, WalkRules};
 use super::{BackupOptions, run};
 use crate::ops::Error;
@@ -18,6 +21,7 @@ use crate::pg::archiver;
 use crate::pg::basebackup;
 use crate::pg::datadir;
 use crate::pg::session::Session;
+use crate::pg::wal::parse_lsn;
 use crate::pg::{Conn, Error as PgError};
 use crate::progress::Progress;
 use crate::repo::Id;
@@ -71,7 +75,11 @@ pub fn backup_pg_local(
     run(repo, snapshot, options, progress, |sink, snap| {
         progress.start("backing up PostgreSQL", None);
         let started_at = chrono::Utc::now();
-        session.backup_start(&format!("drctl {}", started_at.format("%Y-%m-%dT%H:%M:%SZ")))?;
+        let start = session.backup_start(&format!("drctl {}", started_at.format("%Y-%m-%dT%H:%M:%SZ")))?;
+        let changed = match &parent {
+            Some(parent) => changed_since(repo, &mut session, parent, &start, on_disk, &pgdata)?,
+            None => None,
+        };
         let mut tree = TreeWriter::new(repo.cdc(), repo.config().chunking.max_size as usize, |c| sink.add(c));
         let cdc = repo.cdc();
         let rules = WalkRules {
@@ -85,7 +93,7 @@ pub fn backup_pg_local(
                     cdc
                 }
             }),
-            earlier: parent.as_ref().map(|p| earlier_versions(repo, sink, p)),
+            earlier: parent.as_ref().map(|p| earlier_versions(repo, sink, p, changed.as_ref())),
         };
         walk::back_up_tree(repo, sink, std::slice::from_ref(&pgdata), rules, &mut tree, &mut snap.summary, progress)?;
         let control = read(&pgdata.join(datadir::PG_CONTROL))?;
@@ -159,13 +167,72 @@ fn previous_local_backup(repo: &Repository, system_identifier: &str) -> Result<O
     Ok(newest)
 }
 
+/// The pages changed since `parent` started, read from the WAL up to this backup's `start`;
+/// `None`, saying why, when the WAL cannot tell (files are then judged by their timestamps).
+fn changed_since(
+    repo: &Repository,
+    session: &mut Session,
+    parent: &Snapshot,
+    start: &str,
+    system_identifier: u64,
+    pgdata: &Path,
+) -> Result<Option<ChangedPages>, Error> {
+    let Some(pg) = parent.pg.as_ref() else { return Ok(None) };
+    let settings = session.query(
+        "SELECT c.timeline_id, i.blocks_per_segment, i.database_block_size FROM pg_control_checkpoint() c, \
+         pg_control_init() i",
+    )?;
+    let numbers: Vec<u64> = settings.trim().split('|').filter_map(|n| n.parse().ok()).collect();
+    let pg_wal = pgdata.join("pg_wal");
+    let range = (|| {
+        let [timeline, pages_per_file, page_size] = numbers[..] else {
+            return Err(format!("the server described its storage as {settings:?}"));
+        };
+        if page_size != 8192 {
+            return Err(format!("its pages are {page_size} bytes"));
+        }
+        if timeline != u64::from(pg.timeline) {
+            return Err(format!("the server is on timeline {timeline}, the previous backup on {}", pg.timeline));
+        }
+        let lsn = |text: &str| parse_lsn(text).ok_or_else(|| format!("{text:?} is not an LSN"));
+        Ok(WalRange {
+            system_identifier,
+            timeline: pg.timeline,
+            from: lsn(&pg.start_lsn)?,
+            to: lsn(start.trim())?,
+            segment_size: pg.wal_segment_size,
+            pages_per_file: u32::try_from(pages_per_file).map_err(|e| e.to_string())?,
+            pg_wal: &pg_wal,
+        })
+    })();
+    match range.and_then(|range| wal_delta::changed_pages(repo, &range)) {
+        Ok(changed) => {
+            tracing::info!(
+                maps = changed.maps,
+                segments = changed.segments,
+                "reading only the pages the WAL says changed"
+            );
+            Ok(Some(changed))
+        }
+        Err(why) => {
+            tracing::warn!(reason = %why, "the WAL since the previous backup cannot say which pages changed; reading changed files whole");
+            Ok(None)
+        }
+    }
+}
+
 /// Walks the previous backup's tree alongside the new walk (both in the same order) and hands
 /// back a file's chunks: to reuse unread when it has not changed since (same size, same
 /// modification time to the nanosecond, and modified before the previous backup started, minus
 /// a margin, so the stored copy was read while nothing wrote to the file and holds no torn
 /// page), else as the previous versions of its blocks. Any trouble reading the old tree only
 /// turns this off.
-fn earlier_versions<'a>(repo: &'a Repository, sink: &'a Sink, parent: &'a Snapshot) -> EarlierFn<'a> {
+fn earlier_versions<'a>(
+    repo: &'a Repository,
+    sink: &'a Sink,
+    parent: &'a Snapshot,
+    changed: Option<&'a ChangedPages>,
+) -> EarlierFn<'a> {
     let started = parent.pg.as_ref().and_then(|pg| pg.started_at).expect("chosen for its start time");
     let cutoff = (started - MTIME_MARGIN).timestamp();
     let mut old = TreeReader::new(&parent.tree, move |id| repo.read_chunk(sink.index(), id)).peekable();
@@ -197,14 +264,27 @@ fn earlier_versions<'a>(repo: &'a Repository, sink: &'a Sink, parent: &'a Snapsh
                     }
                     // Reused ids must be stored for good: an id whose index file was lost or
                     // whose pack prune marked would carry a hole into the new snapshot.
+                    let stored = candidate.chunks.iter().all(|id| sink.is_stored(id));
                     let same = candidate.size == entry.size
                         && candidate.mtime == entry.mtime
                         && candidate.mtime_nsec == entry.mtime_nsec
                         && entry.mtime < cutoff
-                        && candidate.chunks.iter().all(|id| sink.is_stored(id));
-                    let chunks = candidate.chunks.clone();
+                        && stored;
+                    let (chunks, size) = (candidate.chunks.clone(), candidate.size);
                     old.next();
-                    return Some(if same { Earlier::Unchanged(chunks) } else { Earlier::Changed(chunks) });
+                    if same {
+                        return Some(Earlier::Unchanged(chunks));
+                    }
+                    // A relation file whose changes the WAL names: only those pages are read.
+                    let pages = changed.filter(|_| stored).and_then(|c| {
+                        let (fork, segno) = basebackup::relation_file(path.to_str()?)?;
+                        c.in_file(fork, segno)
+                    });
+                    return Some(match pages {
+                        Some(pages) if pages.is_empty() && size == entry.size => Earlier::Unchanged(chunks),
+                        Some(changed) => Earlier::Pages { chunks, size, changed },
+                        None => Earlier::Changed(chunks),
+                    });
                 }
             }
         }

@@ -11,6 +11,7 @@ use std::fs::{self, Metadata};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::ops::Error;
 use crate::progress::Progress;
@@ -64,6 +65,10 @@ pub enum Earlier {
     /// Changed: its chunks are the previous versions of the new blocks (fixed-block files are
     /// compressed against them).
     Changed(Vec<Id>),
+    /// Changed in these pages only (sorted, numbered from the file's start; fixed-block files):
+    /// the other pages are taken from its chunks, the file's previous version, which was
+    /// `size` bytes long.
+    Pages { chunks: Vec<Id>, size: u64, changed: Vec<u32> },
 }
 
 /// How a walk turns a directory hierarchy into entries.
@@ -106,6 +111,8 @@ struct FileJob {
     chunker: Chunker,
     /// The chunks of the file's previous version (fixed blocks only), block by block.
     previous: Vec<Id>,
+    /// The pages changed since that version and its length, when only those are to be read.
+    changed: Option<(Vec<u32>, u64)>,
     /// Device and inode the walk saw, to detect a path replaced before it is opened.
     dev: u64,
     ino: u64,
@@ -123,6 +130,8 @@ pub fn back_up_tree<F: FnMut(Vec<u8>) -> Result<Id, repo::Error>>(
     progress: &dyn Progress,
 ) -> Result<(), Error> {
     let (job_tx, job_rx) = bounded::<FileJob>(WALK_AHEAD);
+    // Bytes of files read in part that were taken from an earlier snapshot instead.
+    let unchanged = AtomicU64::new(0);
     let (order_tx, order_rx) = bounded::<Pending>(WALK_AHEAD);
     std::thread::scope(|s| {
         let rules = &mut rules;
@@ -131,12 +140,13 @@ pub fn back_up_tree<F: FnMut(Vec<u8>) -> Result<Id, repo::Error>>(
             walker.walk_sources(sources).map(|()| walker.unchanged_bytes)
         });
         for _ in 0..FILE_WORKERS {
-            let jobs = job_rx.clone();
+            let (jobs, unchanged) = (job_rx.clone(), &unchanged);
             s.spawn(move || {
                 for job in jobs {
                     // After a failure, drain the queue without reading: nothing more is stored.
                     let done = job.done.clone();
-                    let result = if sink.is_stopped() { Ok(None) } else { read_file(repo, sink, job, progress) };
+                    let result =
+                        if sink.is_stopped() { Ok(None) } else { read_file(repo, sink, job, progress, unchanged) };
                     let _ = done.send(result);
                 }
             });
@@ -166,7 +176,7 @@ pub fn back_up_tree<F: FnMut(Vec<u8>) -> Result<Id, repo::Error>>(
         drop(order_rx);
         let walked = walker.join().expect("walker panicked");
         written?;
-        summary.unchanged_bytes += walked?;
+        summary.unchanged_bytes += walked? + unchanged.load(Ordering::Relaxed);
         Ok(())
     })
 }
@@ -296,7 +306,8 @@ impl Walker<'_, '_> {
             let mut entry = entry_from(&meta, EntryKind::File, &relative);
             entry.size = meta.len();
             let chunker = (self.rules.chunker)(&relative);
-            let mut previous = Vec::new();
+            let (mut previous, mut changed) = (Vec::new(), None);
+            let fixed = matches!(chunker, Chunker::Fixed { .. });
             match self.rules.earlier.as_mut().and_then(|earlier| earlier(&entry)) {
                 Some(Earlier::Unchanged(chunks)) => {
                     entry.chunks = chunks;
@@ -304,12 +315,16 @@ impl Walker<'_, '_> {
                     self.unchanged_bytes += entry.size;
                     return Ok(self.send_ready(entry));
                 }
-                Some(Earlier::Changed(chunks)) if matches!(chunker, Chunker::Fixed { .. }) => previous = chunks,
+                Some(Earlier::Changed(chunks)) if fixed => previous = chunks,
+                Some(Earlier::Pages { chunks, size, changed: pages }) if fixed => {
+                    previous = chunks;
+                    changed = Some((pages, size));
+                }
                 _ => {}
             }
             let (done, pending) = bounded(1);
             let (dev, ino) = (meta.dev(), meta.ino());
-            let job = FileJob { path: path.to_path_buf(), entry, chunker, previous, dev, ino, done };
+            let job = FileJob { path: path.to_path_buf(), entry, chunker, previous, changed, dev, ino, done };
             Ok(self.order.send(pending).is_ok() && self.jobs.send(job).is_ok())
         } else {
             tracing::warn!(path = %path.display(), "skipping a special file (socket, FIFO or device)");
@@ -323,9 +338,15 @@ impl Walker<'_, '_> {
 /// for a symlink or a FIFO meanwhile is skipped, never followed. Metadata comes from the open
 /// file. Small files are read whole (at most one largest chunk) and cut in memory, with the same
 /// boundaries as streaming, avoiding a chunk-sized buffer per file.
-fn read_file(repo: &Repository, sink: &Sink, job: FileJob, progress: &dyn Progress) -> Result<Option<Entry>, Error> {
+fn read_file(
+    repo: &Repository,
+    sink: &Sink,
+    job: FileJob,
+    progress: &dyn Progress,
+    unchanged: &AtomicU64,
+) -> Result<Option<Entry>, Error> {
     use std::os::unix::fs::OpenOptionsExt;
-    let FileJob { path, mut entry, chunker, previous, dev, ino, .. } = job;
+    let FileJob { path, mut entry, chunker, previous, changed, dev, ino, .. } = job;
     // Block i of a fixed-block file was chunk i of its previous version.
     let add = |i: usize, data: Vec<u8>| sink.add_version(data, previous.get(i).copied());
     let source_err = |source| Error::Source { path: path.clone(), source };
@@ -344,6 +365,19 @@ fn read_file(repo: &Repository, sink: &Sink, job: FileJob, progress: &dyn Progre
         return Ok(None);
     }
     set_metadata(&mut entry, &meta);
+    if let (Some((pages, previous_size)), Chunker::Fixed { block_size }) = (&changed, chunker) {
+        let earlier = PreviousVersion { chunks: &previous, size: *previous_size, changed: pages };
+        match read_pages(sink, &file, &mut entry, &earlier, block_size as u64, meta.len(), progress) {
+            Ok(Some(reused)) => {
+                unchanged.fetch_add(reused, Ordering::Relaxed);
+                return Ok(Some(entry));
+            }
+            // The file is not its previous version grown: read it all, as if without a map.
+            Ok(None) => entry.chunks.clear(),
+            Err(PagesError::Read(e)) => return Err(source_err(e)),
+            Err(PagesError::Store(e)) => return Err(e.into()),
+        }
+    }
     let max_chunk = repo.config().chunking.max_size as u64;
     let mut head = Vec::with_capacity(meta.len().min(max_chunk) as usize + 1);
     (&mut file).take(max_chunk + 1).read_to_end(&mut head).map_err(source_err)?;
@@ -369,4 +403,101 @@ fn read_file(repo: &Repository, sink: &Sink, job: FileJob, progress: &dyn Progre
     }
     entry.size = read;
     Ok(Some(entry))
+}
+
+/// PostgreSQL's page: the unit in which the WAL names what changed.
+const PAGE: u64 = 8192;
+
+/// A relation file's previous version, and the pages changed since.
+struct PreviousVersion<'a> {
+    chunks: &'a [Id],
+    size: u64,
+    /// Sorted page numbers from the file's start.
+    changed: &'a [u32],
+}
+
+/// Stores a relation file of `len` bytes from its previous version and its changed pages: a
+/// block no changed page falls in is the previous version's chunk, unread; a block with changed
+/// pages is the previous version's block with those pages read over it; blocks past the
+/// previous end are read whole. Returns the bytes not read, or `None` when the file is not its
+/// previous version grown (shorter, not whole pages, or shorter than `len` when read), for the
+/// caller to read whole.
+fn read_pages(
+    sink: &Sink,
+    file: &fs::File,
+    entry: &mut Entry,
+    earlier: &PreviousVersion,
+    block_size: u64,
+    len: u64,
+    progress: &dyn Progress,
+) -> Result<Option<u64>, PagesError> {
+    use std::os::unix::fs::FileExt;
+    let fits = len >= earlier.size
+        && len.is_multiple_of(PAGE)
+        && earlier.size.is_multiple_of(PAGE)
+        && block_size.is_multiple_of(PAGE)
+        && earlier.chunks.len() as u64 == earlier.size.div_ceil(block_size);
+    if !fits {
+        return Ok(None);
+    }
+    // Reads `buf.len()` bytes at `at`; false when the file ends first.
+    let read_at = |buf: &mut [u8], at: u64| match file.read_exact_at(buf, at) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(PagesError::Read(e)),
+    };
+    // The block at `start`: the previous version's with `pages` read over it, or read whole.
+    let block = |previous: Option<Id>, start: u64, block_len: u64, pages: &[u32]| {
+        if let Some(id) = previous {
+            match sink.read_earlier(id) {
+                Ok(mut data) if data.len() as u64 == block_len => {
+                    for &page in pages {
+                        let at = u64::from(page) * PAGE;
+                        if !read_at(&mut data[(at - start) as usize..][..PAGE as usize], at)? {
+                            return Ok(None);
+                        }
+                    }
+                    return Ok(Some((data, block_len - pages.len() as u64 * PAGE)));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(chunk = %id.short(), error = %e, "cannot read a block's earlier version; reading the block")
+                }
+            }
+        }
+        let mut data = vec![0; block_len as usize];
+        Ok(read_at(&mut data, start)?.then_some((data, 0)))
+    };
+    let (mut reused, mut next) = (0u64, 0usize);
+    for (i, start) in (0..len).step_by(block_size as usize).enumerate() {
+        let block_len = block_size.min(len - start);
+        let end_page = ((start + block_len) / PAGE) as u32;
+        let first = next;
+        while next < earlier.changed.len() && earlier.changed[next] < end_page {
+            next += 1;
+        }
+        let pages = &earlier.changed[first..next];
+        let previous = earlier.chunks.get(i).copied();
+        let same_length = start < earlier.size && block_size.min(earlier.size - start) == block_len;
+        if let Some(id) = previous.filter(|_| same_length && pages.is_empty()) {
+            entry.chunks.push(id);
+            reused += block_len;
+            progress.add(block_len);
+            continue;
+        }
+        let Some((data, unread)) = block(previous.filter(|_| same_length), start, block_len, pages)? else {
+            return Ok(None);
+        };
+        reused += unread;
+        progress.add(block_len);
+        entry.chunks.push(sink.add_version(data, previous).map_err(PagesError::Store)?);
+    }
+    entry.size = len;
+    Ok(Some(reused))
+}
+
+/// Why [`read_pages`] failed: the source file or the repository.
+enum PagesError {
+    Read(std::io::Error),
+    Store(repo::Error),
 }
