@@ -429,23 +429,30 @@ impl Repository {
         self.open_chunk(index, pack, id, loc, &sealed)
     }
 
-    /// Like [`Repository::read_chunk`], through `cache` where given (for the chunk and, if it is
-    /// a delta, its base).
-    pub fn read_chunk_via(
+    /// Chunk `id`'s data, read through `cache` where given, and the chunk a new version of it
+    /// is compressed against with that chunk's data: `id` itself, or its delta base when it is a
+    /// delta (as [`Repository::read_base_for`] chooses).
+    pub fn read_version(
         &self,
         index: &index::Index,
         id: Id,
         cache: Option<&base_cache::BaseCache>,
-    ) -> Result<Vec<u8>> {
-        self.with_sealed(index, id, cache, |pack, loc, sealed| {
+    ) -> Result<(Vec<u8>, writer::Base)> {
+        let base_read = std::cell::RefCell::new(None);
+        let data = self.with_sealed(index, id, cache, |pack, loc, sealed| {
             self.open_chunk_with(pack, id, loc, sealed, &mut |base| {
-                self.with_sealed(index, base, cache, |_, loc, sealed| {
-                    pack::open_base(&self.key, base, sealed, loc.raw_len)
-                        .map_err(|e| Error::corrupt(&format!("chunk {base}"), e.to_string()))
-                })
-                .map_err(|e| pack::ChunkError::Base(base, e.to_string()))
+                let data = self
+                    .with_sealed(index, base, cache, |_, loc, sealed| {
+                        pack::open_base(&self.key, base, sealed, loc.raw_len)
+                            .map_err(|e| Error::corrupt(&format!("chunk {base}"), e.to_string()))
+                    })
+                    .map_err(|e| pack::ChunkError::Base(base, e.to_string()))?;
+                *base_read.borrow_mut() = Some((base, data.clone()));
+                Ok(data)
             })
-        })
+        })?;
+        let base = base_read.into_inner().unwrap_or_else(|| (id, data.clone()));
+        Ok((data, base))
     }
 
     /// Authenticates, decodes and verifies chunk `id`, read as `sealed` from `pack` at `loc`.

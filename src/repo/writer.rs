@@ -114,9 +114,10 @@ impl Sink<'_> {
     }
 
     /// The data of chunk `id`, an earlier version of a block, read through the base cache
-    /// where the backup has one (a remote repository is then not asked again).
-    pub fn read_earlier(&self, id: Id) -> Result<Vec<u8>, Error> {
-        self.repo.read_chunk_via(self.index, id, self.cache)
+    /// where the backup has one (a remote repository is then not asked again), with the
+    /// [`Base`] a new version of the block is compressed against.
+    pub fn read_earlier(&self, id: Id) -> Result<(Vec<u8>, Base), Error> {
+        self.repo.read_version(self.index, id, self.cache)
     }
 
     pub fn add(&self, data: Vec<u8>) -> Result<Id, Error> {
@@ -126,11 +127,21 @@ impl Sink<'_> {
     /// Adds a new version of a block whose previous version is the chunk `earlier`: if it
     /// must be stored, it is compressed against that version too, and the smaller form kept.
     pub fn add_version(&self, data: Vec<u8>, earlier: Option<Id>) -> Result<Id, Error> {
+        self.add_against(data, earlier.map(Earlier::Read))
+    }
+
+    /// Like [`Sink::add_version`] with the base of the previous version already read (by
+    /// [`Sink::read_earlier`]): it is not read again.
+    pub fn add_with_base(&self, data: Vec<u8>, base: Base) -> Result<Id, Error> {
+        self.add_against(data, Some(Earlier::Known(base)))
+    }
+
+    fn add_against(&self, data: Vec<u8>, earlier: Option<Earlier>) -> Result<Id, Error> {
         let id = self.repo.key().chunk_id(&data);
         if self.is_stored(&id) || !self.in_flight.lock().expect("poisoned").insert(id) {
             return Ok(id);
         }
-        let earlier = earlier.filter(|e| self.is_stored(e));
+        let earlier = earlier.filter(|e| self.is_stored(&e.id()));
         if self.stopped.load(Ordering::Relaxed) || self.tx.send((id, data, earlier)).is_err() {
             return Err(stopped());
         }
@@ -158,8 +169,28 @@ struct Pipeline<'a> {
     cache: Option<&'a BaseCache>,
 }
 
-/// Chunks to seal: (id, data, the chunk holding the block's previous version).
-type Plain = (Id, Vec<u8>, Option<Id>);
+/// A chunk to compress a block's new version against, with its data: the previous version, or
+/// that version's own delta base (chains stay one step long).
+pub type Base = (Id, Vec<u8>);
+
+/// The previous version of a block, as a chunk to seal learns it.
+enum Earlier {
+    /// The chunk holding it: its base is read when the new version is sealed.
+    Read(Id),
+    /// Its base, already read.
+    Known(Base),
+}
+
+impl Earlier {
+    fn id(&self) -> Id {
+        match self {
+            Earlier::Read(id) | Earlier::Known((id, _)) => *id,
+        }
+    }
+}
+
+/// Chunks to seal: (id, data, the block's previous version).
+type Plain = (Id, Vec<u8>, Option<Earlier>);
 /// Chunks sealed but not yet packed: (id, sealed bytes, plaintext length, delta base).
 type Sealed = (Id, Vec<u8>, u32, Option<Id>);
 
@@ -236,16 +267,19 @@ impl<'a> Pipeline<'a> {
                 return Ok(());
             }
             // An unreadable earlier version only costs the delta: the block is stored whole.
-            let base = earlier.and_then(|e| {
-                self.repo
-                    .read_base_for(self.index, e, self.cache)
-                    .inspect_err(
-                        |err| tracing::warn!(chunk = %e.short(), error = %err, "cannot read an earlier block version"),
-                    )
-                    .ok()
-                    // The earlier version may itself be a delta against a base in a doomed pack.
-                    .filter(|(base, _)| stored(self.index, self.doomed, base))
-            });
+            let base = earlier
+                .and_then(|e| match e {
+                    Earlier::Known(base) => Some(base),
+                    Earlier::Read(e) => self
+                        .repo
+                        .read_base_for(self.index, e, self.cache)
+                        .inspect_err(
+                            |err| tracing::warn!(chunk = %e.short(), error = %err, "cannot read an earlier block version"),
+                        )
+                        .ok(),
+                })
+                // The earlier version may itself be a delta against a base in a doomed pack.
+                .filter(|(base, _)| stored(self.index, self.doomed, base));
             let (sealed, base) = match base {
                 Some((base, base_data)) => {
                     pack::seal_chunk_against(self.repo.key(), id, &data, base, &base_data, &mut compressor)

@@ -450,14 +450,14 @@ fn read_pages(
     let block = |previous: Option<Id>, start: u64, block_len: u64, pages: &[u32]| {
         if let Some(id) = previous {
             match sink.read_earlier(id) {
-                Ok(mut data) if data.len() as u64 == block_len => {
+                Ok((mut data, base)) if data.len() as u64 == block_len => {
                     for &page in pages {
                         let at = u64::from(page) * PAGE;
                         if !read_at(&mut data[(at - start) as usize..][..PAGE as usize], at)? {
                             return Ok(None);
                         }
                     }
-                    return Ok(Some((data, block_len - pages.len() as u64 * PAGE)));
+                    return Ok(Some((data, Some(base), block_len - pages.len() as u64 * PAGE)));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -466,7 +466,7 @@ fn read_pages(
             }
         }
         let mut data = vec![0; block_len as usize];
-        Ok(read_at(&mut data, start)?.then_some((data, 0)))
+        Ok(read_at(&mut data, start)?.then_some((data, None, 0)))
     };
     let (mut reused, mut next) = (0u64, 0usize);
     for (i, start) in (0..len).step_by(block_size as usize).enumerate() {
@@ -485,12 +485,16 @@ fn read_pages(
             progress.add(block_len);
             continue;
         }
-        let Some((data, unread)) = block(previous.filter(|_| same_length), start, block_len, pages)? else {
+        let Some((data, base, unread)) = block(previous.filter(|_| same_length), start, block_len, pages)? else {
             return Ok(None);
         };
         reused += unread;
         progress.add(block_len);
-        entry.chunks.push(sink.add_version(data, previous).map_err(PagesError::Store)?);
+        let added = match base {
+            Some(base) => sink.add_with_base(data, base),
+            None => sink.add_version(data, previous),
+        };
+        entry.chunks.push(added.map_err(PagesError::Store)?);
     }
     entry.size = len;
     Ok(Some(reused))
