@@ -6,9 +6,9 @@
 //! Why that is enough (docs/FORMAT.md says it at length): at `wal_level` replica or above, every
 //! change to a page of a relation's main or init fork is a WAL record that names the page, and a
 //! page changed after this backup's start is rewritten on restore by replaying from it. What the
-//! WAL does not name is never taken from the map: free space and visibility map forks, relations
-//! created or truncated meanwhile, and anything after a record that may change any file (a
-//! database copied), damage, a gap or another timeline. Those files are read the usual way.
+//! WAL does not vouch for is read the usual way: free space and visibility map forks, relations
+//! created or truncated meanwhile; and every file when a record may change any file (a database
+//! copied), or on damage, a gap or another timeline.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -61,7 +61,7 @@ impl ChangedPages {
     }
 
     fn add(&mut self, scan_blocks: impl IntoIterator<Item = wal_blocks::BlockRef>, unvouched: &[Unvouched]) {
-        for b in scan_blocks {
+        for b in scan_blocks.into_iter().filter(|b| MAPPED_FORKS.contains(&b.file.fork)) {
             self.mark(b.file, b.block);
         }
         for u in unvouched {
