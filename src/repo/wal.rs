@@ -146,8 +146,13 @@ pub fn fetch_to(repo: &Repository, name: &WalName, out: &mut impl std::io::Write
 
 /// Every archived WAL file with its stored size, sorted by name (timeline, then position).
 pub fn list(store: &dyn Store) -> Result<Vec<(WalName, u64)>, Error> {
+    list_named(store, WAL_DIR)
+}
+
+/// The objects below `dir` named by a WAL file name, with their stored sizes, sorted by name.
+pub(super) fn list_named(store: &dyn Store, dir: &str) -> Result<Vec<(WalName, u64)>, Error> {
     let mut all: Vec<(WalName, u64)> = store
-        .list(WAL_DIR)?
+        .list(dir)?
         .into_iter()
         .filter_map(|o| WalName::parse(o.key.rsplit('/').next()?).map(|n| (n, o.size)))
         .collect();

@@ -157,13 +157,7 @@ pub fn get(repo: &Repository, name: &WalName) -> Result<Option<SegmentScan>, Err
 
 /// Every stored map's segment name with its stored size, sorted.
 pub fn list(store: &dyn Store) -> Result<Vec<(WalName, u64)>, Error> {
-    let mut all: Vec<(WalName, u64)> = store
-        .list(MAP_DIR)?
-        .into_iter()
-        .filter_map(|o| WalName::parse(o.key.rsplit('/').next()?).map(|n| (n, o.size)))
-        .collect();
-    all.sort();
-    Ok(all)
+    super::wal::list_named(store, MAP_DIR)
 }
 
 #[cfg(test)]
