@@ -192,10 +192,12 @@ pub fn relation_file(path: &str) -> Option<(RelFork, u32)> {
         Some((base, seg)) => (base, number(seg)?),
         None => (name, 0),
     };
-    let (rel, fork) = match ["_fsm", "_vm", "_init"].iter().position(|s| base.ends_with(s)) {
-        Some(i) => (&base[..base.len() - ["_fsm", "_vm", "_init"][i].len()], i as u8 + 1),
-        None => (base, 0),
-    };
+    // Forks 1, 2 and 3 by their suffixes; none is the main fork, 0.
+    let (rel, fork) = ["_fsm", "_vm", "_init"]
+        .iter()
+        .zip(1..)
+        .find_map(|(suffix, fork)| Some((base.strip_suffix(suffix)?, fork)))
+        .unwrap_or((base, 0));
     Some((RelFork { spc, db, rel: number(rel)?, fork }, segno))
 }
 
