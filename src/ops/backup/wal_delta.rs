@@ -90,8 +90,12 @@ pub struct WalRange<'a> {
 /// The pages changed in `range`; `Err` says why the WAL cannot tell (the caller then reads
 /// files as if there were no map).
 pub fn changed_pages(repo: &Repository, range: &WalRange) -> Result<ChangedPages, String> {
-    if range.to < range.from || range.pages_per_file == 0 || !range.segment_size.is_power_of_two() {
+    if range.to < range.from {
         return Err("the previous backup started after this one".into());
+    }
+    if range.pages_per_file == 0 || !range.segment_size.is_power_of_two() {
+        let (pages, size) = (range.pages_per_file, range.segment_size);
+        return Err(format!("relation files of {pages} pages and WAL segments of {size} bytes are not PostgreSQL's"));
     }
     let first = range.from / range.segment_size;
     let last = (range.to.max(1) - 1) / range.segment_size;
