@@ -46,6 +46,17 @@ pub fn preflight(conn: &super::Conn) -> Result<ServerInfo, Error> {
     Ok(info)
 }
 
+/// Pipe capacity for pg_basebackup's stream. At the default 64 KiB, pg_basebackup and drctl
+/// take turns a few pages at a time, and each waits for the other.
+const PIPE_BYTES: libc::c_int = 1 << 20;
+
+/// Asks for a wider pipe; the default still works, so a refusal (a lower pipe-max-size) is fine.
+fn widen_pipe(stdout: &ChildStdout) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: F_SETPIPE_SZ takes an integer and only resizes the pipe's buffer.
+    unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
+}
+
 /// Reads a child's stderr to the end on a thread (so a chatty child never blocks on a full
 /// pipe); joining gives the text for error messages.
 pub fn collect_stderr(child: &mut Child) -> std::thread::JoinHandle<String> {
@@ -75,6 +86,7 @@ impl BaseBackupProcess {
             .spawn()
             .map_err(|e| unreachable(format!("cannot run pg_basebackup: {e}")))?;
         let stdout = child.stdout.take().expect("piped");
+        widen_pipe(&stdout);
         let stderr = collect_stderr(&mut child);
         Ok((BaseBackupProcess { child, stderr }, stdout))
     }
