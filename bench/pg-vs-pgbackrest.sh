@@ -86,6 +86,9 @@ say "1. initdb, drctl init + key file, pgBackRest stanza"
 pg env DRCTL_PASSWORD="bench passphrase" "$drctl" -q init --repo "$work/drctl-repo"
 pg env DRCTL_PASSWORD="bench passphrase" "$drctl" -q key add --repo "$work/drctl-repo" --new-key-file "$work/keys/drctl.key"
 pg env DRCTL_PASSWORD="bench passphrase" "$drctl" -q init --repo "$work/drctl-stream"
+# Opened with a key file like the local-mode repository (as a scheduled job would), so that the
+# two modes differ only in how PGDATA is read, not in a passphrase's key derivation.
+pg env DRCTL_PASSWORD="bench passphrase" "$drctl" -q key add --repo "$work/drctl-stream" --new-key-file "$work/keys/stream.key"
 cluster_create "$work/pgdata" "$port" "${drctl_env[*]} $drctl -q wal-push %p && ${pgbr[*]} archive-push %p"
 pg "${pgbr[@]}" stanza-create
 load_data
@@ -96,7 +99,7 @@ dsn="host=127.0.0.1 port=$port user=postgres"
 local_mode=(--pg-mode local --pgdata "$work/pgdata")
 say "2. drctl full backup, stream mode (reference; separate repository)"
 drop_caches
-measure drctl_full_stream env DRCTL_PASSWORD="bench passphrase" "$drctl" backup --repo "$work/drctl-stream" --pg "$dsn" --json
+measure drctl_full_stream env "DRCTL_KEY_FILE=$work/keys/stream.key" DRCTL_LOG_FORMAT=text "$drctl" backup --repo "$work/drctl-stream" --pg "$dsn" --json
 say "   ${WALL} s, RSS ${RSS} KiB, stored_bytes $(json_field "$work/m/drctl_full_stream.out" stored_bytes)"
 stream_wall=$WALL stream_rss=$RSS stream_bytes=$(bytes_of "$work/drctl-stream")
 wait_archived
