@@ -7,6 +7,14 @@ use aws_sdk_s3::config::SharedHttpClient;
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_http_client::{Builder, ConnectorBuilder};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::client::runtime_components::{RuntimeComponents, RuntimeComponentsBuilder};
+use aws_smithy_types::config_bag::ConfigBag;
 
 /// Like the SDKs' default client: the connector settings (connect and read timeouts) and sleep of
 /// the client using it, trusted roots from the system, and a proxy from `HTTPS_PROXY`,
@@ -14,7 +22,7 @@ use aws_smithy_http_client::{Builder, ConnectorBuilder};
 /// `build_with_connector_fn`, left out of the crate's docs): the documented `build_https` has no
 /// proxy setting.
 pub fn client() -> SharedHttpClient {
-    Builder::new().build_with_connector_fn(|settings, runtime_components| {
+    let client = Builder::new().build_with_connector_fn(|settings, runtime_components| {
         let mut connector = ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::Ring));
         connector.set_connector_settings(settings.cloned());
         if let Some(components) = runtime_components {
@@ -22,5 +30,61 @@ pub fn client() -> SharedHttpClient {
         }
         connector.set_proxy_config(Some(ProxyConfig::from_env()));
         connector.build()
-    })
+    });
+    SharedHttpClient::new(CertificatesNotRetried(client))
+}
+
+/// The client with one change to how its failures are retried: a server certificate that no
+/// trusted root vouches for fails the request at once. The SDKs count every failed connection
+/// as transient, so an untrusted private CA cost every retry's backoff before its clear error.
+#[derive(Debug)]
+struct CertificatesNotRetried(SharedHttpClient);
+
+impl HttpClient for CertificatesNotRetried {
+    fn http_connector(&self, settings: &HttpConnectorSettings, components: &RuntimeComponents) -> SharedHttpConnector {
+        SharedHttpConnector::new(UntrustedIsFinal(self.0.http_connector(settings, components)))
+    }
+
+    fn validate_base_client_config(
+        &self,
+        components: &RuntimeComponentsBuilder,
+        cfg: &ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.validate_base_client_config(components, cfg)
+    }
+
+    fn validate_final_config(&self, components: &RuntimeComponents, cfg: &ConfigBag) -> Result<(), BoxError> {
+        self.0.validate_final_config(components, cfg)
+    }
+}
+
+#[derive(Debug)]
+struct UntrustedIsFinal(SharedHttpConnector);
+
+impl HttpConnector for UntrustedIsFinal {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let sent = self.0.call(request);
+        HttpConnectorFuture::new(async move {
+            sent.await.map_err(|e| {
+                // An "other" connector error of no kind is one no retry classifier retries.
+                if untrusted_certificate(&e) { ConnectorError::other(e.into(), None) } else { e }
+            })
+        })
+    }
+}
+
+/// Whether rustls refused the server's certificate, anywhere in the error's causes.
+fn untrusted_certificate(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(rustls::Error::InvalidCertificate(_)) = e.downcast_ref::<rustls::Error>() {
+            return true;
+        }
+        // The TLS error arrives wrapped in I/O errors, whose `source` skips what they wrap.
+        next = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(wrapped) => Some(wrapped as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    false
 }

@@ -61,6 +61,49 @@ fn s3_and_kms_over_https_trust_the_roots_in_ssl_cert_file_and_no_other() {
     assert_trees_equal(&src, &restored_path(&target, &src), CompareOpts { owner: true }, &"https");
 }
 
+/// A certificate no root vouches for will not become trusted by trying again: drctl says so
+/// after one connection, not after every retry's backoff.
+#[test]
+fn an_untrusted_certificate_is_not_retried() {
+    let ws = Workspace::new();
+    let moto = Moto::https(&ws.mkdir("tls"));
+    moto.bucket("tls-once", "us-east-1", false);
+    let port: u16 = moto.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let (front, connections) = count_connections(port);
+    moto.drctl_via("init", &format!("https://127.0.0.1:{front}"))
+        .env_remove("SSL_CERT_FILE")
+        .args(["--repo", "s3://tls-once/app"])
+        .run()
+        .code_is(8)
+        .stderr_mentions("TLS certificate is not trusted", "the cause");
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1, "connections made");
+}
+
+/// Forwards TCP connections from a new loopback port to `upstream`, counting them. A TLS
+/// handshake that fails never reaches the server as a request: only connections show attempts.
+fn count_connections(upstream: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+            let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                })
+            };
+            pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+            pipe(server, client);
+        }
+    });
+    (port, count)
+}
+
 #[test]
 fn a_missing_bucket_is_named_with_the_fix() {
     let moto = Moto::start("some-bucket");
