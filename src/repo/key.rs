@@ -370,3 +370,31 @@ pub(crate) fn try_slot(bytes: &[u8], secret: &Secret, object: &str) -> Result<Op
         bytes.try_into().map_err(|_| Error::corrupt(object, "wrapped key has the wrong length"))?;
     Ok(Some(MasterKey::from_bytes(&bytes)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::LocalStore;
+
+    /// Key files exist so that commands run once per WAL segment open the repository without an
+    /// argon2 run: a key-file slot records no KDF, and opening one never consults a KDF, even a
+    /// planted one that could not run.
+    #[test]
+    fn key_file_slots_open_without_a_kdf() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let master = MasterKey::generate();
+        let secret = Secret::KeyFile([7; 32]);
+        let id = add_slot(&store, &master, &secret).unwrap();
+        let key = format!("{}{}", format::KEYS_DIR, id);
+        let mut slot: serde_json::Value = serde_json::from_slice(&store.get(&key).unwrap()).unwrap();
+        assert!(slot.get("kdf").is_none(), "{slot}");
+
+        let impossible = Kdf { memory_kib: u32::MAX, ..Kdf::new_default() };
+        slot["kdf"] = serde_json::to_value(impossible).unwrap();
+        let planted = serde_json::to_vec(&slot).unwrap();
+        let opened = try_slot(&planted, &secret, "slot").unwrap().expect("the key file opens its slot");
+        assert_eq!(opened.to_bytes(), master.to_bytes());
+        assert!(try_slot(&planted, &Secret::KeyFile([8; 32]), "slot").unwrap().is_none(), "another key file does not");
+    }
+}

@@ -1,8 +1,6 @@
 //! Key slots: changing the passphrase without rewriting data, key files that open the repository
 //! without an argon2 run, and refusing to remove the last slot.
 
-use std::time::Instant;
-
 use crate::harness::*;
 
 /// `drctl key <action> --repo <repo>`: the repository flag belongs to the action.
@@ -34,20 +32,16 @@ fn passphrase_change_and_key_file_slots() {
     let new = |d: Drctl| d.password("second secret");
     new(repo.cmd("check").arg("--read-data")).run().ok();
 
-    // A key file slot opens the repository with no passphrase at all, and fast.
+    // A key file slot opens the repository with no passphrase at all.
     let key_file = ws.join("repo.key");
     new(key(&repo, "add").arg("--new-key-file").arg(&key_file)).run().ok();
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key_file).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "the key file is private");
     new(key(&repo, "add").arg("--new-key-file").arg(&key_file)).run().code_is(2);
-    let started = Instant::now();
+    // That it runs no argon2 is checked where it can fail: repo::key's unit test (here the
+    // suite's cheap argon2 would hide it).
     let out = repo.cmd("snapshots").arg("--json").no_password().env("DRCTL_KEY_FILE", &key_file).run();
     out.ok();
-    assert!(
-        started.elapsed().as_millis() < 2000,
-        "opening with a key file must not cost an argon2 run: {:?}",
-        started.elapsed()
-    );
     assert_eq!(out.json()[0]["id"], backup.id.as_str());
     let target = ws.join("out");
     repo.restore_cmd("latest", &target).no_password().arg("--key-file").arg(&key_file).run().ok();
