@@ -396,5 +396,11 @@ mod tests {
         let opened = try_slot(&planted, &secret, "slot").unwrap().expect("the key file opens its slot");
         assert_eq!(opened.to_bytes(), master.to_bytes());
         assert!(try_slot(&planted, &Secret::KeyFile([8; 32]), "slot").unwrap().is_none(), "another key file does not");
+
+        // Nor is a passphrase slot's KDF run for a key file: the slot is not the key file's.
+        let mut passphrase_slot = slot;
+        passphrase_slot["kind"] = serde_json::json!("passphrase");
+        let planted = serde_json::to_vec(&passphrase_slot).unwrap();
+        assert!(try_slot(&planted, &secret, "slot").unwrap().is_none());
     }
 }

@@ -8,6 +8,7 @@ use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_http_client::{Builder, ConnectorBuilder};
 use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
 };
@@ -31,18 +32,20 @@ pub fn client() -> SharedHttpClient {
         connector.set_proxy_config(Some(ProxyConfig::from_env()));
         connector.build()
     });
-    SharedHttpClient::new(CertificatesNotRetried(client))
+    SharedHttpClient::new(RefusedCertificatesNotRetried(client))
 }
 
-/// The client with one change to how its failures are retried: a server certificate that no
-/// trusted root vouches for fails the request at once. The SDKs count every failed connection
-/// as transient, so an untrusted private CA cost every retry's backoff before its clear error.
+/// The client with one change to how its failures are retried: a server certificate that TLS
+/// refuses (no trusted root vouches for it, expired, not yet valid, for another name, revoked)
+/// fails the request at once. The SDKs count every failed connection as transient, so an
+/// untrusted private CA cost every retry's backoff before its clear error; and a certificate's
+/// dates are not wrong for seconds but until someone mends the clock or the certificate.
 #[derive(Debug)]
-struct CertificatesNotRetried(SharedHttpClient);
+struct RefusedCertificatesNotRetried(SharedHttpClient);
 
-impl HttpClient for CertificatesNotRetried {
+impl HttpClient for RefusedCertificatesNotRetried {
     fn http_connector(&self, settings: &HttpConnectorSettings, components: &RuntimeComponents) -> SharedHttpConnector {
-        SharedHttpConnector::new(UntrustedIsFinal(self.0.http_connector(settings, components)))
+        SharedHttpConnector::new(RefusalIsFinal(self.0.http_connector(settings, components)))
     }
 
     fn validate_base_client_config(
@@ -56,25 +59,29 @@ impl HttpClient for CertificatesNotRetried {
     fn validate_final_config(&self, components: &RuntimeComponents, cfg: &ConfigBag) -> Result<(), BoxError> {
         self.0.validate_final_config(components, cfg)
     }
+
+    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
 }
 
 #[derive(Debug)]
-struct UntrustedIsFinal(SharedHttpConnector);
+struct RefusalIsFinal(SharedHttpConnector);
 
-impl HttpConnector for UntrustedIsFinal {
+impl HttpConnector for RefusalIsFinal {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let sent = self.0.call(request);
         HttpConnectorFuture::new(async move {
             sent.await.map_err(|e| {
                 // An "other" connector error of no kind is one no retry classifier retries.
-                if untrusted_certificate(&e) { ConnectorError::other(e.into(), None) } else { e }
+                if certificate_refused(&e) { ConnectorError::other(e.into(), None) } else { e }
             })
         })
     }
 }
 
 /// Whether rustls refused the server's certificate, anywhere in the error's causes.
-fn untrusted_certificate(err: &(dyn std::error::Error + 'static)) -> bool {
+fn certificate_refused(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(err);
     while let Some(e) = next {
         if let Some(rustls::Error::InvalidCertificate(_)) = e.downcast_ref::<rustls::Error>() {

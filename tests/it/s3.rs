@@ -70,7 +70,9 @@ fn an_untrusted_certificate_is_not_retried() {
     moto.bucket("tls-once", "us-east-1", false);
     let port: u16 = moto.endpoint.rsplit(':').next().unwrap().parse().unwrap();
     let (front, connections) = count_connections(port);
+    // Three attempts allowed, so that retrying would show as three connections.
     moto.drctl_via("init", &format!("https://127.0.0.1:{front}"))
+        .env("DRCTL_S3_MAX_ATTEMPTS", "3")
         .env_remove("SSL_CERT_FILE")
         .args(["--repo", "s3://tls-once/app"])
         .run()
